@@ -1,0 +1,142 @@
+"""The `stillroom` command: parse, call the library, map errors to exit codes.
+
+Data goes to stdout (JSON); progress and logs to stderr. Heavy imports (torch, pyarrow) wait
+until a command needs them, so `stillroom --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from stillroom.errors import StillroomError
+
+app = typer.Typer(
+    name="stillroom",
+    help="Distill large language models into small ones, and find out who distilled yours.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _emit(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(message + "\n")
+
+
+@app.command()
+def harvest(
+    config: Annotated[Path, typer.Argument(help="Harvest config (YAML).")],
+    limit: Annotated[int | None, typer.Option(help="Make at most N teacher calls.")] = None,
+    budget: Annotated[
+        float | None, typer.Option(help="Hard cap in USD on the run store's total spend.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count prompts, estimate tokens and cost; no calls.")
+    ] = False,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Skip malformed prompt rows; count and report them.")
+    ] = False,
+    retry_errors: Annotated[
+        bool, typer.Option("--retry-errors", help="Call again for stored error rows.")
+    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config key: --set generation.max_tokens=64"),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Harvest teacher outputs into runs/<name>/harvest.sqlite; reruns skip what is stored.
+
+    Example: stillroom harvest examples/harvest-gemma.yaml --limit 100 --budget 5
+    """
+    from stillroom.config import load_config
+    from stillroom.harvest.runner import dry_run as estimate
+    from stillroom.harvest.runner import harvest as run_harvest
+
+    overrides = list(set_ or [])
+    if budget is not None:
+        overrides.append(f"cost.budget_usd={budget}")
+    cfg = load_config(config, overrides)
+    if dry_run:
+        _emit(asdict(estimate(cfg, limit=limit, skip_bad=skip_bad)))
+        return
+    result = run_harvest(
+        cfg, limit=limit, skip_bad=skip_bad, retry_errors=retry_errors, show_progress=not quiet
+    )
+    _emit(asdict(result))
+    if result.skipped_rows:
+        _err(f"skipped {len(result.skipped_rows)} bad rows; first: {result.skipped_rows[0]}")
+    if result.stopped == "budget":
+        _err(
+            f"stopped at the budget (${cfg.cost.budget_usd}): the next call's worst case would "
+            "exceed it; raise --budget to continue"
+        )
+        raise typer.Exit(3)
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder, e.g. runs/my-run.")],
+    format: Annotated[str, typer.Option("--format", help="parquet or jsonl.")] = "parquet",
+    out: Annotated[Path | None, typer.Option(help="Output file (default: in the run).")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Only this split: train, validation or test.")
+    ] = None,
+) -> None:
+    """Export a run's harvest, one row per completion with decoded top-k signals.
+
+    Example: stillroom export runs/my-run --format parquet
+    """
+    from stillroom.errors import InputError
+    from stillroom.harvest.export import export_run
+
+    if format not in ("parquet", "jsonl"):
+        raise InputError(f"--format {format!r}: use parquet or jsonl")
+    path = export_run(run, format, out, split)
+    _emit({"path": str(path)})
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except StillroomError as e:
+        if _state["debug"]:
+            raise
+        _err(f"error: {e}")
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        _err("interrupted: finished calls are stored; rerun the same command to continue")
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Run configs: YAML validated by pydantic, dotted overrides, every problem reported at once.
+
+A harvest config names where prompts come from, which teacher answers them, how it samples,
+and where the run lives. The resolved config is written next to the results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stillroom.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PromptSource(_Strict):
+    path: Path
+    format: Literal["auto", "jsonl", "csv", "parquet", "hf"] = "auto"
+    # The prompt is `field` of each row, or `template` filled with the row's fields.
+    field: str | None = None
+    template: str | None = None
+    # Chat rows: a list of {"role", "content"} under this field.
+    messages_field: str | None = None
+    system: str | None = None
+    id_field: str | None = None
+    # Row fields copied into the store beside each record (gold labels, metadata).
+    keep_fields: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_prompt_form(self) -> PromptSource:
+        given = [k for k in ("field", "template", "messages_field") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "set exactly one of prompts.field, prompts.template or prompts.messages_field"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+class TeacherConfig(_Strict):
+    kind: Literal["api", "local"] = "local"
+    model: str = "gemma-3-270m"
+    # api
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    endpoint: Literal["chat", "completions"] = "chat"
+    concurrency: int = Field(32, ge=1, le=4096)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    max_retries: int = Field(6, ge=0, le=100)
+    retry_backoff_s: float = Field(0.5, ge=0)
+    timeout_s: float = Field(120.0, gt=0)
+    # local
+    batch_size: int = Field(16, ge=1, le=1024)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class GenerationConfig(_Strict):
+    max_tokens: int | None = Field(256, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int = Field(1, ge=1, le=128)
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=list)
+    top_logprobs: int = Field(0, ge=0, le=1000)
+
+
+class SplitConfig(_Strict):
+    train: float = Field(0.8, ge=0, le=1)
+    validation: float = Field(0.1, ge=0, le=1)
+    test: float = Field(0.1, ge=0, le=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split.train + split.validation + split.test must be 1 (got {total})")
+        return self
+
+
+class CostConfig(_Strict):
+    # USD per 1M tokens; when unset, the built-in price table for teacher.model is used.
+    input_per_1m: float | None = Field(None, ge=0)
+    output_per_1m: float | None = Field(None, ge=0)
+    budget_usd: float | None = Field(None, ge=0)
+
+
+class HarvestConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    runs_dir: Path = Path("runs")
+    prompts: PromptSource
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    samples_per_prompt: int = Field(1, ge=1, le=1024)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.runs_dir / self.name
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> HarvestConfig:
+    """Read a YAML config, apply `key.sub=value` overrides, validate. The prompt path resolves
+    against the config file's folder; `runs_dir` against the working directory."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(str(path), [f"cannot read the config: {e.strerror}"]) from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(where, [f"not valid YAML: {getattr(e, 'problem', e)}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), ["the top level must be a mapping of keys"])
+    for item in overrides or []:
+        _apply_override(raw, item, str(path))
+    cfg = validate_config(raw, str(path), _key_lines(text))
+    base = path.parent
+    cfg.prompts.path = _resolve(cfg.prompts.path, base)
+    return cfg
+
+
+def validate_config(
+    raw: dict[str, Any], source: str, lines: dict[str, int] | None = None
+) -> HarvestConfig:
+    try:
+        return HarvestConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(source, _describe(e, source, lines or {})) from None
+
+
+def dump_config(cfg: HarvestConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def _resolve(p: Path, base: Path) -> Path:
+    return p if p.is_absolute() else (base / p)
+
+
+def _describe(err: ValidationError, source: str, lines: dict[str, int]) -> list[str]:
+    problems = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling against examples/ or the README)"
+        elif item["type"] == "missing":
+            msg = "required key is missing"
+        line = lines.get(key)
+        where = f" (line {line})" if line else ""
+        problems.append(f"{key}{where}: {msg}")
+    return problems
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Map each dotted key of a YAML mapping to its line number, for error messages."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    out: dict[str, int] = {}
+
+    def walk(n: Any, prefix: str) -> None:
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                key = f"{prefix}{k.value}"
+                out[key] = k.start_mark.line + 1
+                walk(v, key + ".")
+
+    walk(node, "")
+    return out
+
+
+def _apply_override(raw: dict[str, Any], item: str, source: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(source, [f"override {item!r}: write it as key.sub=value"])
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(source, [f"override {item!r}: {part} is not a mapping"])
+        node = nxt
+    node[parts[-1]] = yaml.safe_load(value)

@@ -1,0 +1,293 @@
+"""The harvest: every (prompt, sample) not yet in the store goes to the teacher once.
+
+A fixed pool of workers pulls from one plan, so at most `teacher.concurrency` calls are in
+flight. Each finished call is committed before the worker takes the next, which is what
+makes a killed run resumable without paying twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from stillroom.config import HarvestConfig, dump_config
+from stillroom.errors import BudgetExceeded, StoreError, TeacherReplyError
+from stillroom.harvest.cost import (
+    Budget,
+    Price,
+    input_tokens_estimate,
+    price_for,
+    worst_case_cost,
+)
+from stillroom.harvest.progress import HarvestProgress
+from stillroom.harvest.prompts import LoadReport, PromptItem, load_prompts
+from stillroom.harvest.store import CallMeta, RunStore
+from stillroom.teachers.base import GenerationParams, Teacher, TeacherRequest
+
+
+@dataclass
+class PlannedCall:
+    meta: CallMeta
+    request: TeacherRequest
+
+
+@dataclass
+class Plan:
+    calls: list[PlannedCall]  # still to do, in order
+    total: int  # all (prompt, sample) pairs
+    stored: int  # already in the store
+    report: LoadReport
+
+
+@dataclass
+class HarvestResult:
+    run_dir: str
+    planned: int
+    already_stored: int
+    called: int = 0
+    ok: int = 0
+    errors: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    spent_usd: float = 0.0
+    run_total_usd: float = 0.0
+    compute_s: float = 0.0
+    elapsed_s: float = 0.0
+    stopped: str = "done"  # done | limit | budget
+    skipped_rows: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DryRunEstimate:
+    prompts: int
+    calls_total: int
+    already_stored: int
+    calls_to_make: int
+    input_tokens_est: int
+    output_tokens_max: int
+    cost_usd_max: float
+    price_per_1m: dict[str, float]
+    skipped_rows: list[str]
+
+
+def build_plan(
+    cfg: HarvestConfig,
+    store: RunStore | None,
+    *,
+    limit: int | None = None,
+    skip_bad: bool = False,
+    retry_errors: bool = False,
+) -> tuple[list[PromptItem], Plan]:
+    items, report = load_prompts(cfg.prompts, cfg.split, skip_bad=skip_bad)
+    done = store.stored_keys(include_errors=not retry_errors) if store else set()
+    todo: list[PlannedCall] = []
+    total = stored = 0
+    for call in _all_calls(cfg, items):
+        total += 1
+        if call.meta.key in done:
+            stored += 1
+        elif limit is None or len(todo) < limit:
+            todo.append(call)
+    return items, Plan(todo, total, stored, report)
+
+
+def _all_calls(cfg: HarvestConfig, items: list[PromptItem]) -> Iterator[PlannedCall]:
+    g = cfg.generation
+    for item in items:
+        for s in range(cfg.samples_per_prompt):
+            params = GenerationParams(
+                max_tokens=g.max_tokens,
+                temperature=g.temperature,
+                top_p=g.top_p,
+                n=g.n,
+                # Distinct seeds per sample, so repeated samples are not copies.
+                seed=None if g.seed is None else g.seed + s,
+                stop=tuple(g.stop),
+                top_logprobs=g.top_logprobs,
+            )
+            req = TeacherRequest(item.prompt, item.messages, params, sample_index=s)
+            canonical = req.canonical(cfg.teacher.model)
+            meta = CallMeta(
+                req.key(cfg.teacher.model), item.id, s, item.split, canonical, item.fields
+            )
+            yield PlannedCall(meta, req)
+
+
+def dry_run(
+    cfg: HarvestConfig, *, limit: int | None = None, skip_bad: bool = False
+) -> DryRunEstimate:
+    path = cfg.run_dir / "harvest.sqlite"
+    store = RunStore(path, create=False) if path.exists() else None
+    try:
+        items, plan = build_plan(cfg, store, limit=limit, skip_bad=skip_bad)
+    finally:
+        if store:
+            store.close()
+    price = price_for(cfg.teacher.model, cfg.teacher.kind, cfg.cost)
+    out_max = (cfg.generation.max_tokens or 0) * cfg.generation.n
+    return DryRunEstimate(
+        prompts=len(items),
+        calls_total=plan.total,
+        already_stored=plan.stored,
+        calls_to_make=len(plan.calls),
+        input_tokens_est=sum(input_tokens_estimate(c.request) for c in plan.calls),
+        output_tokens_max=out_max * len(plan.calls),
+        cost_usd_max=sum(worst_case_cost(c.request, cfg.generation, price) for c in plan.calls),
+        price_per_1m={"input": price.input_per_1m, "output": price.output_per_1m},
+        skipped_rows=plan.report.skipped,
+    )
+
+
+def harvest(
+    cfg: HarvestConfig,
+    *,
+    teacher: Teacher | None = None,
+    limit: int | None = None,
+    skip_bad: bool = False,
+    retry_errors: bool = False,
+    show_progress: bool = True,
+) -> HarvestResult:
+    """Run a harvest to completion, the limit, or the budget. Safe to rerun at any time."""
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(run_dir):
+        _write_atomic(run_dir / "config.yaml", dump_config(cfg))
+        store = RunStore.open_run(run_dir, create=True)
+        try:
+            return asyncio.run(
+                _harvest(cfg, store, teacher, limit, skip_bad, retry_errors, show_progress)
+            )
+        finally:
+            store.close()
+
+
+async def _harvest(
+    cfg: HarvestConfig,
+    store: RunStore,
+    teacher: Teacher | None,
+    limit: int | None,
+    skip_bad: bool,
+    retry_errors: bool,
+    show_progress: bool,
+) -> HarvestResult:
+    _, plan = build_plan(cfg, store, limit=limit, skip_bad=skip_bad, retry_errors=retry_errors)
+    price = price_for(cfg.teacher.model, cfg.teacher.kind, cfg.cost)
+    orphaned = store.orphan_reservations()
+    budget = Budget(cfg.cost.budget_usd, store.totals().cost_usd + orphaned)
+    result = HarvestResult(
+        str(cfg.run_dir), plan.total, plan.stored, skipped_rows=plan.report.skipped
+    )
+    if limit is not None and plan.total - plan.stored > len(plan.calls):
+        result.stopped = "limit"
+    if plan.calls:
+        budget.check_can_start()
+        if teacher is None:
+            from stillroom.teachers import make_teacher
+
+            teacher = make_teacher(cfg.teacher)
+        started = time.perf_counter()
+        with HarvestProgress(len(plan.calls), enabled=show_progress) as progress:
+            try:
+                await _run_workers(cfg, store, teacher, plan, price, budget, result, progress)
+            finally:
+                await teacher.aclose()
+        result.elapsed_s = time.perf_counter() - started
+        result.retries = int(getattr(teacher, "retries", 0))
+    totals = store.totals()
+    result.run_total_usd = totals.cost_usd + totals.orphaned_usd
+    _write_atomic(cfg.run_dir / "harvest_summary.json", json.dumps(asdict(result), indent=2))
+    return result
+
+
+async def _run_workers(
+    cfg: HarvestConfig,
+    store: RunStore,
+    teacher: Teacher,
+    plan: Plan,
+    price: Price,
+    budget: Budget,
+    result: HarvestResult,
+    progress: HarvestProgress,
+) -> None:
+    pending = iter(plan.calls)
+    persist_reservations = cfg.cost.budget_usd is not None and not price.free
+    spent_before = budget.spent
+
+    async def worker() -> None:
+        for call in pending:  # a shared iterator: each call is taken by one worker
+            if result.stopped == "budget":
+                return
+            worst = worst_case_cost(call.request, cfg.generation, price)
+            if not budget.try_reserve(worst):
+                result.stopped = "budget"
+                return
+            if persist_reservations:
+                store.reserve(call.meta.key, worst)
+            result.called += 1
+            try:
+                comp = await teacher.complete(call.request)
+            except TeacherReplyError as e:
+                # Billed or not, we cannot tell: charge the reservation, keep going.
+                store.write_error(call.meta, str(e), worst)
+                budget.settle(worst, worst)
+                result.errors += 1
+                progress.advance(0, budget.spent, error=True)
+                continue
+            cost = price.cost(comp.usage.prompt_tokens, comp.usage.completion_tokens)
+            store.write_ok(call.meta, comp, cost)
+            budget.settle(worst, cost)
+            result.ok += 1
+            result.prompt_tokens += comp.usage.prompt_tokens
+            result.completion_tokens += comp.usage.completion_tokens
+            result.compute_s += comp.compute_s
+            progress.advance(comp.usage.completion_tokens, budget.spent)
+
+    n_workers = max(1, min(teacher.concurrency, len(plan.calls)))
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(n_workers):
+                tg.create_task(worker())
+    except* Exception as group:
+        # Surface the first real error (a fatal status, an unreachable teacher) as itself.
+        raise group.exceptions[0] from None
+    finally:
+        result.spent_usd = budget.spent - spent_before
+
+
+class _exclusive:
+    """One harvest per run folder at a time: a second would double-pay and race the store."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".harvest.lock"
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise StoreError(
+                f"{self.path.parent}: another harvest is running on this run folder; wait for "
+                "it to finish or stop it"
+            ) from None
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+__all__ = ["BudgetExceeded", "DryRunEstimate", "HarvestResult", "build_plan", "dry_run", "harvest"]

@@ -1,0 +1,277 @@
+"""The run store: `runs/<name>/harvest.sqlite`, one row per teacher call.
+
+Schema (append-only migrations; `PRAGMA user_version` is the schema version):
+
+    calls        one row per teacher call, keyed by the hash of its canonical request
+      key TEXT PK, prompt_id, sample_index, split, request (canonical JSON), fields (JSON:
+      kept row fields such as gold labels), status ('ok' | 'error'), error, model,
+      prompt_tokens, completion_tokens, cost_usd, latency_s, compute_s, created_at
+    completions  one row per returned sequence (n > 1 gives several per call)
+      call_key, choice, text, finish_reason,
+      token_ids (int32 LE array; local teachers), tokens (JSON list; API teachers),
+      token_logprobs (float32 LE array), topk (signals codec blob),
+      token_table (JSON list: the strings that topk ids index, for API teachers)
+    reservations budget reserved for calls in flight; rows left by a killed run are spend
+                 that may have been billed, so they count against the budget for good
+
+A call and its completions are written in one transaction, committed before the next call
+is acknowledged: a run killed at any point keeps every finished call and repeats none.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stillroom.errors import StoreError
+from stillroom.harvest.signals import encode_topk
+from stillroom.teachers.base import Completion
+
+STORE_NAME = "harvest.sqlite"
+
+_MIGRATIONS = [
+    """
+    CREATE TABLE calls (
+        key TEXT PRIMARY KEY,
+        prompt_id TEXT NOT NULL,
+        sample_index INTEGER NOT NULL,
+        split TEXT NOT NULL,
+        request TEXT NOT NULL,
+        fields TEXT,
+        status TEXT NOT NULL CHECK (status IN ('ok', 'error')),
+        error TEXT,
+        model TEXT,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        cost_usd REAL NOT NULL DEFAULT 0,
+        latency_s REAL,
+        compute_s REAL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX calls_split ON calls (split, status);
+    CREATE TABLE completions (
+        call_key TEXT NOT NULL REFERENCES calls (key) ON DELETE CASCADE,
+        choice INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        finish_reason TEXT,
+        token_ids BLOB,
+        tokens TEXT,
+        token_logprobs BLOB,
+        topk BLOB,
+        token_table TEXT,
+        PRIMARY KEY (call_key, choice)
+    );
+    CREATE TABLE reservations (
+        key TEXT PRIMARY KEY,
+        usd REAL NOT NULL,
+        orphaned INTEGER NOT NULL DEFAULT 0,
+        started_at REAL NOT NULL
+    );
+    """,
+]
+
+
+@dataclass(frozen=True)
+class CallMeta:
+    """What the runner knows about a call before it is made."""
+
+    key: str
+    prompt_id: str
+    sample_index: int
+    split: str
+    request: dict[str, Any]
+    fields: dict[str, Any]
+
+
+@dataclass
+class StoreTotals:
+    calls: int
+    ok: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    orphaned_usd: float
+    compute_s: float
+
+
+class RunStore:
+    """SQLite (WAL) store of teacher calls. One writer at a time (the harvest process)."""
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        if not path.exists() and not create:
+            raise StoreError(f"{path}: no harvest store here; run `stillroom harvest` first")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a killed process; only power loss can drop the tail.
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("PRAGMA busy_timeout=10000")
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{path}: not a usable harvest store ({e})") from None
+
+    @classmethod
+    def open_run(cls, run_dir: Path, *, create: bool = False) -> RunStore:
+        return cls(run_dir / STORE_NAME, create=create)
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(_MIGRATIONS):
+            raise StoreError(
+                f"{self.path}: written by a newer stillroom (schema {version}); upgrade stillroom"
+            )
+        for i in range(version, len(_MIGRATIONS)):
+            self.db.executescript(f"BEGIN; {_MIGRATIONS[i]} PRAGMA user_version={i + 1}; COMMIT;")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def stored_keys(self, *, include_errors: bool = True) -> set[str]:
+        sql = "SELECT key FROM calls" + ("" if include_errors else " WHERE status = 'ok'")
+        return {k for (k,) in self.db.execute(sql)}
+
+    def totals(self) -> StoreTotals:
+        row = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(status='ok'), 0), COALESCE(SUM(status='error'), 0),"
+            " COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),"
+            " COALESCE(SUM(cost_usd), 0), COALESCE(SUM(compute_s), 0) FROM calls"
+        ).fetchone()
+        (orphaned,) = self.db.execute(
+            "SELECT COALESCE(SUM(usd), 0) FROM reservations WHERE orphaned = 1"
+        ).fetchone()
+        return StoreTotals(
+            calls=row[0],
+            ok=row[1],
+            errors=row[2],
+            prompt_tokens=row[3],
+            completion_tokens=row[4],
+            cost_usd=row[5],
+            orphaned_usd=orphaned,
+            compute_s=row[6],
+        )
+
+    def iter_records(self, split: str | None = None) -> Iterator[dict[str, Any]]:
+        """Stream ok calls joined with their completions, one dict per completion."""
+        sql = (
+            "SELECT c.key, c.prompt_id, c.sample_index, c.split, c.request, c.fields, c.model,"
+            " c.prompt_tokens, c.completion_tokens, c.cost_usd, c.latency_s,"
+            " p.choice, p.text, p.finish_reason, p.token_ids, p.tokens, p.token_logprobs,"
+            " p.topk, p.token_table"
+            " FROM calls c JOIN completions p ON p.call_key = c.key WHERE c.status = 'ok'"
+        )
+        args: tuple[Any, ...] = ()
+        if split is not None:
+            sql += " AND c.split = ?"
+            args = (split,)
+        sql += " ORDER BY c.created_at, c.key, p.choice"
+        cols = [
+            "key", "prompt_id", "sample_index", "split", "request", "fields", "model",
+            "prompt_tokens", "completion_tokens", "cost_usd", "latency_s", "choice", "text",
+            "finish_reason", "token_ids", "tokens", "token_logprobs", "topk", "token_table",
+        ]  # fmt: skip
+        for row in self.db.execute(sql, args):
+            yield dict(zip(cols, row, strict=True))
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def reserve(self, key: str, usd: float) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO reservations (key, usd, started_at) VALUES (?, ?, ?)",
+            (key, usd, time.time()),
+        )
+
+    def orphan_reservations(self) -> float:
+        """Mark reservations left by a killed run as spent (they may have been billed)."""
+        self.db.execute("UPDATE reservations SET orphaned = 1 WHERE orphaned = 0")
+        return self.totals().orphaned_usd
+
+    def release(self, key: str) -> None:
+        self.db.execute("DELETE FROM reservations WHERE key = ? AND orphaned = 0", (key,))
+
+    def write_ok(self, meta: CallMeta, comp: Completion, cost_usd: float) -> None:
+        rows = [_completion_row(meta.key, c) for c in comp.choices]
+        with self._transaction():
+            self._insert_call(meta, "ok", None, comp, cost_usd)
+            self.db.executemany(
+                "INSERT INTO completions (call_key, choice, text, finish_reason, token_ids,"
+                " tokens, token_logprobs, topk, token_table) VALUES (?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            self.db.execute("DELETE FROM reservations WHERE key = ? AND orphaned = 0", (meta.key,))
+
+    def write_error(self, meta: CallMeta, error: str, cost_usd: float) -> None:
+        with self._transaction():
+            self._insert_call(meta, "error", error, None, cost_usd)
+            self.db.execute("DELETE FROM reservations WHERE key = ? AND orphaned = 0", (meta.key,))
+
+    def _insert_call(
+        self, meta: CallMeta, status: str, error: str | None, comp: Completion | None, cost: float
+    ) -> None:
+        # A rerun with --retry-errors replaces an error row; an ok row is never replaced.
+        self.db.execute("DELETE FROM calls WHERE key = ? AND status = 'error'", (meta.key,))
+        self.db.execute(
+            "INSERT INTO calls (key, prompt_id, sample_index, split, request, fields, status,"
+            " error, model, prompt_tokens, completion_tokens, cost_usd, latency_s, compute_s,"
+            " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                meta.key,
+                meta.prompt_id,
+                meta.sample_index,
+                meta.split,
+                json.dumps(meta.request, sort_keys=True),
+                json.dumps(meta.fields) if meta.fields else None,
+                status,
+                error,
+                comp.model if comp else None,
+                comp.usage.prompt_tokens if comp else None,
+                comp.usage.completion_tokens if comp else None,
+                cost,
+                comp.latency_s if comp else None,
+                comp.compute_s if comp else None,
+                time.time(),
+            ),
+        )
+
+    def _transaction(self) -> _Tx:
+        return _Tx(self.db)
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _completion_row(key: str, c: Any) -> tuple[Any, ...]:
+    topk = None
+    if c.top_ids is not None and c.top_logprobs is not None and c.top_ids.size:
+        topk = encode_topk(c.top_ids, c.top_logprobs)
+    return (
+        key,
+        c.index,
+        c.text,
+        c.finish_reason,
+        np.asarray(c.token_ids, "<i4").tobytes() if c.token_ids is not None else None,
+        json.dumps(c.tokens) if c.tokens is not None else None,
+        np.asarray(c.token_logprobs, "<f4").tobytes() if c.token_logprobs is not None else None,
+        topk,
+        json.dumps(c.token_table) if c.token_table is not None else None,
+    )

@@ -1,0 +1,242 @@
+"""A teacher behind any OpenAI-compatible API (OpenAI, vLLM, llama.cpp, Ollama, `serve`).
+
+The official `openai` async client makes the calls; retries are ours (the client's own are
+off) so that 429s honour Retry-After, transient failures back off with jitter, and statuses
+that retrying cannot fix stop the run at once instead of starting a retry storm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from typing import Any
+
+import numpy as np
+import openai
+
+from stillroom.config import TeacherConfig
+from stillroom.errors import (
+    TeacherError,
+    TeacherFatalError,
+    TeacherReplyError,
+    TeacherUnavailable,
+)
+from stillroom.harvest.cost import input_tokens_upper_bound
+from stillroom.teachers.base import Choice, Completion, TeacherRequest, Usage
+from stillroom.teachers.ratelimit import TokenBucket
+
+_RETRYABLE = (
+    openai.RateLimitError,
+    openai.InternalServerError,
+    openai.APIConnectionError,  # includes timeouts and dropped connections
+    openai.ConflictError,
+)
+_FATAL_HINTS = {
+    400: "the API rejected the request; check the generation parameters in the config",
+    401: "the API rejected the key; set teacher.api_key_env to a variable holding a valid key",
+    403: "the key may not use this model or endpoint; check the account's access",
+    404: "model or endpoint not found; check teacher.model and teacher.base_url",
+    422: "the API could not process the request; check the generation parameters",
+}
+_MAX_BACKOFF_S = 60.0
+
+
+class OpenAITeacher:
+    kind = "api"
+
+    def __init__(self, cfg: TeacherConfig, *, client: openai.AsyncOpenAI | None = None) -> None:
+        self.cfg = cfg
+        self.model = cfg.model
+        self.concurrency = cfg.concurrency
+        self.client = client or openai.AsyncOpenAI(
+            base_url=cfg.base_url,
+            api_key=os.environ.get(cfg.api_key_env) or "none",
+            timeout=cfg.timeout_s,
+            max_retries=0,
+        )
+        self._rpm = TokenBucket(cfg.requests_per_minute) if cfg.requests_per_minute else None
+        self._tpm = TokenBucket(cfg.tokens_per_minute) if cfg.tokens_per_minute else None
+        self.retries = 0  # total retried attempts, for the run summary
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+    async def complete(self, request: TeacherRequest) -> Completion:
+        kwargs = self._kwargs(request)
+        tokens_est = input_tokens_upper_bound(request) + (request.params.max_tokens or 0)
+        if self._tpm:
+            await self._tpm.acquire(tokens_est)
+        start = time.perf_counter()
+        reply = await self._call_with_retries(kwargs)
+        latency = time.perf_counter() - start
+        comp = self._parse(reply, latency)
+        if self._tpm:
+            used = comp.usage.prompt_tokens + comp.usage.completion_tokens
+            self._tpm.refund(max(0, tokens_est - used))
+        return comp
+
+    def _kwargs(self, request: TeacherRequest) -> dict[str, Any]:
+        p = request.params
+        kw: dict[str, Any] = {"model": self.model, "n": p.n}
+        optional = {
+            "max_tokens": p.max_tokens,
+            "temperature": p.temperature,
+            "top_p": p.top_p,
+            "seed": p.seed,
+            "stop": list(p.stop) or None,
+        }
+        kw.update({k: v for k, v in optional.items() if v is not None})
+        if self.cfg.endpoint == "chat":
+            if request.messages is not None:
+                kw["messages"] = [{"role": r, "content": c} for r, c in request.messages]
+            else:
+                kw["messages"] = [{"role": "user", "content": request.prompt or ""}]
+            if p.top_logprobs:
+                kw["logprobs"] = True
+                kw["top_logprobs"] = p.top_logprobs
+        else:
+            if request.messages is not None:
+                raise TeacherFatalError(
+                    "chat messages cannot go to the completions endpoint; set "
+                    "teacher.endpoint: chat, or give prompts.field / prompts.template without "
+                    "prompts.system"
+                )
+            kw["prompt"] = request.prompt or ""
+            if p.top_logprobs:
+                kw["logprobs"] = p.top_logprobs
+        return kw
+
+    async def _call_with_retries(self, kwargs: dict[str, Any]) -> Any:
+        attempt = 0
+        while True:
+            if self._rpm:
+                await self._rpm.acquire()
+            try:
+                if self.cfg.endpoint == "chat":
+                    return await self.client.chat.completions.create(**kwargs)
+                return await self.client.completions.create(**kwargs)
+            except _RETRYABLE as e:
+                if attempt >= self.cfg.max_retries:
+                    raise TeacherUnavailable(
+                        f"teacher at {self.client.base_url} still failing after "
+                        f"{attempt} retries ({_describe(e)}); check that the endpoint is up, "
+                        "or raise teacher.max_retries"
+                    ) from None
+                await asyncio.sleep(self._delay(e, attempt))
+                attempt += 1
+                self.retries += 1
+            except openai.APIStatusError as e:
+                hint = _FATAL_HINTS.get(e.status_code, "retrying cannot fix this status")
+                raise TeacherFatalError(
+                    f"teacher at {self.client.base_url} answered {e.status_code}: "
+                    f"{_describe(e)}; {hint}",
+                    status=e.status_code,
+                ) from None
+
+    def _delay(self, err: Exception, attempt: int) -> float:
+        """Retry-After when the server gives one, else exponential backoff with full jitter."""
+        response = getattr(err, "response", None)
+        if response is not None:
+            after = _retry_after_seconds(response.headers)
+            if after is not None:
+                return min(after, _MAX_BACKOFF_S)
+        ceiling = min(_MAX_BACKOFF_S, self.cfg.retry_backoff_s * 2**attempt)
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _parse(self, reply: Any, latency: float) -> Completion:
+        if not getattr(reply, "choices", None):
+            raise TeacherReplyError("reply has no choices")
+        chat = self.cfg.endpoint == "chat"
+        choices = [_parse_chat_choice(c) if chat else _parse_text_choice(c) for c in reply.choices]
+        usage = getattr(reply, "usage", None)
+        if usage is None or usage.prompt_tokens is None or usage.completion_tokens is None:
+            raise TeacherReplyError("reply has no usage (prompt_tokens, completion_tokens)")
+        return Completion(
+            choices=choices,
+            usage=Usage(usage.prompt_tokens, usage.completion_tokens),
+            model=getattr(reply, "model", None) or self.model,
+            latency_s=latency,
+        )
+
+
+def _describe(e: Exception) -> str:
+    if isinstance(e, openai.APIStatusError):
+        body = e.body
+        if isinstance(body, dict):
+            msg = body.get("message") or (body.get("error") or {}).get("message")
+            if msg:
+                return str(msg)
+        return e.message
+    return type(e).__name__ + (f": {e}" if str(e) else "")
+
+
+def _retry_after_seconds(headers: Any) -> float | None:
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) * scale)
+        except ValueError:
+            continue  # an HTTP date: rare from APIs; fall back to backoff
+    return None
+
+
+def _parse_chat_choice(c: Any) -> Choice:
+    message = getattr(c, "message", None)
+    text = getattr(message, "content", None)
+    if text is None:
+        raise TeacherReplyError(f"choice {getattr(c, 'index', '?')} has no message content")
+    choice = Choice(index=c.index, text=text, finish_reason=c.finish_reason)
+    content = getattr(getattr(c, "logprobs", None), "content", None)
+    if content:
+        tokens = [t.token for t in content]
+        tops = [[(a.token, a.logprob) for a in (t.top_logprobs or [])] for t in content]
+        _attach_signals(choice, tokens, [t.logprob for t in content], tops)
+    return choice
+
+
+def _parse_text_choice(c: Any) -> Choice:
+    text = getattr(c, "text", None)
+    if text is None:
+        raise TeacherReplyError(f"choice {getattr(c, 'index', '?')} has no text")
+    choice = Choice(index=c.index, text=text, finish_reason=c.finish_reason)
+    lp = getattr(c, "logprobs", None)
+    if lp is not None and lp.tokens:
+        tops = [list((d or {}).items()) for d in (lp.top_logprobs or [None] * len(lp.tokens))]
+        _attach_signals(choice, list(lp.tokens), list(lp.token_logprobs or []), tops)
+    return choice
+
+
+def _attach_signals(
+    choice: Choice,
+    tokens: list[str],
+    token_logprobs: list[float | None],
+    tops: list[list[tuple[str, float]]],
+) -> None:
+    """API tokens are strings: keep a per-choice table of the distinct strings, and store
+    top-k ids as indices into it (ids stay small, so the codec packs them in few bits)."""
+    if len(token_logprobs) != len(tokens) or len(tops) != len(tokens):
+        raise TeacherReplyError(
+            "logprobs: tokens, token_logprobs and top_logprobs differ in length"
+        )
+    table: dict[str, int] = {}
+    for tok in tokens:
+        table.setdefault(tok, len(table))
+    k = max((len(t) for t in tops), default=0)
+    ids = np.full((len(tokens), k), -1, dtype=np.int64)
+    lps = np.full((len(tokens), k), -np.inf, dtype=np.float32)
+    for i, row in enumerate(tops):
+        for j, (tok, lp) in enumerate(sorted(row, key=lambda t: -t[1])):
+            ids[i, j] = table.setdefault(tok, len(table))
+            lps[i, j] = lp
+    choice.tokens = tokens
+    choice.token_logprobs = [float(x) if x is not None else float("nan") for x in token_logprobs]
+    choice.token_table = list(table)
+    if k:
+        choice.top_ids, choice.top_logprobs = ids, lps
+
+
+__all__ = ["OpenAITeacher", "TeacherError"]

@@ -1,0 +1,99 @@
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from stillroom.config import PromptSource, SplitConfig
+from stillroom.errors import InputError
+from stillroom.harvest.prompts import load_prompts, split_of
+
+SPLIT = SplitConfig()
+
+
+def jsonl(tmp_path: Path, lines: list[str]) -> Path:
+    p = tmp_path / "p.jsonl"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def test_jsonl_with_template_keep_fields_and_ids(tmp_path: Path) -> None:
+    path = jsonl(tmp_path, [json.dumps({"id": i, "q": f"q{i}", "y": i % 2}) for i in range(5)])
+    src = PromptSource(path=path, template="Question: {q}", id_field="id", keep_fields=["y"])
+    items, report = load_prompts(src, SPLIT)
+    assert [i.prompt for i in items] == [f"Question: q{i}" for i in range(5)]
+    assert [i.id for i in items] == ["0", "1", "2", "3", "4"]
+    assert items[3].fields == {"y": 1}
+    assert report.rows == 5 and not report.skipped
+
+
+def test_malformed_jsonl_row_names_file_and_line(tmp_path: Path) -> None:
+    path = jsonl(tmp_path, ['{"text": "a"}', '{"text": "b"', '{"text": "c"}'])
+    with pytest.raises(InputError, match=r"p.jsonl:2: not valid JSON"):
+        load_prompts(PromptSource(path=path, field="text"), SPLIT)
+
+
+def test_skip_bad_counts_and_reports(tmp_path: Path) -> None:
+    path = jsonl(tmp_path, ['{"text": "a"}', "oops", '{"other": 1}', '{"text": "d"}'])
+    items, report = load_prompts(PromptSource(path=path, field="text"), SPLIT, skip_bad=True)
+    assert [i.prompt for i in items] == ["a", "d"]
+    assert len(report.skipped) == 2
+    assert "p.jsonl:3: field 'text' is missing (fields present: other)" in report.skipped[1]
+
+
+def test_csv_ragged_row_names_line(tmp_path: Path) -> None:
+    p = tmp_path / "p.csv"
+    p.write_text('text,label\n"hello, world",a\nbroken\n"multi\nline",b\n')
+    with pytest.raises(InputError, match=r"p.csv:3: expected 2 columns"):
+        load_prompts(PromptSource(path=p, field="text"), SPLIT)
+    items, _ = load_prompts(
+        PromptSource(path=p, field="text", keep_fields=["label"]), SPLIT, skip_bad=True
+    )
+    assert [i.prompt for i in items] == ["hello, world", "multi\nline"]
+    assert items[1].fields == {"label": "b"}
+
+
+def test_parquet_and_hf_dataset_folder(tmp_path: Path) -> None:
+    table = pa.table({"text": ["x", "y", "z"], "label": [0, 1, 2]})
+    pq.write_table(table, tmp_path / "p.parquet")
+    items, _ = load_prompts(PromptSource(path=tmp_path / "p.parquet", field="text"), SPLIT)
+    assert [i.prompt for i in items] == ["x", "y", "z"]
+
+    # The layout `datasets.Dataset.save_to_disk` writes: Arrow stream files + state.json.
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    arrow = str(folder / "data-00000-of-00001.arrow")
+    with pa.OSFile(arrow, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    state = {"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}
+    (folder / "state.json").write_text(json.dumps(state))
+    items, _ = load_prompts(PromptSource(path=folder, field="text", keep_fields=["label"]), SPLIT)
+    assert [(i.prompt, i.fields["label"]) for i in items] == [("x", 0), ("y", 1), ("z", 2)]
+
+
+def test_chat_messages_and_system(tmp_path: Path) -> None:
+    msgs = [{"role": "user", "content": "hi"}]
+    path = jsonl(tmp_path, [json.dumps({"m": msgs}), json.dumps({"m": "nope"})])
+    src = PromptSource(path=path, messages_field="m", system="be brief")
+    with pytest.raises(InputError, match="p.jsonl:2: field 'm' must be a non-empty list"):
+        load_prompts(src, SPLIT)
+    items, _ = load_prompts(src, SPLIT, skip_bad=True)
+    assert items[0].messages == (("system", "be brief"), ("user", "hi"))
+
+
+def test_split_is_stable_and_near_its_fractions() -> None:
+    cfg = SplitConfig(train=0.8, validation=0.1, test=0.1, seed=3)
+    splits = [split_of(str(i), cfg) for i in range(20000)]
+    assert splits == [split_of(str(i), cfg) for i in range(20000)]
+    share = splits.count("train") / len(splits)
+    assert 0.78 < share < 0.82
+    assert splits != [split_of(str(i), SplitConfig(seed=4)) for i in range(20000)]
+
+
+def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file; check prompts.path"):
+        load_prompts(PromptSource(path=tmp_path / "none.jsonl", field="t"), SPLIT)
+    (tmp_path / "p.txt").write_text("x")
+    with pytest.raises(InputError, match="set prompts.format"):
+        load_prompts(PromptSource(path=tmp_path / "p.txt", field="t"), SPLIT)
