@@ -142,3 +142,32 @@ def test_limit_dry_run_and_export(tmp_path: Path) -> None:
     assert len(row["topk_ids"]) == len(row["tokens"]) and len(row["topk_ids"][0]) == 5
     lines = export_run(cfg.run_dir, "jsonl").read_text().splitlines()
     assert len(lines) == 12 and json.loads(lines[0])["text"]
+
+
+def test_retry_after_is_honoured(tmp_path: Path) -> None:
+    import time
+
+    faults = [FaultRule("429", first=1, retry_after=0.5)]
+    with start_fake_server(FakeServerConfig(faults=faults)) as srv:
+        cfg = api_config(tmp_path, srv.base_url, n_prompts=1, teacher__retry_backoff_s=0.001)
+        start = time.perf_counter()
+        result = harvest(cfg, show_progress=False)
+        assert result.ok == 1 and result.retries == 1
+        assert time.perf_counter() - start >= 0.5
+
+
+def test_requests_per_minute_limit_paces_the_calls(tmp_path: Path) -> None:
+    import time
+
+    with start_fake_server(FakeServerConfig()) as srv:
+        cfg = api_config(tmp_path, srv.base_url, n_prompts=20)
+        start = time.perf_counter()
+        harvest(cfg, show_progress=False)
+        unlimited = time.perf_counter() - start
+        # 600/min = 10/s with a one-second burst: 20 calls need at least ~1 s.
+        cfg = api_config(
+            tmp_path, srv.base_url, n_prompts=20, name="limited", teacher__requests_per_minute=600
+        )
+        start = time.perf_counter()
+        harvest(cfg, show_progress=False)
+        assert time.perf_counter() - start >= 0.9 > unlimited

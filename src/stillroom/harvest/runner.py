@@ -195,7 +195,9 @@ async def _harvest(
         started = time.perf_counter()
         with HarvestProgress(len(plan.calls), enabled=show_progress) as progress:
             try:
-                await _run_workers(cfg, store, teacher, plan, price, budget, result, progress)
+                await _run_workers(
+                    cfg, store, teacher, plan, price, budget, result, progress, retry_errors
+                )
             finally:
                 await teacher.aclose()
         result.elapsed_s = time.perf_counter() - started
@@ -215,8 +217,10 @@ async def _run_workers(
     budget: Budget,
     result: HarvestResult,
     progress: HarvestProgress,
+    retry_errors: bool,
 ) -> None:
     pending = iter(plan.calls)
+    redo = store.stored_keys() if retry_errors else set()
     persist_reservations = cfg.cost.budget_usd is not None and not price.free
     spent_before = budget.spent
 
@@ -235,13 +239,13 @@ async def _run_workers(
                 comp = await teacher.complete(call.request)
             except TeacherReplyError as e:
                 # Billed or not, we cannot tell: charge the reservation, keep going.
-                store.write_error(call.meta, str(e), worst)
+                store.write_error(call.meta, str(e), worst, replaces=call.meta.key in redo)
                 budget.settle(worst, worst)
                 result.errors += 1
                 progress.advance(0, budget.spent, error=True)
                 continue
             cost = price.cost(comp.usage.prompt_tokens, comp.usage.completion_tokens)
-            store.write_ok(call.meta, comp, cost)
+            store.write_ok(call.meta, comp, cost, replaces=call.meta.key in redo)
             budget.settle(worst, cost)
             result.ok += 1
             result.prompt_tokens += comp.usage.prompt_tokens

@@ -110,6 +110,7 @@ class RunStore:
             raise StoreError(f"{path}: no harvest store here; run `stillroom harvest` first")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.reserved_keys: set[str] = set()  # reservations this process holds
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -188,6 +189,7 @@ class RunStore:
     # --- writing ---------------------------------------------------------------------------
 
     def reserve(self, key: str, usd: float) -> None:
+        self.reserved_keys.add(key)
         self.db.execute(
             "INSERT OR REPLACE INTO reservations (key, usd, started_at) VALUES (?, ?, ?)",
             (key, usd, time.time()),
@@ -198,30 +200,45 @@ class RunStore:
         self.db.execute("UPDATE reservations SET orphaned = 1 WHERE orphaned = 0")
         return self.totals().orphaned_usd
 
-    def release(self, key: str) -> None:
-        self.db.execute("DELETE FROM reservations WHERE key = ? AND orphaned = 0", (key,))
-
-    def write_ok(self, meta: CallMeta, comp: Completion, cost_usd: float) -> None:
+    def write_ok(
+        self, meta: CallMeta, comp: Completion, cost_usd: float, *, replaces: bool = False
+    ) -> None:
+        """Store a finished call. `replaces`: it redoes a stored error row (--retry-errors)."""
         rows = [_completion_row(meta.key, c) for c in comp.choices]
         with self._transaction():
-            self._insert_call(meta, "ok", None, comp, cost_usd)
+            self._insert_call(meta, "ok", None, comp, cost_usd, replaces)
             self.db.executemany(
                 "INSERT INTO completions (call_key, choice, text, finish_reason, token_ids,"
                 " tokens, token_logprobs, topk, token_table) VALUES (?,?,?,?,?,?,?,?,?)",
                 rows,
             )
-            self.db.execute("DELETE FROM reservations WHERE key = ? AND orphaned = 0", (meta.key,))
+            if self.reserved_keys:
+                self._release(meta.key)
 
-    def write_error(self, meta: CallMeta, error: str, cost_usd: float) -> None:
+    def write_error(
+        self, meta: CallMeta, error: str, cost_usd: float, *, replaces: bool = False
+    ) -> None:
         with self._transaction():
-            self._insert_call(meta, "error", error, None, cost_usd)
-            self.db.execute("DELETE FROM reservations WHERE key = ? AND orphaned = 0", (meta.key,))
+            self._insert_call(meta, "error", error, None, cost_usd, replaces)
+            if self.reserved_keys:
+                self._release(meta.key)
+
+    def _release(self, key: str) -> None:
+        if key in self.reserved_keys:
+            self.reserved_keys.discard(key)
+            self.db.execute("DELETE FROM reservations WHERE key = ? AND orphaned = 0", (key,))
 
     def _insert_call(
-        self, meta: CallMeta, status: str, error: str | None, comp: Completion | None, cost: float
+        self,
+        meta: CallMeta,
+        status: str,
+        error: str | None,
+        comp: Completion | None,
+        cost: float,
+        replaces: bool,
     ) -> None:
-        # A rerun with --retry-errors replaces an error row; an ok row is never replaced.
-        self.db.execute("DELETE FROM calls WHERE key = ? AND status = 'error'", (meta.key,))
+        if replaces:  # only ever an error row: ok rows are never asked for again
+            self.db.execute("DELETE FROM calls WHERE key = ? AND status = 'error'", (meta.key,))
         self.db.execute(
             "INSERT INTO calls (key, prompt_id, sample_index, split, request, fields, status,"
             " error, model, prompt_tokens, completion_tokens, cost_usd, latency_s, compute_s,"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -28,9 +28,15 @@ class GenerationParams:
     top_logprobs: int = 0
 
     def canonical(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["stop"] = list(self.stop)
-        return d
+        return {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "n": self.n,
+            "seed": self.seed,
+            "stop": list(self.stop),
+            "top_logprobs": self.top_logprobs,
+        }
 
 
 @dataclass(frozen=True)
