@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from stillroom.errors import ConfigError
+from stillroom.train.student_config import StudentConfig
 
 
 class _Strict(BaseModel):
@@ -92,6 +93,34 @@ class CostConfig(_Strict):
     budget_usd: float | None = Field(None, ge=0)
 
 
+class TrainSection(_Strict):
+    """How `stillroom train` builds and trains the student from the harvest."""
+
+    # sequence: CE on the teacher's tokens; logits: divergence to the stored top-k.
+    objective: Literal["sequence", "logits"] = "logits"
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    beta: float = Field(0.5, ge=0, le=1)  # generalized JSD's mixing weight
+    temperature: float = Field(1.0, gt=0)
+    alpha: float = Field(0.9, ge=0, le=1)  # weight of the KD term against hard-token CE
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    max_steps: int = Field(200, ge=1)
+    epochs: int | None = Field(None, ge=1)
+    batch_tokens: int = Field(4096, ge=16)  # padded tokens per micro-batch
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    warmup_steps: int = Field(10, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_len: int = Field(512, ge=2)
+    checkpoint_every: int = Field(50, ge=0)  # 0: no checkpoints
+    keep_checkpoints: int = Field(2, ge=1)
+    eval_every: int = Field(50, ge=0)
+    eval_batches: int | None = Field(None, ge=1)
+    early_stopping_patience: int | None = Field(3, ge=1)
+    seed: int = 0
+    threads: int | None = Field(None, ge=1)
+
+
 class HarvestConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     runs_dir: Path = Path("runs")
@@ -101,6 +130,7 @@ class HarvestConfig(_Strict):
     samples_per_prompt: int = Field(1, ge=1, le=1024)
     split: SplitConfig = Field(default_factory=SplitConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
+    train: TrainSection = Field(default_factory=TrainSection)
 
     @property
     def run_dir(self) -> Path:

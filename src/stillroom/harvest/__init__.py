@@ -1,1 +1,1 @@
-"""Harvest: teacher calls into a run store (SQLite), with the top-k signal codec and cost control."""
+"""Harvest: teacher calls into a run store, the top-k signal codec, cost and budget."""

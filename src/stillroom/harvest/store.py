@@ -5,7 +5,8 @@ Schema (append-only migrations; `PRAGMA user_version` is the schema version):
     calls        one row per teacher call, keyed by the hash of its canonical request
       key TEXT PK, prompt_id, sample_index, split, request (canonical JSON), fields (JSON:
       kept row fields such as gold labels), status ('ok' | 'error'), error, model,
-      prompt_tokens, completion_tokens, cost_usd, latency_s, compute_s, created_at
+      prompt_tokens, completion_tokens, prompt_ids (int32 LE array: the prompt as a local
+      teacher tokenized it), cost_usd, latency_s, compute_s, created_at
     completions  one row per returned sequence (n > 1 gives several per call)
       call_key, choice, text, finish_reason,
       token_ids (int32 LE array; local teachers), tokens (JSON list; API teachers),
@@ -50,6 +51,7 @@ _MIGRATIONS = [
         model TEXT,
         prompt_tokens INTEGER,
         completion_tokens INTEGER,
+        prompt_ids BLOB,
         cost_usd REAL NOT NULL DEFAULT 0,
         latency_s REAL,
         compute_s REAL,
@@ -168,7 +170,7 @@ class RunStore:
         """Stream ok calls joined with their completions, one dict per completion."""
         sql = (
             "SELECT c.key, c.prompt_id, c.sample_index, c.split, c.request, c.fields, c.model,"
-            " c.prompt_tokens, c.completion_tokens, c.cost_usd, c.latency_s,"
+            " c.prompt_tokens, c.completion_tokens, c.prompt_ids, c.cost_usd, c.latency_s,"
             " p.choice, p.text, p.finish_reason, p.token_ids, p.tokens, p.token_logprobs,"
             " p.topk, p.token_table"
             " FROM calls c JOIN completions p ON p.call_key = c.key WHERE c.status = 'ok'"
@@ -180,8 +182,8 @@ class RunStore:
         sql += " ORDER BY c.created_at, c.key, p.choice"
         cols = [
             "key", "prompt_id", "sample_index", "split", "request", "fields", "model",
-            "prompt_tokens", "completion_tokens", "cost_usd", "latency_s", "choice", "text",
-            "finish_reason", "token_ids", "tokens", "token_logprobs", "topk", "token_table",
+            "prompt_tokens", "completion_tokens", "prompt_ids", "cost_usd", "latency_s", "choice",
+            "text", "finish_reason", "token_ids", "tokens", "token_logprobs", "topk", "token_table",
         ]  # fmt: skip
         for row in self.db.execute(sql, args):
             yield dict(zip(cols, row, strict=True))
@@ -241,8 +243,8 @@ class RunStore:
             self.db.execute("DELETE FROM calls WHERE key = ? AND status = 'error'", (meta.key,))
         self.db.execute(
             "INSERT INTO calls (key, prompt_id, sample_index, split, request, fields, status,"
-            " error, model, prompt_tokens, completion_tokens, cost_usd, latency_s, compute_s,"
-            " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " error, model, prompt_tokens, completion_tokens, prompt_ids, cost_usd, latency_s,"
+            " compute_s, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 meta.key,
                 meta.prompt_id,
@@ -255,6 +257,7 @@ class RunStore:
                 comp.model if comp else None,
                 comp.usage.prompt_tokens if comp else None,
                 comp.usage.completion_tokens if comp else None,
+                _int32_blob(comp.prompt_token_ids if comp else None),
                 cost,
                 comp.latency_s if comp else None,
                 comp.compute_s if comp else None,
@@ -286,9 +289,13 @@ def _completion_row(key: str, c: Any) -> tuple[Any, ...]:
         c.index,
         c.text,
         c.finish_reason,
-        np.asarray(c.token_ids, "<i4").tobytes() if c.token_ids is not None else None,
+        _int32_blob(c.token_ids),
         json.dumps(c.tokens) if c.tokens is not None else None,
         np.asarray(c.token_logprobs, "<f4").tobytes() if c.token_logprobs is not None else None,
         topk,
         json.dumps(c.token_table) if c.token_table is not None else None,
     )
+
+
+def _int32_blob(ids: list[int] | None) -> bytes | None:
+    return None if ids is None else np.asarray(ids, "<i4").tobytes()

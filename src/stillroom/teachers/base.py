@@ -103,6 +103,9 @@ class Completion:
     latency_s: float
     # Seconds of local compute attributed to this call (0 for API teachers).
     compute_s: float = 0.0
+    # The prompt as the teacher tokenized it (local teachers), so a student sharing its
+    # vocabulary trains on exactly the teacher's tokens.
+    prompt_token_ids: list[int] | None = None
 
 
 TeacherKind = Literal["api", "local"]

@@ -24,7 +24,7 @@ from stillroom.errors import (
     TeacherUnavailable,
 )
 from stillroom.harvest.cost import input_tokens_upper_bound
-from stillroom.teachers.base import Choice, Completion, TeacherRequest, Usage
+from stillroom.teachers.base import Choice, Completion, TeacherKind, TeacherRequest, Usage
 from stillroom.teachers.ratelimit import TokenBucket
 
 _RETRYABLE = (
@@ -44,7 +44,7 @@ _MAX_BACKOFF_S = 60.0
 
 
 class OpenAITeacher:
-    kind = "api"
+    kind: TeacherKind = "api"
 
     def __init__(self, cfg: TeacherConfig, *, client: openai.AsyncOpenAI | None = None) -> None:
         self.cfg = cfg

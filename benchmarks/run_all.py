@@ -1,0 +1,129 @@
+"""Run every benchmark, keep their JSON in benchmarks/results.json, and regenerate the README's
+results table (between the `<!-- bench:start -->` and `<!-- bench:end -->` markers).
+
+    python benchmarks/run_all.py [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results.json"
+README = ROOT / "README.md"
+
+# name -> (command, rows: (label, key of the figure, key of its baseline or None, unit))
+BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] = {
+    "harvest_throughput": (
+        ["benchmarks/harvest_throughput.py"],
+        [
+            (
+                "harvest vs bare `openai` loop, 2,000 req, concurrency 32, 50 ms server",
+                "stillroom_harvest_req_per_s",
+                "baseline_bare_openai_loop_req_per_s",
+                "req/s",
+            )
+        ],
+    ),
+    "signal_size": (
+        ["benchmarks/signal_size.py"],
+        [
+            (
+                "top-20 signal size, real Gemma 3 270M",
+                "gemma_3_270m.codec_bytes_per_entry",
+                "gemma_3_270m.json_bytes_per_entry",
+                "bytes/entry",
+            ),
+            (
+                "top-20 max log-prob error, real Gemma",
+                "gemma_3_270m.max_abs_logprob_error",
+                None,
+                "nats",
+            ),
+        ],
+    ),
+    "local_teacher": (
+        ["benchmarks/local_teacher.py"],
+        [
+            ("Gemma 3 270M load from cache", "load_from_cache_s", None, "s"),
+            (
+                "Gemma generation, batch 16 vs batch 1 (top-20 recorded)",
+                "batched_tokens_per_s",
+                "batch1_tokens_per_s",
+                "tokens/s",
+            ),
+        ],
+    ),
+}
+
+
+def dig(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+def run(name: str) -> dict[str, Any]:
+    cmd, _ = BENCHMARKS[name]
+    print(f"== {name}: {' '.join(cmd)}", file=sys.stderr)
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, *cmd], cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True
+    ).stdout
+    data = json.loads(out[out.index("{") :])
+    data["_wall_s"] = round(time.perf_counter() - start, 1)
+    return data
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "| benchmark | stillroom | baseline (same run) | ratio | command |",
+        "|---|---|---|---|---|",
+    ]
+    for name, (cmd, rows) in BENCHMARKS.items():
+        if name not in results:
+            continue
+        for label, key, base_key, unit in rows:
+            value = dig(results[name], key)
+            base = dig(results[name], base_key) if base_key else None
+            ratio = f"{value / base:.2f}x" if base and value is not None else ""
+            base_txt = f"{base:g} {unit}" if base is not None else ""
+            lines.append(
+                f"| {label} | {value:g} {unit} | {base_txt} | {ratio} | `python {' '.join(cmd)}` |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", nargs="*", choices=list(BENCHMARKS))
+    args = ap.parse_args()
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for name in args.only or list(BENCHMARKS):
+        results[name] = run(name)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    results["_machine"] = machine
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    text = README.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    block = f"{start}\nMachine: {machine}. Produced by `make bench`.\n\n{table(results)}\n{end}"
+    if start in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    else:
+        text += f"\n## Results\n\n{block}\n"
+    README.write_text(text)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

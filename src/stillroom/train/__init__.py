@@ -1,0 +1,1 @@
+"""Training students: pure loss functions, student initialisation, the training loop."""

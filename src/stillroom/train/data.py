@@ -1,0 +1,228 @@
+"""Training examples streamed from a harvest store, in the student's token ids.
+
+Nothing here holds a whole harvest: records stream from SQLite, a bounded buffer is sorted
+by length into batches (length bucketing, so little padding is computed), and each batch's
+top-k signals are decoded only when the batch is built.
+
+Alignment: the logits at position t predict token t + 1. A completion starting at index
+`start` of `input_ids` is scored at positions start-1 .. L-2, and the teacher's top-k for
+completion token j belongs to position start-1+j.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from stillroom.errors import StillroomError
+from stillroom.harvest.signals import decode_topk
+from stillroom.harvest.store import RunStore
+
+
+class VocabMismatch(StillroomError):
+    """The harvest's token ids cannot be expressed in the student's vocabulary."""
+
+
+@dataclass
+class Example:
+    input_ids: np.ndarray  # (L,) student ids: prompt then completion
+    start: int  # index of the first completion token
+    topk: bytes | None  # encoded teacher signals for the completion, decoded per batch
+    token_table: list[str] | None  # API harvests: what the top-k ids index
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (B, T) long
+    attention_mask: torch.Tensor  # (B, T) long
+    targets: torch.Tensor  # (B, T) long: the token each position predicts (0 where masked)
+    loss_mask: torch.Tensor  # (B, T) bool: positions that predict a completion token
+    topk_ids: torch.Tensor | None  # (B, T, k) long, -1 where absent
+    topk_logprobs: torch.Tensor | None  # (B, T, k) float32, -inf where absent
+    topk_rest: torch.Tensor | None  # (B, T) float32
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+    @property
+    def n_targets(self) -> int:
+        return int(self.loss_mask.sum())
+
+
+class TeacherToStudent:
+    """Maps teacher token ids to student ids (-1: not in the student's vocabulary)."""
+
+    def __init__(self, table: np.ndarray, identity: bool) -> None:
+        self.table = table  # (vocab_teacher,) int64
+        self.identity = identity
+
+    def ids(self, teacher_ids: np.ndarray, where: str) -> np.ndarray:
+        out = self.table[teacher_ids]
+        if (out < 0).any():
+            missing = int(teacher_ids[out < 0][0])
+            raise VocabMismatch(
+                f"{where}: teacher token {missing} is not in the student's vocabulary; "
+                "rebuild the student from this harvest (student.init: shrink with trim_vocab) "
+                "or use objective: sequence"
+            )
+        return out
+
+
+Encoder = Callable[[dict[str, Any], str, str | None], tuple[list[int], list[int]]]
+
+
+def iter_examples(
+    store: RunStore,
+    split: str,
+    *,
+    mapping: TeacherToStudent | None,
+    encode: Encoder,
+    max_len: int,
+    need_signals: bool,
+) -> Iterator[Example]:
+    """One example per stored completion of `split`.
+
+    With teacher token ids in the store (local teachers) and a mapping, the student sees
+    exactly the teacher's tokens; otherwise `encode(request, text, finish_reason)` tokenizes
+    prompt and completion with the student's tokenizer (sequence KD from API harvests).
+    """
+    for rec in store.iter_records(split):
+        where = f"{store.path} call {rec['key']}"
+        request = json.loads(rec["request"])
+        if need_signals and rec["topk"] is None:
+            raise VocabMismatch(
+                f"{where}: no top-k signals stored; harvest with generation.top_logprobs > 0 "
+                "or use objective: sequence"
+            )
+        if rec["token_ids"] is not None and rec["prompt_ids"] is not None and mapping:
+            prompt = mapping.ids(np.frombuffer(rec["prompt_ids"], "<i4").astype(np.int64), where)
+            completion = mapping.ids(np.frombuffer(rec["token_ids"], "<i4").astype(np.int64), where)
+        else:
+            if need_signals:
+                raise VocabMismatch(
+                    f"{where}: top-k logit KD needs the teacher's token ids, but this harvest "
+                    "has only token strings (an API teacher); use objective: sequence, or "
+                    "harvest a local teacher that shares the student's vocabulary"
+                )
+            p, c = encode(request, rec["text"], rec["finish_reason"])
+            prompt, completion = np.asarray(p, np.int64), np.asarray(c, np.int64)
+        if len(completion) == 0:
+            continue
+        ids = np.concatenate([prompt, completion])
+        if len(ids) > max_len:  # keep the completion's start: cut its tail
+            ids = ids[:max_len]
+        if len(ids) <= len(prompt):
+            continue  # the prompt alone fills max_len: nothing to learn from
+        yield Example(ids, len(prompt), rec["topk"] if need_signals else None, rec["token_table"])
+
+
+def iter_batches(
+    examples: Callable[[], Iterator[Example]],
+    *,
+    max_batch_tokens: int,
+    mapping: TeacherToStudent | None,
+    pad_id: int,
+    seed: int,
+    epoch: int,
+    buffer: int = 512,
+    shuffle: bool = True,
+) -> Iterator[Batch]:
+    """Length-bucketed batches: a buffer of examples sorted by length is cut into batches of
+    at most `max_batch_tokens` (padded), and the batches are shuffled (seeded by epoch)."""
+    rng = random.Random(f"{seed}:{epoch}")
+    chunk: list[Example] = []
+    for ex in examples():
+        chunk.append(ex)
+        if len(chunk) >= buffer:
+            yield from _bucket(chunk, max_batch_tokens, mapping, pad_id, rng, shuffle)
+            chunk = []
+    if chunk:
+        yield from _bucket(chunk, max_batch_tokens, mapping, pad_id, rng, shuffle)
+
+
+def _bucket(
+    chunk: list[Example],
+    max_batch_tokens: int,
+    mapping: TeacherToStudent | None,
+    pad_id: int,
+    rng: random.Random,
+    shuffle: bool,
+) -> Iterator[Batch]:
+    if shuffle:
+        rng.shuffle(chunk)  # ties in length break differently each epoch
+    chunk.sort(key=len)
+    groups: list[list[Example]] = []
+    current: list[Example] = []
+    for ex in chunk:
+        if current and (len(current) + 1) * len(ex) > max_batch_tokens:
+            groups.append(current)
+            current = []
+        current.append(ex)
+    if current:
+        groups.append(current)
+    if shuffle:
+        rng.shuffle(groups)
+    for group in groups:
+        yield collate(group, mapping, pad_id)
+
+
+def collate(group: list[Example], mapping: TeacherToStudent | None, pad_id: int) -> Batch:
+    b, t = len(group), max(len(ex) for ex in group)
+    input_ids = torch.full((b, t), pad_id, dtype=torch.long)
+    attention = torch.zeros((b, t), dtype=torch.long)
+    targets = torch.zeros((b, t), dtype=torch.long)
+    loss_mask = torch.zeros((b, t), dtype=torch.bool)
+    signals = [_signals(ex, mapping) for ex in group]
+    k = max((s[0].shape[1] for s in signals if s is not None), default=0)
+    topk_ids = torch.full((b, t, k), -1, dtype=torch.long) if k else None
+    topk_lp = torch.full((b, t, k), float("-inf")) if k else None
+    topk_rest = torch.zeros((b, t)) if k else None
+    for i, ex in enumerate(group):
+        n = len(ex)
+        ids = torch.from_numpy(ex.input_ids)
+        input_ids[i, :n] = ids
+        attention[i, :n] = 1
+        targets[i, : n - 1] = ids[1:]
+        loss_mask[i, ex.start - 1 : n - 1] = True  # positions predicting completion tokens
+        sig = signals[i]
+        if sig is not None and topk_ids is not None and topk_lp is not None:
+            sid, slp, srest = sig
+            m = min(len(sid), n - ex.start)  # a cut completion keeps its first m tokens
+            rows = slice(ex.start - 1, ex.start - 1 + m)
+            topk_ids[i, rows, : sid.shape[1]] = torch.from_numpy(sid[:m])
+            topk_lp[i, rows, : slp.shape[1]] = torch.from_numpy(slp[:m])
+            assert topk_rest is not None
+            topk_rest[i, rows] = torch.from_numpy(srest[:m])
+    return Batch(input_ids, attention, targets, loss_mask, topk_ids, topk_lp, topk_rest)
+
+
+def _signals(
+    ex: Example, mapping: TeacherToStudent | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Decode an example's top-k into student ids. Entries the student cannot represent move
+    their probability into the rest bucket, so the teacher's distribution still sums to 1."""
+    if ex.topk is None:
+        return None
+    sig = decode_topk(ex.topk)
+    ids, lps = sig.ids.copy(), sig.logprobs.copy()  # (T, k)
+    rest = sig.rest_mass.astype(np.float32).copy()  # (T,)
+    present = ids >= 0
+    if mapping is not None and not mapping.identity:
+        mapped = np.where(present, mapping.table[np.where(present, ids, 0)], -1)
+        lost = present & (mapped < 0)
+        if lost.any():
+            rest += np.where(lost, np.exp(lps), 0.0).sum(axis=1).astype(np.float32)
+            lps[lost] = -np.inf
+        ids = mapped
+    ids[~np.isfinite(lps)] = -1
+    return ids, lps, rest

@@ -1,0 +1,446 @@
+"""One readable training loop: a student from a harvest store.
+
+    stillroom train CONFIG [--resume]
+
+Reads `runs/<name>/harvest.sqlite` as a stream, builds (or resumes) the student, trains it
+with the configured objective, and saves `runs/<name>/student/`, a folder that
+`AutoModelForCausalLM.from_pretrained` loads as is. Checkpoints land in
+`runs/<name>/checkpoints/step-NNNNNN/` every `checkpoint_every` steps; `--resume` continues
+from the newest with the same data order, so the loss curve carries on where it stopped.
+
+Runs under `accelerate launch` / `torchrun` on several GPUs unchanged: the Accelerator moves
+model and batches, each process takes every world_size-th batch, and only the main process
+writes checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stillroom.config import HarvestConfig, TrainSection, dump_config
+from stillroom.errors import ConfigError, StoreError
+from stillroom.harvest.signals import decode_topk
+from stillroom.harvest.store import RunStore
+from stillroom.train.data import Batch, Example, TeacherToStudent, iter_batches, iter_examples
+from stillroom.train.losses import forward_kl, logit_kd_loss, sequence_kd_loss, topk_buckets
+from stillroom.train.students import Student, build_student, load_student, save_student
+
+STATE_FILE = "trainer_state.pt"
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    student_dir: str
+    steps: int
+    epochs_started: int
+    stopped: str  # max_steps | early_stopping | epochs
+    final_train_loss: float | None
+    best_val: dict[str, float] | None
+    tokens_per_s: float
+    target_tokens: int
+    elapsed_s: float
+    student: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _State:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of this epoch already consumed
+    best_val: float = math.inf
+    bad_evals: int = 0
+    last_val: dict[str, float] | None = None
+
+
+def teacher_folder(cfg: HarvestConfig) -> Path:
+    """The local teacher's folder: the student shrinks from it and shares its tokenizer."""
+    if cfg.teacher.kind != "local":
+        if cfg.train.student.init == "shrink" or cfg.train.student.tokenizer == "teacher":
+            raise ConfigError(
+                "config",
+                [
+                    "train.student: an API teacher has no weights or tokenizer to start from; "
+                    "use student.init: pretrained, or init: config with tokenizer: PATH"
+                ],
+            )
+        return Path(cfg.train.student.path or ".")
+    from stillroom.teachers.gemma import DEFAULT_TEACHER_ALIASES, default_teacher_dir
+
+    if cfg.teacher.model in DEFAULT_TEACHER_ALIASES:
+        return default_teacher_dir()
+    return Path(cfg.teacher.model)
+
+
+def harvest_token_ids(store: RunStore) -> set[int]:
+    """Every teacher id the harvest uses: prompts, completions and top-k candidates."""
+    ids: set[int] = set()
+    for rec in store.iter_records():
+        for blob in (rec["prompt_ids"], rec["token_ids"]):
+            if blob is not None:
+                ids.update(np.frombuffer(blob, "<i4").tolist())
+        if rec["topk"] is not None and rec["token_table"] is None:
+            top = decode_topk(rec["topk"]).ids
+            ids.update(np.unique(top[top >= 0]).tolist())
+    return ids
+
+
+class Trainer:
+    def __init__(self, cfg: HarvestConfig, *, resume: bool = False, quiet: bool = False) -> None:
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        self.tc: TrainSection = cfg.train
+        self.quiet = quiet
+        self.run_dir = cfg.run_dir
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.store = RunStore.open_run(self.run_dir)
+        torch.manual_seed(self.tc.seed)
+        if self.tc.threads:
+            torch.set_num_threads(self.tc.threads)
+        self.accel = Accelerator(gradient_accumulation_steps=self.tc.grad_accum, cpu=_no_gpu())
+        self.state = _State()
+        latest = latest_checkpoint(self.ckpt_dir) if resume else None
+        if resume and latest is None:
+            _log("no checkpoint to resume from; starting fresh")
+        self.student = load_student(latest) if latest else self._new_student()
+        self.mapping = TeacherToStudent(
+            self.student.teacher_to_student(), self.student.to_teacher is None
+        )
+        self.pad_id = _pad_id(self.student)
+        model = self.student.model
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            params, lr=self.tc.lr, weight_decay=self.tc.weight_decay, betas=(0.9, 0.95)
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.model, self.optimizer = self.accel.prepare(model, self.optimizer)
+        if latest:
+            self._restore(latest)
+        self._parts: dict[str, torch.Tensor] = {}
+        self._last_loss: float | None = None
+        self._tokens = self._targets = 0
+        self._window: tuple[float, int] = (time.perf_counter(), 0)
+        self.log_path = self.run_dir / "train_log.jsonl"
+        if not resume and self.accel.is_main_process:
+            self.log_path.unlink(missing_ok=True)
+
+    # --- setup --------------------------------------------------------------------------
+
+    def _new_student(self) -> Student:
+        keep = harvest_token_ids(self.store) if self.tc.student.trim_vocab else None
+        student = build_student(self.tc.student, teacher_folder(self.cfg), keep)
+        _log(
+            f"student: {student.params_student:,} parameters "
+            f"(teacher {student.params_teacher:,}, {student.describe()['params_ratio']:.1%}), "
+            f"vocabulary {student.vocab_student:,} of {student.vocab_teacher:,}"
+        )
+        return student
+
+    def _lr_factor(self, step: int) -> float:
+        """Linear warmup, then cosine decay to 10% at max_steps."""
+        warm = self.tc.warmup_steps
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, self.tc.max_steps - warm))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def _examples(self, split: str) -> Iterator[Example]:
+        need = self.tc.objective == "logits"
+        return iter_examples(
+            self.store,
+            split,
+            mapping=self.mapping,
+            encode=self._encode,
+            max_len=self.tc.max_len,
+            need_signals=need if split == "train" else self._has_signals(),
+        )
+
+    def _has_signals(self) -> bool:
+        for rec in self.store.iter_records():
+            return rec["topk"] is not None and rec["token_ids"] is not None
+        return False
+
+    def _encode(
+        self, request: dict[str, Any], text: str, finish: str | None
+    ) -> tuple[list[int], list[int]]:
+        tok = self.student.tokenizer
+        if "messages" in request and getattr(tok, "chat_template", None):
+            msgs = [{"role": r, "content": c} for r, c in request["messages"]]
+            prompt = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            p = tok(prompt, add_special_tokens=False)["input_ids"]
+        else:
+            raw = request.get("prompt") or "\n".join(c for _, c in request.get("messages", []))
+            p = tok(raw)["input_ids"]
+        c = tok(text, add_special_tokens=False)["input_ids"]
+        if finish == "stop" and tok.eos_token_id is not None:
+            c = [*c, tok.eos_token_id]
+        return list(p), list(c)
+
+    def _batches(self, split: str, epoch: int, shuffle: bool) -> Iterator[Batch]:
+        return iter_batches(
+            lambda: self._examples(split),
+            max_batch_tokens=self.tc.batch_tokens,
+            mapping=self.mapping,
+            pad_id=self.pad_id,
+            seed=self.tc.seed,
+            epoch=epoch,
+            shuffle=shuffle,
+        )
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        tc, st = self.tc, self.state
+        started = time.perf_counter()
+        self._tokens = self._targets = 0
+        self._window = (time.perf_counter(), 0)
+        stopped = "max_steps"
+        while st.step < tc.max_steps:
+            if tc.epochs is not None and st.epoch >= tc.epochs:
+                stopped = "epochs"
+                break
+            stopped = self._epoch()
+            if stopped == "early_stopping" or st.step >= tc.max_steps:
+                break
+            st.epoch += 1
+            st.batch_in_epoch = 0
+        if st.last_val is None or (tc.eval_every and st.step % tc.eval_every):
+            self._log_row({"step": st.step, "epoch": st.epoch, **self._evaluate()})
+        elapsed = time.perf_counter() - started
+        student_dir = self.run_dir / "student"
+        if self.accel.is_main_process:
+            self.student.model = self.accel.unwrap_model(self.model)
+            save_student(self.student, student_dir)
+        self.store.close()
+        return TrainResult(
+            run_dir=str(self.run_dir),
+            student_dir=str(student_dir),
+            steps=st.step,
+            epochs_started=st.epoch + 1,
+            stopped=stopped,
+            final_train_loss=self._last_loss,
+            best_val=st.last_val,
+            tokens_per_s=self._tokens / max(elapsed, 1e-9),
+            target_tokens=self._targets,
+            elapsed_s=elapsed,
+            student=self.student.describe(),
+        )
+
+    def _epoch(self) -> str:
+        """One pass over the train split (or the rest of it, after a resume)."""
+        st, accel = self.state, self.accel
+        seen = False
+        for i, batch in enumerate(self._batches("train", st.epoch, shuffle=True)):
+            # Skip batches consumed before the checkpoint, and other processes' batches.
+            if i < st.batch_in_epoch or i % accel.num_processes != accel.process_index:
+                continue
+            seen = True
+            st.batch_in_epoch = i + 1
+            if self._micro_step(batch) and self._after_step() == "early_stopping":
+                return "early_stopping"
+            if st.step >= self.tc.max_steps:
+                return "max_steps"
+        if not seen and st.batch_in_epoch == 0:
+            raise StoreError(
+                f"{self.store.path}: no training examples in the train split; harvest more "
+                "prompts, or check split.train"
+            )
+        return "epoch_done"
+
+    def _micro_step(self, batch: Batch) -> bool:
+        """Forward and backward one batch; True when it completed an optimizer step."""
+        with self.accel.accumulate(self.model):
+            self._parts = self._loss(batch)
+            self.accel.backward(self._parts["loss"])
+            if self.accel.sync_gradients:
+                self.accel.clip_grad_norm_(self.model.parameters(), self.tc.max_grad_norm)
+            self.optimizer.step()
+            if self.accel.sync_gradients:
+                self.scheduler.step()
+            self.optimizer.zero_grad()
+        self._tokens += batch.n_tokens
+        self._targets += batch.n_targets
+        self._window = (self._window[0], self._window[1] + batch.n_tokens)
+        return bool(self.accel.sync_gradients)
+
+    def _after_step(self) -> str:
+        """Log the step; evaluate and checkpoint when due."""
+        st, tc = self.state, self.tc
+        st.step += 1
+        self._last_loss = float(self._parts["loss"])
+        row: dict[str, Any] = {"step": st.step, "epoch": st.epoch}
+        row |= {k: float(v) for k, v in self._parts.items()}
+        row["lr"] = self.scheduler.get_last_lr()[0]
+        now = time.perf_counter()
+        row["tokens_per_s"] = self._window[1] / max(now - self._window[0], 1e-9)
+        self._window = (now, 0)
+        outcome = "continue"
+        if tc.eval_every and st.step % tc.eval_every == 0:
+            row |= self._evaluate()
+            if self._early_stop():
+                outcome = "early_stopping"
+        self._log_row(row)
+        if tc.checkpoint_every and st.step % tc.checkpoint_every == 0:
+            self.save_checkpoint()
+        return outcome
+
+    def _loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        device = self.accel.device
+        out = self.model(
+            input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)
+        )
+        mask = batch.loss_mask.to(device)
+        logits = out.logits[mask]  # (N, V): only positions that predict completion tokens
+        targets = batch.targets.to(device)[mask]  # (N,)
+        keep = torch.ones(len(targets), dtype=torch.bool, device=device)
+        if self.tc.objective == "sequence":
+            return {"loss": sequence_kd_loss(logits, targets, keep)}
+        assert batch.topk_ids is not None and batch.topk_logprobs is not None
+        parts = logit_kd_loss(
+            logits,
+            batch.topk_ids.to(device)[mask],
+            batch.topk_logprobs.to(device)[mask],
+            batch.topk_rest.to(device)[mask] if batch.topk_rest is not None else None,
+            targets,
+            keep,
+            divergence=self.tc.divergence,
+            beta=self.tc.beta,
+            temperature=self.tc.temperature,
+            alpha=self.tc.alpha,
+        )
+        result = {"loss": parts.total, "kd": parts.kd}
+        if parts.ce is not None:
+            result["ce"] = parts.ce
+        return result
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict[str, float]:
+        """Validation: CE on the teacher's tokens, and KL to the teacher's top-k when stored."""
+        self.model.eval()
+        ce_sum = kl_sum = 0.0
+        n = n_kl = 0
+        for i, batch in enumerate(self._batches("validation", 0, shuffle=False)):
+            if self.tc.eval_batches is not None and i >= self.tc.eval_batches:
+                break
+            mask = batch.loss_mask
+            logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            logits = logits.logits[mask].float()  # (N, V)
+            targets = batch.targets[mask]
+            ce_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
+            n += len(targets)
+            if batch.topk_ids is not None and batch.topk_logprobs is not None:
+                q, p = topk_buckets(
+                    logits,
+                    batch.topk_ids[mask],
+                    batch.topk_logprobs[mask],
+                    batch.topk_rest[mask] if batch.topk_rest is not None else None,
+                )
+                kl_sum += float(forward_kl(q, p).sum())
+                n_kl += len(targets)
+        self.model.train()
+        if n == 0:
+            return {}
+        val = {"val_ce": ce_sum / n}
+        if n_kl:
+            val["val_kl"] = kl_sum / n_kl
+        self.state.last_val = val
+        return val
+
+    def _early_stop(self) -> bool:
+        st, patience = self.state, self.tc.early_stopping_patience
+        if st.last_val is None:
+            return False
+        metric = st.last_val.get("val_kl" if self.tc.objective == "logits" else "val_ce")
+        if metric is None:
+            return False
+        if metric < st.best_val - 1e-4:
+            st.best_val, st.bad_evals = metric, 0
+            return False
+        st.bad_evals += 1
+        return patience is not None and st.bad_evals >= patience
+
+    # --- checkpoints and logs --------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        target = self.ckpt_dir / f"step-{self.state.step:06d}"
+        if not self.accel.is_main_process:
+            return target
+        self.student.model = self.accel.unwrap_model(self.model)
+        save_student(self.student, target)  # whole or not at all (temp folder, rename)
+        state = {
+            "trainer": asdict(self.state),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        tmp = target / (STATE_FILE + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, target / STATE_FILE)
+        for old in sorted(self.ckpt_dir.glob("step-*"))[: -self.tc.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    def _restore(self, ckpt: Path) -> None:
+        state = torch.load(ckpt / STATE_FILE, weights_only=False)
+        self.state = _State(**state["trainer"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        _log(f"resumed from {ckpt} at step {self.state.step}")
+
+    def _log_row(self, row: dict[str, Any]) -> None:
+        if not self.accel.is_main_process:
+            return
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if not self.quiet:
+            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+            _log(" ".join(f"{k}={v}" for k, v in shown.items()))
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    done = [p for p in sorted(ckpt_dir.glob("step-*")) if (p / STATE_FILE).is_file()]
+    return done[-1] if done else None
+
+
+def train(cfg: HarvestConfig, *, resume: bool = False, quiet: bool = False) -> TrainResult:
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cfg.run_dir / "config.yaml.tmp"
+    tmp.write_text(dump_config(cfg))
+    os.replace(tmp, cfg.run_dir / "config.yaml")
+    result = Trainer(cfg, resume=resume, quiet=quiet).run()
+    out = cfg.run_dir / "train_summary.json"
+    out.with_suffix(".tmp").write_text(json.dumps(asdict(result), indent=2))
+    os.replace(out.with_suffix(".tmp"), out)
+    return result
+
+
+def _pad_id(student: Student) -> int:
+    tok = student.tokenizer
+    for candidate in (tok.pad_token_id, tok.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def _no_gpu() -> bool:
+    return not torch.cuda.is_available()
+
+
+def _log(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()

@@ -1,0 +1,100 @@
+"""Tiny offline models for tests: a byte-level BPE tokenizer trained in-process and a
+randomly initialised two-layer Gemma 3 causal LM, saved as a normal Hugging Face folder.
+
+Gemma 3 (rather than Llama) so tests exercise the default teacher's architecture: sliding
+and full attention layers, scaled embeddings, and final-logit softcapping.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "A teacher model writes answers; a student model learns to copy them.",
+    "Distillation trains a small model on the outputs of a large one.",
+    "The cat sat on the mat and looked out of the window at the rain.",
+    "Classify the review as positive or negative.",
+    "Question: what is the capital of France? Answer: Paris.",
+    "Once upon a time there was a little robot who liked to count stars.",
+    "Numbers: one two three four five six seven eight nine ten.",
+    "She sells sea shells by the sea shore, and the shells are surely sea shells.",
+    "In the morning the market opens, and in the evening it closes again.",
+    "user: hello there! model: hi, how can I help you today?",
+    "Label: positive. Label: negative. Label: neutral.",
+]
+
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for m in messages %}"
+    "<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def make_tiny_tokenizer(directory: Path, *, vocab_size: int = 512) -> None:
+    """Train a byte-level BPE on SENTENCES and save it as a PreTrainedTokenizerFast."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(SENTENCES * 4, trainer=trainer)
+    bos = tok.token_to_id("<bos>")
+    # Plain prompts start with <bos>, as Gemma's do.
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", bos)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        additional_special_tokens=["<start_of_turn>", "<end_of_turn>"],
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(directory)
+
+
+def make_tiny_lm(directory: Path, *, vocab_size: int = 512, seed: int = 0) -> Path:
+    """Build and save a tiny random Gemma 3 LM with its tokenizer; return the folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3TextConfig
+
+    directory = Path(directory)
+    make_tiny_tokenizer(directory, vocab_size=vocab_size)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        # Longer than any test sequence: HF's sliding mask counts left padding as
+        # positions, so a short window would make padded and unpadded runs differ.
+        sliding_window=256,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=1024,
+        final_logit_softcapping=30.0,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(directory)
+    return directory
