@@ -93,6 +93,30 @@ def harvest(
 
 
 @app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML) with a train section.")],
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the newest checkpoint.")
+    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config key: --set train.max_steps=100"),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No per-step log on stderr.")] = False,
+) -> None:
+    """Train a student on the run's harvest; saves runs/<name>/student/ (a Hugging Face folder).
+
+    Example: stillroom train examples/harvest-gemma.yaml --set train.max_steps=50
+    Several GPUs: accelerate launch -m stillroom train CONFIG
+    """
+    from stillroom.config import load_config
+    from stillroom.train.trainer import train as run_train
+
+    cfg = load_config(config, list(set_ or []))
+    _emit(asdict(run_train(cfg, resume=resume, quiet=quiet)))
+
+
+@app.command()
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder, e.g. runs/my-run.")],
     format: Annotated[str, typer.Option("--format", help="parquet or jsonl.")] = "parquet",

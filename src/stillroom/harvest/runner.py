@@ -43,6 +43,7 @@ class Plan:
     total: int  # all (prompt, sample) pairs
     stored: int  # already in the store
     report: LoadReport
+    duplicates: int = 0  # prompts whose request repeats an earlier one's exactly
 
 
 @dataclass
@@ -61,6 +62,7 @@ class HarvestResult:
     compute_s: float = 0.0
     elapsed_s: float = 0.0
     stopped: str = "done"  # done | limit | budget
+    duplicate_requests: int = 0
     skipped_rows: list[str] = field(default_factory=list)
 
 
@@ -88,14 +90,20 @@ def build_plan(
     items, report = load_prompts(cfg.prompts, cfg.split, skip_bad=skip_bad)
     done = store.stored_keys(include_errors=not retry_errors) if store else set()
     todo: list[PlannedCall] = []
-    total = stored = 0
+    total = stored = duplicates = 0
+    planned: set[str] = set()
     for call in _all_calls(cfg, items):
+        key = call.meta.key
+        if key in planned:  # the same request under another prompt id: one call serves both
+            duplicates += 1
+            continue
+        planned.add(key)
         total += 1
-        if call.meta.key in done:
+        if key in done:
             stored += 1
         elif limit is None or len(todo) < limit:
             todo.append(call)
-    return items, Plan(todo, total, stored, report)
+    return items, Plan(todo, total, stored, report, duplicates)
 
 
 def _all_calls(cfg: HarvestConfig, items: list[PromptItem]) -> Iterator[PlannedCall]:
@@ -182,7 +190,11 @@ async def _harvest(
     orphaned = store.orphan_reservations()
     budget = Budget(cfg.cost.budget_usd, store.totals().cost_usd + orphaned)
     result = HarvestResult(
-        str(cfg.run_dir), plan.total, plan.stored, skipped_rows=plan.report.skipped
+        str(cfg.run_dir),
+        plan.total,
+        plan.stored,
+        duplicate_requests=plan.duplicates,
+        skipped_rows=plan.report.skipped,
     )
     if limit is not None and plan.total - plan.stored > len(plan.calls):
         result.stopped = "limit"

@@ -179,7 +179,9 @@ class RunStore:
         if split is not None:
             sql += " AND c.split = ?"
             args = (split,)
-        sql += " ORDER BY c.created_at, c.key, p.choice"
+        # Key order: the same stored records always stream in the same order, however the
+        # calls finished, so training data order (and a resumed run) is reproducible.
+        sql += " ORDER BY c.key, p.choice"
         cols = [
             "key", "prompt_id", "sample_index", "split", "request", "fields", "model",
             "prompt_tokens", "completion_tokens", "prompt_ids", "cost_usd", "latency_s", "choice",

@@ -184,6 +184,7 @@ class LocalTeacher:
                     model=self.model,
                     latency_s=elapsed,
                     compute_s=elapsed / len(prompts),
+                    prompt_token_ids=list(prompt),
                 )
             )
         return completions

@@ -68,7 +68,8 @@ class _State:
 def teacher_folder(cfg: HarvestConfig) -> Path:
     """The local teacher's folder: the student shrinks from it and shares its tokenizer."""
     if cfg.teacher.kind != "local":
-        if cfg.train.student.init == "shrink" or cfg.train.student.tokenizer == "teacher":
+        st = cfg.train.student
+        if st.init == "shrink" or (st.init == "config" and st.tokenizer == "teacher"):
             raise ConfigError(
                 "config",
                 [
@@ -281,9 +282,9 @@ class Trainer:
         """Log the step; evaluate and checkpoint when due."""
         st, tc = self.state, self.tc
         st.step += 1
-        self._last_loss = float(self._parts["loss"])
+        self._last_loss = float(self._parts["loss"].detach())
         row: dict[str, Any] = {"step": st.step, "epoch": st.epoch}
-        row |= {k: float(v) for k, v in self._parts.items()}
+        row |= {k: float(v.detach()) for k, v in self._parts.items()}
         row["lr"] = self.scheduler.get_last_lr()[0]
         now = time.perf_counter()
         row["tokens_per_s"] = self._window[1] / max(now - self._window[0], 1e-9)
