@@ -23,7 +23,10 @@ from stillroom.train.data import VocabMismatch
 from stillroom.train.trainer import train
 from tests.tiny_models import make_tiny_lm
 
-WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "and", "ran", "to", "big", "red", "blue", "house", "tree"]
+WORDS = [
+    *("the", "cat", "dog", "sat", "on", "a", "mat", "and"),
+    *("ran", "to", "big", "red", "blue", "house", "tree"),
+]
 
 
 @pytest.fixture(scope="module")
