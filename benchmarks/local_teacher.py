@@ -1,8 +1,9 @@
 """LocalTeacher on Gemma 3 270M: load time, and generation throughput batched vs one by one.
 
 Prints one JSON object. Both generation runs use the same 16 prompts, sampling parameters
-and seeds, with top-20 log-prob recording on; per-request seeds make the two runs sample the
-same tokens, so their token counts match and tokens/s compare like for like. A scoring
+and per-request seeds, with top-20 log-prob recording on. Seeds are per request, so the two
+runs draw the same random numbers; their texts still part where padding's last-bit changes
+to the logits tip a draw, so the JSON counts how many came out identical. A scoring
 figure compares `score_batch` (shared few-shot prefix run once, output layer only where a
 label token is predicted) with the naive way: one full forward pass per (prompt, label).
 
@@ -128,7 +129,9 @@ def main() -> None:
             "batched": batched,
             "one_by_one": single,
             "speedup": round(batched["tokens_per_s"] / single["tokens_per_s"], 2),
-            "same_texts_both_ways": batched_texts == single_texts,
+            "identical_texts": sum(
+                a == b for a, b in zip(batched_texts, single_texts, strict=True)
+            ),
         },
         "score": scoring(teacher),
     }

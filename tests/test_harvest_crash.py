@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import sqlite3
@@ -53,6 +54,11 @@ def test_sigkill_then_rerun_stores_each_prompt_once_and_repeats_no_stored_call(
             time.sleep(0.01)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        # The killed harvest's store writer commits what had finished, then lets go of the
+        # run folder's lock; count what is stored after that.
+        with open(cfg.run_dir / ".harvest.lock") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
         store = RunStore.open_run(cfg.run_dir)
         before = {r["prompt_id"] for r in store.iter_records()}

@@ -20,14 +20,14 @@ from stillroom.config import HarvestConfig, dump_config
 from stillroom.errors import BudgetExceeded, StoreError, TeacherReplyError
 from stillroom.harvest.cost import (
     Budget,
-    Price,
     input_tokens_estimate,
     price_for,
     worst_case_cost,
 )
 from stillroom.harvest.progress import HarvestProgress
 from stillroom.harvest.prompts import LoadReport, PromptItem, load_prompts
-from stillroom.harvest.store import CallMeta, RunStore
+from stillroom.harvest.store import STORE_NAME, CallMeta, RunStore
+from stillroom.harvest.writer import StoreWriter
 from stillroom.teachers.base import GenerationParams, Teacher, TeacherRequest
 
 
@@ -169,70 +169,74 @@ def harvest(
         _write_atomic(run_dir / "config.yaml", dump_config(cfg))
         store = RunStore.open_run(run_dir, create=True)
         try:
-            return asyncio.run(
-                _harvest(cfg, store, teacher, limit, skip_bad, retry_errors, show_progress)
+            _, plan = build_plan(
+                cfg, store, limit=limit, skip_bad=skip_bad, retry_errors=retry_errors
             )
+            orphaned = store.orphan_reservations()
+            spent = store.totals().cost_usd + orphaned
+            redo = store.stored_keys() if retry_errors else set()
         finally:
-            store.close()
+            store.close()  # the writer process opens its own connection
+        result = HarvestResult(
+            str(run_dir),
+            plan.total,
+            plan.stored,
+            duplicate_requests=plan.duplicates,
+            skipped_rows=plan.report.skipped,
+        )
+        if limit is not None and plan.total - plan.stored > len(plan.calls):
+            result.stopped = "limit"
+        if plan.calls:
+            budget = Budget(cfg.cost.budget_usd, spent)
+            budget.check_can_start()
+            if teacher is None:
+                from stillroom.teachers import make_teacher
+
+                teacher = make_teacher(cfg.teacher)
+            asyncio.run(_call_teacher(cfg, teacher, plan, budget, result, redo, show_progress))
+        store = RunStore.open_run(run_dir)
+        totals = store.totals()
+        store.close()
+        result.run_total_usd = totals.cost_usd + totals.orphaned_usd
+        _write_atomic(run_dir / "harvest_summary.json", json.dumps(asdict(result), indent=2))
+        return result
 
 
-async def _harvest(
+async def _call_teacher(
     cfg: HarvestConfig,
-    store: RunStore,
-    teacher: Teacher | None,
-    limit: int | None,
-    skip_bad: bool,
-    retry_errors: bool,
+    teacher: Teacher,
+    plan: Plan,
+    budget: Budget,
+    result: HarvestResult,
+    redo: set[str],
     show_progress: bool,
-) -> HarvestResult:
-    _, plan = build_plan(cfg, store, limit=limit, skip_bad=skip_bad, retry_errors=retry_errors)
-    price = price_for(cfg.teacher.model, cfg.teacher.kind, cfg.cost)
-    orphaned = store.orphan_reservations()
-    budget = Budget(cfg.cost.budget_usd, store.totals().cost_usd + orphaned)
-    result = HarvestResult(
-        str(cfg.run_dir),
-        plan.total,
-        plan.stored,
-        duplicate_requests=plan.duplicates,
-        skipped_rows=plan.report.skipped,
-    )
-    if limit is not None and plan.total - plan.stored > len(plan.calls):
-        result.stopped = "limit"
-    if plan.calls:
-        budget.check_can_start()
-        if teacher is None:
-            from stillroom.teachers import make_teacher
-
-            teacher = make_teacher(cfg.teacher)
-        started = time.perf_counter()
+) -> None:
+    started = time.perf_counter()
+    writer = StoreWriter(cfg.run_dir / STORE_NAME)
+    try:
         with HarvestProgress(len(plan.calls), enabled=show_progress) as progress:
             try:
-                await _run_workers(
-                    cfg, store, teacher, plan, price, budget, result, progress, retry_errors
-                )
+                await _run_workers(cfg, writer, teacher, plan, budget, result, progress, redo)
             finally:
                 await teacher.aclose()
-        result.elapsed_s = time.perf_counter() - started
-        result.retries = int(getattr(teacher, "retries", 0))
-    totals = store.totals()
-    result.run_total_usd = totals.cost_usd + totals.orphaned_usd
-    _write_atomic(cfg.run_dir / "harvest_summary.json", json.dumps(asdict(result), indent=2))
-    return result
+    finally:
+        writer.close()  # every finished call is committed before the harvest returns
+    result.elapsed_s = time.perf_counter() - started
+    result.retries = int(getattr(teacher, "retries", 0))
 
 
 async def _run_workers(
     cfg: HarvestConfig,
-    store: RunStore,
+    store: StoreWriter,
     teacher: Teacher,
     plan: Plan,
-    price: Price,
     budget: Budget,
     result: HarvestResult,
     progress: HarvestProgress,
-    retry_errors: bool,
+    redo: set[str],
 ) -> None:
+    price = price_for(cfg.teacher.model, cfg.teacher.kind, cfg.cost)
     pending = iter(plan.calls)
-    redo = store.stored_keys() if retry_errors else set()
     persist_reservations = cfg.cost.budget_usd is not None and not price.free
     spent_before = budget.spent
 
@@ -247,17 +251,18 @@ async def _run_workers(
             if persist_reservations:
                 store.reserve(call.meta.key, worst)
             result.called += 1
+            replaces = call.meta.key in redo
             try:
                 comp = await teacher.complete(call.request)
             except TeacherReplyError as e:
                 # Billed or not, we cannot tell: charge the reservation, keep going.
-                store.write_error(call.meta, str(e), worst, replaces=call.meta.key in redo)
+                store.write_error(call.meta, str(e), worst, replaces)
                 budget.settle(worst, worst)
                 result.errors += 1
                 progress.advance(0, budget.spent, error=True)
                 continue
             cost = price.cost(comp.usage.prompt_tokens, comp.usage.completion_tokens)
-            store.write_ok(call.meta, comp, cost, replaces=call.meta.key in redo)
+            store.write_ok(call.meta, comp, cost, replaces)
             budget.settle(worst, cost)
             result.ok += 1
             result.prompt_tokens += comp.usage.prompt_tokens
@@ -280,20 +285,28 @@ async def _run_workers(
 class _exclusive:
     """One harvest per run folder at a time: a second would double-pay and race the store."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, wait_s: float = 30.0) -> None:
         self.path = run_dir / ".harvest.lock"
         self.fd = -1
+        # A killed harvest's store writer may hold the lock for a moment while it commits
+        # what had finished; wait for it rather than fail.
+        self.wait_s = wait_s
 
     def __enter__(self) -> None:
         self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise StoreError(
-                f"{self.path.parent}: another harvest is running on this run folder; wait for "
-                "it to finish or stop it"
-            ) from None
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(self.fd)
+                    raise StoreError(
+                        f"{self.path.parent}: another harvest is running on this run folder; "
+                        "wait for it to finish or stop it"
+                    ) from None
+                time.sleep(0.05)
 
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
