@@ -107,6 +107,13 @@ def main() -> None:
     teacher, load_s = timed(LocalTeacher.load, DEFAULT_TEACHER)
     del teacher
     teacher, reload_s = timed(LocalTeacher.load, DEFAULT_TEACHER)
+    # The first forward passes of a process are several times slower (allocator and kernel
+    # warm-up); time steady state, as a long harvest sees it.
+    warm_up = [TeacherRequest(prompt=p, params=GenerationParams(max_tokens=4)) for p in PROMPTS]
+    teacher.generate(warm_up)
+    LocalTeacher(teacher.lm, teacher.tokenizer, name=teacher.model, batch_size=1).generate(
+        warm_up[:2]
+    )
     batched, batched_texts = generation(teacher, 16)
     single, single_texts = generation(teacher, 1)
     result = {
