@@ -174,3 +174,32 @@ def test_logit_kd_on_an_api_harvest_names_the_fixes(tmp_path: Path) -> None:
     result = train(validate_config(raw, "test"), quiet=True)
     assert result.steps == 1
     assert torch.isfinite(torch.tensor(result.final_train_loss))
+
+
+def test_soft_label_kd_for_classification(harvested: dict[str, Any]) -> None:
+    """A classification harvest (teacher label log-probs) trains a student that agrees with
+    the teacher better than chance, reading items without the teacher's prompt."""
+    root = harvested["root"]
+    raw = json.loads(json.dumps(harvested["raw"]))
+    items = root / "items.jsonl"
+    with items.open("w") as f:
+        for i in range(80):
+            text = " ".join(WORDS[(i * j + 3 * j) % len(WORDS)] for j in range(1, 5)) + f" {i}"
+            f.write(json.dumps({"id": f"c{i}", "item": text, "gold": ["cat", "dog"][i % 2]}))
+            f.write("\n")
+    raw |= {
+        "name": "classify",
+        "prompts": {"path": str(items), "template": "the {item} is a", "id_field": "id"},
+        "task": {"kind": "classify", "labels": ["cat", "dog"], "gold_field": "gold",
+                 "student_template": "the {item} is a"},
+    }  # fmt: skip
+    raw["train"] |= {"objective": "labels", "max_steps": 30, "eval_every": 10, "alpha": 1.0}
+    cfg = validate_config(raw, "test")
+    teacher = LocalTeacher.load(raw["teacher"]["model"], batch_size=16)
+    assert harvest(cfg, teacher=teacher, show_progress=False).ok == 80
+    result = train(cfg, quiet=True)
+    rows = [r for r in log_rows(cfg) if "val_kl" in r]
+    assert rows[-1]["val_kl"] < rows[0]["val_kl"]
+    assert rows[-1]["val_agreement"] >= 0.5
+    assert "val_accuracy" in rows[-1]
+    assert result.steps == 30

@@ -6,6 +6,7 @@ and where the run lives. The resolved config is written next to the results.
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,11 +94,38 @@ class CostConfig(_Strict):
     budget_usd: float | None = Field(None, ge=0)
 
 
+class TaskConfig(_Strict):
+    """What the teacher does per prompt: generate a completion, or score label verbalizers."""
+
+    kind: Literal["generate", "classify"] = "generate"
+    labels: list[str] = Field(default_factory=list)  # verbalizers, e.g. [animal, food]
+    label_prefix: str = " "  # written before a label, as the model would ("Category: food")
+    gold_field: str | None = None  # the row field holding the gold label, if any
+    # How the student reads an item (classification): no few-shot prefix, just the item.
+    student_template: str = "{text}"
+
+    @model_validator(mode="after")
+    def _labels_for_classify(self) -> TaskConfig:
+        if self.kind == "classify" and len(set(self.labels)) < 2:
+            raise ValueError("task.kind classify needs task.labels: two or more distinct labels")
+        if self.kind == "generate" and self.labels:
+            raise ValueError("task.labels applies only to task.kind: classify")
+        return self
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        return tuple(self.label_prefix + label for label in self.labels)
+
+    def student_fields(self) -> list[str]:
+        return [name for _, name, _, _ in string.Formatter().parse(self.student_template) if name]
+
+
 class TrainSection(_Strict):
     """How `stillroom train` builds and trains the student from the harvest."""
 
-    # sequence: CE on the teacher's tokens; logits: divergence to the stored top-k.
-    objective: Literal["sequence", "logits"] = "logits"
+    # sequence: CE on the teacher's tokens; logits: divergence to the stored top-k;
+    # labels: soft-label KD on the teacher's label log-probs (task.kind: classify).
+    objective: Literal["sequence", "logits", "labels"] = "logits"
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
     beta: float = Field(0.5, ge=0, le=1)  # generalized JSD's mixing weight
     temperature: float = Field(1.0, gt=0)
@@ -130,7 +158,22 @@ class HarvestConfig(_Strict):
     samples_per_prompt: int = Field(1, ge=1, le=1024)
     split: SplitConfig = Field(default_factory=SplitConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
     train: TrainSection = Field(default_factory=TrainSection)
+
+    @model_validator(mode="after")
+    def _task_and_objective(self) -> HarvestConfig:
+        classify = self.task.kind == "classify"
+        if classify != (self.train.objective == "labels"):
+            raise ValueError(
+                "train.objective: labels goes with task.kind: classify (and only with it)"
+            )
+        if classify:  # the store must keep what the student reads and the gold label
+            wanted = [*self.task.student_fields(), *filter(None, [self.task.gold_field])]
+            for name in wanted:
+                if name not in self.prompts.keep_fields:
+                    self.prompts.keep_fields.append(name)
+        return self
 
     @property
     def run_dir(self) -> Path:

@@ -108,6 +108,7 @@ def build_plan(
 
 def _all_calls(cfg: HarvestConfig, items: list[PromptItem]) -> Iterator[PlannedCall]:
     g = cfg.generation
+    candidates = cfg.task.candidates if cfg.task.kind == "classify" else ()
     for item in items:
         for s in range(cfg.samples_per_prompt):
             params = GenerationParams(
@@ -120,7 +121,9 @@ def _all_calls(cfg: HarvestConfig, items: list[PromptItem]) -> Iterator[PlannedC
                 stop=tuple(g.stop),
                 top_logprobs=g.top_logprobs,
             )
-            req = TeacherRequest(item.prompt, item.messages, params, sample_index=s)
+            req = TeacherRequest(
+                item.prompt, item.messages, params, sample_index=s, candidates=candidates
+            )
             canonical = req.canonical(cfg.teacher.model)
             meta = CallMeta(
                 req.key(cfg.teacher.model), item.id, s, item.split, canonical, item.fields

@@ -11,7 +11,8 @@ Schema (append-only migrations; `PRAGMA user_version` is the schema version):
       call_key, choice, text, finish_reason,
       token_ids (int32 LE array; local teachers), tokens (JSON list; API teachers),
       token_logprobs (float32 LE array), topk (signals codec blob),
-      token_table (JSON list: the strings that topk ids index, for API teachers)
+      token_table (JSON list: the strings that topk ids index, for API teachers),
+      label_logprobs (float32 LE array: classification, one per candidate label)
     reservations budget reserved for calls in flight; rows left by a killed run are spend
                  that may have been billed, so they count against the budget for good
 
@@ -77,6 +78,8 @@ _MIGRATIONS = [
         started_at REAL NOT NULL
     );
     """,
+    # 2: classification harvests store each candidate label's log-prob.
+    "ALTER TABLE completions ADD COLUMN label_logprobs BLOB;",
 ]
 
 
@@ -172,7 +175,7 @@ class RunStore:
             "SELECT c.key, c.prompt_id, c.sample_index, c.split, c.request, c.fields, c.model,"
             " c.prompt_tokens, c.completion_tokens, c.prompt_ids, c.cost_usd, c.latency_s,"
             " p.choice, p.text, p.finish_reason, p.token_ids, p.tokens, p.token_logprobs,"
-            " p.topk, p.token_table"
+            " p.topk, p.token_table, p.label_logprobs"
             " FROM calls c JOIN completions p ON p.call_key = c.key WHERE c.status = 'ok'"
         )
         args: tuple[Any, ...] = ()
@@ -186,6 +189,7 @@ class RunStore:
             "key", "prompt_id", "sample_index", "split", "request", "fields", "model",
             "prompt_tokens", "completion_tokens", "prompt_ids", "cost_usd", "latency_s", "choice",
             "text", "finish_reason", "token_ids", "tokens", "token_logprobs", "topk", "token_table",
+            "label_logprobs",
         ]  # fmt: skip
         for row in self.db.execute(sql, args):
             yield dict(zip(cols, row, strict=True))
@@ -213,7 +217,8 @@ class RunStore:
             self._insert_call(meta, "ok", None, comp, cost_usd, replaces)
             self.db.executemany(
                 "INSERT INTO completions (call_key, choice, text, finish_reason, token_ids,"
-                " tokens, token_logprobs, topk, token_table) VALUES (?,?,?,?,?,?,?,?,?)",
+                " tokens, token_logprobs, topk, token_table, label_logprobs)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
             if self.reserved_keys:
@@ -296,6 +301,7 @@ def _completion_row(key: str, c: Any) -> tuple[Any, ...]:
         np.asarray(c.token_logprobs, "<f4").tobytes() if c.token_logprobs is not None else None,
         topk,
         json.dumps(c.token_table) if c.token_table is not None else None,
+        None if c.label_logprobs is None else np.asarray(c.label_logprobs, "<f4").tobytes(),
     )
 
 

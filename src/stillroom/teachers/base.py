@@ -48,6 +48,8 @@ class TeacherRequest:
     params: GenerationParams = field(default_factory=GenerationParams)
     # Distinguishes repeated samples of one prompt so each gets its own key.
     sample_index: int = 0
+    # Classification: score these continuations (label verbalizers) instead of generating.
+    candidates: tuple[str, ...] = ()
 
     def canonical(self, model: str) -> dict[str, Any]:
         body: dict[str, Any] = {"model": model, "params": self.params.canonical()}
@@ -56,6 +58,8 @@ class TeacherRequest:
         else:
             body["prompt"] = self.prompt
         body["sample_index"] = self.sample_index
+        if self.candidates:
+            body["candidates"] = list(self.candidates)
         return body
 
     def key(self, model: str) -> str:
@@ -87,6 +91,8 @@ class Choice:
     top_ids: np.ndarray | None = None  # (T, k) int64
     top_logprobs: np.ndarray | None = None  # (T, k) float32, each row sorted descending
     token_table: list[str] | None = None
+    # Classification: each candidate's total log-prob, in the request's candidate order.
+    label_logprobs: list[float] | None = None
 
 
 @dataclass

@@ -306,6 +306,52 @@ class LocalTeacher:
 
     # ---- scoring ----------------------------------------------------------------------
 
+    def answer(self, requests: list[TeacherRequest]) -> list[Completion]:
+        """Generate, or score the candidates of, each request; results keep order."""
+        scored = [i for i, r in enumerate(requests) if r.candidates]
+        if not scored:
+            return self.generate(requests)
+        results: dict[int, Completion] = {}
+        others = [i for i in range(len(requests)) if not requests[i].candidates]
+        if others:
+            results.update(zip(others, self.generate([requests[i] for i in others]), strict=True))
+        groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for i in scored:
+            groups[requests[i].candidates].append(i)
+        for candidates, indices in groups.items():
+            batch = [requests[i] for i in indices]
+            results.update(zip(indices, self._classify(batch, list(candidates)), strict=True))
+        return [results[i] for i in range(len(requests))]
+
+    def _classify(self, requests: list[TeacherRequest], candidates: list[str]) -> list[Completion]:
+        prompts = []
+        for r in requests:
+            if r.prompt is None:
+                raise TeacherFatalError(
+                    "classification scores plain prompts; give prompts.field or "
+                    "prompts.template without prompts.system"
+                )
+            prompts.append(r.prompt)
+        start = time.perf_counter()
+        scores = self.score_batch(prompts, candidates)
+        elapsed = time.perf_counter() - start
+        out = []
+        for prompt, row in zip(prompts, scores, strict=True):
+            best = max(range(len(candidates)), key=row.__getitem__)
+            ids = self._encode_text(prompt, special=True)
+            choice = Choice(0, candidates[best], "scored", label_logprobs=list(row))
+            out.append(
+                Completion(
+                    [choice],
+                    Usage(prompt_tokens=len(ids), completion_tokens=0),
+                    model=self.model,
+                    latency_s=elapsed,
+                    compute_s=elapsed / len(prompts),
+                    prompt_token_ids=ids,
+                )
+            )
+        return out
+
     def score(self, prompt: str, candidates: list[str]) -> list[float]:
         """Total log-prob of each candidate continuation of `prompt` (full-vocab normalized).
 
@@ -525,7 +571,7 @@ class LocalTeacher:
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         try:
-            results = await asyncio.to_thread(self.generate, [p.request for p in batch])
+            results = await asyncio.to_thread(self.answer, [p.request for p in batch])
         except Exception as e:  # the batch's callers get the error; the queue goes on
             for p in batch:
                 if not p.future.done():
@@ -542,12 +588,14 @@ class LocalTeacher:
         self._queue = [p for p in self._queue if not p.future.done()]  # cancelled callers
         if not self._queue:
             return []
-        params = self._queue[0].request.params
+        first = self._queue[0].request
+        kind = (first.params, first.candidates)
         batch: list[_Pending] = []
         rest: list[_Pending] = []
         for p in self._queue:
-            fits = not batch or (len(batch) + 1) * params.n <= self.batch_size
-            (batch if p.request.params == params and fits else rest).append(p)
+            fits = not batch or (len(batch) + 1) * first.params.n <= self.batch_size
+            same = (p.request.params, p.request.candidates) == kind
+            (batch if same and fits else rest).append(p)
         self._queue = rest
         return batch
 

@@ -15,7 +15,7 @@ import json
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -78,6 +78,13 @@ class TeacherToStudent:
         return out
 
 
+class _Sized(Protocol):
+    def __len__(self) -> int: ...
+
+
+E = TypeVar("E", bound=_Sized)
+B = TypeVar("B")
+
 Encoder = Callable[[dict[str, Any], str, str | None], tuple[list[int], list[int]]]
 
 
@@ -127,42 +134,36 @@ def iter_examples(
 
 
 def iter_batches(
-    examples: Callable[[], Iterator[Example]],
+    examples: Callable[[], Iterator[E]],
+    collate_fn: Callable[[list[E]], B],
     *,
     max_batch_tokens: int,
-    mapping: TeacherToStudent | None,
-    pad_id: int,
     seed: int,
     epoch: int,
     buffer: int = 512,
     shuffle: bool = True,
-) -> Iterator[Batch]:
+) -> Iterator[B]:
     """Length-bucketed batches: a buffer of examples sorted by length is cut into batches of
     at most `max_batch_tokens` (padded), and the batches are shuffled (seeded by epoch)."""
     rng = random.Random(f"{seed}:{epoch}")
-    chunk: list[Example] = []
+    chunk: list[E] = []
     for ex in examples():
         chunk.append(ex)
         if len(chunk) >= buffer:
-            yield from _bucket(chunk, max_batch_tokens, mapping, pad_id, rng, shuffle)
+            yield from map(collate_fn, _bucket(chunk, max_batch_tokens, rng, shuffle))
             chunk = []
     if chunk:
-        yield from _bucket(chunk, max_batch_tokens, mapping, pad_id, rng, shuffle)
+        yield from map(collate_fn, _bucket(chunk, max_batch_tokens, rng, shuffle))
 
 
 def _bucket(
-    chunk: list[Example],
-    max_batch_tokens: int,
-    mapping: TeacherToStudent | None,
-    pad_id: int,
-    rng: random.Random,
-    shuffle: bool,
-) -> Iterator[Batch]:
+    chunk: list[E], max_batch_tokens: int, rng: random.Random, shuffle: bool
+) -> list[list[E]]:
     if shuffle:
         rng.shuffle(chunk)  # ties in length break differently each epoch
     chunk.sort(key=len)
-    groups: list[list[Example]] = []
-    current: list[Example] = []
+    groups: list[list[E]] = []
+    current: list[E] = []
     for ex in chunk:
         if current and (len(current) + 1) * len(ex) > max_batch_tokens:
             groups.append(current)
@@ -172,8 +173,7 @@ def _bucket(
         groups.append(current)
     if shuffle:
         rng.shuffle(groups)
-    for group in groups:
-        yield collate(group, mapping, pad_id)
+    return groups
 
 
 def collate(group: list[Example], mapping: TeacherToStudent | None, pad_id: int) -> Batch:
@@ -226,3 +226,88 @@ def _signals(
         ids = mapped
     ids[~np.isfinite(lps)] = -1
     return ids, lps, rest
+
+
+# --- classification: soft labels ------------------------------------------------------------
+
+
+@dataclass
+class LabelExample:
+    input_ids: np.ndarray  # (L,) student ids of the item as the student reads it
+    teacher: np.ndarray  # (C,) float32: the teacher's log-prob of each label
+    gold: int  # index of the gold label, -1 when there is none
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class LabelBatch:
+    input_ids: torch.Tensor  # (B, T) long, right-padded
+    attention_mask: torch.Tensor  # (B, T) long
+    last: torch.Tensor  # (B,) long: each row's last real position
+    teacher: torch.Tensor  # (B, C) float32
+    gold: torch.Tensor  # (B,) long, -1 where unknown
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+    @property
+    def n_targets(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+def iter_label_examples(
+    store: RunStore,
+    split: str,
+    *,
+    encode: Callable[[str], list[int]],
+    template: str,
+    labels: list[str],
+    gold_field: str | None,
+    max_len: int,
+) -> Iterator[LabelExample]:
+    """One example per stored classification call: the student's view of the item, the
+    teacher's label log-probs, and the gold label when the config names one."""
+    for rec in store.iter_records(split):
+        where = f"{store.path} call {rec['key']}"
+        if rec["label_logprobs"] is None:
+            raise VocabMismatch(
+                f"{where}: no label log-probs stored; harvest with task.kind: classify"
+            )
+        fields = json.loads(rec["fields"]) if rec["fields"] else {}
+        try:
+            text = template.format_map(fields)
+        except KeyError as e:
+            raise VocabMismatch(
+                f"{where}: task.student_template uses {{{e.args[0]}}}, which the harvest did "
+                "not keep; add it to prompts.keep_fields and harvest again"
+            ) from None
+        ids = np.asarray(encode(text), np.int64)[-max_len:]  # keep the end: the label follows
+        gold = -1
+        if gold_field is not None:
+            value = str(fields.get(gold_field))
+            if value not in labels:
+                raise VocabMismatch(
+                    f"{where}: gold label {value!r} is not one of task.labels {labels}"
+                )
+            gold = labels.index(value)
+        teacher = np.frombuffer(rec["label_logprobs"], "<f4").copy()
+        yield LabelExample(ids, teacher, gold)
+
+
+def collate_labels(group: list[LabelExample], pad_id: int) -> LabelBatch:
+    b, t = len(group), max(len(ex) for ex in group)
+    input_ids = torch.full((b, t), pad_id, dtype=torch.long)
+    attention = torch.zeros((b, t), dtype=torch.long)
+    for i, ex in enumerate(group):
+        input_ids[i, : len(ex)] = torch.from_numpy(ex.input_ids)
+        attention[i, : len(ex)] = 1
+    return LabelBatch(
+        input_ids,
+        attention,
+        attention.sum(1) - 1,
+        torch.from_numpy(np.stack([ex.teacher for ex in group])),
+        torch.tensor([ex.gold for ex in group], dtype=torch.long),
+    )

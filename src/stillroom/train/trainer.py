@@ -15,10 +15,12 @@ writes checkpoints and logs.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import shutil
+import string
 import sys
 import time
 from collections.abc import Iterator
@@ -33,7 +35,18 @@ from stillroom.config import HarvestConfig, TrainSection, dump_config
 from stillroom.errors import ConfigError, StoreError
 from stillroom.harvest.signals import decode_topk
 from stillroom.harvest.store import RunStore
-from stillroom.train.data import Batch, Example, TeacherToStudent, iter_batches, iter_examples
+from stillroom.train.data import (
+    Batch,
+    Example,
+    LabelExample,
+    TeacherToStudent,
+    collate,
+    collate_labels,
+    iter_batches,
+    iter_examples,
+    iter_label_examples,
+)
+from stillroom.train.labels import label_token_ids, labels_eval, labels_loss
 from stillroom.train.losses import forward_kl, logit_kd_loss, sequence_kd_loss, topk_buckets
 from stillroom.train.students import Student, build_student, load_student, save_student
 
@@ -98,6 +111,21 @@ def harvest_token_ids(store: RunStore) -> set[int]:
     return ids
 
 
+def task_token_ids(cfg: HarvestConfig, teacher_dir: Path) -> set[int]:
+    """Teacher ids a classification student needs beyond the harvest: its labels, and the
+    literal text of its template."""
+    if cfg.task.kind != "classify":
+        return set()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(teacher_dir)
+    literal = "".join(text for text, _, _, _ in string.Formatter().parse(cfg.task.student_template))
+    ids: set[int] = set(tok(literal)["input_ids"])
+    for c in cfg.task.candidates:
+        ids.update(tok(c, add_special_tokens=False)["input_ids"])
+    return ids
+
+
 class Trainer:
     def __init__(self, cfg: HarvestConfig, *, resume: bool = False, quiet: bool = False) -> None:
         from accelerate import Accelerator
@@ -121,6 +149,11 @@ class Trainer:
             self.student.teacher_to_student(), self.student.to_teacher is None
         )
         self.pad_id = _pad_id(self.student)
+        self.label_ids = (
+            label_token_ids(self.student.tokenizer, cfg.task.candidates)
+            if cfg.task.kind == "classify"
+            else torch.zeros(0, dtype=torch.long)
+        )
         model = self.student.model
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
@@ -142,8 +175,11 @@ class Trainer:
     # --- setup --------------------------------------------------------------------------
 
     def _new_student(self) -> Student:
-        keep = harvest_token_ids(self.store) if self.tc.student.trim_vocab else None
-        student = build_student(self.tc.student, teacher_folder(self.cfg), keep)
+        teacher_dir = teacher_folder(self.cfg)
+        keep = None
+        if self.tc.student.trim_vocab:
+            keep = harvest_token_ids(self.store) | task_token_ids(self.cfg, teacher_dir)
+        student = build_student(self.tc.student, teacher_dir, keep)
         _log(
             f"student: {student.params_student:,} parameters "
             f"(teacher {student.params_teacher:,}, {student.describe()['params_ratio']:.1%}), "
@@ -191,15 +227,35 @@ class Trainer:
             c = [*c, tok.eos_token_id]
         return list(p), list(c)
 
-    def _batches(self, split: str, epoch: int, shuffle: bool) -> Iterator[Batch]:
+    def _batches(self, split: str, epoch: int, shuffle: bool) -> Iterator[Any]:
+        if self.tc.objective == "labels":
+            return iter_batches(
+                lambda: self._label_examples(split),
+                lambda group: collate_labels(group, self.pad_id),
+                max_batch_tokens=self.tc.batch_tokens,
+                seed=self.tc.seed,
+                epoch=epoch,
+                shuffle=shuffle,
+            )
         return iter_batches(
             lambda: self._examples(split),
+            lambda group: collate(group, self.mapping, self.pad_id),
             max_batch_tokens=self.tc.batch_tokens,
-            mapping=self.mapping,
-            pad_id=self.pad_id,
             seed=self.tc.seed,
             epoch=epoch,
             shuffle=shuffle,
+        )
+
+    def _label_examples(self, split: str) -> Iterator[LabelExample]:
+        task, tok = self.cfg.task, self.student.tokenizer
+        return iter_label_examples(
+            self.store,
+            split,
+            encode=lambda text: list(tok(text)["input_ids"]),
+            template=task.student_template,
+            labels=task.labels,
+            gold_field=task.gold_field,
+            max_len=self.tc.max_len,
         )
 
     # --- the loop -----------------------------------------------------------------------
@@ -299,7 +355,16 @@ class Trainer:
             self.save_checkpoint()
         return outcome
 
-    def _loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def _loss(self, batch: Any) -> dict[str, torch.Tensor]:
+        if self.tc.objective == "labels":
+            return labels_loss(
+                self.model,
+                batch,
+                self.label_ids,
+                self.pad_id,
+                temperature=self.tc.temperature,
+                alpha=self.tc.alpha,
+            )
         device = self.accel.device
         out = self.model(
             input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)
@@ -332,6 +397,14 @@ class Trainer:
     def _evaluate(self) -> dict[str, float]:
         """Validation: CE on the teacher's tokens, and KL to the teacher's top-k when stored."""
         self.model.eval()
+        if self.tc.objective == "labels":
+            batches = itertools.islice(
+                self._batches("validation", 0, shuffle=False), self.tc.eval_batches
+            )
+            val = labels_eval(self.model, batches, self.label_ids, self.pad_id)
+            self.model.train()
+            self.state.last_val = val or None
+            return val
         ce_sum = kl_sum = 0.0
         n = n_kl = 0
         for i, batch in enumerate(self._batches("validation", 0, shuffle=False)):
@@ -365,7 +438,7 @@ class Trainer:
         st, patience = self.state, self.tc.early_stopping_patience
         if st.last_val is None:
             return False
-        metric = st.last_val.get("val_kl" if self.tc.objective == "logits" else "val_ce")
+        metric = st.last_val.get("val_ce" if self.tc.objective == "sequence" else "val_kl")
         if metric is None:
             return False
         if metric < st.best_val - 1e-4:
