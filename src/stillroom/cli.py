@@ -116,6 +116,49 @@ def train(
     _emit(asdict(run_train(cfg, resume=resume, quiet=quiet)))
 
 
+@app.command(name="eval")
+def eval_(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key.")] = None,
+) -> None:
+    """Teacher vs student vs baseline on the held-out split; writes eval.json and the report.
+
+    Example: stillroom eval examples/wordnet.yaml
+    """
+    from stillroom.config import load_config
+    from stillroom.distill import write_json
+    from stillroom.evaluate.report import write_report
+    from stillroom.evaluate.run import evaluate
+
+    cfg = load_config(config, list(set_ or []))
+    result = evaluate(cfg)
+    write_json(cfg.run_dir / "eval.json", result)
+    paths = write_report(cfg.run_dir, result)
+    _emit(result)
+    _err(result["headline"])
+    _err(f"report: {paths['html']}")
+
+
+@app.command()
+def distill(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Harvest, train, eval and report in one resumable command.
+
+    Example: stillroom distill examples/wordnet.yaml
+    """
+    from stillroom.config import load_config
+    from stillroom.distill import distill as run_distill
+
+    cfg = load_config(config, list(set_ or []))
+    out = run_distill(cfg, show_progress=not quiet)
+    _emit({"headline": out["headline"], "report": out["report"]})
+    _err(out["headline"])
+    _err(f"report: {out['report']}")
+
+
 @app.command()
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder, e.g. runs/my-run.")],

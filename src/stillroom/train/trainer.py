@@ -127,15 +127,23 @@ def task_token_ids(cfg: HarvestConfig, teacher_dir: Path) -> set[int]:
 
 
 class Trainer:
-    def __init__(self, cfg: HarvestConfig, *, resume: bool = False, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: HarvestConfig,
+        *,
+        resume: bool = False,
+        quiet: bool = False,
+        out_dir: Path | None = None,
+    ) -> None:
         from accelerate import Accelerator
 
         self.cfg = cfg
         self.tc: TrainSection = cfg.train
         self.quiet = quiet
-        self.run_dir = cfg.run_dir
+        # Outputs (checkpoints, logs, student) go to out_dir; the harvest is the run's.
+        self.run_dir = out_dir or cfg.run_dir
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.store = RunStore.open_run(self.run_dir)
+        self.store = RunStore.open_run(cfg.run_dir)
         torch.manual_seed(self.tc.seed)
         if self.tc.threads:
             torch.set_num_threads(self.tc.threads)
@@ -491,13 +499,17 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def train(cfg: HarvestConfig, *, resume: bool = False, quiet: bool = False) -> TrainResult:
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cfg.run_dir / "config.yaml.tmp"
+def train(
+    cfg: HarvestConfig, *, resume: bool = False, quiet: bool = False, out_dir: Path | None = None
+) -> TrainResult:
+    """Train a student on the run's harvest; outputs go to `out_dir` (default: the run)."""
+    target = out_dir or cfg.run_dir
+    target.mkdir(parents=True, exist_ok=True)
+    tmp = target / "config.yaml.tmp"
     tmp.write_text(dump_config(cfg))
-    os.replace(tmp, cfg.run_dir / "config.yaml")
-    result = Trainer(cfg, resume=resume, quiet=quiet).run()
-    out = cfg.run_dir / "train_summary.json"
+    os.replace(tmp, target / "config.yaml")
+    result = Trainer(cfg, resume=resume, quiet=quiet, out_dir=out_dir).run()
+    out = target / "train_summary.json"
     out.with_suffix(".tmp").write_text(json.dumps(asdict(result), indent=2))
     os.replace(out.with_suffix(".tmp"), out)
     return result

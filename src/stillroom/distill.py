@@ -1,0 +1,66 @@
+"""`stillroom distill`: harvest, train the student (and the gold-only baseline), eval, report.
+
+Each stage is resumable: the harvest skips stored calls, training resumes from its newest
+checkpoint and is skipped once finished with the same config, and eval reruns (it is the
+measurement). A rerun after a crash continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from stillroom.config import HarvestConfig, dump_config
+
+
+def distill(cfg: HarvestConfig, *, show_progress: bool = True) -> dict[str, Any]:
+    from stillroom.evaluate.report import write_report
+    from stillroom.evaluate.run import evaluate
+    from stillroom.harvest.runner import harvest
+
+    _stage("harvest")
+    h = harvest(cfg, show_progress=show_progress)
+    _stage("train the student")
+    _train_once(cfg, cfg.run_dir)
+    if cfg.task.kind == "classify" and cfg.task.gold_field:
+        _stage("train the baseline (same student, gold labels only)")
+        baseline = cfg.model_copy(deep=True)
+        baseline.train.alpha = 0.0
+        _train_once(baseline, cfg.run_dir / "baseline")
+    _stage("evaluate teacher, student and baseline")
+    result = evaluate(cfg)
+    result["harvest"] = {"calls": h.planned, "spent_usd": h.run_total_usd}
+    write_json(cfg.run_dir / "eval.json", result)
+    paths = write_report(cfg.run_dir, result)
+    return {"headline": result["headline"], "report": str(paths["html"]), "eval": result}
+
+
+def _train_once(cfg: HarvestConfig, out_dir: Path) -> None:
+    from stillroom.train.trainer import train
+
+    done = out_dir / "train_summary.json"
+    same = (out_dir / "config.yaml").is_file() and (
+        (out_dir / "config.yaml").read_text() == dump_config(cfg)
+    )
+    if done.is_file() and same and (out_dir / "student" / "config.json").is_file():
+        _log(f"  {out_dir / 'student'} is trained with this config; skipping")
+        return
+    train(cfg, resume=same, quiet=True, out_dir=out_dir)
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _stage(name: str) -> None:
+    _log(f"== {name}")
+
+
+def _log(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
