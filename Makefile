@@ -7,9 +7,16 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup system-deps demo test lint bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed system-deps
+
+# Debian packages: WordNet (the default task's text and labels) and Chromium (the report's
+# browser test). Installed once; skipped when present.
+system-deps:
+	@if [ ! -f /usr/share/wordnet/data.noun ] || [ ! -x /usr/bin/chromium ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base chromium >/dev/null; \
+	fi
 
 # torch first, pinned: 2.13.0 is the CPU wheel on this machine's disk; an unpinned torch
 # pulls a multi-GB CUDA build.
