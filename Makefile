@@ -29,6 +29,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(VENV)/bin/stillroom harvest examples/harvest-gemma.yaml
+	$(VENV)/bin/stillroom train examples/harvest-gemma.yaml
 
 test: setup
 	$(VENV)/bin/ruff check src tests benchmarks

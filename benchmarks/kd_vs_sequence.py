@@ -75,10 +75,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, default=240)
     ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--work", type=Path, help="keep the harvest here; a rerun resumes it")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         pairs = list(itertools.product(TEMPLATES, TOPICS))[: args.prompts]
         with (work / "prompts.jsonl").open("w") as f:
             for i, (template, topic) in enumerate(pairs):
@@ -90,7 +92,7 @@ def main() -> None:
         results: dict[str, Any] = {}
         for objective in ("logits", "sequence"):
             cfg = config(work, objective, args.steps, objective)
-            cfg.run_dir.mkdir(parents=True)
+            cfg.run_dir.mkdir(parents=True, exist_ok=True)
             (cfg.run_dir / "harvest.sqlite").write_bytes(
                 (base.run_dir / "harvest.sqlite").read_bytes()
             )

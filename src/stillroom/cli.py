@@ -160,6 +160,31 @@ def distill(
 
 
 @app.command()
+def task(
+    name: Annotated[str, typer.Argument(help="The built-in task: wordnet.")],
+    out: Annotated[Path, typer.Option(help="Folder for the task's JSONL.")] = Path("examples/data"),
+    per_class: Annotated[int, typer.Option(help="Items per class.")] = 300,
+    seed: Annotated[int, typer.Option(help="Which items are drawn.")] = 0,
+) -> None:
+    """Build a built-in task's data from an installed package (WordNet: Debian wordnet-base).
+
+    Each row carries `prompt`, the teacher's few-shot prompt for the item.
+    Example: stillroom task wordnet --out examples/data
+    """
+    from stillroom.errors import InputError
+    from stillroom.tasks.wordnet import build_wordnet_task, prompt_for
+
+    if name != "wordnet":
+        raise InputError(f"no built-in task {name!r}; the built-in task is: wordnet")
+    path = build_wordnet_task(out, per_class=per_class, seed=seed)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r | {"prompt": prompt_for(r["text"])}) + "\n" for r in rows))
+    tmp.replace(path)
+    _emit({"path": str(path), "items": len(rows)})
+
+
+@app.command()
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder, e.g. runs/my-run.")],
     format: Annotated[str, typer.Option("--format", help="parquet or jsonl.")] = "parquet",
