@@ -62,6 +62,34 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
         ],
     ),
+    "train_throughput": (
+        ["benchmarks/train_throughput.py"],
+        [
+            (
+                "train: sequence KD vs TRL SFTTrainer (tokens/s)",
+                "stillroom_sequence.tokens_per_s",
+                "trl_sft.tokens_per_s",
+                "tokens/s",
+            ),
+            (
+                "train: top-k logit KD from the store vs TRL GKDTrainer (tokens/s)",
+                "stillroom_logits.tokens_per_s",
+                "trl_gkd.tokens_per_s",
+                "tokens/s",
+            ),
+        ],
+    ),
+    "kd_vs_sequence": (
+        ["benchmarks/kd_vs_sequence.py"],
+        [
+            (
+                "Gemma harvest: val KL to teacher, logit KD vs sequence KD (lower is better)",
+                "logit_kd.val_kl_to_teacher",
+                "sequence_kd.val_kl_to_teacher",
+                "nats",
+            ),
+        ],
+    ),
 }
 
 

@@ -267,6 +267,8 @@ def logit_kd_loss(
     else:
         per_row = generalized_jsd(s_logq, t_logp, beta)
     kd = _mean(per_row)
+    if alpha == 1.0:  # pure KD: the CE term has weight 0, so spend nothing on it
+        return LossParts(temperature**2 * kd, kd, None)
     ce = _mean(_token_ce(logits, target_ids[mask]))
     return LossParts(_mix(alpha, temperature**2 * kd, ce), kd, ce)
 

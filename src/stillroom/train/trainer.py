@@ -374,23 +374,29 @@ class Trainer:
                 alpha=self.tc.alpha,
             )
         device = self.accel.device
+        # Logits only for the span of positions that predict completion tokens: the output
+        # layer is most of a small student's compute.
+        scored = batch.loss_mask.any(0).nonzero()[:, 0]
+        span = slice(int(scored[0]), int(scored[-1]) + 1)
         out = self.model(
-            input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)
+            input_ids=batch.input_ids.to(device),
+            attention_mask=batch.attention_mask.to(device),
+            logits_to_keep=torch.arange(span.start, span.stop, device=device),
         )
-        mask = batch.loss_mask.to(device)
-        logits = out.logits[mask]  # (N, V): only positions that predict completion tokens
-        targets = batch.targets.to(device)[mask]  # (N,)
-        keep = torch.ones(len(targets), dtype=torch.bool, device=device)
+        logits = out.logits.flatten(0, 1)  # (B*S, V)
+        mask = batch.loss_mask[:, span].to(device).flatten()  # (B*S,)
+        targets = batch.targets[:, span].to(device).flatten()
         if self.tc.objective == "sequence":
-            return {"loss": sequence_kd_loss(logits, targets, keep)}
+            return {"loss": sequence_kd_loss(logits, targets, mask)}
         assert batch.topk_ids is not None and batch.topk_logprobs is not None
+        rest = batch.topk_rest
         parts = logit_kd_loss(
             logits,
-            batch.topk_ids.to(device)[mask],
-            batch.topk_logprobs.to(device)[mask],
-            batch.topk_rest.to(device)[mask] if batch.topk_rest is not None else None,
+            batch.topk_ids[:, span].to(device).flatten(0, 1),
+            batch.topk_logprobs[:, span].to(device).flatten(0, 1),
+            rest[:, span].to(device).flatten() if rest is not None else None,
             targets,
-            keep,
+            mask,
             divergence=self.tc.divergence,
             beta=self.tc.beta,
             temperature=self.tc.temperature,
