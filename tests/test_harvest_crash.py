@@ -54,8 +54,7 @@ def test_sigkill_then_rerun_stores_each_prompt_once_and_repeats_no_stored_call(
             time.sleep(0.01)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        # The killed harvest's store writer commits what had finished, then lets go of the
-        # run folder's lock; count what is stored after that.
+        # Count what is stored once nothing holds the run folder's lock.
         with open(cfg.run_dir / ".harvest.lock") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             fcntl.flock(lock, fcntl.LOCK_UN)

@@ -27,7 +27,6 @@ from stillroom.harvest.cost import (
 from stillroom.harvest.progress import HarvestProgress
 from stillroom.harvest.prompts import LoadReport, PromptItem, load_prompts
 from stillroom.harvest.store import STORE_NAME, CallMeta, RunStore
-from stillroom.harvest.writer import StoreWriter
 from stillroom.teachers.base import GenerationParams, Teacher, TeacherRequest
 
 
@@ -179,7 +178,7 @@ def harvest(
             spent = store.totals().cost_usd + orphaned
             redo = store.stored_keys() if retry_errors else set()
         finally:
-            store.close()  # the writer process opens its own connection
+            store.close()
         result = HarvestResult(
             str(run_dir),
             plan.total,
@@ -215,22 +214,22 @@ async def _call_teacher(
     show_progress: bool,
 ) -> None:
     started = time.perf_counter()
-    writer = StoreWriter(cfg.run_dir / STORE_NAME)
+    store = RunStore(cfg.run_dir / STORE_NAME)
     try:
         with HarvestProgress(len(plan.calls), enabled=show_progress) as progress:
             try:
-                await _run_workers(cfg, writer, teacher, plan, budget, result, progress, redo)
+                await _run_workers(cfg, store, teacher, plan, budget, result, progress, redo)
             finally:
                 await teacher.aclose()
     finally:
-        writer.close()  # every finished call is committed before the harvest returns
+        store.close()
     result.elapsed_s = time.perf_counter() - started
     result.retries = int(getattr(teacher, "retries", 0))
 
 
 async def _run_workers(
     cfg: HarvestConfig,
-    store: StoreWriter,
+    store: RunStore,
     teacher: Teacher,
     plan: Plan,
     budget: Budget,
@@ -259,13 +258,13 @@ async def _run_workers(
                 comp = await teacher.complete(call.request)
             except TeacherReplyError as e:
                 # Billed or not, we cannot tell: charge the reservation, keep going.
-                store.write_error(call.meta, str(e), worst, replaces)
+                store.write_error(call.meta, str(e), worst, replaces=replaces)
                 budget.settle(worst, worst)
                 result.errors += 1
                 progress.advance(0, budget.spent, error=True)
                 continue
             cost = price.cost(comp.usage.prompt_tokens, comp.usage.completion_tokens)
-            store.write_ok(call.meta, comp, cost, replaces)
+            store.write_ok(call.meta, comp, cost, replaces=replaces)
             budget.settle(worst, cost)
             result.ok += 1
             result.prompt_tokens += comp.usage.prompt_tokens
@@ -291,8 +290,8 @@ class _exclusive:
     def __init__(self, run_dir: Path, wait_s: float = 30.0) -> None:
         self.path = run_dir / ".harvest.lock"
         self.fd = -1
-        # A killed harvest's store writer may hold the lock for a moment while it commits
-        # what had finished; wait for it rather than fail.
+        # A harvest that is just finishing holds the lock for a moment; wait for it rather
+        # than fail.
         self.wait_s = wait_s
 
     def __enter__(self) -> None:
