@@ -5,23 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-from transformers import AutoModelForCausalLM
-
 from stillroom.config import validate_config
 from stillroom.distill import distill
 from stillroom.evaluate.run import evaluate
-from tests.tiny_models import make_tiny_lm
+from tests.tiny_models import make_sharp_tiny_lm
 
 WORDS = ["red", "blue", "cat", "dog", "sun", "moon", "tree", "rock", "fish", "bird", "rain"]
 
 
 def test_distill_runs_every_stage_resumes_and_eval_repeats(tmp_path: Path) -> None:
-    teacher = make_tiny_lm(tmp_path / "teacher")
-    lm = AutoModelForCausalLM.from_pretrained(teacher)
-    with torch.no_grad():
-        lm.get_output_embeddings().weight.mul_(6.0)
-    lm.save_pretrained(teacher)
+    teacher = make_sharp_tiny_lm(tmp_path / "teacher")
     items = tmp_path / "items.jsonl"
     with items.open("w") as f:
         for i in range(120):

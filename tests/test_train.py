@@ -21,7 +21,7 @@ from stillroom.harvest.runner import harvest
 from stillroom.teachers.local import LocalTeacher
 from stillroom.train.data import VocabMismatch
 from stillroom.train.trainer import train
-from tests.tiny_models import make_tiny_lm
+from tests.tiny_models import make_sharp_tiny_lm, make_tiny_lm
 
 WORDS = [
     *("the", "cat", "dog", "sat", "on", "a", "mat", "and"),
@@ -33,12 +33,7 @@ WORDS = [
 def harvested(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A tiny teacher, 60 prompts, 16 sampled tokens each with top-8 signals."""
     root = tmp_path_factory.mktemp("train")
-    teacher_dir = make_tiny_lm(root / "teacher")
-    # A random tiny LM is nearly uniform; sharpen its output so there is something to learn.
-    lm = AutoModelForCausalLM.from_pretrained(teacher_dir)
-    with torch.no_grad():
-        lm.get_output_embeddings().weight.mul_(6.0)
-    lm.save_pretrained(teacher_dir)
+    teacher_dir = make_sharp_tiny_lm(root / "teacher")
     prompts = root / "p.jsonl"
     with prompts.open("w") as f:
         for i in range(60):

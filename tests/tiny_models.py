@@ -67,6 +67,20 @@ def make_tiny_tokenizer(directory: Path, *, vocab_size: int = 512) -> None:
     fast.save_pretrained(directory)
 
 
+def make_sharp_tiny_lm(directory: Path, *, scale: float = 6.0) -> Path:
+    """A tiny LM whose output layer is scaled up: a random tiny LM is nearly uniform, which
+    leaves a student nothing to learn from its distribution."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = make_tiny_lm(directory)
+    lm = AutoModelForCausalLM.from_pretrained(path)
+    with torch.no_grad():
+        lm.get_output_embeddings().weight.mul_(scale)
+    lm.save_pretrained(path)
+    return path
+
+
 def make_tiny_lm(directory: Path, *, vocab_size: int = 512, seed: int = 0) -> Path:
     """Build and save a tiny random Gemma 3 LM with its tokenizer; return the folder."""
     import torch

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from stillroom.config import HarvestConfig, dump_config
-from stillroom.errors import BudgetExceeded, StoreError, TeacherReplyError
+from stillroom.errors import StoreError, TeacherReplyError
 from stillroom.harvest.cost import (
     Budget,
     input_tokens_estimate,
@@ -319,6 +319,3 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-__all__ = ["BudgetExceeded", "DryRunEstimate", "HarvestResult", "build_plan", "dry_run", "harvest"]

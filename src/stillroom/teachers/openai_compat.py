@@ -19,7 +19,6 @@ import openai
 
 from stillroom.config import TeacherConfig
 from stillroom.errors import (
-    TeacherError,
     TeacherFatalError,
     TeacherReplyError,
     TeacherUnavailable,
@@ -258,6 +257,3 @@ def _attach_signals(
     choice.token_table = list(table)
     if k:
         choice.top_ids, choice.top_logprobs = ids, lps
-
-
-__all__ = ["OpenAITeacher", "TeacherError"]

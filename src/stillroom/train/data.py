@@ -34,7 +34,6 @@ class Example:
     input_ids: np.ndarray  # (L,) student ids: prompt then completion
     start: int  # index of the first completion token
     topk: bytes | None  # encoded teacher signals for the completion, decoded per batch
-    token_table: list[str] | None  # API harvests: what the top-k ids index
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -130,7 +129,7 @@ def iter_examples(
             ids = ids[:max_len]
         if len(ids) <= len(prompt):
             continue  # the prompt alone fills max_len: nothing to learn from
-        yield Example(ids, len(prompt), rec["topk"] if need_signals else None, rec["token_table"])
+        yield Example(ids, len(prompt), rec["topk"] if need_signals else None)
 
 
 def iter_batches(

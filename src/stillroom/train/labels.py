@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from stillroom.errors import ConfigError
-from stillroom.train.data import LabelBatch, LabelExample
+from stillroom.train.data import LabelBatch
 from stillroom.train.losses import soft_label_loss
 
 
@@ -115,6 +115,3 @@ def labels_eval(model: Any, batches: Any, label_ids: torch.Tensor, pad_id: int) 
     if gold_n:
         out["val_accuracy"] = correct / gold_n
     return out
-
-
-__all__ = ["LabelExample", "label_logits", "label_token_ids", "labels_eval", "labels_loss"]

@@ -15,6 +15,7 @@ writes checkpoints and logs.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -211,10 +212,12 @@ class Trainer:
             mapping=self.mapping,
             encode=self._encode,
             max_len=self.tc.max_len,
-            need_signals=need if split == "train" else self._has_signals(),
+            need_signals=need if split == "train" else self._has_signals,
         )
 
+    @functools.cached_property
     def _has_signals(self) -> bool:
+        """Whether the harvest holds teacher ids and top-k (asked once, not per evaluation)."""
         for rec in self.store.iter_records():
             return rec["topk"] is not None and rec["token_ids"] is not None
         return False
