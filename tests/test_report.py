@@ -258,7 +258,11 @@ def test_optional_parts_missing(run_dir: Path, result: dict[str, Any]) -> None:
     assert "the student keeps 96.1% of the teacher's rouge l" in md  # computed headline
 
 
-def test_missing_and_damaged_training_logs(run_dir: Path, result: dict[str, Any]) -> None:
+def test_missing_and_damaged_training_logs(
+    run_dir: Path, result: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Log paths may be relative to the working directory: keep a real runs/ out of it.
+    monkeypatch.chdir(run_dir)
     log = run_dir / "train_log.jsonl"
     rows = log.read_text().splitlines()
     # a resumed run repeats steps after its checkpoint; a kill cuts the last line short
