@@ -206,6 +206,13 @@ def export(
     _emit({"path": str(path)})
 
 
+from stillroom.serve.cli import accounts_app  # noqa: E402  (typer only: --help stays fast)
+from stillroom.serve.cli import serve as _serve  # noqa: E402
+
+app.command(name="serve")(_serve)
+app.add_typer(accounts_app, name="accounts")
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

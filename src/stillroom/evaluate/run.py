@@ -20,10 +20,10 @@ from stillroom.config import HarvestConfig
 from stillroom.errors import ConfigError, StoreError
 from stillroom.evaluate.efficiency import (
     Efficiency,
+    PeakMemory,
     cost_per_million,
     folder_mb,
     measure,
-    rss_mb,
 )
 from stillroom.evaluate.metrics import accuracy, confusion, label_kl, macro_f1
 from stillroom.harvest.store import RunStore
@@ -34,7 +34,7 @@ CPU_HOUR_USD = 0.05  # a 2-core cloud VM is ~$0.10/hour: $0.05 per core-hour
 def evaluate(
     cfg: HarvestConfig,
     *,
-    teacher_items: int = 48,
+    timed_items: int = 96,
     latency_items: int = 16,
     batch: int = 16,
     cpu_hour_usd: float = CPU_HOUR_USD,
@@ -51,12 +51,12 @@ def evaluate(
     teacher_pred = test["teacher_logp"].argmax(1)
     teacher: dict[str, Any] = {"name": cfg.teacher.model, "role": "teacher", "fidelity": None}
     teacher |= _quality(teacher_pred, gold, len(labels))
-    teacher["efficiency"] = _teacher_efficiency(cfg, test["prompts"][:teacher_items], batch,
+    teacher["efficiency"] = _teacher_efficiency(cfg, test["prompts"][:timed_items], batch,
                                                 latency_items)  # fmt: skip
     models["teacher"] = teacher
     confusions["teacher"] = confusion(teacher_pred, gold, len(labels)).tolist()
     for role, folder in _students(cfg.run_dir):
-        logp, eff = _student_run(cfg, folder, test["texts"], batch, latency_items)
+        logp, eff = _student_run(cfg, folder, test["texts"], timed_items, batch, latency_items)
         pred = logp.argmax(1)
         entry: dict[str, Any] = {"name": str(folder), "role": role, "efficiency": eff}
         entry |= _quality(pred, gold, len(labels))
@@ -80,7 +80,7 @@ def evaluate(
         "settings": {
             "cpu_hour_usd": cpu_hour_usd,
             "machine": f"{platform.machine()}, {cores} cores",
-            "teacher_items_timed": min(teacher_items, len(gold)),
+            "items_timed": min(timed_items, len(gold)),
             "batch": batch,
         },
     }
@@ -138,19 +138,19 @@ def _teacher_efficiency(
 ) -> dict[str, Any]:
     from stillroom.teachers.local import LocalTeacher
 
-    before = rss_mb()
-    teacher = LocalTeacher.load(cfg.teacher.model, dtype=cfg.teacher.dtype, batch_size=batch)
-    candidates = list(cfg.task.candidates)
-    p50, p95, tput = measure(
-        lambda b: teacher.score_batch(list(b), candidates),
-        prompts,
-        batch=batch,
-        latency_items=latency_items,
-    )
+    with PeakMemory() as memory:
+        teacher = LocalTeacher.load(cfg.teacher.model, dtype=cfg.teacher.dtype, batch_size=batch)
+        candidates = list(cfg.task.candidates)
+        p50, p95, tput = measure(
+            lambda b: teacher.score_batch(list(b), candidates),
+            prompts,
+            batch=batch,
+            latency_items=latency_items,
+        )
     params = sum(p.numel() for p in teacher.lm.parameters())
     folder = Path(teacher.lm.name_or_path)
     eff = Efficiency(params, folder_mb(folder) if folder.is_dir() else 0.0, p50, p95, tput,
-                     batch, rss_mb() - before)  # fmt: skip
+                     batch, len(prompts), memory.added_mb)  # fmt: skip
     return eff.as_dict()
 
 
@@ -160,31 +160,33 @@ def _students(run_dir: Path) -> list[tuple[str, Path]]:
 
 
 def _student_run(
-    cfg: HarvestConfig, folder: Path, texts: list[str], batch: int, latency_items: int
+    cfg: HarvestConfig, folder: Path, texts: list[str], timed: int, batch: int, latency_items: int
 ) -> tuple[np.ndarray, dict[str, Any]]:
+    """The student's label log-probs on every test text, and its efficiency on the first
+    `timed` of them: the same items the teacher is timed on."""
     import torch
 
     from stillroom.train.data import LabelExample, collate_labels
     from stillroom.train.labels import label_logits, label_token_ids
     from stillroom.train.students import load_student
 
-    before = rss_mb()
-    student = load_student(folder)
-    model, tok = student.model.eval(), student.tokenizer
-    label_ids = label_token_ids(tok, cfg.task.candidates)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    blank = np.zeros(len(cfg.task.labels), np.float32)
+    with PeakMemory() as memory:
+        student = load_student(folder)
+        model, tok = student.model.eval(), student.tokenizer
+        label_ids = label_token_ids(tok, cfg.task.candidates)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        blank = np.zeros(len(cfg.task.labels), np.float32)
 
-    @torch.inference_mode()
-    def run(chunk: Any) -> np.ndarray:
-        group = [LabelExample(np.asarray(tok(t)["input_ids"]), blank, -1) for t in chunk]
-        logits = label_logits(model, collate_labels(group, pad), label_ids, pad)
-        return torch.log_softmax(logits, -1).numpy()
+        @torch.inference_mode()
+        def run(chunk: Any) -> np.ndarray:
+            group = [LabelExample(np.asarray(tok(t)["input_ids"]), blank, -1) for t in chunk]
+            logits = label_logits(model, collate_labels(group, pad), label_ids, pad)
+            return torch.log_softmax(logits, -1).numpy()
 
-    logp = np.concatenate([run(texts[i : i + batch]) for i in range(0, len(texts), batch)])
-    p50, p95, tput = measure(run, texts, batch=batch, latency_items=latency_items)
+        logp = np.concatenate([run(texts[i : i + batch]) for i in range(0, len(texts), batch)])
+        p50, p95, tput = measure(run, texts[:timed], batch=batch, latency_items=latency_items)
     eff = Efficiency(student.params_student, folder_mb(folder), p50, p95, tput, batch,
-                     rss_mb() - before)  # fmt: skip
+                     min(timed, len(texts)), memory.added_mb)  # fmt: skip
     return logp, eff.as_dict()
 
 

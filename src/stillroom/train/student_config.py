@@ -17,6 +17,7 @@ CONFIG_KEYS = (
 )
 ONLY_FOR: dict[str, tuple[str, ...]] = {
     **{k: ("config",) for k in CONFIG_KEYS},
+    "intermediate_size": ("config", "shrink"),  # shrink: keep the strongest MLP neurons
     "path": ("pretrained",),
     "keep_every": ("shrink",),
     "keep_layers": ("shrink",),
@@ -49,7 +50,8 @@ class StudentConfig(BaseModel):
     hidden_size: int | None = Field(None, ge=1)
     heads: int | None = Field(None, ge=1)
     kv_heads: int | None = Field(None, ge=1)  # default: heads
-    intermediate_size: int | None = Field(None, ge=1)  # default: 4 * hidden_size
+    # config: default 4 * hidden_size; shrink: default the teacher's, else its top neurons
+    intermediate_size: int | None = Field(None, ge=1)
     head_dim: int | None = Field(None, ge=1)  # default: hidden_size / heads
     tokenizer: Literal["teacher"] | str = "teacher"  # or a folder with its own tokenizer
     seed: int = 0  # random init (config) and LoRA adapters

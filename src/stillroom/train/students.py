@@ -196,6 +196,9 @@ def _shrink(
     config = _shrunk_config(teacher.config, layers, trimmed)
     state = _shrunk_state_dict(teacher, layers, rows)
     del teacher
+    if cfg.intermediate_size is not None:
+        state = _narrow_mlp(state, cfg.intermediate_size)
+        config.intermediate_size = cfg.intermediate_size
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -272,6 +275,41 @@ def _shrunk_state_dict(
                 "use init: config or init: pretrained"
             ],
         )
+    return out
+
+
+MLP_KEY = re.compile(r"(.*\.layers\.\d+\.mlp)\.(gate_proj|up_proj|down_proj)\.weight$")
+
+
+def _narrow_mlp(state: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
+    """Keep each layer's `width` strongest MLP neurons (structured width pruning).
+
+    A neuron j of a gated MLP is row j of gate_proj and up_proj and column j of down_proj;
+    its strength is the product of those three norms, a weight-only proxy for how much it
+    can move the residual stream. Training then recovers what the dropped neurons carried.
+    """
+    blocks: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        if m := MLP_KEY.match(key):
+            blocks.setdefault(m[1], {})[m[2]] = value
+    if not blocks or any(len(b) != 3 for b in blocks.values()):
+        raise ConfigError(SOURCE, [
+            "student.intermediate_size: shrink can narrow only gated MLPs (gate_proj, up_proj, "
+            "down_proj); leave intermediate_size unset for this teacher"])  # fmt: skip
+    out = dict(state)
+    for prefix, b in blocks.items():
+        full = b["gate_proj"].shape[0]
+        if width > full:
+            raise ConfigError(SOURCE, [
+                f"student.intermediate_size: {width} is wider than the teacher's {full}; give "
+                f"at most {full}"])  # fmt: skip
+        strength = (
+            b["gate_proj"].norm(dim=1) * b["up_proj"].norm(dim=1) * b["down_proj"].norm(dim=0)
+        )
+        keep = strength.topk(width).indices.sort().values
+        out[f"{prefix}.gate_proj.weight"] = b["gate_proj"][keep].clone()
+        out[f"{prefix}.up_proj.weight"] = b["up_proj"][keep].clone()
+        out[f"{prefix}.down_proj.weight"] = b["down_proj"][:, keep].clone()
     return out
 
 

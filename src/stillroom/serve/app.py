@@ -1,0 +1,306 @@
+"""`create_app`: the OpenAI-compatible gateway.
+
+Every generation request goes: key -> account (blocked? 403) -> limits (429 + Retry-After)
+-> backend -> one committed log row -> reply. A request that fails before the backend never
+reaches the model; a reply is never sent for a request the log does not hold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy.engine import Engine
+
+from stillroom.serve import replies
+from stillroom.serve.accounts import Principal, lookup_key
+from stillroom.serve.admin import admin_router
+from stillroom.serve.backends import Backend, BackendError
+from stillroom.serve.limits import Limiter
+from stillroom.serve.log import LogRow, LogWriteError, RequestLog, as_json
+from stillroom.serve.schemas import ChatRequest, CompletionRequest
+
+KEY_CACHE_S = 1.0  # a block or revoke made from another process takes effect within this
+
+
+@dataclass
+class ServeSettings:
+    admin_token: str | None = None
+    default_rpm: int | None = None
+    default_tpm: int | None = None
+    default_max_tokens: int = 256
+
+
+class APIError(Exception):
+    """An error answered in OpenAI's envelope: {"error": {message, type, param, code}}."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.status, self.message, self.type = status, message, type
+        self.code, self.param, self.headers = code, param, headers or {}
+        super().__init__(message)
+
+    def response(self) -> JSONResponse:
+        err = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        return JSONResponse({"error": err}, status_code=self.status, headers=self.headers)
+
+
+class Gateway:
+    def __init__(self, engine: Engine, backend: Backend, settings: ServeSettings) -> None:
+        self.engine = engine
+        self.backend = backend
+        self.settings = settings
+        self.log = RequestLog(engine)
+        self.limiter = Limiter(settings.default_rpm, settings.default_tpm)
+        self._keys: dict[str, tuple[float, Principal | None]] = {}
+
+    def forget_account(self, account_id: str) -> None:
+        """Drop cached keys of an account, so a block or limit change applies at once."""
+        self._keys = {
+            k: v for k, v in self._keys.items() if v[1] is None or v[1].account.id != account_id
+        }
+
+    async def principal(self, key: str) -> Principal | None:
+        import asyncio
+
+        cached = self._keys.get(key)
+        if cached and time.monotonic() - cached[0] < KEY_CACHE_S:
+            return cached[1]
+        found = await asyncio.to_thread(lookup_key, self.engine, key)
+        if len(self._keys) > 100_000:  # a flood of random keys must not grow memory forever
+            self._keys.clear()
+        self._keys[key] = (time.monotonic(), found)
+        return found
+
+
+def create_app(engine: Engine, backend: Backend, settings: ServeSettings | None = None) -> FastAPI:
+    settings = settings or ServeSettings()
+    gw = Gateway(engine, backend, settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await gw.log.aclose()
+        await backend.aclose()
+
+    app = FastAPI(title="stillroom gateway", version="1", lifespan=lifespan)
+    app.state.gateway = gw
+
+    async def authenticate(request: Request) -> Principal:
+        request.state.started = time.perf_counter()
+        request.state.arrived = time.time()
+        request.state.principal = None
+        header = request.headers.get("authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise APIError(
+                401,
+                "missing API key: send the header 'Authorization: Bearer <key>'",
+                code="missing_api_key",
+            )
+        who = await gw.principal(key.strip())
+        if who is None:
+            raise APIError(
+                401,
+                "invalid API key: it is unknown or revoked; ask the operator for a key",
+                code="invalid_api_key",
+            )
+        request.state.principal = who
+        if who.account.blocked:
+            reason = f" ({who.account.blocked_reason})" if who.account.blocked_reason else ""
+            raise APIError(
+                403,
+                f"account {who.account.name!r} is blocked{reason}; contact the operator",
+                type="permission_error",
+                code="account_blocked",
+            )
+        return who
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, e: APIError) -> JSONResponse:
+        await _log_failure(gw, request, e.status, e.message)
+        return e.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0] if e.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        param = ".".join(loc) or None
+        if first.get("type") == "json_invalid":
+            msg = "the request body is not valid JSON; send a JSON object"
+        else:
+            msg = f"{param or 'body'}: {first.get('msg', 'invalid value')}"
+        err = APIError(400, msg, param=param, code="invalid_request")
+        await _log_failure(gw, request, 400, msg)
+        return err.response()
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "model": backend.model_id,
+            "watermark_key_id": backend.watermark_key_id,
+        }
+
+    @app.get("/v1/models")
+    async def models(_who: Principal = Depends(authenticate)) -> dict[str, Any]:
+        entry = {"id": backend.model_id, "object": "model", "created": 0, "owned_by": "stillroom"}
+        return {"object": "list", "data": [entry]}
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(
+        body: ChatRequest, request: Request, who: Principal = Depends(authenticate)
+    ) -> JSONResponse | StreamingResponse:
+        return await _generate(gw, "chat.completions", body, request, who)
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(
+        body: CompletionRequest, request: Request, who: Principal = Depends(authenticate)
+    ) -> JSONResponse | StreamingResponse:
+        return await _generate(gw, "completions", body, request, who)
+
+    app.include_router(admin_router(gw, settings.admin_token))
+    return app
+
+
+async def _generate(
+    gw: Gateway,
+    endpoint: str,
+    body: ChatRequest | CompletionRequest,
+    request: Request,
+    who: Principal,
+) -> JSONResponse | StreamingResponse:
+    chat = isinstance(body, ChatRequest)
+    backend = gw.backend
+    if not backend.proxy and body.model != backend.model_id:  # a proxy lets upstream decide
+        raise APIError(
+            404,
+            f"model {body.model!r} does not exist here; this server serves "
+            f"{backend.model_id!r} (see /v1/models)",
+            code="model_not_found",
+            param="model",
+        )
+    reserve = _token_estimate(body, gw.settings.default_max_tokens)
+    acct = who.account
+    wait = gw.limiter.admit(acct.id, acct.rpm_limit, acct.tpm_limit, reserve)
+    if wait > 0:
+        raise APIError(
+            429,
+            f"rate limit reached for account {acct.name!r}; retry after {wait:.1f} s",
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    try:
+        answer = await (
+            backend.chat(body) if isinstance(body, ChatRequest) else backend.completion(body)
+        )
+    except BackendError as e:
+        gw.limiter.settle(acct.id, reserve, 0)
+        raise APIError(
+            e.status,
+            str(e),
+            type="api_error" if e.status >= 500 else "invalid_request_error",
+            code=e.code,
+        ) from None
+    gw.limiter.settle(acct.id, reserve, answer.prompt_tokens + answer.completion_tokens)
+    rid = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
+    created = int(request.state.arrived)
+    row = _row(request, endpoint, 200, body)
+    row.id = rid
+    row.response_text = as_json([c.text for c in answer.choices])
+    row.prompt_tokens, row.completion_tokens = answer.prompt_tokens, answer.completion_tokens
+    row.backend_ms = answer.backend_ms
+    row.watermark_key_id = answer.watermark_key_id
+    row.latency_ms = (time.perf_counter() - request.state.started) * 1e3
+    try:
+        await gw.log.write(row)
+    except LogWriteError as e:
+        # No silent loss: the client is told, and may retry.
+        err = {
+            "message": f"the request log could not be written ({e}); the request was not "
+            "served, retry later",
+            "type": "api_error",
+            "param": None,
+            "code": "log_failed",
+        }
+        return JSONResponse({"error": err}, status_code=500)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    if body.stream:
+        stream = (replies.chat_stream if chat else replies.completion_stream)(
+            answer, rid, created, include_usage
+        )
+        return StreamingResponse(stream, media_type="text/event-stream")
+    reply = (replies.chat_body if chat else replies.completion_body)(answer, rid, created)
+    return JSONResponse(reply)
+
+
+def _token_estimate(body: ChatRequest | CompletionRequest, default_max: int) -> int:
+    """Worst-case tokens for the per-minute token limit: ~3 characters a token is generous
+    for prompts, plus every choice running to max_tokens."""
+    if isinstance(body, ChatRequest):
+        chars = sum(len(m.text()) for m in body.messages)
+        prompts = 1
+    else:
+        chars = sum(len(p) for p in body.prompts())
+        prompts = len(body.prompts())
+    return chars // 3 + 1 + prompts * body.n * (body.token_limit() or default_max)
+
+
+def _row(request: Request, endpoint: str, status: int, body: Any = None) -> LogRow:
+    state = request.state
+    who: Principal | None = getattr(state, "principal", None)
+    row = LogRow(
+        id="req_" + secrets.token_hex(12),
+        created_at=getattr(state, "arrived", None) or time.time(),
+        endpoint=endpoint,
+        status=status,
+        account_id=who.account.id if who else None,
+        key_id=who.key_id if who else None,
+        client_addr=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
+    )
+    if isinstance(body, ChatRequest | CompletionRequest):
+        row.model = body.model
+        params = body.model_dump(exclude_none=True, exclude={"messages", "prompt", "model"})
+        row.params = as_json(params)
+        if isinstance(body, ChatRequest):
+            row.messages = as_json([{"role": m.role, "content": m.text()} for m in body.messages])
+        else:
+            row.prompt = body.prompt if isinstance(body.prompt, str) else as_json(body.prompt)
+    return row
+
+
+_ENDPOINTS = {"/v1/chat/completions": "chat.completions", "/v1/completions": "completions"}
+
+
+async def _log_failure(gw: Gateway, request: Request, status: int, message: str) -> None:
+    """Refused and failed generation requests are logged too: the audit wants the attempts."""
+    endpoint = _ENDPOINTS.get(request.url.path)
+    if endpoint is None:
+        return
+    row = _row(request, endpoint, status)
+    row.error = message
+    started = getattr(request.state, "started", None)
+    if started is not None:
+        row.latency_ms = (time.perf_counter() - started) * 1e3
+    # The client gets its error either way; it was not served.
+    with contextlib.suppress(LogWriteError):
+        await gw.log.write(row)

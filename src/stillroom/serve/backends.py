@@ -1,0 +1,258 @@
+"""What answers behind the gateway: a local model (micro-batched, optionally watermarked) or
+an upstream OpenAI-compatible API (proxied, logged, never watermarked).
+
+Both return an `Answer` in one shape; the app turns it into a reply body or a stream.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from stillroom.serve.schemas import ChatRequest, CompletionRequest
+
+
+@dataclass
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class AnswerChoice:
+    index: int
+    text: str
+    finish_reason: str
+    pieces: list[str]  # the text split the way it was generated, for streaming
+    logprobs: list[TokenLogprob] | None = None
+    raw_logprobs: Any = None  # an upstream's logprobs object, passed through as given
+
+
+@dataclass
+class Answer:
+    model: str
+    choices: list[AnswerChoice]
+    prompt_tokens: int
+    completion_tokens: int
+    backend_ms: float
+    watermark_key_id: str | None = None
+
+
+class BackendError(Exception):
+    """The backend could not answer. `status` is what the client should get."""
+
+    def __init__(self, message: str, status: int = 502, code: str = "backend_error") -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+
+class Backend(Protocol):
+    model_id: str
+    proxy: bool  # True: forwards to another API, which decides what models exist
+    watermark_key_id: str | None
+
+    async def chat(self, body: ChatRequest) -> Answer: ...
+
+    async def completion(self, body: CompletionRequest) -> Answer: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LocalBackend:
+    """A local causal LM through `LocalTeacher`, whose queue micro-batches concurrent calls."""
+
+    proxy = False
+
+    def __init__(self, teacher: Any, *, default_max_tokens: int, max_tokens_limit: int) -> None:
+        self.teacher = teacher
+        self.model_id = str(teacher.model)
+        key = getattr(teacher, "watermark", None)
+        self.watermark_key_id: str | None = getattr(key, "key_id", None)
+        self.default_max_tokens = default_max_tokens
+        self.max_tokens_limit = max_tokens_limit
+
+    async def chat(self, body: ChatRequest) -> Answer:
+        messages = tuple(
+            (m.role if m.role != "developer" else "system", m.text()) for m in body.messages
+        )
+        return await self._run([(None, messages)], body, body.token_limit())
+
+    async def completion(self, body: CompletionRequest) -> Answer:
+        return await self._run([(p, None) for p in body.prompts()], body, body.token_limit())
+
+    async def _run(
+        self,
+        inputs: list[tuple[str | None, tuple[tuple[str, str], ...] | None]],
+        body: ChatRequest | CompletionRequest,
+        limit: int | None,
+    ) -> Answer:
+        import asyncio
+
+        from stillroom.errors import TeacherFatalError
+        from stillroom.teachers.base import GenerationParams, TeacherRequest
+
+        max_tokens = min(limit or self.default_max_tokens, self.max_tokens_limit)
+        params = GenerationParams(
+            max_tokens=max_tokens,
+            temperature=1.0 if body.temperature is None else body.temperature,
+            top_p=body.top_p,
+            n=body.n,
+            seed=body.seed,
+            stop=body.stop_list(),
+            top_logprobs=body.top_k(),
+        )
+        start = time.perf_counter()
+        try:
+            done = await asyncio.gather(
+                *(self.teacher.complete(TeacherRequest(p, m, params)) for p, m in inputs)
+            )
+        except TeacherFatalError as e:
+            raise BackendError(str(e), status=400, code="invalid_request") from None
+        backend_ms = (time.perf_counter() - start) * 1e3
+        choices: list[AnswerChoice] = []
+        prompt_tokens = completion_tokens = 0
+        for completion in done:
+            prompt_tokens += completion.usage.prompt_tokens
+            completion_tokens += completion.usage.completion_tokens
+            for c in completion.choices:
+                ids = list(c.token_ids or [])
+                if ids and ids[-1] in self.teacher.eos_token_ids:
+                    ids = ids[:-1]
+                pieces = self._pieces(ids, c.text)
+                lps = self._logprobs(ids, pieces, c) if body.wants_logprobs() else None
+                reason = "length" if c.finish_reason == "length" else "stop"
+                choices.append(AnswerChoice(len(choices), c.text, reason, pieces, lps))
+        return Answer(
+            self.model_id,
+            choices,
+            prompt_tokens,
+            completion_tokens,
+            backend_ms,
+            self.watermark_key_id,
+        )
+
+    def _pieces(self, ids: list[int], text: str) -> list[str]:
+        """Each token's share of the text: decoded prefixes, so multi-byte characters split
+        across tokens land whole in the piece that completes them."""
+        tok = self.teacher.tokenizer
+        pieces, before = [], ""
+        for i in range(len(ids)):
+            now = str(tok.decode(ids[: i + 1], skip_special_tokens=True))
+            if not text.startswith(now):  # a stop string cut the text inside this token
+                now = text
+            pieces.append(now[len(before) :])
+            before = now
+        if before != text:  # whatever decoding left over (never negative: text is a prefix)
+            pieces.append(text[len(before) :])
+        return pieces
+
+    def _logprobs(self, ids: list[int], pieces: list[str], choice: Any) -> list[TokenLogprob]:
+        tok = self.teacher.tokenizer
+        out = []
+        lps = choice.token_logprobs or []
+        for t, token_id in enumerate(ids):
+            top: list[tuple[str, float]] = []
+            if choice.top_ids is not None and t < len(choice.top_ids):
+                top = [
+                    (str(tok.decode([int(i)])), float(lp))
+                    for i, lp in zip(choice.top_ids[t], choice.top_logprobs[t], strict=True)
+                ]
+            piece = pieces[t] if t < len(pieces) else str(tok.decode([token_id]))
+            out.append(TokenLogprob(piece, float(lps[t]) if t < len(lps) else 0.0, top))
+        return out
+
+    async def aclose(self) -> None:
+        await self.teacher.aclose()
+
+
+class UpstreamBackend:
+    """Forwards to an OpenAI-compatible API with the gateway's own upstream key."""
+
+    watermark_key_id: str | None = None
+    proxy = True
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None,
+        model: str | None = None,
+        timeout_s: float = 300.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model_id = model or "upstream"
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+        self.client = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=timeout_s, limits=limits
+        )
+
+    async def chat(self, body: ChatRequest) -> Answer:
+        return await self._forward("/chat/completions", body, chat=True)
+
+    async def completion(self, body: CompletionRequest) -> Answer:
+        return await self._forward("/completions", body, chat=False)
+
+    async def _forward(
+        self, path: str, body: ChatRequest | CompletionRequest, *, chat: bool
+    ) -> Answer:
+        # Streams are answered whole from upstream and re-streamed by the gateway: the log
+        # row must be committed before the first byte goes to the client.
+        payload = body.model_dump(exclude_none=True, exclude={"stream", "stream_options"})
+        start = time.perf_counter()
+        try:
+            reply = await self.client.post(path, json=payload)
+        except httpx.HTTPError as e:
+            raise BackendError(f"upstream {self.base_url} unreachable: {type(e).__name__}") from e
+        backend_ms = (time.perf_counter() - start) * 1e3
+        if reply.status_code >= 400:
+            status = reply.status_code if reply.status_code in (400, 404, 422, 429) else 502
+            raise BackendError(
+                f"upstream answered {reply.status_code}: {_message(reply)}",
+                status=status,
+                code="upstream_error",
+            )
+        try:
+            data = json.loads(reply.content)
+            choices: list[AnswerChoice] = []
+            for c in data["choices"]:
+                text = (c.get("message") or {}).get("content") if chat else c.get("text")
+                text = text or ""
+                choices.append(
+                    AnswerChoice(
+                        int(c.get("index", len(choices))),
+                        text,
+                        c.get("finish_reason") or "stop",
+                        [text] if text else [],
+                        raw_logprobs=c.get("logprobs"),
+                    )
+                )
+            usage = data.get("usage") or {}
+            return Answer(
+                str(data.get("model") or self.model_id),
+                choices,
+                int(usage.get("prompt_tokens") or 0),
+                int(usage.get("completion_tokens") or 0),
+                backend_ms,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise BackendError(
+                f"upstream {self.base_url} sent a reply that is not an OpenAI completion"
+            ) from None
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def _message(reply: httpx.Response) -> str:
+    try:
+        err = reply.json().get("error") or {}
+        return str(err.get("message") or reply.text[:200])
+    except (ValueError, AttributeError):
+        return reply.text[:200]

@@ -1,0 +1,187 @@
+"""`stillroom serve` and `stillroom accounts`: the gateway and its accounts from the shell."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from stillroom.errors import StillroomError
+
+DEFAULT_DB = "gateway.sqlite"
+
+DbOption = Annotated[
+    str, typer.Option("--db", help="Gateway database: a SQLite path or a postgresql:// URL.")
+]
+
+
+def _emit(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _read_secret(path: Path | None, what: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        value = path.read_text().strip()
+    except OSError as e:
+        raise StillroomError(
+            f"{path}: cannot read the {what} ({e.strerror}); check the path"
+        ) from None
+    if not value:
+        raise StillroomError(f"{path}: the {what} file is empty; put the {what} in it")
+    return value
+
+
+def serve(
+    model: Annotated[
+        str | None,
+        typer.Option(help="A local HF model folder, or 'gemma-3-270m' (the default teacher)."),
+    ] = None,
+    upstream: Annotated[
+        str | None, typer.Option(help="Proxy to this OpenAI-compatible base URL instead.")
+    ] = None,
+    upstream_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the upstream API key.")
+    ] = "OPENAI_API_KEY",
+    db: DbOption = DEFAULT_DB,
+    watermark_key_file: Annotated[
+        Path | None, typer.Option(help="Watermark the local model's outputs with this key.")
+    ] = None,
+    admin_token_file: Annotated[
+        Path | None, typer.Option(help="File holding the admin API's bearer token.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    rpm: Annotated[int | None, typer.Option(help="Default requests/minute per account.")] = None,
+    tpm: Annotated[int | None, typer.Option(help="Default tokens/minute per account.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Local model: rows per micro-batch.")] = 16,
+    max_tokens: Annotated[int, typer.Option(help="max_tokens when a request gives none.")] = 256,
+) -> None:
+    """Serve a model behind an OpenAI-compatible API with accounts, limits and a request log.
+
+    Example: stillroom serve --model gemma-3-270m --db gateway.sqlite --watermark-key-file wm.json
+    """
+    import uvicorn
+
+    from stillroom.serve.app import ServeSettings, create_app
+    from stillroom.serve.backends import Backend, LocalBackend, UpstreamBackend
+    from stillroom.serve.db import open_db
+
+    if (model is None) == (upstream is None):
+        raise StillroomError("give exactly one of --model DIR and --upstream URL")
+    if upstream is not None and watermark_key_file is not None:
+        raise StillroomError(
+            "--watermark-key-file needs --model: an upstream's sampling cannot be watermarked"
+        )
+    engine = open_db(db)
+    backend: Backend
+    if model is not None:
+        from stillroom.teachers.local import LocalTeacher
+
+        kw: dict[str, Any] = {}
+        if watermark_key_file is not None:
+            from stillroom.watermark.key import load_key
+
+            kw["watermark"] = load_key(watermark_key_file)
+        teacher = LocalTeacher.load(model, batch_size=batch_size, **kw)
+        backend = LocalBackend(teacher, default_max_tokens=max_tokens, max_tokens_limit=4096)
+    else:
+        backend = UpstreamBackend(str(upstream), api_key=os.environ.get(upstream_key_env))
+    settings = ServeSettings(
+        admin_token=_read_secret(admin_token_file, "admin token"),
+        default_rpm=rpm,
+        default_tpm=tpm,
+        default_max_tokens=max_tokens,
+    )
+    app = create_app(engine, backend, settings)
+    sys.stderr.write(f"serving {backend.model_id} on http://{host}:{port}/v1 (log: {db})\n")
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+accounts_app = typer.Typer(help="Gateway accounts and API keys.", no_args_is_help=True)
+
+
+def _engine(db: str) -> Any:
+    from stillroom.serve.db import open_db
+
+    return open_db(db)
+
+
+@accounts_app.command("create")
+def accounts_create(
+    name: Annotated[str, typer.Argument(help="A unique account name.")],
+    db: DbOption = DEFAULT_DB,
+    rpm: Annotated[int | None, typer.Option(help="Requests/minute for this account.")] = None,
+    tpm: Annotated[int | None, typer.Option(help="Tokens/minute for this account.")] = None,
+) -> None:
+    """Create an account and its first key. The key is shown once; store it now.
+
+    Example: stillroom accounts create acme --rpm 600
+    """
+    from stillroom.serve.accounts import create_account
+
+    account, key = create_account(_engine(db), name, rpm_limit=rpm, tpm_limit=tpm)
+    _emit({"account": asdict(account), "key": key.key, "key_id": key.info.id})
+
+
+@accounts_app.command("list")
+def accounts_list(db: DbOption = DEFAULT_DB) -> None:
+    """List accounts (no keys). Example: stillroom accounts list --db gateway.sqlite"""
+    from stillroom.serve.accounts import list_accounts
+
+    _emit([asdict(a) for a in list_accounts(_engine(db))])
+
+
+@accounts_app.command("block")
+def accounts_block(
+    account: Annotated[str, typer.Argument(help="Account name or id.")],
+    reason: Annotated[str | None, typer.Option(help="Shown to the client in the 403.")] = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Block an account: its requests get 403 (a running server applies it within a second).
+
+    Example: stillroom accounts block acme --reason "harvesting for distillation"
+    """
+    from stillroom.serve.accounts import set_blocked
+
+    _emit(asdict(set_blocked(_engine(db), account, True, reason)))
+
+
+@accounts_app.command("unblock")
+def accounts_unblock(
+    account: Annotated[str, typer.Argument(help="Account name or id.")],
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Unblock an account. Example: stillroom accounts unblock acme"""
+    from stillroom.serve.accounts import set_blocked
+
+    _emit(asdict(set_blocked(_engine(db), account, False)))
+
+
+@accounts_app.command("keys")
+def accounts_keys(
+    account: Annotated[str, typer.Argument(help="Account name or id.")],
+    new: Annotated[bool, typer.Option("--new", help="Make a new key (shown once).")] = False,
+    revoke: Annotated[str | None, typer.Option(help="Revoke this key id.")] = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """List an account's keys (ids only), make one with --new, or --revoke KEY_ID.
+
+    Example: stillroom accounts keys acme --new
+    """
+    from stillroom.serve import accounts as acc
+
+    engine = _engine(db)
+    if new:
+        key = acc.create_key(engine, account)
+        _emit({"key": key.key, "key_id": key.info.id})
+    elif revoke:
+        _emit(asdict(acc.revoke_key(engine, revoke)))
+    else:
+        _emit([asdict(k) for k in acc.list_keys(engine, account)])

@@ -1,0 +1,101 @@
+"""The request log writer: every answered request is one committed row before its reply goes.
+
+Rows are committed in groups (one transaction for whatever arrived while the previous one
+was being written), so a busy server pays one commit per group, not per request. Each
+request waits for its own group's commit: if that fails, the request fails with a 500 and
+the client knows; nothing is answered that the log does not hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from stillroom.serve.db import requests
+
+MAX_GROUP = 256
+
+
+@dataclass
+class LogRow:
+    id: str
+    created_at: float
+    endpoint: str
+    status: int
+    account_id: str | None = None
+    key_id: str | None = None
+    model: str | None = None
+    messages: str | None = None
+    prompt: str | None = None
+    params: str | None = None
+    response_text: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error: str | None = None
+    latency_ms: float | None = None
+    backend_ms: float | None = None
+    client_addr: str | None = None
+    user_agent: str | None = None
+    watermark_key_id: str | None = None
+
+
+def as_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class RequestLog:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._pending: list[tuple[LogRow, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.written = 0
+
+    async def write(self, row: LogRow) -> None:
+        """Return once the row is committed; raise if it could not be."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._writer())
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((row, future))
+        self._wake.set()
+        await future
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+                try:
+                    await asyncio.to_thread(self._insert, [row for row, _ in group])
+                except Exception as e:  # the database's own error: every waiter gets it
+                    for _, future in group:
+                        if not future.done():
+                            future.set_exception(LogWriteError(str(e).splitlines()[0]))
+                else:
+                    self.written += len(group)
+                    for _, future in group:
+                        if not future.done():
+                            future.set_result(None)
+
+    def _insert(self, rows: list[LogRow]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(requests.insert(), [asdict(r) for r in rows])
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            while self._pending:
+                await asyncio.sleep(0.001)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+class LogWriteError(Exception):
+    pass
