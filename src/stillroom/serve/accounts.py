@@ -18,6 +18,8 @@ from sqlalchemy.engine import Engine
 from stillroom.errors import StillroomError
 from stillroom.serve.db import accounts, api_keys, now
 
+MAX_LIMIT = 10**12  # per-minute limits above this are "unlimited" in all but name
+
 
 class AccountError(StillroomError):
     pass
@@ -65,8 +67,10 @@ def create_account(
     if not name:
         raise AccountError("an account needs a name; give one, e.g. `accounts create acme`")
     for field, value in (("rpm_limit", rpm_limit), ("tpm_limit", tpm_limit)):
-        if value is not None and value < 1:
-            raise AccountError(f"{field} is {value}; give a positive limit, or none for default")
+        if value is not None and not 1 <= value <= MAX_LIMIT:
+            raise AccountError(
+                f"{field} is {value}; give a limit from 1 to {MAX_LIMIT}, or none for default"
+            )
     account_id = "acct_" + secrets.token_hex(8)
     with engine.begin() as conn:
         exists = conn.execute(sa.select(accounts.c.id).where(accounts.c.name == name)).first()
@@ -153,19 +157,6 @@ def set_blocked(engine: Engine, account: str, blocked: bool, reason: str | None 
     )
     with engine.begin() as conn:
         conn.execute(accounts.update().where(accounts.c.id == acct.id).values(**values))
-    return get_account(engine, acct.id)
-
-
-def set_limits(
-    engine: Engine, account: str, *, rpm_limit: int | None, tpm_limit: int | None
-) -> Account:
-    acct = get_account(engine, account)
-    with engine.begin() as conn:
-        conn.execute(
-            accounts.update()
-            .where(accounts.c.id == acct.id)
-            .values(rpm_limit=rpm_limit, tpm_limit=tpm_limit)
-        )
     return get_account(engine, acct.id)
 
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from stillroom.serve import accounts as acc
+from stillroom.serve.accounts import MAX_LIMIT
 
 if TYPE_CHECKING:
     from stillroom.serve.app import Gateway
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
 class NewAccount(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
-    rpm_limit: int | None = Field(None, ge=1)
-    tpm_limit: int | None = Field(None, ge=1)
+    rpm_limit: int | None = Field(None, ge=1, le=MAX_LIMIT)
+    tpm_limit: int | None = Field(None, ge=1, le=MAX_LIMIT)
 
 
 class BlockBody(BaseModel):
