@@ -5,6 +5,12 @@ position we keep its top-k log-probs (from the raw logits at temperature 1, befo
 temperature or top-p warping: the teacher's belief, not the sampler's). The full
 (steps, batch, vocab) logits never pile up: each step is reduced to top-k as it is made.
 
+With a watermark key, delta is added to each step's green logits (stillroom.watermark) before
+anything else, so the reported log-probs and top-k describe the watermarked distribution: the
+one the token was actually drawn from. Reporting the unbiased ones instead would hand anyone
+who reads them the green list (the tokens whose log-prob jumps by delta). Scoring (`score*`,
+candidates) is not watermarked: it returns numbers, not text to trace.
+
 Generation is our own loop over the KV cache rather than `model.generate`, so that each
 request samples from its own seeded generator (the same request gives the same sample in
 any batch), finished rows leave the batch, and stop strings end a row as soon as they appear.
@@ -39,6 +45,8 @@ from stillroom.teachers.base import (
     Usage,
 )
 from stillroom.teachers.gemma import DEFAULT_TEACHER, DEFAULT_TEACHER_ALIASES, default_teacher_dir
+from stillroom.watermark.key import WatermarkKey
+from stillroom.watermark.processor import WatermarkProcessor
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # A shared prompt prefix shorter than this is not worth caching for score_batch.
@@ -60,6 +68,15 @@ class _Row:
     top_logprobs: list[np.ndarray] = field(default_factory=list)  # each (k,) float32
     finish: str | None = None
     hit_stop_string: bool = False
+    # The prompt's last tokens: the watermark's context until enough tokens are generated.
+    prompt_tail: list[int] = field(default_factory=list)
+
+    def context(self, width: int) -> list[int]:
+        """The last `width` tokens of prompt + generated (fewer only if both are short)."""
+        if len(self.ids) >= width:
+            return self.ids[len(self.ids) - width :]
+        need = width - len(self.ids)
+        return self.prompt_tail[max(0, len(self.prompt_tail) - need) :] + self.ids
 
 
 @dataclass
@@ -86,6 +103,7 @@ class LocalTeacher:
         name: str,
         batch_size: int = 16,
         gather_s: float = 0.002,
+        watermark: WatermarkKey | None = None,
     ) -> None:
         if batch_size < 1:
             raise TeacherFatalError(f"batch_size is {batch_size}; give a batch_size of 1 or more")
@@ -109,6 +127,9 @@ class LocalTeacher:
         self._prefix: tuple[tuple[int, ...], Any] | None = None  # score_batch's shared KV
         self._queue: list[_Pending] = []
         self._worker: asyncio.Task[None] | None = None
+        # Set: every generated token is drawn from the watermarked distribution.
+        self.watermark = watermark
+        self._watermark = WatermarkProcessor(watermark) if watermark is not None else None
 
     @classmethod
     def load(
@@ -118,8 +139,12 @@ class LocalTeacher:
         dtype: str = "float32",
         batch_size: int = 16,
         device: str = "cpu",
+        watermark: WatermarkKey | None = None,
     ) -> LocalTeacher:
-        """Load a model folder (or "gemma-3-270m" / "default" for the built-in teacher)."""
+        """Load a model folder (or "gemma-3-270m" / "default" for the built-in teacher).
+
+        With `watermark`, generated text carries that key's green-list watermark.
+        """
         if dtype not in _DTYPES:
             raise TeacherFatalError(f"dtype {dtype!r} is not supported; use one of {list(_DTYPES)}")
         source, name = _resolve_model(path_or_name)
@@ -136,7 +161,7 @@ class LocalTeacher:
                 "saved with save_pretrained (config.json, weights, tokenizer), or "
                 f"{DEFAULT_TEACHER!r} for the built-in offline teacher"
             ) from e
-        return cls(lm.to(device), tokenizer, name=name, batch_size=batch_size)
+        return cls(lm.to(device), tokenizer, name=name, batch_size=batch_size, watermark=watermark)
 
     # ---- generation -------------------------------------------------------------------
 
@@ -205,7 +230,12 @@ class LocalTeacher:
             mask = mask.repeat_interleave(params.n, dim=0)
             positions = positions.repeat_interleave(params.n, dim=0)
         limit = self._max_new_tokens(params, ids.shape[1])
-        rows = [_Row() for _ in seeds]
+        width = self._watermark.context_width if self._watermark is not None else 0
+        # Row j samples prompt j // n; only a watermark reads the prompt's tail.
+        rows = [
+            _Row(prompt_tail=prompts[j // params.n][-width:] if width else [])
+            for j in range(len(seeds))
+        ]
         active = list(range(len(rows)))  # rows still generating, in cache order
         generators = [self._generator(seed) for seed in seeds] if params.temperature else []
         positions = positions[:, -1:]  # (R, 1)
@@ -233,7 +263,10 @@ class LocalTeacher:
         limit: int,
     ) -> torch.Tensor:
         """Pick each open row's next token and record the teacher's distribution there."""
-        # Log-probs of the raw logits (temperature 1), only where needed: logit - logsumexp.
+        if self._watermark is not None:  # first: what is recorded is what is sampled from
+            width = self._watermark.context_width
+            logits = self._watermark(logits, [row.context(width) for row in rows])  # (A, V)
+        # Log-probs of the raw (or watermarked) logits at temperature 1, only where needed.
         norm = torch.logsumexp(logits, dim=-1, keepdim=True)  # (A, 1)
         next_ids = _pick(logits, params, generators)  # (A,)
         chosen = (logits.gather(1, next_ids[:, None]) - norm)[:, 0].cpu().numpy()  # (A,)
