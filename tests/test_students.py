@@ -378,3 +378,24 @@ def test_gemma_trimmed_vocab_keeps_the_teachers_logits() -> None:
         want = logits(teacher, teacher_tok, text)[:, rows]
         got = logits(student.model, student.tokenizer, text)
         torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
+def test_shrink_narrows_mlps_to_their_strongest_neurons(tiny_dir: Path, teacher: Any) -> None:
+    full = teacher.config.intermediate_size
+    width = full // 2
+    student = build_student(
+        StudentConfig(keep_layers=[0], intermediate_size=width, trim_vocab=False), tiny_dir
+    )
+    assert student.model.config.intermediate_size == width
+    mlp, source = student.model.model.layers[0].mlp, teacher.model.layers[0].mlp
+    strength = (
+        source.gate_proj.weight.norm(dim=1)
+        * source.up_proj.weight.norm(dim=1)
+        * source.down_proj.weight.norm(dim=0)
+    )
+    keep = strength.topk(width).indices.sort().values
+    torch.testing.assert_close(mlp.gate_proj.weight, source.gate_proj.weight[keep], atol=0, rtol=0)
+    torch.testing.assert_close(mlp.down_proj.weight, source.down_proj.weight[:, keep])
+    assert strength[keep].min() >= strength.sort().values[-width]  # the top half, none else
+    with pytest.raises(ConfigError, match="wider than the teacher's"):
+        build_student(StudentConfig(intermediate_size=full + 1, trim_vocab=False), tiny_dir)
