@@ -225,15 +225,19 @@ def test_teacher_without_key_is_unchanged(tiny_dir: Path) -> None:
     assert [c.token_ids for c in marked] != [c.token_ids for c in a]
 
 
-@pytest.mark.parametrize("width", [1, 3])
-def test_reported_logprobs_are_the_watermarked_distribution(tiny_dir: Path, width: int) -> None:
+@pytest.mark.parametrize(("width", "n"), [(1, 1), (3, 2)])
+def test_reported_logprobs_are_the_watermarked_distribution(
+    tiny_dir: Path, width: int, n: int
+) -> None:
     key = fixed_key(context_width=width, delta=2.5)
     teacher = load_teacher(tiny_dir, key)
     green = GreenList(key)
-    choices = sample(teacher, PROMPTS, max_tokens=10, top_logprobs=6, temperature=1.0, seed=5)
-    for prompt, choice in zip(PROMPTS, choices, strict=True):
+    params = GenerationParams(max_tokens=10, top_logprobs=6, temperature=1.0, seed=5, n=n)
+    out = teacher.generate([TeacherRequest(prompt=p, params=params) for p in PROMPTS])
+    # n > 1: each prompt's rows are forked from one prefill and must read its own tail.
+    for prompt, choice in [(p, c) for p, o in zip(PROMPTS, out, strict=True) for c in o.choices]:
         ids = list(teacher.tokenizer(prompt)["input_ids"])
-        gen = choice.token_ids
+        gen = choice.token_ids or []
         with torch.no_grad():  # one unpadded forward; the bias added by hand at each step
             logits = teacher.lm(torch.tensor([ids + gen])).logits[0, len(ids) - 1 : -1].float()
         seq = ids + gen

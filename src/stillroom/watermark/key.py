@@ -34,7 +34,7 @@ MAX_CONTEXT_WIDTH = 8
 
 @dataclass(frozen=True)
 class WatermarkKey:
-    secret: bytes = b""
+    secret: bytes  # 32 random bytes: whoever holds them can detect, and forge, the mark
     gamma: float = 0.25  # fraction of the vocabulary that is green after each context
     delta: float = 2.0  # logit bias added to green tokens while sampling
     context_width: int = 1  # how many previous tokens seed the green list
