@@ -285,3 +285,29 @@ def test_admin_api_needs_its_token_and_manages_accounts(gateway: Gateway) -> Non
     assert dup.status_code == 400
     missing = httpx.post(f"{base}/admin/accounts/nobody/block", headers=auth)
     assert missing.status_code == 404
+
+
+def test_watermarked_serving_is_logged_and_detectable(tmp_path: Path) -> None:
+    from stillroom.watermark.detect import detect_text
+    from stillroom.watermark.key import generate_key
+
+    key = generate_key(gamma=0.25, delta=8.0)
+    lm = make_tiny_lm(tmp_path / "lm")
+    teacher = LocalTeacher.load(str(lm), batch_size=8, watermark=key)
+    engine = open_db(str(tmp_path / "g.sqlite"))
+    backend = LocalBackend(teacher, default_max_tokens=48, max_tokens_limit=64)
+    with running(create_app(engine, backend)) as url:
+        health = httpx.get(url.removesuffix("/v1") + "/health").json()
+        assert health["watermark_key_id"] == key.key_id
+        client = openai.OpenAI(base_url=url, api_key=acc.create_account(engine, "a")[1].key)
+        reply = client.completions.create(
+            model=backend.model_id, prompt="The", max_tokens=48, n=4, seed=5
+        )
+    text = "".join(c.text for c in reply.choices)
+    found = detect_text(text, key, teacher.tokenizer)
+    assert found.tokens_scored >= 40 and found.z > 4 and found.p_value < 1e-4
+    other = detect_text(text, generate_key(), teacher.tokenizer)
+    assert other.z < 4
+    with engine.connect() as conn:
+        logged = conn.execute(sa.select(requests.c.watermark_key_id)).scalar_one()
+    assert logged == key.key_id
