@@ -208,11 +208,13 @@ def export(
 
 from stillroom.serve.cli import accounts_app  # noqa: E402  (typer only: --help stays fast)
 from stillroom.serve.cli import serve as _serve  # noqa: E402
+from stillroom.trace.cli import trace as _trace  # noqa: E402
 from stillroom.watermark.cli import app as watermark_app  # noqa: E402
 
 app.command(name="serve")(_serve)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(watermark_app, name="watermark")
+app.command(name="trace")(_trace)
 
 
 def main() -> None:

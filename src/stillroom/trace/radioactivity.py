@@ -1,0 +1,165 @@
+"""Radioactivity: did a suspect model learn from our watermarked outputs?
+
+In the style of Sander et al. (2024), "Watermarking Makes Language Models Radioactive": a
+model trained on watermarked text picks up a preference for the green tokens after each
+context, so its own outputs score green more often than the gamma expected by chance.
+
+Validity of the exact binomial test needs each scored event to be a fresh coin flip under
+the null, so:
+
+- each (context, token) tuple counts once across *all* of the suspect's outputs (a model
+  repeating itself would otherwise count the same flip many times);
+- tuples that occur in the prompts are skipped (a model copying the prompt shows nothing);
+- the test is sequential with a fixed plan of looks, and the p-value at look k is multiplied
+  by k (Bonferroni over the looks taken), so stopping early cannot inflate significance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.stats import binom
+
+from stillroom.errors import InputError
+from stillroom.watermark.greenlist import GreenList
+from stillroom.watermark.key import WatermarkKey
+
+
+@dataclass
+class Look:
+    queries: int
+    tuples_scored: int
+    green: int
+    p_value: float  # raw exact binomial p-value at this look
+    p_adjusted: float  # times the number of looks taken so far
+
+
+@dataclass
+class TupleScore:
+    """Distinct (context, token) tuples seen so far, and how many are green."""
+
+    green_list: GreenList
+    seen: set[bytes] = field(default_factory=set)
+    excluded: set[bytes] = field(default_factory=set)
+    scored: int = 0
+    green: int = 0
+
+    def _windows(self, ids: Sequence[int]) -> np.ndarray:
+        w = self.green_list.width
+        arr = np.asarray(ids, dtype=np.int64)
+        if len(arr) <= w:
+            return np.zeros((0, w + 1), np.int64)
+        return sliding_window_view(arr, w + 1)  # (T - w, w + 1): context, token
+
+    def exclude(self, prompt_ids: Sequence[int]) -> None:
+        """Tuples of a prompt: never scored, whoever writes them later."""
+        self.excluded.update(row.tobytes() for row in self._windows(prompt_ids))
+
+    def add(self, output_ids: Sequence[int]) -> None:
+        rows = self._windows(output_ids)
+        fresh = []
+        for row in rows:
+            b = row.tobytes()
+            if b not in self.seen and b not in self.excluded:
+                self.seen.add(b)
+                fresh.append(row)
+        if fresh:
+            pairs = np.stack(fresh)
+            w = self.green_list.width
+            self.green += int(self.green_list.green_pairs(pairs[:, :w], pairs[:, w]).sum())
+            self.scored += len(fresh)
+
+    def p_value(self) -> float:
+        if self.scored == 0:
+            return 1.0
+        gamma = self.green_list.key.gamma
+        return float(min(1.0, binom.sf(self.green - 1, self.scored, gamma)))
+
+    def z(self) -> float:
+        if self.scored == 0:
+            return 0.0
+        gamma = self.green_list.key.gamma
+        n = self.scored
+        return float((self.green - gamma * n) / np.sqrt(n * gamma * (1 - gamma)))
+
+
+def planned_looks(budget: int, first: int = 50) -> list[int]:
+    """Query counts at which the test looks: doubling from `first`, ending at the budget."""
+    looks, q = [], max(1, min(first, budget))
+    while q < budget:
+        looks.append(q)
+        q *= 2
+    return [*looks, budget]
+
+
+@dataclass
+class RadioactivityResult:
+    suspect: str
+    key_id: str
+    gamma: float
+    queries: int
+    tuples_scored: int
+    green: int
+    green_rate: float
+    z: float
+    p_value: float  # adjusted for the looks taken: what the verdict rests on
+    target_p: float
+    stopped: str  # "significant" | "budget"
+    looks: list[Look]
+
+
+def radioactivity_test(
+    suspect: Any,
+    prompts: Sequence[str],
+    key: WatermarkKey,
+    tokenizer: Any,
+    *,
+    budget: int = 2000,
+    target_p: float = 1e-6,
+    max_tokens: int = 128,
+    temperature: float = 0.8,
+    seed: int = 0,
+    progress: Any = None,
+) -> RadioactivityResult:
+    """Question `suspect` with `prompts` (cycled) until p < target_p or `budget` queries."""
+    if not prompts:
+        raise InputError("radioactivity needs prompts to ask the suspect; give --prompts FILE")
+    score = TupleScore(GreenList(key))
+    looks: list[Look] = []
+    done = 0
+    for k, upto in enumerate(planned_looks(budget), start=1):
+        batch = [prompts[i % len(prompts)] for i in range(done, upto)]
+        answers = suspect.answer(
+            batch, max_tokens=max_tokens, temperature=temperature, seed=seed + done
+        )
+        encode = tokenizer(batch + answers, add_special_tokens=False)["input_ids"]
+        for ids in encode[: len(batch)]:
+            score.exclude(ids)
+        for ids in encode[len(batch) :]:
+            score.add(ids)
+        done = upto
+        p = score.p_value()
+        looks.append(Look(done, score.scored, score.green, p, min(1.0, p * k)))
+        if progress is not None:
+            progress(looks[-1])
+        if looks[-1].p_adjusted < target_p:
+            break
+    last = looks[-1]
+    return RadioactivityResult(
+        suspect=str(getattr(suspect, "name", suspect)),
+        key_id=key.key_id,
+        gamma=key.gamma,
+        queries=last.queries,
+        tuples_scored=last.tuples_scored,
+        green=last.green,
+        green_rate=last.green / last.tuples_scored if last.tuples_scored else 0.0,
+        z=score.z(),
+        p_value=last.p_adjusted,
+        target_p=target_p,
+        stopped="significant" if last.p_adjusted < target_p else "budget",
+        looks=looks,
+    )
