@@ -1,0 +1,10 @@
+"""Audit a gateway's request log for accounts that harvest the API for distillation.
+
+ingest.py    the log (gateway DB, Parquet, JSONL) into a typed, validated view; garbage counted
+features.py  per-account (or per-actor) features in SQL that DuckDB and Spark both run
+text.py      text features on a per-account sample: MinHash template reuse, topic breadth
+links.py     cross-account links (templates, keys, addresses, user agents, timing) -> actors
+score.py     a one-sided distance to the benign population, thresholded at a chosen FPR
+report.py    the table, JSON and HTML, with evidence in plain words and example prompts
+simulate.py  labeled traffic in the gateway's log schema, for tests and benchmarks
+"""

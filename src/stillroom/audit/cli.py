@@ -1,0 +1,180 @@
+"""`stillroom audit` and `stillroom simulate-traffic`: typer functions, registered by cli.py.
+
+Heavy imports (duckdb, pyspark, the embedder) wait inside the functions: `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from stillroom.errors import InputError, StillroomError
+
+
+def _emit(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _when(value: str | None, option: str) -> float | None:
+    """Epoch seconds from a number or an ISO date/time (UTC unless it says otherwise)."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise InputError(
+            f"{option} {value!r}: give epoch seconds or an ISO time, e.g. 2026-03-02T00:00"
+        ) from None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+
+
+def audit(
+    source: Annotated[
+        str,
+        typer.Argument(help="Gateway DB (SQLite path or postgresql:// URL), or Parquet/JSONL."),
+    ],
+    engine: Annotated[str, typer.Option(help="SQL engine: duckdb or spark.")] = "duckdb",
+    fpr: Annotated[
+        float, typer.Option(help="Expected false-positive rate among benign accounts.")
+    ] = 0.001,
+    format: Annotated[str, typer.Option("--format", help="stdout: table or json.")] = "table",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write JSON here.")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write an HTML report.")] = None,
+    calibrate: Annotated[
+        str | None,
+        typer.Option(help="A log of known-benign traffic to calibrate on (default: this log)."),
+    ] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(help="A calibration saved with --save-calibration.")
+    ] = None,
+    save_calibration: Annotated[
+        Path | None, typer.Option(help="Save the calibration used, for later audits.")
+    ] = None,
+    map_: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="Rename a column: OLD=NEW (repeatable), e.g. ts=created_at."),
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="Window start (epoch or ISO).")] = None,
+    until: Annotated[str | None, typer.Option(help="Window end (epoch or ISO).")] = None,
+    sample: Annotated[int, typer.Option(help="Prompts sampled per account for text.")] = 24,
+    embedder: Annotated[
+        str, typer.Option(help="MiniLM: static (word-piece table) or transformer.")
+    ] = "static",
+    no_links: Annotated[
+        bool, typer.Option("--no-links", help="Score accounts alone; do not join sybils.")
+    ] = False,
+    block: Annotated[
+        bool, typer.Option("--block", help="Block the flagged accounts in the gateway DB.")
+    ] = False,
+    db: Annotated[
+        str | None, typer.Option("--db", help="Gateway DB for --block (default: SOURCE).")
+    ] = None,
+) -> None:
+    """Find the accounts that harvest the API for distillation, with evidence.
+
+    Example: stillroom audit gateway.sqlite --fpr 0.001 --html audit.html
+    """
+    from stillroom.audit import report
+    from stillroom.audit.ingest import parse_map
+    from stillroom.audit.run import audit as run_audit
+    from stillroom.audit.score import Calibration
+
+    if format not in ("table", "json"):
+        raise InputError(f"--format {format!r}: use table or json")
+    if embedder not in ("static", "transformer"):
+        raise InputError(f"--embedder {embedder!r}: use static or transformer")
+    if sample < 2:
+        raise InputError(f"--sample {sample}: sample at least 2 prompts per account")
+    cal = None
+    if calibration is not None:
+        try:
+            cal = Calibration.from_json(json.loads(calibration.read_text()))
+        except (OSError, ValueError, KeyError) as e:
+            raise InputError(
+                f"{calibration}: not a saved calibration ({e}); make one with --save-calibration"
+            ) from None
+    result = run_audit(
+        source,
+        engine=engine,
+        fpr=fpr,
+        calibration=cal,
+        calibrate=calibrate,
+        mapping=parse_map(map_),
+        since=_when(since, "--since"),
+        until=_when(until, "--until"),
+        sample=sample,
+        embedder=embedder,
+        link=not no_links,
+    )
+    if save_calibration is not None:
+        result.calibration.save(save_calibration)
+    data = report.as_json(result)
+    if block:
+        data["blocked"] = _block(db or source, result.flagged)
+    if json_out is not None:
+        tmp = json_out.with_suffix(json_out.suffix + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        tmp.replace(json_out)
+    if html_out is not None:
+        report.write_html(result, html_out)
+    if format == "json":
+        _emit(data)
+    else:
+        sys.stdout.write(report.table(result))
+
+
+def _block(db: str, flagged: list[dict[str, Any]]) -> list[str]:
+    from stillroom.serve.accounts import AccountError, set_blocked
+    from stillroom.serve.db import open_db
+
+    if not (
+        db.startswith(("postgresql://", "postgres://", "sqlite://"))
+        or db.endswith((".sqlite", ".db", ".sqlite3"))
+    ):
+        raise StillroomError(
+            f"--block needs the gateway database; {db!r} is a log file: add --db gateway.sqlite"
+        )
+    engine = open_db(db, migrate=False)
+    done = []
+    for f in flagged:
+        reason = f"audit: {f['evidence'][0] if f['evidence'] else 'harvesting pattern'}"
+        for acct in f["accounts"]:
+            try:
+                set_blocked(engine, acct, True, reason[:500])
+                done.append(acct)
+            except AccountError as e:
+                sys.stderr.write(f"not blocked: {acct}: {e}\n")
+    return done
+
+
+def simulate_traffic(
+    out: Annotated[Path, typer.Option("--out", help="Folder for requests.parquet + labels.")],
+    accounts: Annotated[int, typer.Option(help="Accounts to simulate.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    days: Annotated[float, typer.Option(help="Length of the log in days.")] = 7.0,
+) -> None:
+    """Labeled API traffic in the gateway's log schema: benign personas and distillers.
+
+    Example: stillroom simulate-traffic --out sim/ --accounts 1000 --seed 1
+    """
+    from stillroom.audit.simulate import simulate
+
+    if accounts < 10:
+        raise InputError(f"--accounts {accounts}: simulate at least 10 accounts")
+    if not 1 <= days <= 90:
+        raise InputError(f"--days {days}: give 1 to 90 days")
+    _emit(simulate(out, accounts=accounts, seed=seed, days=days))
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
+app.command(name="audit")(audit)
+app.command(name="simulate-traffic")(simulate_traffic)

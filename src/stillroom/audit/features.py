@@ -1,0 +1,177 @@
+"""Per-unit features in SQL that DuckDB and Spark SQL both run unchanged.
+
+A unit is an account, or an actor: accounts that links.py joined, whose traffic is then
+measured as one. `units(account_id, unit)` maps accounts to actors; unmapped accounts are
+their own unit. Text features (template reuse, topic breadth) come from text.py on a sample.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from typing import Any
+
+from stillroom.audit.engine import SQLEngine
+
+DEFAULT_MAX_TOKENS = 256.0  # what the gateway uses when a request gives none
+
+FEATURE_SQL = """
+WITH ev AS (
+  SELECT l.*, COALESCE(u.unit, l.account_id) AS unit
+  FROM log l LEFT JOIN units u ON l.account_id = u.account_id
+),
+base AS (
+  SELECT unit,
+    count(*) AS requests,
+    count(DISTINCT account_id) AS accounts,
+    sum(CASE WHEN status = 429 THEN 1e0 ELSE 0e0 END) / count(*) AS frac_rate_limited,
+    sum(CAST(prompt_tokens AS DOUBLE)) AS prompt_tokens,
+    sum(CAST(completion_tokens AS DOUBLE)) AS completion_tokens,
+    avg(CAST(logprobs AS DOUBLE)) AS frac_logprobs,
+    avg(CASE WHEN logprobs = 1 THEN top_logprobs END) AS mean_top_logprobs,
+    avg(CASE WHEN n > 1 THEN 1e0 ELSE 0e0 END) AS frac_n_gt1,
+    avg(n) AS mean_n,
+    avg(COALESCE(temperature, 1e0)) AS mean_temperature,
+    avg(CASE WHEN temperature = 0 THEN 1e0 ELSE 0e0 END) AS frac_temperature_zero,
+    avg(CASE WHEN temperature IS NULL THEN 1e0 ELSE 0e0 END) AS frac_temperature_default,
+    avg(ln(COALESCE(max_tokens, {default_max}))) AS mean_log_max_tokens,
+    avg(CASE WHEN turns <= 1 THEN 1e0 ELSE 0e0 END) AS frac_single_turn,
+    avg(CAST(cot AS DOUBLE)) AS frac_cot,
+    CAST(count(DISTINCT phash) AS DOUBLE) / count(*) AS prompt_uniqueness,
+    count(DISTINCT key_id) AS keys,
+    count(DISTINCT client_addr) AS addresses,
+    count(DISTINCT user_agent) AS user_agents,
+    min(ts) AS first_ts,
+    max(ts) AS last_ts
+  FROM ev GROUP BY unit
+),
+gaps AS (
+  SELECT unit, ts - lag(ts) OVER (PARTITION BY unit ORDER BY ts, rid) AS gap FROM ev
+),
+gap_stats AS (
+  SELECT unit,
+    avg(CASE WHEN gap < 3600 THEN gap END) AS gap_mean,
+    stddev_samp(CASE WHEN gap < 3600 THEN gap END) AS gap_std
+  FROM gaps GROUP BY unit
+),
+hours AS (
+  SELECT unit, CAST(floor(ts / 3600) AS BIGINT) AS hb, count(*) AS c
+  FROM ev GROUP BY unit, CAST(floor(ts / 3600) AS BIGINT)
+),
+hod AS (
+  SELECT unit, hb % 24 AS h, CAST(sum(c) AS DOUBLE) AS c FROM hours GROUP BY unit, hb % 24
+),
+hod_entropy AS (
+  SELECT unit, -sum((c / tot) * ln(c / tot)) / ln(24e0) AS hour_entropy
+  FROM (SELECT unit, c, sum(c) OVER (PARTITION BY unit) AS tot FROM hod) t GROUP BY unit
+),
+active AS (
+  SELECT unit, count(*) AS active_hours FROM hours GROUP BY unit
+)
+SELECT b.*, g.gap_mean, g.gap_std, e.hour_entropy, a.active_hours
+FROM base b
+LEFT JOIN gap_stats g ON b.unit = g.unit
+LEFT JOIN hod_entropy e ON b.unit = e.unit
+LEFT JOIN active a ON b.unit = a.unit
+"""
+
+# The features the score uses, each with the direction in which it looks more like harvesting.
+# (Temperature settings are reported, not scored: harvesters and benign users both use every
+# setting.)
+SCORED: dict[str, str] = {
+    "log_requests": "requests in the window",
+    "log_completion_tokens": "completion tokens received",
+    "log_output_input_ratio": "completion tokens per prompt token",
+    "frac_logprobs": "share of requests asking for log-probabilities",
+    "top_logprobs": "top-k log-probabilities asked for",
+    "frac_n_gt1": "share of requests with n > 1",
+    "mean_log_max_tokens": "max_tokens asked for",
+    "frac_single_turn": "share of single-turn requests",
+    "frac_cot": "share of prompts eliciting step-by-step reasoning",
+    "prompt_uniqueness": "share of distinct prompts",
+    "template_reuse": "share of prompts on a repeated template",
+    "topic_breadth": "topic breadth (embedding dispersion)",
+    "hour_entropy": "activity spread around the clock",
+    "active_hours_frac": "share of the window's hours with activity",
+    "regularity": "regularity of inter-arrival times",
+}
+REPORTED = (
+    "frac_rate_limited",
+    "mean_temperature",
+    "frac_temperature_zero",
+    "gap_cv",
+    "keys",
+    "addresses",
+    "user_agents",
+)
+
+
+def unit_features(engine: SQLEngine, units: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """{unit: features} for every unit in `log`; `units` maps account -> actor (others: self)."""
+    accounts = sorted(units)
+    engine.register("units", {"account_id": accounts, "unit": [units[a] for a in accounts]})
+    rows = engine.rows(FEATURE_SQL.format(default_max=f"{DEFAULT_MAX_TOKENS:.0f}e0"))
+    span = engine.rows("SELECT min(ts) AS lo, max(ts) AS hi FROM log")[0]
+    window_hours = max(1.0, math.ceil((float(span["hi"]) - float(span["lo"])) / 3600.0))
+    return {str(r["unit"]): derive(r, window_hours) for r in rows}
+
+
+def derive(r: dict[str, Any], window_hours: float) -> dict[str, Any]:
+    """The scored features from one row of FEATURE_SQL (pure; the same for every engine)."""
+    f = {k: (float(v) if isinstance(v, int | float | Decimal) else v) for k, v in r.items()}
+    pt, ct = f["prompt_tokens"] or 0.0, f["completion_tokens"] or 0.0
+    gap_mean, gap_std = f.get("gap_mean"), f.get("gap_std")
+    cv = gap_std / gap_mean if gap_mean and gap_std is not None and gap_mean > 0 else 1.0
+    f.update(
+        log_requests=math.log10(f["requests"]),
+        log_completion_tokens=math.log10(1.0 + ct),
+        log_output_input_ratio=math.log10((1.0 + ct) / (1.0 + pt)),
+        top_logprobs=f["mean_top_logprobs"] or 0.0,
+        active_hours_frac=(f["active_hours"] or 0.0) / window_hours,
+        regularity=1.0 / (1.0 + cv),  # 1: clockwork, 0.5: Poisson, lower: bursty
+        hour_entropy=f["hour_entropy"] or 0.0,
+        gap_cv=cv,
+    )
+    return f
+
+
+def activity(engine: SQLEngine) -> list[dict[str, Any]]:
+    """(account, hour bucket, requests) rows, for synchronised-timing links."""
+    return engine.rows(
+        "SELECT account_id, CAST(floor(ts / 3600) AS BIGINT) AS hb, count(*) AS c FROM log "
+        "GROUP BY account_id, CAST(floor(ts / 3600) AS BIGINT)"
+    )
+
+
+def shared_values(engine: SQLEngine, max_accounts: int) -> list[dict[str, Any]]:
+    """(kind, value, account) for keys, addresses and user agents that 2..max accounts share."""
+    parts = " UNION ALL ".join(
+        f"SELECT DISTINCT '{kind}' AS kind, {col} AS value, account_id FROM log "
+        f"WHERE {col} IS NOT NULL"
+        for kind, col in (("key", "key_id"), ("address", "client_addr"), ("agent", "user_agent"))
+    )
+    return engine.rows(
+        f"SELECT kind, value, account_id FROM (SELECT kind, value, account_id, "
+        f"count(*) OVER (PARTITION BY kind, value) AS k FROM ({parts}) s) t "
+        f"WHERE k BETWEEN 2 AND {int(max_accounts)} ORDER BY kind, value, account_id"
+    )
+
+
+def sample_texts(engine: SQLEngine, per_account: int) -> list[dict[str, Any]]:
+    """Up to `per_account` prompts per account, the same rows on every engine (md5 order)."""
+    d = engine.dialect
+    text = "COALESCE(t.messages, t.prompt)"
+    rid = f"COALESCE(t.id, concat(md5({text}), CAST(t.created_at AS {d.string})))"
+    return engine.rows(
+        f"""
+WITH s AS (
+  SELECT account_id, rid, phash FROM (
+    SELECT account_id, rid, phash,
+      row_number() OVER (PARTITION BY account_id ORDER BY phash, rid) AS rn
+    FROM log) x
+  WHERE rn <= {int(per_account)}
+)
+SELECT s.account_id, s.rid, t.endpoint, {text} AS text
+FROM s JOIN src_typed t ON {rid} = s.rid
+ORDER BY s.account_id, s.phash, s.rid"""
+    )

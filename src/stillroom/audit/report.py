@@ -1,0 +1,157 @@
+"""What the audit found, for people: evidence in plain words, a table, JSON and HTML."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stillroom.audit.run import AuditResult
+    from stillroom.audit.score import Calibration
+
+LINK_WORDS = {
+    "key": "share API keys",
+    "address": "share client addresses",
+    "agent": "share a rare user agent",
+    "template": "share prompt templates",
+    "timing": "are active in the same hours",
+}
+
+
+def _fmt(feature: str, v: float) -> str:
+    if feature in ("log_requests", "log_completion_tokens"):
+        return f"{10**v:,.0f}"
+    if feature == "log_output_input_ratio":
+        return f"{10**v:.1f}x"
+    if feature == "mean_log_max_tokens":
+        return f"{2.718281828**v:,.0f}"
+    if feature.startswith("frac_") or feature in (
+        "prompt_uniqueness",
+        "template_reuse",
+        "active_hours_frac",
+        "regularity",
+        "hour_entropy",
+        "topic_breadth",
+    ):
+        return f"{v:.0%}"
+    if feature == "top_logprobs":
+        return f"{v:.0f}"
+    return f"{v:.2f}"
+
+
+PHRASES = {
+    "log_requests": "sent {v} requests (benign median {p50}, 99th percentile {p99})",
+    "log_completion_tokens": "received {v} completion tokens (benign 99th percentile {p99})",
+    "log_output_input_ratio": "gets {v} more completion than prompt tokens (benign median {p50})",
+    "frac_logprobs": "asks for log-probabilities on {v} of requests (benign median {p50})",
+    "top_logprobs": "asks for the top {v} log-probabilities per token (benign 90th pct {p90})",
+    "frac_n_gt1": "asks for several samples (n > 1) on {v} of requests (benign median {p50})",
+    "mean_log_max_tokens": "asks for up to {v} tokens per reply (benign median {p50})",
+    "frac_single_turn": "{v} of requests are single-turn, no conversation (benign median {p50})",
+    "frac_cot": "{v} of prompts ask for step-by-step reasoning (benign 90th pct {p90})",
+    "prompt_uniqueness": "{v} of prompts are distinct, none asked twice (benign median {p50})",
+    "template_reuse": "{v} of prompts fill a repeated template (benign median {p50})",
+    "topic_breadth": "prompts span many topics: dispersion {v} (benign median {p50})",
+    "hour_entropy": "active around the clock: hour-of-day spread {v} (benign median {p50})",
+    "active_hours_frac": "active in {v} of the window's hours (benign median {p50})",
+    "regularity": "machine-regular timing: regularity {v} (benign median {p50})",
+    "frac_rate_limited": "{v} of requests hit the rate limit (benign 90th pct {p90})",
+}
+
+
+def evidence_lines(
+    f: dict[str, Any], top: list[str], cal: Calibration, linked: dict[str, int] | None
+) -> list[str]:
+    """The strongest evidence for one flagged unit, in plain words."""
+    out = []
+    if len(f["members"]) > 1:
+        why = ", ".join(LINK_WORDS[k] for k in sorted(linked or {}))
+        out.append(f"{len(f['members'])} accounts acting as one: they {why or 'are linked'}")
+    for feat in top:
+        p50, p90, p99 = cal.percentiles.get(feat, [0.0, 0.0, 0.0])
+        out.append(
+            PHRASES[feat].format(
+                v=_fmt(feat, float(f.get(feat) or 0.0)),
+                p50=_fmt(feat, p50),
+                p90=_fmt(feat, p90),
+                p99=_fmt(feat, p99),
+            )
+        )
+    return out
+
+
+def examples(members: list[str], samples: dict[str, list[str]], k: int = 3) -> list[str]:
+    out: list[str] = []
+    for a in members:
+        for p in samples.get(a, []):
+            if len(out) < k and p not in out:
+                out.append(p if len(p) <= 200 else p[:197] + "...")
+    return out
+
+
+def as_json(r: AuditResult) -> dict[str, Any]:
+    m = r.measured
+    return {
+        "fpr": r.fpr,
+        "threshold": r.threshold,
+        "units": len(m.units),
+        "accounts": len(m.links.units),
+        "input": m.stats.as_dict(),
+        "timings": m.timings,
+        "flagged": r.flagged,
+        "flagged_accounts": sorted(r.flagged_accounts()),
+    }
+
+
+def table(r: AuditResult) -> str:
+    """A plain-text table of the flagged units, strongest first."""
+    lines = [f"{'unit':<34} {'accts':>5} {'requests':>10} {'score':>7}  strongest evidence"]
+    for f in r.flagged:
+        ev = f["evidence"][0] if f["evidence"] else ""
+        lines.append(
+            f"{f['unit'][:34]:<34} {len(f['accounts']):>5} "
+            f"{int(f['features']['requests'] or 0):>10,} {f['score']:>7.2f}  {ev}"
+        )
+    s = r.measured.stats
+    lines.append(
+        f"{len(r.flagged)} of {len(r.measured.units)} units flagged at FPR {r.fpr:g} "
+        f"(threshold {r.threshold:.2f}); {s.used:,} of {s.rows:,} rows used, "
+        f"{sum(s.garbage.values()):,} garbage"
+        + (f" ({', '.join(f'{k}: {v:,}' for k, v in s.garbage.items())})" if s.garbage else "")
+    )
+    return "\n".join(lines) + "\n"
+
+
+def write_html(r: AuditResult, path: Path) -> None:
+    """A self-contained HTML report: one card per flagged unit."""
+    e = html.escape
+    cards = []
+    for f in r.flagged:
+        ev = "".join(f"<li>{e(x)}</li>" for x in f["evidence"])
+        ex = "".join(f"<pre>{e(x)}</pre>" for x in f["examples"])
+        accts = ", ".join(e(a) for a in f["accounts"][:20])
+        more = f" and {len(f['accounts']) - 20} more" if len(f["accounts"]) > 20 else ""
+        cards.append(
+            f"<section><h2>{e(f['unit'])} <small>score {f['score']:.2f}</small></h2>"
+            f"<p class=acc>accounts: {accts}{more}</p><ul>{ev}</ul>"
+            f"<h3>example prompts</h3>{ex}</section>"
+        )
+    s = r.measured.stats
+    body = (
+        f"<h1>stillroom audit</h1><p>{len(r.flagged)} of {len(r.measured.units)} units flagged "
+        f"at an expected false-positive rate of {r.fpr:g} (score threshold {r.threshold:.2f}). "
+        f"{s.used:,} of {s.rows:,} rows used; {sum(s.garbage.values()):,} garbage rows"
+        f"{': ' + e(str(s.garbage)) if s.garbage else ''}.</p>" + "".join(cards)
+    )
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}"
+        "section{border:1px solid #ddd;border-radius:6px;padding:0 1rem;margin:1rem 0}"
+        "pre{background:#f6f6f6;padding:.5rem;white-space:pre-wrap}.acc{color:#666}"
+    )
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(
+        f"<!doctype html><meta charset=utf-8><title>stillroom audit</title>"
+        f"<style>{style}</style>{body}\n"
+    )
+    tmp.replace(path)

@@ -1,0 +1,210 @@
+"""The audit end to end: ingest, link, features, score, flags with evidence."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stillroom.audit import features as F
+from stillroom.audit import ingest, links, text
+from stillroom.audit.engine import SQLEngine, make_engine
+from stillroom.audit.score import Calibration, fit, score, self_calibrate
+
+
+@dataclass
+class Measured:
+    """One log's units with their features, before scoring."""
+
+    units: dict[str, dict[str, Any]]  # unit -> features (+ "members")
+    links: links.Links
+    samples: dict[str, list[str]]  # account -> sampled prompts
+    stats: ingest.IngestStats
+    account_requests: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class AuditResult:
+    measured: Measured
+    calibration: Calibration
+    threshold: float
+    fpr: float
+    scores: dict[str, float]
+    flagged: list[dict[str, Any]]  # strongest first
+
+    def flagged_accounts(self) -> set[str]:
+        return {a for f in self.flagged for a in f["accounts"]}
+
+
+def measure(
+    source: str,
+    *,
+    engine: str | SQLEngine = "duckdb",
+    mapping: dict[str, str] | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    sample: int = 24,
+    embedder: text.Embedder | None = None,
+    link: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> Measured:
+    """Features of every unit (account, or linked actor) in the log at `source`."""
+    say = log or (lambda m: None)
+    eng = make_engine(engine) if isinstance(engine, str) else engine
+    work = Path(tempfile.mkdtemp(prefix="stillroom-audit-"))
+    t: dict[str, float] = {}
+    try:
+        t0 = time.perf_counter()
+        src = ingest.resolve(source, work)
+        stats = ingest.load(eng, src, mapping or {}, work, since, until)
+        t["ingest_s"] = time.perf_counter() - t0
+        say(f"read {stats.rows:,} rows, {stats.used:,} usable")
+        t0 = time.perf_counter()
+        samples = text.by_account(F.sample_texts(eng, sample))
+        emb = embedder or text.Embedder()
+        tfeat, vecs = text.account_text_features(samples, emb)
+        t["text_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        volume = {
+            str(r["account_id"]): int(r["n"])
+            for r in eng.rows("SELECT account_id, count(*) AS n FROM log GROUP BY account_id")
+        }
+        accounts = sorted(volume)
+        span = eng.rows("SELECT min(ts) AS lo, max(ts) AS hi FROM log")[0]
+        hours = max(1.0, (float(span["hi"]) - float(span["lo"])) / 3600.0)
+        if link:
+            sig = {a: f["signature"] for a, f in tfeat.items()}
+            lk = links.link(accounts, F.shared_values(eng, 25), sig, F.activity(eng), hours)
+        else:
+            lk = links.Links({a: a for a in accounts})
+        t["links_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        units = F.unit_features(eng, lk.units)
+        members = lk.members()
+        for unit, f in units.items():
+            f["members"] = members.get(unit, [unit])
+            _text_of_unit(f, tfeat, vecs, samples, sample)
+        t["features_s"] = time.perf_counter() - t0
+        return Measured(units, lk, samples, stats, volume, t)
+    finally:
+        if isinstance(engine, str):
+            eng.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _text_of_unit(
+    f: dict[str, Any],
+    tfeat: dict[str, dict[str, Any]],
+    vecs: dict[str, np.ndarray],
+    samples: dict[str, list[str]],
+    k: int,
+) -> None:
+    """Template reuse and topic breadth of a unit: its members' samples together."""
+    members = f["members"]
+    if len(members) == 1:
+        a = members[0]
+        f["template_reuse"] = tfeat.get(a, {}).get("template_reuse", 0.0)
+        f["topic_breadth"] = text.dispersion(vecs.get(a, np.zeros((0, 384))))
+        return
+    per = max(2, (4 * k) // len(members))
+    prompts = [p for a in members for p in samples.get(a, [])[:per]]
+    v = [vecs[a][:per] for a in members if a in vecs]
+    f["template_reuse"] = text.template_features(prompts)[0]
+    f["topic_breadth"] = text.dispersion(np.concatenate(v)) if v else 0.0
+
+
+def audit(
+    source: str,
+    *,
+    engine: str = "duckdb",
+    fpr: float = 0.001,
+    calibration: Calibration | None = None,
+    calibrate: str | None = None,
+    mapping: dict[str, str] | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    sample: int = 24,
+    embedder: str = "static",
+    link: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> AuditResult:
+    """Flag the units whose score passes the benign threshold for `fpr`."""
+    say = log or _stderr
+    emb = text.Embedder(embedder)
+    eng = make_engine(engine)
+    try:
+        m = measure(
+            source,
+            engine=eng,
+            mapping=mapping,
+            since=since,
+            until=until,
+            sample=sample,
+            embedder=emb,
+            link=link,
+            log=say,
+        )
+        if calibration is None and calibrate is not None:
+            ref = measure(
+                calibrate,
+                engine=eng,
+                mapping=mapping,
+                sample=sample,
+                embedder=emb,
+                link=link,
+                log=say,
+            )
+            calibration = fit(list(ref.units.values()))
+    finally:
+        eng.close()
+    units = list(m.units.values())
+    cal = calibration or self_calibrate(units)
+    return decide(m, cal, fpr)
+
+
+def _stderr(message: str) -> None:
+    sys.stderr.write(message + "\n")
+
+
+def decide(m: Measured, cal: Calibration, fpr: float) -> AuditResult:
+    """Scores, the threshold for `fpr`, and the flagged units with their evidence."""
+    names = list(m.units)
+    scores, contrib = score(cal, [m.units[u] for u in names])
+    thr = cal.threshold(fpr)
+    flagged = []
+    for i in np.argsort(-scores).tolist():
+        if scores[i] <= thr:
+            break
+        unit = names[i]
+        f = m.units[unit]
+        top = [cal.features[j] for j in np.argsort(-contrib[i]).tolist()[:4] if contrib[i, j] > 0]
+        from stillroom.audit.report import evidence_lines, examples
+
+        flagged.append(
+            {
+                "unit": unit,
+                "accounts": f["members"],
+                "score": float(scores[i]),
+                "evidence": evidence_lines(f, top, cal, m.links.evidence.get(unit)),
+                "examples": examples(f["members"], m.samples),
+                "features": {
+                    k: f.get(k)
+                    for k in (
+                        *cal.features,
+                        "requests",
+                        "mean_temperature",
+                        "frac_temperature_zero",
+                        "accounts",
+                    )
+                },
+            }
+        )
+    return AuditResult(m, cal, thr, fpr, dict(zip(names, scores.tolist(), strict=True)), flagged)

@@ -1,0 +1,243 @@
+"""`stillroom audit` and `simulate-traffic`: small simulated logs, every input kind, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from stillroom.audit import text
+from stillroom.audit.cli import app
+from stillroom.audit.ingest import parse_map
+from stillroom.audit.run import audit, decide, measure
+from stillroom.audit.score import fit, score
+from stillroom.audit.simulate import simulate
+from stillroom.errors import InputError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("sim")
+    return simulate(out, accounts=150, seed=3, days=3, volume=0.05)
+
+
+@pytest.fixture(scope="module")
+def embedder() -> text.Embedder:
+    return text.Embedder()
+
+
+def labels(m: dict[str, Any]) -> dict[str, dict[str, str]]:
+    return {r["account_id"]: r for r in pq.read_table(m["labels"]).to_pylist()}
+
+
+def test_simulator_writes_the_gateway_schema_and_separate_labels(sim: dict[str, Any]) -> None:
+    from stillroom.serve.db import requests
+
+    table = pq.read_table(sim["log"])
+    assert table.column_names == [c.name for c in requests.columns]
+    assert table.num_rows == sim["requests"] > 5000
+    assert "kind" not in table.column_names and "label" not in table.column_names
+    row = table.slice(0, 1).to_pylist()[0]
+    assert isinstance(json.loads(row["params"])["n"], int)
+    lab = labels(sim)
+    assert set(lab) == set(table.column("account_id").to_pylist())
+    assert {r["label"] for r in lab.values()} == {"benign", "distiller"}
+
+
+def test_simulator_is_seeded(tmp_path: Path) -> None:
+    a = simulate(tmp_path / "a", accounts=20, seed=9, days=2, volume=0.02)
+    b = simulate(tmp_path / "b", accounts=20, seed=9, days=2, volume=0.02)
+    assert pq.read_table(a["log"]).equals(pq.read_table(b["log"]))
+
+
+def test_audit_links_hydra_and_flags_distillers(
+    sim: dict[str, Any], embedder: text.Embedder
+) -> None:
+    m = measure(sim["log"], embedder=embedder)
+    lab = labels(sim)
+    hydra = [a for a, r in lab.items() if r["kind"] == "hydra"]
+    assert len({m.links.units[a] for a in hydra}) == 1  # one actor, scored as one
+    assert m.units[m.links.units[hydra[0]]]["accounts"] == len(hydra)
+    benign = [f for f in m.units.values() if all(lab[a]["label"] == "benign" for a in f["members"])]
+    r = decide(m, fit(benign), 0.01)
+    flagged = r.flagged_accounts()
+    bulk = [a for a, x in lab.items() if x["kind"] == "bulk_harvest"]
+    assert set(bulk) <= flagged
+    for f in r.flagged:
+        assert f["evidence"] and f["examples"] and f["score"] > r.threshold
+
+
+def test_score_is_zero_inside_the_benign_population_and_grows_outside() -> None:
+    units = [{"log_requests": float(i % 7), "frac_logprobs": (i % 5) / 5} for i in range(50)]
+    cal = fit(units, ["log_requests", "frac_logprobs"])
+    s, _ = score(
+        cal,
+        [
+            {"log_requests": 3.0, "frac_logprobs": 0.2},
+            {"log_requests": 20.0, "frac_logprobs": 1.0},
+            {"log_requests": 40.0, "frac_logprobs": 1.0},
+        ],
+    )
+    assert s[0] == 0.0 and s[1] > cal.threshold(0.01)
+    assert s[2] == s[1]  # one feature counts at most CLIP: no single feature decides
+    assert cal.threshold(0.001) > cal.threshold(0.01)
+
+
+def test_template_reuse_sees_a_template_and_not_free_text() -> None:
+    tpl = [
+        f"Classify this ticket as billing or other. Ticket: {w} {w}s"
+        for w in ("refund", "crash", "login", "invoice", "password", "upgrade", "charge", "bug")
+    ]
+    free = [
+        "how do plants grow",
+        "best pizza in rome?",
+        "fix my bike chain",
+        "what is entropy",
+        "write a haiku about rain",
+        "why is the sky blue",
+        "tips for a job interview",
+        "explain tcp handshakes",
+    ]
+    assert text.template_features(tpl)[0] == 1.0
+    assert text.template_features(free)[0] == 0.0
+
+
+def test_prompt_of_reads_chat_and_completion_rows() -> None:
+    chat = json.dumps([{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}])
+    assert text.prompt_of(chat, "chat.completions") == "hi"
+    assert text.prompt_of("plain prompt", "completions") == "plain prompt"
+    assert text.prompt_of('["a", "b"]', "completions") == "a"
+
+
+def test_cli_table_json_html(sim: dict[str, Any], tmp_path: Path) -> None:
+    html = tmp_path / "r.html"
+    res = runner.invoke(app, ["audit", sim["log"], "--fpr", "0.01", "--html", str(html)])
+    assert res.exit_code == 0, res.output
+    assert "units flagged at FPR 0.01" in res.stdout
+    assert "<h1>stillroom audit</h1>" in html.read_text()
+    res = runner.invoke(app, ["audit", sim["log"], "--format", "json", "--fpr", "0.01"])
+    data = json.loads(res.stdout)
+    assert data["input"]["rows"] == sim["requests"] and data["input"]["garbage_total"] == 0
+
+
+def test_cli_simulate_traffic(tmp_path: Path) -> None:
+    res = runner.invoke(
+        app, ["simulate-traffic", "--out", str(tmp_path), "--accounts", "15", "--days", "1"]
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "requests.parquet").exists() and (tmp_path / "labels.parquet").exists()
+    bad = runner.invoke(app, ["simulate-traffic", "--out", str(tmp_path), "--accounts", "3"])
+    assert isinstance(bad.exception, InputError)
+
+
+def _gateway_db(sim: dict[str, Any], path: Path) -> None:
+    """The simulated log inside a real gateway database (the serve schema)."""
+    from stillroom.serve.db import open_db
+
+    open_db(str(path)).dispose()
+    con = duckdb.connect()
+    rows = con.sql(f"SELECT * FROM read_parquet('{sim['log']}')").fetchall()
+    db = sqlite3.connect(path)
+    db.executemany(f"INSERT INTO requests VALUES ({','.join('?' * 19)})", rows)
+    db.commit()
+    db.close()
+
+
+def test_gateway_db_source_and_block(sim: dict[str, Any], tmp_path: Path) -> None:
+    from stillroom.serve.accounts import get_account
+    from stillroom.serve.db import open_db
+
+    path = tmp_path / "gateway.sqlite"
+    _gateway_db(sim, path)
+    parquet = audit(sim["log"], fpr=0.01)
+    db = audit(str(path), fpr=0.01)
+    assert db.flagged_accounts() == parquet.flagged_accounts() != set()
+    # --block: the flagged accounts exist in the gateway's accounts table (made here), then
+    # the audit blocks them with its evidence as the reason.
+    engine = open_db(str(path))
+    from stillroom.serve.db import accounts
+
+    with engine.begin() as conn:
+        for i, a in enumerate(sorted(db.flagged_accounts())):
+            conn.execute(accounts.insert().values(id=a, name=f"x{i}", created_at=0.0))
+    res = runner.invoke(app, ["audit", str(path), "--fpr", "0.01", "--block"])
+    assert res.exit_code == 0, res.output
+    some = sorted(db.flagged_accounts())[0]
+    blocked = get_account(engine, some)
+    assert blocked.blocked and blocked.blocked_reason.startswith("audit: ")
+
+
+def test_jsonl_with_column_map_and_nested_params(sim: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "export.jsonl"
+    duckdb.connect().execute(
+        f"COPY (SELECT * EXCLUDE (created_at, params), created_at AS ts, "
+        f"CAST(params AS JSON) AS params FROM read_parquet('{sim['log']}')) "
+        f"TO '{path}' (FORMAT json)"
+    )
+    res = audit(str(path), mapping=parse_map(["ts=created_at"]), fpr=0.01)
+    ref = audit(sim["log"], fpr=0.01)
+    assert res.flagged_accounts() == ref.flagged_accounts()
+
+
+def _write(tmp_path: Path, sql: str, name: str = "bad.parquet") -> str:
+    path = tmp_path / name
+    duckdb.connect().execute(f"COPY ({sql}) TO '{path}' (FORMAT parquet)")
+    return str(path)
+
+
+def test_missing_columns_are_named_with_the_fix(tmp_path: Path) -> None:
+    path = _write(tmp_path, "SELECT 1.0 AS ts, 'a' AS account_id")
+    with pytest.raises(
+        InputError, match=r"missing columns created_at, params, messages or prompt.*--map"
+    ):
+        audit(path)
+
+
+def test_wrong_types_and_empty_logs_get_clear_errors(sim: dict[str, Any], tmp_path: Path) -> None:
+    bad_type = _write(
+        tmp_path,
+        f"SELECT * REPLACE (created_at > 0 AS created_at) "
+        f"FROM read_parquet('{sim['log']}') LIMIT 10",
+    )
+    with pytest.raises(InputError, match=r"column 'created_at' has type BOOLEAN"):
+        audit(bad_type)
+    empty = _write(tmp_path, f"SELECT * FROM read_parquet('{sim['log']}') LIMIT 0", "e.parquet")
+    with pytest.raises(InputError, match="empty"):
+        audit(empty)
+    with pytest.raises(InputError, match="no such log"):
+        audit(str(tmp_path / "nope.parquet"))
+    with pytest.raises(InputError, match="OLD=NEW"):
+        parse_map(["nonsense"])
+    res = runner.invoke(app, ["audit", empty])
+    assert res.exit_code != 0 and isinstance(res.exception, InputError)
+
+
+def test_garbage_rows_are_counted_not_fatal(sim: dict[str, Any], tmp_path: Path) -> None:
+    src = f"read_parquet('{sim['log']}')"
+    path = _write(
+        tmp_path,
+        f"""
+        SELECT * REPLACE (CAST(created_at AS VARCHAR) AS created_at) FROM {src}
+        UNION ALL SELECT * REPLACE ('not a time' AS created_at) FROM (SELECT * FROM {src} LIMIT 7)
+        UNION ALL SELECT * REPLACE (CAST(created_at AS VARCHAR) AS created_at, '{{oops' AS params)
+          FROM (SELECT * FROM {src} LIMIT 5)
+        UNION ALL SELECT * REPLACE (CAST(created_at AS VARCHAR) AS created_at, -3 AS prompt_tokens)
+          FROM (SELECT * FROM {src} LIMIT 4)""",
+    )
+    r = audit(path, fpr=0.01)
+    assert r.measured.stats.garbage == {
+        "created_at missing or not a time": 7,
+        "params not JSON": 5,
+        "negative token count": 4,
+    }
+    assert r.measured.stats.used == sim["requests"]
