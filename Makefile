@@ -27,9 +27,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e '.[dev]'
 	touch $@
 
+# The default task end to end: WordNet glosses, Gemma 3 270M teacher, a shrunk student.
 demo: setup
-	$(VENV)/bin/stillroom harvest examples/harvest-gemma.yaml
-	$(VENV)/bin/stillroom train examples/harvest-gemma.yaml
+	$(VENV)/bin/stillroom task wordnet --out examples/data --per-class 200
+	$(VENV)/bin/stillroom distill examples/wordnet.yaml
 
 test: setup
 	$(VENV)/bin/ruff check src tests benchmarks
