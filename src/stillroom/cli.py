@@ -206,6 +206,8 @@ def export(
     _emit({"path": str(path)})
 
 
+from stillroom.audit.cli import audit as _audit  # noqa: E402
+from stillroom.audit.cli import simulate_traffic as _simulate_traffic  # noqa: E402
 from stillroom.serve.cli import accounts_app  # noqa: E402  (typer only: --help stays fast)
 from stillroom.serve.cli import serve as _serve  # noqa: E402
 from stillroom.trace.cli import trace as _trace  # noqa: E402
@@ -215,6 +217,8 @@ app.command(name="serve")(_serve)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(watermark_app, name="watermark")
 app.command(name="trace")(_trace)
+app.command(name="audit")(_audit)
+app.command(name="simulate-traffic")(_simulate_traffic)
 
 
 def main() -> None:
