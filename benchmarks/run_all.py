@@ -79,6 +79,35 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
         ],
     ),
+    "serve_load": (
+        ["benchmarks/serve_load.py"],
+        [
+            (
+                "gateway, 64 clients, tiny model: client p99 latency vs bare server",
+                "gateway_latency_ms.p99",
+                "baseline_bare_server_latency_ms.p99",
+                "ms",
+            ),
+            (
+                "gateway's own time per request, p99 (Server-Timing)",
+                "in_gateway_overhead_ms.p99",
+                None,
+                "ms",
+            ),
+            (
+                "log rows lost or duplicated, 5,000 requests",
+                "log_rows_lost_or_duplicated",
+                None,
+                "rows",
+            ),
+            (
+                "micro-batching: concurrency 16 vs sequential (req/s)",
+                "microbatching.concurrency_16_req_per_s",
+                "microbatching.sequential_req_per_s",
+                "req/s",
+            ),
+        ],
+    ),
     "kd_vs_sequence": (
         ["benchmarks/kd_vs_sequence.py", "--prompts", "160", "--steps", "50"],
         [

@@ -207,6 +207,9 @@ def main() -> None:
         "log_rows_missing": len(set(answered) - set(row_ids)),
         "log_rows_duplicated": len(row_ids) - len(set(row_ids)),
         "log_rows_unanswered": len(set(row_ids) - set(answered)),
+        "log_rows_lost_or_duplicated": len(set(answered) - set(row_ids))
+        + len(row_ids)
+        - len(set(row_ids)),
         "gateway_latency_ms": gw_lat,
         "baseline_bare_server_latency_ms": bare_lat,
         "client_side_p99_difference_ms": round(gw_lat["p99"] - bare_lat["p99"], 2),
