@@ -14,7 +14,9 @@ the watermark key (gamma 0.25, delta 2, context width 1, a fixed benchmark key).
   about 200 tokens, scored against the benchmark key and `--fp-keys - 1` more random keys; plus
   the unwatermarked Gemma answers. The exact binomial test's own false-positive rate at each
   text's length is printed beside the observed one: the test is discrete, so it is below the
-  nominal 1e-3.
+  nominal 1e-3. Pooled over keys the observed rate matches it; for one fixed key it spreads
+  more than chance would (texts share frequent pairs such as "of the", whose greenness the
+  key fixes for every text), most with context width 1, hence the per-key counts.
 - **Quality.** (a) The WordNet category task answered by generation: greedy first token after
   the few-shot prompt (`stillroom.tasks.wordnet.prompt_for`; every label is one token, so the
   first token is the answer), with and without the bias. The prompt's shared prefix runs once
@@ -70,8 +72,9 @@ def log(message: str) -> None:
     print(f"[watermark bench] {message}", file=sys.stderr, flush=True)
 
 
-def bench_key(seed: int) -> WatermarkKey:
-    return WatermarkKey(np.random.default_rng(seed).bytes(32), gamma=0.25, delta=2.0)
+def bench_key(seed: int, context_width: int = 1) -> WatermarkKey:
+    secret = np.random.default_rng(seed).bytes(32)
+    return WatermarkKey(secret, gamma=0.25, delta=2.0, context_width=context_width)
 
 
 # ---- prompts and real text ----------------------------------------------------------------
@@ -130,16 +133,12 @@ def generate(teacher: LocalTeacher, prompts: list[str]) -> tuple[list[Choice], f
     return [c.choices[0] for c in out], time.perf_counter() - start
 
 
-def power(found: list[Detection], lengths: list[int]) -> dict[str, Any]:
+def power(found: list[Detection], lengths: list[int], texts: list[str] | None) -> dict[str, Any]:
+    """Detection figures over every answer; with `texts`, each miss and early end itemised."""
     z = np.array([d.z for d in found])
     scored = np.array([d.tokens_scored for d in found])
     full = np.array(lengths) >= MAX_TOKENS
-    short = [
-        {"tokens": n, "tokens_scored": d.tokens_scored, "z": round(d.z, 2)}
-        for d, n in zip(found, lengths, strict=True)
-        if n < MAX_TOKENS
-    ]
-    return {
+    out: dict[str, Any] = {
         "n": len(found),
         f"fraction_z_above_{Z_MIN:g}": round(float(np.mean(z > Z_MIN)), 4),
         f"fraction_z_above_{Z_MIN:g}_full_length_only": round(float(np.mean(z[full] > Z_MIN)), 4)
@@ -152,8 +151,30 @@ def power(found: list[Detection], lengths: list[int]) -> dict[str, Any]:
         "tokens_scored_min": int(scored.min()),
         "tokens_scored_median": float(np.median(scored)),
         "reached_max_tokens": int(full.sum()),
-        "ended_early": short,
+        "ended_early": int((~full).sum()),
+        "ended_early_z_above_4": int((z[~full] > Z_MIN).sum()),
     }
+    if texts is not None:
+
+        def item(i: int) -> dict[str, Any]:
+            return {
+                "tokens": lengths[i],
+                "tokens_scored": int(scored[i]),
+                "z": round(float(z[i]), 2),
+                "text_start": texts[i][:90],
+            }
+
+        out[f"z_at_most_{Z_MIN:g}"] = [item(int(i)) for i in np.flatnonzero(z <= Z_MIN)]
+        out["ended_early_items"] = [
+            {k: v for k, v in item(int(i)).items() if k != "text_start"}
+            for i in np.flatnonzero(~full)
+        ]
+    return out
+
+
+def repetitive(found: list[Detection]) -> int:
+    """Answers with fewer distinct (previous, next) token pairs than half their tokens: loops."""
+    return sum(d.tokens_scored < d.tokens / 2 for d in found)
 
 
 # ---- false positives ----------------------------------------------------------------------
@@ -205,6 +226,8 @@ def false_positives(token_lists: list[list[int]], keys: list[WatermarkKey]) -> d
                 np.mean([k["exact_test_expected_fraction"] for k in per_key])
             ),
             "per_key_counts": [k["texts_p_below_1e-3"] for k in per_key],
+            "keys_above_1e-3": sum(k["fraction"] > ALPHA for k in per_key),
+            "max_fraction": max(k["fraction"] for k in per_key),
         },
     }
 
@@ -240,7 +263,8 @@ def category_task(
     prompts = [prompt_for(r["text"]) for r in rows]
     label_ids = [teacher._encode_candidate(c)[0] for c in CANDIDATES]
     gold = torch.tensor([label_ids[LABELS.index(r["label"])] for r in rows])
-    context = teacher._encode_text(prompts[0], special=True)[-1:]  # every prompt ends ":"
+    # Every prompt ends "...\nCategory:", so every item's first token has the same context.
+    context = teacher._encode_text(prompts[0], special=True)[-key.context_width :]
     start = time.perf_counter()
     logits = first_token_logits(teacher, prompts)  # (N, V)
     seconds = time.perf_counter() - start
@@ -249,6 +273,7 @@ def category_task(
         if k is None:
             return logits.argmax(dim=1)
         mask = GreenList(k).green_mask(torch.tensor([context]), logits.shape[1])  # (1, V)
+        mask[:, sorted(teacher.eos_token_ids)] = False  # as LocalTeacher: EOS is never biased
         return (logits + k.delta * mask).argmax(dim=1)
 
     def accuracy(k: WatermarkKey | None) -> float:
@@ -264,7 +289,10 @@ def category_task(
     ]
     green_now = GreenList(key).green_mask(torch.tensor([context]), logits.shape[1])[0]
     rng = np.random.default_rng(seed + 1)
-    others = [accuracy(WatermarkKey(rng.bytes(32))) for _ in range(extra_keys)]
+    others = [
+        accuracy(WatermarkKey(rng.bytes(32), context_width=key.context_width))
+        for _ in range(extra_keys)
+    ]
     return {
         "task": "WordNet noun gloss -> category (8 classes), greedy first generated token",
         "items": len(rows),
@@ -328,7 +356,8 @@ def main() -> None:
     parser.add_argument("--baseline-outputs", type=int, default=48, help="unwatermarked answers")
     parser.add_argument("--quality-per-class", type=int, default=40)
     parser.add_argument("--quality-keys", type=int, default=16)
-    parser.add_argument("--fp-keys", type=int, default=10)
+    parser.add_argument("--fp-keys", type=int, default=20)
+    parser.add_argument("--context-width", type=int, default=1)
     parser.add_argument("--fp-tokens", type=int, default=200, help="tokens per joined gloss text")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
@@ -339,7 +368,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     load_at_start = round(os.getloadavg()[0], 2)
     wall = time.perf_counter()
-    key = bench_key(args.seed)
+    key = bench_key(args.seed, args.context_width)
 
     teacher = LocalTeacher.load(DEFAULT_TEACHER, batch_size=args.batch_size, watermark=key)
     # The same weights without the key: the baseline differs in the watermark only.
@@ -350,7 +379,12 @@ def main() -> None:
     result: dict[str, Any] = {
         "benchmark": "watermark",
         "teacher": f"{DEFAULT_TEACHER} (fp32)",
-        "key": {"key_id": key.key_id, "gamma": key.gamma, "delta": key.delta, "context_width": 1},
+        "key": {
+            "key_id": key.key_id,
+            "gamma": key.gamma,
+            "delta": key.delta,
+            "context_width": key.context_width,
+        },
         "sampling": {"temperature": 1.0, "top_p": None, "max_tokens": MAX_TOKENS, "chat": True},
     }
 
@@ -358,7 +392,11 @@ def main() -> None:
     start = time.perf_counter()
     gloss_texts = join_to_length(wordnet_glosses(), tokenizer, args.fp_tokens)
     gloss_ids = tokenizer(gloss_texts, add_special_tokens=False)["input_ids"]
-    keys = [key] + [WatermarkKey(os.urandom(32)) for _ in range(args.fp_keys - 1)]
+    rng = np.random.default_rng(args.seed + 1000)
+    keys = [key] + [
+        WatermarkKey(rng.bytes(32), context_width=key.context_width)
+        for _ in range(args.fp_keys - 1)
+    ]
     result["false_positives_wordnet"] = {
         "source": "WordNet 3.0 glosses (Debian wordnet-base), joined in file order",
         **false_positives(gloss_ids, keys),
@@ -378,9 +416,13 @@ def main() -> None:
     unmarked, unmarked_s = generate(plain, base_prompts)
 
     lengths = [len(c.token_ids or []) for c in marked]
+    texts = [c.text for c in marked]
+    marked_found = detect_texts(texts, key, tokenizer)
     result["power"] = {
-        "from_text": power(detect_texts([c.text for c in marked], key, tokenizer), lengths),
-        "from_sampled_ids": power(detect_many([c.token_ids or [] for c in marked], key), lengths),
+        "from_text": power(marked_found, lengths, texts),
+        "from_sampled_ids": power(
+            detect_many([c.token_ids or [] for c in marked], key), lengths, None
+        ),
     }
     plain_found = detect_texts([c.text for c in unmarked], key, tokenizer)
     result["false_positives_unwatermarked_gemma"] = {
@@ -398,6 +440,10 @@ def main() -> None:
         "unwatermarked_from_reported_logprobs": round(reported_perplexity(unmarked), 3),
         "mean_tokens_watermarked": float(np.mean([len(c.token_ids or []) for c in pair])),
         "mean_tokens_unwatermarked": float(np.mean([len(c.token_ids or []) for c in unmarked])),
+        "ended_early_watermarked": sum(n < MAX_TOKENS for n in lengths[: len(base_prompts)]),
+        "ended_early_unwatermarked": sum(len(c.token_ids or []) < MAX_TOKENS for c in unmarked),
+        "repetitive_watermarked": repetitive(marked_found[: len(base_prompts)]),
+        "repetitive_unwatermarked": repetitive(plain_found),
     }
     tokens_marked = sum(lengths[: len(base_prompts)])
     tokens_plain = sum(len(c.token_ids or []) for c in unmarked)

@@ -200,6 +200,12 @@ def test_processor_adds_delta_to_green_logits_only() -> None:
     torch.testing.assert_close(out[[0, 2]], logits[[0, 2]] + 3.0 * mask, rtol=0, atol=0)
     assert torch.equal(out[1], logits[1])
     assert processor(logits, [[1], [2], [3]]) is logits  # no row has a context: untouched
+    # Ids named unbiased (the teacher's EOS) never get delta, green or not.
+    green_ids = np.flatnonzero(mask[0].numpy())
+    eos = [int(i) for i in green_ids[:3]] + [999_999]  # an id beyond the vocabulary is ignored
+    kept = WatermarkProcessor(key, unbiased=eos)(logits, [[1, 2, 3]] * 3)
+    assert torch.equal(kept[:, eos[:3]], logits[:, eos[:3]])
+    torch.testing.assert_close(kept[0, green_ids[3:]], logits[0, green_ids[3:]] + 3.0)
 
 
 # ---- the teacher --------------------------------------------------------------------------
@@ -244,9 +250,9 @@ def test_reported_logprobs_are_the_watermarked_distribution(
         for t in range(len(gen)):
             context = seq[: len(ids) + t][-width:]
             if len(context) == width:
-                logits[t] += (
-                    key.delta * green.green_mask_np(np.array([context]), logits.shape[1])[0]
-                )
+                mask = green.green_mask_np(np.array([context]), logits.shape[1])[0]
+                mask[list(teacher.eos_token_ids)] = False  # the end of a sequence: never biased
+                logits[t] += key.delta * torch.from_numpy(mask)
         ref = torch.log_softmax(logits, dim=-1)  # (T, V)
         got = torch.from_numpy(choice.top_logprobs)
         torch.testing.assert_close(got, ref.topk(6).values, atol=1e-4, rtol=0)

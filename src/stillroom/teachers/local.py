@@ -5,11 +5,11 @@ position we keep its top-k log-probs (from the raw logits at temperature 1, befo
 temperature or top-p warping: the teacher's belief, not the sampler's). The full
 (steps, batch, vocab) logits never pile up: each step is reduced to top-k as it is made.
 
-With a watermark key, delta is added to each step's green logits (stillroom.watermark) before
-anything else, so the reported log-probs and top-k describe the watermarked distribution: the
-one the token was actually drawn from. Reporting the unbiased ones instead would hand anyone
-who reads them the green list (the tokens whose log-prob jumps by delta). Scoring (`score*`,
-candidates) is not watermarked: it returns numbers, not text to trace.
+With a watermark key, delta is added to each step's green logits (stillroom.watermark; never
+to the EOS ids) before anything else, so the reported log-probs and top-k describe the
+watermarked distribution: the one the token was actually drawn from. Reporting the unbiased
+ones instead would hand anyone who reads them the green list (the tokens whose log-prob jumps
+by delta). Scoring (`score*`, candidates) is not watermarked: it returns numbers, not text.
 
 Generation is our own loop over the KV cache rather than `model.generate`, so that each
 request samples from its own seeded generator (the same request gives the same sample in
@@ -129,7 +129,11 @@ class LocalTeacher:
         self._worker: asyncio.Task[None] | None = None
         # Set: every generated token is drawn from the watermarked distribution.
         self.watermark = watermark
-        self._watermark = WatermarkProcessor(watermark) if watermark is not None else None
+        self._watermark = (  # never biases the end of a sequence: lengths stay key-free
+            WatermarkProcessor(watermark, unbiased=self.eos_token_ids)
+            if watermark is not None
+            else None
+        )
 
     @classmethod
     def load(
