@@ -114,6 +114,7 @@ def write_key_file(tmp_path: Path, **changes: Any) -> Path:
         ({"secret": "ab" * 8}, "wm.json: secret is 8 bytes; give 32 random bytes"),
         ({"delta": ...}, "wm.json: the field 'delta' is missing"),
         ({"format": "other"}, "wm.json: format is 'other'"),
+        ({"format": ...}, "wm.json: no 'format' field"),
         ({"version": 9}, "wm.json: version is 9; this stillroom reads version 1"),
     ],
 )

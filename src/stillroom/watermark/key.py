@@ -126,9 +126,14 @@ def load_key(path: str | Path) -> WatermarkKey:
         ) from None
     if not isinstance(data, dict):
         raise InputError(f"{name}: holds a JSON {type(data).__name__}, not a key object")
-    if data.get("format") != FORMAT:
+    if "format" not in data:
         raise InputError(
-            f"{name}: format is {data.get('format')!r}, not {FORMAT!r}; this is not a "
+            f"{name}: no 'format' field, so not a key file `stillroom watermark keygen` wrote; "
+            f"make one with `stillroom watermark keygen --out {name}`"
+        )
+    if data["format"] != FORMAT:
+        raise InputError(
+            f"{name}: format is {data['format']!r}, not {FORMAT!r}; this is not a "
             "stillroom watermark key file"
         )
     if data.get("version") != VERSION:
