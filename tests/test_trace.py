@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from stillroom.teachers.local import LocalTeacher
 from stillroom.trace.probes import identity_probes, makers_named
@@ -83,11 +82,14 @@ def test_p_values_are_uniform_for_a_model_that_never_saw_the_key(tiny: Path) -> 
         for a in ids:
             score.add(a)
         p_values.append(score.p_value())
-    # The test is discrete (exact binomial), so compare with the null's own tail: under H0,
-    # P(p <= 0.01) <= 0.01. Allow sampling noise over 200 keys.
-    assert np.mean(np.array(p_values) < 0.01) <= 0.03
-    assert np.mean(np.array(p_values) < 0.5) < 0.65
-    assert stats.kstest(p_values, "uniform").pvalue > 0.01
+    # The exact binomial test is discrete, so its p-values are super-uniform rather than
+    # uniform: P(p <= a) <= a at every level a. Check that at several levels, with room
+    # for sampling noise over 200 keys.
+    assert score.scored >= 50
+    p_arr = np.array(p_values)
+    for a in (0.01, 0.05, 0.1, 0.25, 0.5):
+        assert np.mean(p_arr <= a) <= a + 3 * np.sqrt(a * (1 - a) / len(p_arr)), a
+    assert np.mean(p_arr <= 0.5) > 0.2  # and not stuck near 1 either
 
 
 def test_identity_probes_report_named_makers(tiny: Path) -> None:
