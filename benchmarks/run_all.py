@@ -108,6 +108,35 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
         ],
     ),
+    "watermark": (
+        ["benchmarks/watermark.py", "--threads", "1"],
+        [
+            (
+                "watermark: 200-token Gemma answers with z > 4 (from text)",
+                "power.from_text.fraction_z_above_4",
+                None,
+                "fraction",
+            ),
+            (
+                "watermark: WordNet texts with p < 1e-3, 20 keys vs the exact test's own rate",
+                "false_positives_wordnet.all_keys.fraction",
+                "false_positives_wordnet.all_keys.exact_test_expected_fraction",
+                "fraction",
+            ),
+            (
+                "watermark: WordNet category accuracy, watermarked vs plain",
+                "quality_category_task.accuracy_with_watermark",
+                "quality_category_task.accuracy_without_watermark",
+                "accuracy",
+            ),
+            (
+                "watermark: answer perplexity, watermarked vs plain (lower is better)",
+                "quality_perplexity.watermarked",
+                "quality_perplexity.unwatermarked",
+                "ppl",
+            ),
+        ],
+    ),
     "kd_vs_sequence": (
         ["benchmarks/kd_vs_sequence.py", "--prompts", "160", "--steps", "50"],
         [
