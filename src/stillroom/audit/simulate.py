@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from stillroom.serve.db import requests as requests_table
+
 DAY = 86400.0
 START = 1772409600.0  # 2026-03-02 00:00 UTC, a Monday
 BENIGN_MIX = {"chat_user": 0.55, "developer": 0.25, "enterprise_batch": 0.10, "evaluator": 0.10}
@@ -380,27 +382,8 @@ def _diurnal(rng: np.random.Generator, n: int, days: float, tz: float, depth: fl
 
 # --- requests ------------------------------------------------------------------------------
 
-COLUMNS = (
-    "id",
-    "created_at",
-    "account_id",
-    "key_id",
-    "endpoint",
-    "model",
-    "messages",
-    "prompt",
-    "params",
-    "response_text",
-    "prompt_tokens",
-    "completion_tokens",
-    "status",
-    "error",
-    "latency_ms",
-    "backend_ms",
-    "client_addr",
-    "user_agent",
-    "watermark_key_id",
-)
+# The gateway's own log schema, so simulated logs are exactly what `serve` writes.
+COLUMNS = tuple(c.name for c in requests_table.columns)
 
 
 @dataclass
