@@ -144,8 +144,10 @@ class LocalBackend:
         pieces, before = [], ""
         for i in range(len(ids)):
             now = str(tok.decode(ids[: i + 1], skip_special_tokens=True))
-            if not text.startswith(now):  # a stop string cut the text inside this token
-                now = text
+            if not text.startswith(now):  # a stop string cut the text inside this token,
+                now = text  # or a partial character decoded as U+FFFD
+            if len(now) < len(before):  # never hand out the same text twice
+                now = before
             pieces.append(now[len(before) :])
             before = now
         if before != text:  # whatever decoding left over (never negative: text is a prefix)
