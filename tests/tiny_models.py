@@ -112,3 +112,54 @@ def make_tiny_lm(directory: Path, *, vocab_size: int = 512, seed: int = 0) -> Pa
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(directory)
     return directory
+
+
+def fit_on_answers(
+    directory: Path,
+    prompts: list[str],
+    answers: list[str] | list[list[int]],
+    *,
+    steps: int,
+    lr: float = 3e-3,
+    batch: int = 32,
+    seed: int = 0,
+) -> Path:
+    """Fine-tune the LM in `directory` in place on chat-formatted (prompt, answer) pairs,
+    cross-entropy on the answer tokens only: a student taught by another model's outputs.
+    An answer is text, or token ids as a local teacher's harvest stores them."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(directory)
+    lm = AutoModelForCausalLM.from_pretrained(directory)
+    rows = []
+    for p, a in zip(prompts, answers, strict=True):
+        head = tok.apply_chat_template(
+            [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+        )
+        rows.append(
+            (
+                tok(head, add_special_tokens=False)["input_ids"],
+                (a if isinstance(a, list) else tok(a, add_special_tokens=False)["input_ids"])
+                + [tok.eos_token_id],
+            )
+        )
+    opt = torch.optim.AdamW(lm.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    lm.train()
+    for _ in range(steps):
+        picked = [rows[i] for i in torch.randint(len(rows), (batch,), generator=gen).tolist()]
+        width = max(len(h) + len(a) for h, a in picked)
+        ids = torch.full((batch, width), tok.pad_token_id)
+        labels = torch.full((batch, width), -100)
+        mask = torch.zeros((batch, width), dtype=torch.long)
+        for r, (h, a) in enumerate(picked):
+            ids[r, : len(h) + len(a)] = torch.tensor(h + a)
+            labels[r, len(h) : len(h) + len(a)] = torch.tensor(a)
+            mask[r, : len(h) + len(a)] = 1
+        loss = lm(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    lm.save_pretrained(directory)
+    return Path(directory)
