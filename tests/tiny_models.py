@@ -163,3 +163,24 @@ def fit_on_answers(
         opt.step()
     lm.save_pretrained(directory)
     return Path(directory)
+
+
+def make_wordy_tiny_lm(directory: Path, *, scale: float = 3.0, seed: int = 0) -> Path:
+    """A tiny LM that writes only tokens which decode to whole characters: its output rows
+    for byte pieces (and special tokens but <eos>) are zero, so they never win against the
+    scaled-up rest. Its text survives decoding and re-encoding, as real model text does."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = make_tiny_lm(directory, seed=seed)
+    tok = AutoTokenizer.from_pretrained(path)
+    lm = AutoModelForCausalLM.from_pretrained(path)
+    with torch.no_grad():
+        head = lm.get_output_embeddings().weight
+        head.mul_(scale)
+        for i in range(len(tok)):
+            text = tok.decode([i])
+            if i != tok.eos_token_id and (i in tok.all_special_ids or "\ufffd" in text or not text):
+                head[i] = 0.0
+    lm.save_pretrained(path)
+    return path

@@ -57,10 +57,21 @@ class TupleScore:
 
     def exclude(self, prompt_ids: Sequence[int]) -> None:
         """Tuples of a prompt: never scored, whoever writes them later."""
-        self.excluded.update(row.tobytes() for row in self._windows(prompt_ids))
+        self.exclude_rows(self._windows(prompt_ids))
+
+    def exclude_rows(self, rows: np.ndarray) -> None:
+        """(N, w + 1) int64 rows of context ids then token id: never scored."""
+        self.excluded.update(
+            np.ascontiguousarray(rows, np.int64)[i].tobytes() for i in range(len(rows))
+        )
 
     def add(self, output_ids: Sequence[int]) -> None:
-        rows = self._windows(output_ids)
+        """Every (context, token) window of one output."""
+        self.add_rows(self._windows(output_ids))
+
+    def add_rows(self, rows: np.ndarray) -> None:
+        """(N, w + 1) int64 rows of context ids then token id: score the fresh ones."""
+        rows = np.ascontiguousarray(rows, np.int64)
         fresh = []
         for row in rows:
             b = row.tobytes()
@@ -110,6 +121,7 @@ class RadioactivityResult:
     target_p: float
     stopped: str  # "significant" | "budget"
     looks: list[Look]
+    mode: str = "generate"  # "generate": the suspect's answers; "read": its predictions
 
 
 def radioactivity_test(

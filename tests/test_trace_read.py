@@ -1,0 +1,81 @@
+"""Reading mode on tiny real models: a model fine-tuned on our watermarked texts predicts
+green tokens on fresh ones; the teacher itself without the watermark, which predicts our
+texts well, is not convicted."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stillroom.errors import InputError
+from stillroom.teachers.local import LocalTeacher
+from stillroom.trace.reading import read_mode_test, vocab_map
+from stillroom.trace.suspects import LocalSuspect
+from stillroom.watermark.key import WatermarkKey
+from tests.tiny_models import SENTENCES, fit_on_answers, make_tiny_tokenizer, make_wordy_tiny_lm
+
+WORDS = sorted({w for s in SENTENCES for w in s.split()})
+KEY = WatermarkKey(b"r" * 32, delta=3.0)
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A watermarked writer's answers to 256 prompts: 192 teach a fine-tuned copy of the
+    writer, 64 stay fresh for reading."""
+    root = tmp_path_factory.mktemp("read")
+    teacher = make_wordy_tiny_lm(root / "teacher")
+    rng = random.Random(0)
+    prompts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8))) for _ in range(256)]
+    writer = LocalTeacher.load(str(teacher), batch_size=64, watermark=KEY)
+    suspect = LocalSuspect.__new__(LocalSuspect)
+    suspect.teacher, suspect.name = writer, "writer"
+    texts = suspect.answer(prompts, max_tokens=48, temperature=1.0, seed=0)
+    shutil.copytree(teacher, root / "student")
+    fit_on_answers(root / "student", prompts[:192], texts[:192], steps=80, lr=3e-3)
+    return {"root": root, "texts": texts, "tokenizer": writer.tokenizer}
+
+
+def test_a_student_of_our_texts_is_caught_reading_fresh_ones(setting: dict) -> None:
+    r = read_mode_test(
+        str(setting["root"] / "student"),
+        setting["texts"][192:],
+        KEY,
+        setting["tokenizer"],
+        budget=64,
+        target_p=1e-12,
+    )
+    assert r.mode == "read" and r.queries == 64 and [lk.queries for lk in r.looks] == [50, 64]
+    assert r.p_value < 1e-3 and r.green_rate > KEY.gamma + 0.03, r
+
+
+def test_the_unwatermarked_teacher_is_not_convicted(setting: dict) -> None:
+    r = read_mode_test(
+        str(setting["root"] / "teacher"), setting["texts"], KEY, setting["tokenizer"], budget=256
+    )
+    assert r.tuples_scored > 500  # it did predict: the test had material
+    assert r.p_value > 0.01, r
+    assert all(lk.p_adjusted >= lk.p_value for lk in r.looks)
+
+
+def test_vocabularies_map_by_token_string(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    make_tiny_tokenizer(tmp_path / "big")
+    make_tiny_tokenizer(tmp_path / "small", vocab_size=300)
+    big = AutoTokenizer.from_pretrained(tmp_path / "big")
+    small = AutoTokenizer.from_pretrained(tmp_path / "small")
+    m = vocab_map(small, big)
+    for token, i in small.get_vocab().items():
+        if i not in small.all_special_ids:
+            assert m[i] == big.get_vocab()[token]
+    assert (m[small.all_special_ids] == -1).all()
+    assert (vocab_map(big, big)[300:] == np.arange(300, len(big))).all()
+
+
+def test_reading_without_texts_says_what_to_give() -> None:
+    with pytest.raises(InputError, match="--texts"):
+        read_mode_test("nowhere", [], KEY, None)
