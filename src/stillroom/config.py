@@ -147,6 +147,9 @@ class TrainSection(_Strict):
     early_stopping_patience: int | None = Field(3, ge=1)
     seed: int = 0
     threads: int | None = Field(None, ge=1)
+    # bf16: mixed precision, matmuls in bfloat16 under autocast while weights and optimizer
+    # state stay float32; ~1.7x faster on CPUs with AVX512-BF16 or AMX, and on recent GPUs.
+    precision: Literal["fp32", "bf16"] = "fp32"
 
 
 class HarvestConfig(_Strict):

@@ -17,10 +17,14 @@ from stillroom.config import HarvestConfig, dump_config
 
 
 def distill(cfg: HarvestConfig, *, show_progress: bool = True) -> dict[str, Any]:
+    from transformers.utils import logging as hf_logging
+
     from stillroom.evaluate.report import write_report
     from stillroom.evaluate.run import evaluate
     from stillroom.harvest.runner import harvest
 
+    # Stage lines and step lines show progress; per-file weight bars would bury them.
+    hf_logging.disable_progress_bar()
     _stage("harvest")
     h = harvest(cfg, show_progress=show_progress)
     _stage("train the student")

@@ -15,6 +15,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+PLAIN_EVERY_S = 15.0
+
 
 class HarvestProgress:
     def __init__(self, total: int, *, enabled: bool = True) -> None:
@@ -36,6 +38,9 @@ class HarvestProgress:
         )
         self._task: TaskID | None = None
         self.total = total
+        # Off a terminal (a log file, CI) rich draws nothing until the end: print plain lines.
+        self._plain = enabled and not self._progress.console.is_terminal
+        self._next_plain = PLAIN_EVERY_S
 
     def __enter__(self) -> HarvestProgress:
         self._progress.start()
@@ -58,6 +63,13 @@ class HarvestProgress:
             return
         elapsed = max(1e-9, time.perf_counter() - self.started)
         errors = f" {self.errors} err" if self.errors else ""
+        if self._plain and (elapsed >= self._next_plain or self.done == self.total):
+            self._next_plain = elapsed + PLAIN_EVERY_S
+            self._progress.console.print(
+                f"harvest {self.done}/{self.total} {self.done / elapsed:.1f} req/s "
+                f"${spent_usd:.4f}{errors} {elapsed:.0f}s",
+                highlight=False,
+            )
         self._progress.update(
             self._task,
             advance=1,

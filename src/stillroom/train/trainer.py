@@ -148,7 +148,10 @@ class Trainer:
         torch.manual_seed(self.tc.seed)
         if self.tc.threads:
             torch.set_num_threads(self.tc.threads)
-        self.accel = Accelerator(gradient_accumulation_steps=self.tc.grad_accum, cpu=_no_gpu())
+        self.accel = Accelerator(
+            gradient_accumulation_steps=self.tc.grad_accum,
+            cpu=_no_gpu(),
+        )
         self.state = _State()
         latest = latest_checkpoint(self.ckpt_dir) if resume else None
         if resume and latest is None:
@@ -332,7 +335,8 @@ class Trainer:
     def _micro_step(self, batch: Batch) -> bool:
         """Forward and backward one batch; True when it completed an optimizer step."""
         with self.accel.accumulate(self.model):
-            self._parts = self._loss(batch)
+            with self._autocast():
+                self._parts = self._loss(batch)
             self.accel.backward(self._parts["loss"])
             if self.accel.sync_gradients:
                 self.accel.clip_grad_norm_(self.model.parameters(), self.tc.max_grad_norm)
@@ -365,6 +369,13 @@ class Trainer:
         if tc.checkpoint_every and st.step % tc.checkpoint_every == 0:
             self.save_checkpoint()
         return outcome
+
+    def _autocast(self) -> torch.autocast:
+        # Our own autocast rather than Accelerator(mixed_precision=...): that setting is
+        # process-wide state, so two configs trained in one process could not differ.
+        return torch.autocast(
+            self.accel.device.type, dtype=torch.bfloat16, enabled=self.tc.precision == "bf16"
+        )
 
     def _loss(self, batch: Any) -> dict[str, torch.Tensor]:
         if self.tc.objective == "labels":
@@ -501,6 +512,18 @@ class Trainer:
         if not self.quiet:
             shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
             _log(" ".join(f"{k}={v}" for k, v in shown.items()))
+        elif "loss" in row and self._progress_due(row["step"]):
+            # Quiet (inside `distill`): one short line per tenth of the run, so progress
+            # stays visible in a log file or CI output without a line per step.
+            val = f" val_accuracy={row['val_accuracy']:.4f}" if "val_accuracy" in row else ""
+            _log(
+                f"train step {row['step']}/{self.tc.max_steps} "
+                f"loss={row['loss']:.4f} {row['tokens_per_s']:.0f} tok/s{val}"
+            )
+
+    def _progress_due(self, step: int) -> bool:
+        every = max(1, self.tc.max_steps // 10)
+        return step % every == 0 or step == self.tc.max_steps
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
