@@ -18,7 +18,25 @@ def trace(
     suspect: Annotated[
         str, typer.Argument(help="A model folder, or an OpenAI-compatible base URL.")
     ],
-    key_file: Annotated[Path, typer.Option(help="The watermark key our outputs carried.")],
+    key_file: Annotated[
+        Path | None, typer.Option(help="The watermark key our outputs carried (radioactivity).")
+    ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(help="Radioactivity: 'generate' (score its answers) or 'read' (folders)."),
+    ] = "generate",
+    texts: Annotated[
+        Path | None, typer.Option(help="--mode read: JSONL of our watermarked outputs.")
+    ] = None,
+    text_field: Annotated[str, typer.Option(help="--mode read: the text field.")] = "text",
+    candidate: Annotated[
+        list[str] | None,
+        typer.Option(help="Possible parent NAME=FOLDER_OR_URL (repeat); an API is asked NAME."),
+    ] = None,
+    reference: Annotated[
+        list[str] | None,
+        typer.Option(help="Comparable non-parent NAME=FOLDER_OR_URL (repeat)."),
+    ] = None,
     prompts: Annotated[
         Path, typer.Option(help="JSONL or text file of prompts to ask the suspect.")
     ] = Path("examples/prompts/questions.jsonl"),
@@ -30,68 +48,177 @@ def trace(
     tokenizer: Annotated[
         str, typer.Option(help="The watermarked teacher's tokenizer (folder or name).")
     ] = DEFAULT_TEACHER,
-    budget: Annotated[int, typer.Option(help="Most queries to spend.")] = 2000,
+    budget: Annotated[int, typer.Option(help="Most queries (or texts read) to spend.")] = 2000,
     target_p: Annotated[float, typer.Option(help="Stop once the p-value is below this.")] = 1e-6,
     max_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 128,
+    match_prompts: Annotated[int, typer.Option(help="Output match: random prompts.")] = 200,
+    match_tokens: Annotated[int, typer.Option(help="Output match: tokens per answer.")] = 32,
+    alpha: Annotated[float, typer.Option(help="Output match: name a parent below this.")] = 0.01,
     probes: Annotated[bool, typer.Option(help="Also ask who made it.")] = True,
+    html: Annotated[Path | None, typer.Option(help="Also write an HTML report here.")] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
 ) -> None:
     """Test whether SUSPECT learned from outputs watermarked with KEY_FILE (radioactivity),
-    and ask it who made it. Prints the verdict as JSON.
+    which candidate it derives from (output match), and ask it who made it. Prints the
+    verdict as JSON; --html writes it for people too.
 
     Example: stillroom trace runs/rival/student --key-file wm.json --budget 2000
+
+    Example: stillroom trace runs/rival/student --key-file wm.json --mode read --texts ours.jsonl
+
+    Example: stillroom trace URL --model rival-1 --candidate ours=gemma-3-270m
+    --reference a=models/a --reference b=models/b --html trace.html
     """
     from stillroom.config import PromptSource, SplitConfig
+    from stillroom.errors import InputError
     from stillroom.harvest.prompts import load_prompts
-    from stillroom.trace.probes import identity_probes
+    from stillroom.trace.suspects import LazySuspect, open_suspect, parse_named
+
+    cands = parse_named(candidate or [], "--candidate")
+    refs = parse_named(reference or [], "--reference")
+    if key_file is None and not cands:
+        raise InputError(
+            "nothing to test: give --key-file (radioactivity) and/or --candidate and "
+            "--reference (output match)"
+        )
+    if mode not in ("generate", "read"):
+        raise InputError(f"--mode {mode!r}: use 'generate' or 'read'")
+    if mode == "read" and texts is None:
+        raise InputError("--mode read needs our watermarked outputs: give --texts FILE (JSONL)")
+    if mode == "read" and suspect.startswith(("http://", "https://")):
+        raise InputError(
+            "--mode read needs the suspect's weights; for an API suspect use --mode generate"
+        )
+    api_key = os.environ.get(api_key_env)
+    items, _ = load_prompts(PromptSource(path=prompts, field=field), SplitConfig())
+    asked = [item.prompt or "" for item in items]
+    who = open_suspect(suspect, model=model, api_key=api_key)
+    verdict: dict[str, Any] = {"suspect": getattr(who, "name", suspect)}
+    if key_file is not None:
+        verdict["radioactivity"] = _radioactivity(
+            who, suspect, key_file, mode, texts, text_field, asked, tokenizer,
+            budget=budget, target_p=target_p, max_tokens=max_tokens, seed=seed,
+        )  # fmt: skip
+    if cands:
+        lazy = {n: LazySuspect(s, n, api_key) for n, s in {**cands, **refs}.items()}
+        verdict["output_match"] = _output_match(
+            who, {n: lazy[n] for n in cands}, {n: lazy[n] for n in refs}, asked, tokenizer,
+            match_prompts=match_prompts, match_tokens=match_tokens, alpha=alpha, seed=seed,
+        )  # fmt: skip
+    if probes:
+        from stillroom.trace.probes import identity_probes
+        from stillroom.trace.report import identity_statement
+
+        found = asdict(identity_probes(who, seed=seed))
+        verdict["identity"] = found | {
+            "queries": len(found["answers"]),
+            "statement": identity_statement(found["claims"], len(found["answers"])),
+        }
+    if html is not None:
+        from stillroom.trace.report import write_html
+
+        write_html(verdict, html)
+        sys.stderr.write(f"report: {html}\n")
+    sys.stdout.write(json.dumps(verdict, indent=2) + "\n")
+
+
+def _show(look: Any) -> None:
+    sys.stderr.write(
+        f"  {look.queries}: {look.tuples_scored} tuples, {look.green} green, "
+        f"p = {look.p_adjusted:.3g}\n"
+    )
+
+
+def _radioactivity(
+    who: Any,
+    spec: str,
+    key_file: Path,
+    mode: str,
+    texts: Path | None,
+    text_field: str,
+    asked: list[str],
+    tokenizer: str,
+    **opts: Any,
+) -> dict[str, Any]:
     from stillroom.trace.radioactivity import radioactivity_test
-    from stillroom.trace.suspects import open_suspect
     from stillroom.watermark.detect import load_tokenizer
     from stillroom.watermark.key import load_key
 
     key = load_key(key_file)
-    items, _ = load_prompts(PromptSource(path=prompts, field=field), SplitConfig())
-    texts = [item.prompt or "" for item in items]
     tok = load_tokenizer(tokenizer)
-    who = open_suspect(suspect, model=model, api_key=os.environ.get(api_key_env))
+    if mode == "read":
+        from stillroom.trace.reading import read_mode_test
+        from stillroom.watermark.cli import _jsonl_chunks
 
-    def show(look: Any) -> None:
-        sys.stderr.write(
-            f"  {look.queries} queries: {look.tuples_scored} tuples, "
-            f"{look.green} green, p = {look.p_adjusted:.3g}\n"
+        assert texts is not None
+        ours = [t for _, chunk in _jsonl_chunks(texts, text_field) for t in chunk]
+        sys.stderr.write(f"reading {min(len(ours), opts['budget'])} of our texts\n")
+        result = read_mode_test(
+            spec,
+            ours,
+            key,
+            tok,
+            budget=opts["budget"],
+            target_p=opts["target_p"],
+            progress=_show,
+            model=getattr(who, "teacher", None),
         )
+    else:
+        result = radioactivity_test(who, asked, key, tok, progress=_show, **opts)
+    return asdict(result) | {"statement": statement(result)}
 
-    result = radioactivity_test(
+
+def _say_greedy(name: str) -> None:
+    sys.stderr.write(f"greedy answers: {name}\n")
+
+
+def _output_match(
+    who: Any,
+    cands: dict[str, Any],
+    refs: dict[str, Any],
+    asked: list[str],
+    tokenizer: str,
+    *,
+    match_prompts: int,
+    match_tokens: int,
+    alpha: float,
+    seed: int,
+) -> dict[str, Any]:
+    from stillroom.trace import match
+    from stillroom.watermark.detect import load_tokenizer
+
+    result = match.output_match_test(
         who,
-        texts,
-        key,
-        tok,
-        budget=budget,
-        target_p=target_p,
-        max_tokens=max_tokens,
+        cands,
+        refs,
+        match.random_prompts(asked, match_prompts, seed),
+        load_tokenizer(tokenizer),
+        max_tokens=match_tokens,
+        alpha=alpha,
         seed=seed,
-        progress=show,
+        progress=_say_greedy,
     )
-    verdict: dict[str, Any] = {"radioactivity": asdict(result), "statement": statement(result)}
-    if probes:
-        verdict["identity"] = asdict(identity_probes(who, seed=seed))
-    sys.stdout.write(json.dumps(verdict, indent=2) + "\n")
+    return asdict(result) | {"statement": match.statement(result)}
 
 
 def statement(r: Any) -> str:
     """What the radioactivity result proves, and what it does not, in plain words."""
+    if r.mode == "read":
+        where = f"the suspect's next-token predictions on {r.queries} of our watermarked texts"
+    else:
+        where = f"the suspect's answers to {r.queries} queries"
     if r.stopped == "significant":
         return (
-            f"After {r.queries} queries, {r.green} of {r.tuples_scored} distinct (context, token) "
-            f"pairs in the suspect's answers are green for key {r.key_id} ({r.green_rate:.1%} vs "
-            f"{r.gamma:.0%} by chance): p = {r.p_value:.2g}, corrected for {len(r.looks)} looks. "
-            "A model that never saw text watermarked with this key would show this with at most "
-            "that probability. It shows the suspect learned from such text; it does not show how "
-            "it obtained it, nor how much of its training data it was."
+            f"In {where}, {r.green} of {r.tuples_scored} distinct (context, token) pairs are "
+            f"green for key {r.key_id} ({r.green_rate:.1%} vs {r.gamma:.0%} by chance): "
+            f"p = {r.p_value:.2g}, corrected for {len(r.looks)} looks. A model that never saw "
+            "text watermarked with this key would show this with at most that probability. It "
+            "shows the suspect learned from such text; it does not show how it obtained it, "
+            "nor how much of its training data it was."
         )
     return (
-        f"After {r.queries} queries, no evidence at p < {r.target_p:g} (p = {r.p_value:.2g}, "
-        f"{r.green} of {r.tuples_scored} pairs green vs {r.gamma:.0%} expected). This does not "
-        "show the suspect never saw our outputs: little watermarked data, a different domain, "
-        "or filtering can leave too weak a trace for this budget."
+        f"In {where}, no evidence at p < {r.target_p:g} (p = {r.p_value:.2g}, {r.green} of "
+        f"{r.tuples_scored} pairs green vs {r.gamma:.0%} expected). This does not show the "
+        "suspect never saw our outputs: little watermarked data, a different domain, or "
+        "filtering can leave too weak a trace for this budget."
     )

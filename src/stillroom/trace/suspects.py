@@ -95,3 +95,35 @@ def open_suspect(spec: str, *, model: str | None, api_key: str | None) -> Suspec
         f"suspect {spec!r} is neither a model folder nor an http(s) URL; give a folder saved "
         "with save_pretrained, or the base URL of an OpenAI-compatible API"
     )
+
+
+class LazySuspect:
+    """A candidate or reference model, loaded only while it answers: comparing several
+    model folders never holds more than one of them (and the suspect) in memory."""
+
+    def __init__(self, spec: str, name: str, api_key: str | None) -> None:
+        self.spec, self.name, self.api_key = spec, name, api_key
+
+    def answer(
+        self, prompts: list[str], *, max_tokens: int, temperature: float, seed: int
+    ) -> list[str]:
+        # An API is asked for the model called NAME, as --candidate NAME=URL says.
+        model = open_suspect(self.spec, model=self.name, api_key=self.api_key)
+        return model.answer(prompts, max_tokens=max_tokens, temperature=temperature, seed=seed)
+
+
+def parse_named(specs: list[str], option: str) -> dict[str, str]:
+    """['a=models/a', 'b=http://host/v1'] -> {'a': 'models/a', 'b': 'http://host/v1'}."""
+    from stillroom.errors import InputError
+
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, where = spec.partition("=")
+        if not sep or not name.strip() or not where.strip():
+            raise InputError(
+                f"{option} {spec!r}: give NAME=FOLDER_OR_URL, e.g. {option} gemma=models/gemma"
+            )
+        if name in out:
+            raise InputError(f"{option} {name!r} is given twice; give each model its own name")
+        out[name.strip()] = where.strip()
+    return out

@@ -1,0 +1,205 @@
+"""The trace verdict for people: one self-contained HTML file (figures inline, no script).
+
+`write_html(verdict, path)` reads the verdict exactly as `stillroom trace` prints it (JSON),
+so a report can be rebuilt from a saved verdict. Figures and the crash-safe write come from
+the evaluation report (stillroom.evaluate.report); matplotlib and jinja2 load only here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from stillroom.evaluate.report import _new_figure, _Plot, _png, _write_atomic
+
+TARGET_COLOR, RAW_COLOR, ADJ_COLOR = "#c44e52", "#8da0cb", "#4c72b0"
+
+
+def write_html(verdict: dict[str, Any], path: Path) -> Path:
+    """Write the report of `verdict` to `path` (temp file, then rename); return `path`."""
+    import jinja2
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        from stillroom.errors import InputError
+
+        raise InputError(f"--html {path}: folder {path.parent} does not exist; create it first")
+    ctx = {
+        "suspect": verdict.get("suspect", ""),
+        "radio": _radio(verdict.get("radioactivity")),
+        "match": _match(verdict.get("output_match")),
+        "identity": verdict.get("identity"),
+    }
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    _write_atomic(path, env.from_string(TEMPLATE).render(**ctx).encode("utf-8"))
+    return path
+
+
+def _p(v: float) -> str:
+    return f"{v:.3g}" if v >= 1e-4 or v == 0 else f"{v:.2e}"
+
+
+def _radio(r: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not r:
+        return None
+    read = r.get("mode") == "read"
+    unit = "texts read" if read else "queries"
+    rows = [
+        ("mode", "reading our watermarked texts" if read else "the suspect's own answers"),
+        ("key", r["key_id"]),
+        ("distinct (context, token) pairs scored", f"{r['tuples_scored']:,}"),
+        ("green", f"{r['green']:,} ({r['green_rate']:.1%}; {r['gamma']:.0%} by chance)"),
+        ("z-score", f"{r['z']:.2f}"),
+        (f"p-value (exact binomial, x {len(r['looks'])} looks)", _p(r["p_value"])),
+        (unit, f"{r['queries']:,}"),
+        ("stopped", "p below the target" if r["stopped"] == "significant" else "budget spent"),
+    ]
+    return {"rows": rows, "statement": r.get("statement", ""), "plot": _plot_looks(r, unit)}
+
+
+def _plot_looks(r: dict[str, Any], unit: str) -> _Plot:
+    looks = r["looks"]
+    fig = _new_figure(6.8, 3.8)
+    ax = fig.subplots()
+    xs = [lk["queries"] for lk in looks]
+    floor = 1e-300  # a p-value of exactly 0 (underflow) still plots, at the bottom
+    ax.plot(xs, [max(lk["p_value"], floor) for lk in looks], "o--", color=RAW_COLOR, label="raw p")
+    adj = [max(lk["p_adjusted"], floor) for lk in looks]
+    ax.plot(xs, adj, "o-", color=ADJ_COLOR, label="p x looks taken (what the verdict uses)")
+    ax.axhline(r["target_p"], color=TARGET_COLOR, linestyle=":", label=f"target {r['target_p']:g}")
+    ax.set_yscale("log")
+    low = min([*adj, r["target_p"]])
+    ax.set_ylim(max(low / 10, floor), 2)
+    if len(xs) > 1 and xs[-1] / max(xs[0], 1) > 4:
+        ax.set_xscale("log")
+    else:
+        ax.set_xlim(0, xs[-1] * 1.1)
+    ax.set_xlabel(unit)
+    ax.set_ylabel("p-value (log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
+    caption = (
+        f"The sequential test looks at {len(looks)} planned points and stops at the first "
+        "whose p-value, multiplied by the number of looks taken (Bonferroni), is below the "
+        "target, so stopping early does not inflate significance."
+    )
+    return _Plot("looks", "p-value against queries", caption, _png(fig))
+
+
+def _match(m: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not m:
+        return None
+    rows = [
+        (
+            c["name"],
+            c["role"],
+            f"{c['match_rate']:.1%}",
+            f"{c['wins']} / {c['losses']}" if c["role"] == "candidate" else "",
+            _p(c["p_value"]) if c["role"] == "candidate" else "",
+            _p(c["p_holm"]) if c["role"] == "candidate" else "",
+        )
+        for c in [*m["candidates"], *m["references"]]
+    ]
+    return {
+        "rows": rows,
+        "parent": m["parent"],
+        "prompts": m["prompts"],
+        "max_tokens": m["max_tokens"],
+        "alpha": m["alpha"],
+        "best_reference": m["best_reference"],
+        "statement": m.get("statement", ""),
+        "plot": _plot_match(m),
+    }
+
+
+def _plot_match(m: dict[str, Any]) -> _Plot:
+    models = [*m["candidates"], *m["references"]]
+    fig = _new_figure(6.8, max(2.4, 0.42 * len(models) + 1.2))
+    ax = fig.subplots()
+    names = [c["name"] for c in models][::-1]
+    rates = [c["match_rate"] for c in models][::-1]
+    colors = [
+        TARGET_COLOR
+        if c["name"] == m["parent"]
+        else (ADJ_COLOR if c["role"] == "candidate" else "#999999")
+        for c in models
+    ][::-1]
+    ax.barh(names, rates, color=colors)
+    for y, v in enumerate(rates):
+        ax.text(v, y, f" {v:.1%}", va="center", fontsize=8)
+    ax.set_xlim(0, max([*rates, 0.01]) * 1.2)  # room for the labels
+    ax.set_xlabel("share of the suspect's greedy answer tokens matched")
+    ax.grid(alpha=0.3, axis="x")
+    caption = (
+        "Candidates in blue (the named parent in red), references in grey. The test compares "
+        "each candidate with the closest reference prompt by prompt, not these averages."
+    )
+    return _Plot("match", "Token match with the suspect", caption, _png(fig))
+
+
+TEMPLATE = """\
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Trace report: {{ suspect }}</title>
+<style>
+body { margin: 0; background: #f3f4f6; color: #1f2328;
+       font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+main { max-width: 980px; margin: 0 auto; padding: 28px 36px 48px; background: #fff; }
+h1 { font-size: 1.55em; margin: 0 0 .5em; }
+h2 { font-size: 1.2em; margin: 1.8em 0 .6em; border-bottom: 1px solid #d0d7de; }
+.statement { padding: 10px 16px; background: #eef3fb; border-left: 5px solid #4c72b0; }
+table { border-collapse: collapse; font-size: .93em; font-variant-numeric: tabular-nums; }
+th, td { padding: 5px 12px; text-align: left; border-bottom: 1px solid #eaeef2; }
+td:first-child { color: #57606a; }
+figure { margin: 12px 0; }
+figure img { display: block; max-width: 100%; height: auto; border: 1px solid #eaeef2; }
+figcaption { font-size: .9em; color: #57606a; max-width: 820px; }
+</style>
+</head>
+<body>
+<main>
+<h1>Trace report: {{ suspect }}</h1>
+{% if radio %}<h2 id="radioactivity">Radioactivity: does it carry our watermark?</h2>
+<p class="statement">{{ radio.statement }}</p>
+<table>{% for k, v in radio.rows %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
+<figure><img src="{{ radio.plot.data_uri }}" alt="{{ radio.plot.title }}">
+<figcaption>{{ radio.plot.caption }}</figcaption></figure>{% endif %}
+{% if match %}<h2 id="output-match">Output match: which candidate is its parent?</h2>
+<p class="statement">{{ match.statement }}</p>
+<p>{{ match.prompts }} random prompts, greedy answers of up to {{ match.max_tokens }} tokens from
+every model ({{ match.prompts }} queries each); closest reference: {{ match.best_reference }};
+parent named: <strong>{{ match.parent or "none" }}</strong> (Holm-corrected p below
+{{ match.alpha }}).</p>
+<table><thead><tr><th>model</th><th>role</th><th>token match</th><th>prompts won / lost</th>
+<th>p (sign test)</th><th>p (Holm)</th></tr></thead>
+<tbody>{% for row in match.rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>
+<figure><img src="{{ match.plot.data_uri }}" alt="{{ match.plot.title }}">
+<figcaption>{{ match.plot.caption }}</figcaption></figure>{% endif %}
+{% if identity %}<h2 id="identity">Identity probes: who does it say made it?</h2>
+<p class="statement">{{ identity.statement }}</p>
+<table><thead><tr><th>question</th><th>answer</th><th>makers named</th></tr></thead>
+<tbody>{% for a in identity.answers %}<tr><td>{{ a.probe }}</td><td>{{ a.answer }}</td>
+<td>{{ a.makers | join(", ") }}</td></tr>{% endfor %}</tbody></table>{% endif %}
+</main>
+</body>
+</html>
+"""
+
+
+def identity_statement(claims: dict[str, int], asked: int) -> str:
+    """What the identity answers show, and what they do not."""
+    if not claims:
+        return (
+            f"Asked {asked} ways who made it, the suspect named no known maker. A model can be "
+            "trained or prompted to say anything about itself, so this proves nothing either way."
+        )
+    said = ", ".join(f"{m} ({n})" for m, n in sorted(claims.items(), key=lambda kv: -kv[1]))
+    return (
+        f"Asked {asked} ways who made it, the suspect named: {said}. A distilled model often "
+        "repeats its teacher's self-description, but a claim is evidence to weigh, never "
+        "proof: it can be trained or prompted to say anything about itself."
+    )

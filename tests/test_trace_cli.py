@@ -1,0 +1,93 @@
+"""`stillroom trace` end to end on tiny model folders: JSON verdict, HTML report, errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import markupsafe
+import pytest
+from typer.testing import CliRunner
+
+from stillroom.cli import app
+from stillroom.errors import InputError
+from stillroom.teachers.local import LocalTeacher
+from stillroom.trace.suspects import LocalSuspect
+from stillroom.watermark.key import WatermarkKey, save_key
+from tests.tiny_models import SENTENCES, make_tiny_lm, make_wordy_tiny_lm
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("trace_cli")
+    key = WatermarkKey(b"c" * 32, delta=3.0)
+    save_key(key, root / "wm.json")
+    teacher = make_wordy_tiny_lm(root / "teacher")
+    for name, seed in (("a", 1), ("r1", 2), ("r2", 3)):
+        make_tiny_lm(root / name, seed=seed)
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"question": s}) + "\n" for s in SENTENCES))
+    writer = LocalSuspect.__new__(LocalSuspect)
+    writer.teacher = LocalTeacher.load(str(teacher), batch_size=16, watermark=key)
+    ours = writer.answer(SENTENCES * 2, max_tokens=24, temperature=1.0, seed=0)
+    texts = root / "ours.jsonl"
+    texts.write_text("".join(json.dumps({"text": t}) + "\n" for t in ours))
+    return {"root": root, "teacher": teacher, "prompts": prompts, "texts": texts}
+
+
+def test_read_mode_output_match_and_html_in_one_verdict(world: dict[str, Path]) -> None:
+    root = world["root"]
+    html = root / "report.html"
+    res = runner.invoke(
+        app,
+        [
+            "trace", str(world["teacher"]), "--key-file", str(root / "wm.json"),
+            "--mode", "read", "--texts", str(world["texts"]),
+            "--candidate", f"a={root / 'a'}", "--candidate", f"self={world['teacher']}",
+            "--reference", f"r1={root / 'r1'}", "--reference", f"r2={root / 'r2'}",
+            "--prompts", str(world["prompts"]), "--tokenizer", str(world["teacher"]),
+            "--match-prompts", "24", "--match-tokens", "8", "--html", str(html),
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    verdict = json.loads(res.stdout)
+    radio = verdict["radioactivity"]
+    assert radio["mode"] == "read" and radio["queries"] == 24 and radio["tuples_scored"] > 0
+    assert "predictions on 24 of our watermarked texts" in radio["statement"]
+    matched = verdict["output_match"]
+    assert matched["prompts"] == 24 and matched["parent"] == "self"  # the suspect itself
+    assert verdict["identity"]["queries"] == 5 and verdict["identity"]["statement"]
+    page = html.read_text()
+    shown = str(markupsafe.escape(radio["statement"]))  # as the page escapes it
+    for part in ("Radioactivity", "Output match", "Identity probes", shown):
+        assert part in page
+    assert page.count('src="data:image/png;base64,') == 2  # p against queries, match rates
+    assert not re.search(r'(src|href)="https?:', page)  # self-contained
+    assert html.with_name(".report.html.tmp").exists() is False
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "nothing to test"),
+        (["--key-file", "wm.json", "--mode", "read"], "--texts"),
+        (["--key-file", "wm.json", "--mode", "sing"], "'generate' or 'read'"),
+        (["--candidate", "nameless"], "NAME=FOLDER_OR_URL"),
+    ],
+)
+def test_user_errors_say_what_to_give(
+    world: dict[str, Path], args: list[str], message: str
+) -> None:
+    res = runner.invoke(app, ["trace", str(world["teacher"]), *args])
+    assert isinstance(res.exception, InputError) and message in str(res.exception)
+
+
+def test_read_mode_refuses_an_api_suspect() -> None:
+    res = runner.invoke(
+        app, ["trace", "http://127.0.0.1:9/v1", "--key-file", "k", "--mode", "read",
+              "--texts", "t.jsonl"],
+    )  # fmt: skip
+    assert isinstance(res.exception, InputError) and "weights" in str(res.exception)
