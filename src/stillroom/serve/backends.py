@@ -7,7 +7,6 @@ Both return an `Answer` in one shape; the app turns it into a reply body or a st
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,7 +38,6 @@ class Answer:
     choices: list[AnswerChoice]
     prompt_tokens: int
     completion_tokens: int
-    backend_ms: float
     watermark_key_id: str | None = None
 
 
@@ -107,14 +105,12 @@ class LocalBackend:
             stop=body.stop_list(),
             top_logprobs=body.top_k(),
         )
-        start = time.perf_counter()
         try:
             done = await asyncio.gather(
                 *(self.teacher.complete(TeacherRequest(p, m, params)) for p, m in inputs)
             )
         except TeacherFatalError as e:
             raise BackendError(str(e), status=400, code="invalid_request") from None
-        backend_ms = (time.perf_counter() - start) * 1e3
         choices: list[AnswerChoice] = []
         prompt_tokens = completion_tokens = 0
         for completion in done:
@@ -133,7 +129,6 @@ class LocalBackend:
             choices,
             prompt_tokens,
             completion_tokens,
-            backend_ms,
             self.watermark_key_id,
         )
 
@@ -207,12 +202,10 @@ class UpstreamBackend:
         # Streams are answered whole from upstream and re-streamed by the gateway: the log
         # row must be committed before the first byte goes to the client.
         payload = body.model_dump(exclude_none=True, exclude={"stream", "stream_options"})
-        start = time.perf_counter()
         try:
             reply = await self.client.post(path, json=payload)
         except httpx.HTTPError as e:
             raise BackendError(f"upstream {self.base_url} unreachable: {type(e).__name__}") from e
-        backend_ms = (time.perf_counter() - start) * 1e3
         if reply.status_code >= 400:
             status = reply.status_code if reply.status_code in (400, 404, 422, 429) else 502
             raise BackendError(
@@ -241,7 +234,6 @@ class UpstreamBackend:
                 choices,
                 int(usage.get("prompt_tokens") or 0),
                 int(usage.get("completion_tokens") or 0),
-                backend_ms,
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise BackendError(
