@@ -1,14 +1,15 @@
 """Detection quality of `stillroom audit` on simulated traffic, against a volume baseline.
 
-Calibration: the benign accounts of one simulated log (seed 100). Measurement: other seeds
-(default 1, 2, 3), each >= 1,000 accounts and >= 1M requests; nothing from them is used to
-fit. Reported per distiller strategy: actors caught (an actor is caught when at least half
-of its accounts are flagged), hydra accounts linked into their actor's cluster, and the
-measured false-positive rate among benign accounts, at --fpr 0.003 and 0.001. Baseline, same
-run: a per-account request-volume threshold calibrated on the same benign accounts at the
-same FPR.
+Each seed is one simulated log (>= 1,000 accounts, >= 1M requests), audited as a user would:
+no labels anywhere in the audit, the calibration comes from the log itself
+(`self_calibrate`). Labels are read only afterwards, to count. Reported per distiller
+strategy: actors caught (an actor is caught when at least half of its accounts are flagged),
+hydra accounts linked into their actor's cluster, and the measured false-positive rate among
+benign accounts, at each requested --fpr. Seeds 1, 2, 3 and 100 were used while designing
+the score; 4, 5, 6 were held out and are the figures to quote. Baseline, same run: a
+per-account request-volume threshold at the same FPR, set on the same log's accounts.
 
-    python benchmarks/audit_detection.py [--seeds 1 2 3] [--accounts 1000]
+    python benchmarks/audit_detection.py [--seeds 4 5 6] [--accounts 1000]
 """
 
 from __future__ import annotations
@@ -83,29 +84,19 @@ def linkage(units: dict[str, str], lab: dict[str, dict[str, str]]) -> dict[str, 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    ap.add_argument("--calibration-seed", type=int, default=100)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[4, 5, 6])
+    ap.add_argument("--fpr", type=float, nargs="+", default=[0.001, 0.003, 0.01])
     ap.add_argument("--accounts", type=int, default=1000)
     ap.add_argument("--data", type=Path, default=Path("/tmp/stillroom-audit-detect"))
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from stillroom.audit.run import decide, measure
-    from stillroom.audit.score import fit
+    from stillroom.audit.score import self_calibrate
     from stillroom.audit.text import Embedder
 
     emb = Embedder()
     t0 = time.perf_counter()
-    cm = ensure(args.data, args.calibration_seed, args.accounts)
-    clab = labels(cm)
-    cmeas = measure(cm["log"], embedder=emb)
-    benign_units = [
-        f for f in cmeas.units.values() if all(clab[a]["label"] == "benign" for a in f["members"])
-    ]
-    cal = fit(benign_units)
-    base_ref = np.sort(
-        [np.log10(n) for a, n in cmeas.account_requests.items() if clab[a]["label"] == "benign"]
-    )
-    fprs = (0.003, 0.001)
+    fprs = tuple(args.fpr)
     agg: dict[str, Any] = {f"{p}": defaultdict(Counter) for p in fprs}
     base: dict[str, Any] = {f"{p}": defaultdict(Counter) for p in fprs}
     link_tot: Counter[str] = Counter()
@@ -114,12 +105,14 @@ def main() -> None:
     for seed in args.seeds:
         m = ensure(args.data, seed, args.accounts)
         rows += m["requests"]
-        lab = labels(m)
         meas = measure(m["log"], embedder=emb)
+        cal = self_calibrate(list(meas.units.values()))  # no labels: the log itself
+        volume_ref = np.log10(np.array(list(meas.account_requests.values()), dtype=float))
+        lab = labels(m)  # read only from here on, to count
         link_tot.update(linkage(meas.links.units, lab))
         for p in fprs:
             res = evaluate(decide(meas, cal, p).flagged_accounts(), lab)
-            thr = cal_quantile(base_ref, p)
+            thr = float(np.quantile(volume_ref, 1 - p))
             volume = {a for a, n in meas.account_requests.items() if np.log10(n) > thr}
             bres = evaluate(volume, lab)
             for target, r in ((agg[f"{p}"], res), (base[f"{p}"], bres)):
@@ -128,17 +121,27 @@ def main() -> None:
                 target["caught"].update(r["caught"])
                 target["actors"].update(r["actors"])
                 target["fp_kinds"].update(r["fp_kinds"])
-            per_seed.append({"seed": seed, "fpr": p, "requests": m["requests"], **res})
+            per_seed.append(
+                {
+                    "seed": seed,
+                    "fpr": p,
+                    "requests": m["requests"],
+                    "screened_out": cal.screened_out,
+                    **res,
+                }
+            )
     print(
         json.dumps(
             {
                 "benchmark": "audit_detection",
                 "seeds": args.seeds,
-                "calibration_seed": args.calibration_seed,
+                "calibration": "self (no labels), per log",
                 "accounts_per_seed": args.accounts,
                 "requests_total": rows,
-                "audit": {p: summary(v) for p, v in agg.items()},
-                "baseline_volume_threshold": {p: summary(v) for p, v in base.items()},
+                "audit": {p: {**summary(v), "requested_fpr": float(p)} for p, v in agg.items()},
+                "baseline_volume_threshold": {
+                    p: {**summary(v), "requested_fpr": float(p)} for p, v in base.items()
+                },
                 "hydra_linkage": {
                     **link_tot,
                     "share": round(link_tot["linked"] / max(1, link_tot["hydra_accounts"]), 3),
@@ -152,10 +155,6 @@ def main() -> None:
             default=dict,
         )
     )
-
-
-def cal_quantile(sorted_ref: np.ndarray, p: float) -> float:
-    return float(np.quantile(sorted_ref, 1 - p))
 
 
 def summary(v: dict[str, Counter[str]]) -> dict[str, Any]:

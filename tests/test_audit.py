@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -17,7 +18,7 @@ from stillroom.audit import text
 from stillroom.audit.cli import app
 from stillroom.audit.ingest import parse_map
 from stillroom.audit.run import audit, decide, measure
-from stillroom.audit.score import fit, score
+from stillroom.audit.score import fit, score, self_calibrate, tail_threshold
 from stillroom.audit.simulate import simulate
 from stillroom.errors import InputError
 
@@ -68,8 +69,7 @@ def test_audit_links_hydra_and_flags_distillers(
     hydra = [a for a, r in lab.items() if r["kind"] == "hydra"]
     assert len({m.links.units[a] for a in hydra}) == 1  # one actor, scored as one
     assert m.units[m.links.units[hydra[0]]]["accounts"] == len(hydra)
-    benign = [f for f in m.units.values() if all(lab[a]["label"] == "benign" for a in f["members"])]
-    r = decide(m, fit(benign), 0.01)
+    r = decide(m, self_calibrate(list(m.units.values())), 0.01)  # no labels
     flagged = r.flagged_accounts()
     bulk = [a for a, x in lab.items() if x["kind"] == "bulk_harvest"]
     assert set(bulk) <= flagged
@@ -91,6 +91,36 @@ def test_score_is_zero_inside_the_benign_population_and_grows_outside() -> None:
     assert s[0] == 0.0 and s[1] > cal.threshold(0.01)
     assert s[2] == s[1]  # one feature counts at most CLIP: no single feature decides
     assert cal.threshold(0.001) > cal.threshold(0.01)
+
+
+def test_tail_threshold_is_never_below_the_empirical_quantile_and_extrapolates() -> None:
+    rng = np.random.default_rng(0)
+    s = rng.exponential(1.0, 400)
+    assert tail_threshold(s, 0.01) == pytest.approx(np.quantile(s, 0.99))
+    assert tail_threshold(s, 0.003) >= np.quantile(s, 0.997)
+    assert tail_threshold(s, 0.0001) > s.max()  # past the data: the exponential tail
+    assert tail_threshold(s, 0.0001) == pytest.approx(np.log(1e4), rel=0.25)
+
+
+def test_self_calibration_is_not_fooled_by_harvesters_that_look_alike() -> None:
+    """Twelve near-identical harvesters among 600 benign units: with k = 3 they would vouch
+    for each other; the robust screen leaves them out of the reference, so they are flagged."""
+    rng = np.random.default_rng(1)
+    feats = ["a", "b", "c", "d"]
+    benign = [dict(zip(feats, rng.normal(0, 1, 4).tolist(), strict=True)) for _ in range(600)]
+    bad = [
+        dict(zip(feats, (3.0 + rng.normal(0, 0.05, 4)).tolist(), strict=True)) for _ in range(12)
+    ]
+    units = benign + bad
+    cal = self_calibrate(units, feats)
+    assert cal.screened_out >= 12
+    s, _ = score(cal, units)
+    thr = cal.threshold(0.003)
+    assert (s[600:] > thr).all()
+    # benign units flagged: the reference's own tail (about the FPR asked for) plus at most
+    # the benign units the screen left out (scored against a reference without them)
+    benign_out = cal.screened_out - 12
+    assert (s[:600] > thr).sum() <= 0.003 * 600 + 1 + benign_out
 
 
 def test_template_reuse_sees_a_template_and_not_free_text() -> None:

@@ -28,6 +28,28 @@ class Dialect:
             return f"json_valid({col})"
         return f"(get_json_object({col}, '$') IS NOT NULL)"
 
+    def json_fields(self, col: str, keys: tuple[str, ...], valid: str | None = None) -> str:
+        """The top-level fields `keys` of JSON text `col`, parsed once, as one value that
+        `json_get` reads; NULL when the text is not JSON (`valid`: a column already saying so)."""
+        if self.name == "duckdb":
+            paths = ", ".join(f"'$.{k}'" for k in keys)
+            ok = valid or f"json_valid({col})"
+            return f"(CASE WHEN {ok} THEN json_extract_string({col}, [{paths}]) END)"
+        schema = ", ".join(f"{k} STRING" for k in keys)
+        return f"from_json({col}, '{schema}')"
+
+    def json_get(self, value: str, keys: tuple[str, ...], key: str) -> str:
+        """One field of a `json_fields` value, as text."""
+        if self.name == "duckdb":
+            return f"{value}[{keys.index(key) + 1}]"
+        return f"{value}.{key}"
+
+    def matches(self, col: str, pattern: str) -> str:
+        """Whether `col` contains a match of the regular expression `pattern` (RE2/Java)."""
+        if self.name == "duckdb":
+            return f"regexp_matches({col}, '{pattern}')"
+        return f"({col} RLIKE '{pattern}')"
+
     def to_json(self, col: str) -> str:
         return f"to_json({col})"
 

@@ -37,7 +37,6 @@ base AS (
     avg(ln(COALESCE(max_tokens, {default_max}))) AS mean_log_max_tokens,
     avg(CASE WHEN turns <= 1 THEN 1e0 ELSE 0e0 END) AS frac_single_turn,
     avg(CAST(cot AS DOUBLE)) AS frac_cot,
-    CAST(count(DISTINCT phash) AS DOUBLE) / count(*) AS prompt_uniqueness,
     count(DISTINCT key_id) AS keys,
     count(DISTINCT client_addr) AS addresses,
     count(DISTINCT user_agent) AS user_agents,
@@ -46,7 +45,17 @@ base AS (
   FROM ev GROUP BY unit
 ),
 gaps AS (
-  SELECT unit, ts - lag(ts) OVER (PARTITION BY unit ORDER BY ts, rid) AS gap FROM ev
+  SELECT unit, ts - lag(ts) OVER (PARTITION BY unit ORDER BY ts) AS gap FROM ev
+),
+unit_prompts AS (
+  SELECT unit, phash, count(*) AS c FROM ev GROUP BY unit, phash
+),
+prompts AS (
+  SELECT unit,
+    CAST(count(*) AS DOUBLE) / sum(c) AS prompt_uniqueness,
+    sum(CASE WHEN senders = 1 THEN CAST(c AS DOUBLE) ELSE 0e0 END) / sum(c) AS prompt_exclusivity
+  FROM (SELECT unit, c, count(*) OVER (PARTITION BY phash) AS senders FROM unit_prompts) t
+  GROUP BY unit
 ),
 gap_stats AS (
   SELECT unit,
@@ -68,9 +77,11 @@ hod_entropy AS (
 active AS (
   SELECT unit, count(*) AS active_hours FROM hours GROUP BY unit
 )
-SELECT b.*, g.gap_mean, g.gap_std, e.hour_entropy, a.active_hours
+SELECT b.*, g.gap_mean, g.gap_std, e.hour_entropy, a.active_hours,
+  p.prompt_uniqueness, p.prompt_exclusivity
 FROM base b
 LEFT JOIN gap_stats g ON b.unit = g.unit
+LEFT JOIN prompts p ON b.unit = p.unit
 LEFT JOIN hod_entropy e ON b.unit = e.unit
 LEFT JOIN active a ON b.unit = a.unit
 """
@@ -81,7 +92,7 @@ LEFT JOIN active a ON b.unit = a.unit
 SCORED: dict[str, str] = {
     "log_requests": "requests in the window",
     "log_completion_tokens": "completion tokens received",
-    "log_output_input_ratio": "completion tokens per prompt token",
+    "log_output_input_ratio": "completion tokens (per choice) per prompt token",
     "frac_logprobs": "share of requests asking for log-probabilities",
     "top_logprobs": "top-k log-probabilities asked for",
     "frac_n_gt1": "share of requests with n > 1",
@@ -89,6 +100,8 @@ SCORED: dict[str, str] = {
     "frac_single_turn": "share of single-turn requests",
     "frac_cot": "share of prompts eliciting step-by-step reasoning",
     "prompt_uniqueness": "share of distinct prompts",
+    "prompt_exclusivity": "share of prompts no other account sends",
+    "log_mean_completion": "completion tokens per returned choice",
     "template_reuse": "share of prompts on a repeated template",
     "topic_breadth": "topic breadth (embedding dispersion)",
     "hour_entropy": "activity spread around the clock",
@@ -120,12 +133,15 @@ def derive(r: dict[str, Any], window_hours: float) -> dict[str, Any]:
     """The scored features from one row of FEATURE_SQL (pure; the same for every engine)."""
     f = {k: (float(v) if isinstance(v, int | float | Decimal) else v) for k, v in r.items()}
     pt, ct = f["prompt_tokens"] or 0.0, f["completion_tokens"] or 0.0
+    n = f["mean_n"] or 1.0
     gap_mean, gap_std = f.get("gap_mean"), f.get("gap_std")
     cv = gap_std / gap_mean if gap_mean and gap_std is not None and gap_mean > 0 else 1.0
     f.update(
         log_requests=math.log10(f["requests"]),
         log_completion_tokens=math.log10(1.0 + ct),
-        log_output_input_ratio=math.log10((1.0 + ct) / (1.0 + pt)),
+        # per returned choice: n > 1 is its own feature, not counted twice
+        log_output_input_ratio=math.log10((1.0 + ct / n) / (1.0 + pt)),
+        log_mean_completion=math.log10(1.0 + ct / (f["requests"] * n)),
         top_logprobs=f["mean_top_logprobs"] or 0.0,
         active_hours_frac=(f["active_hours"] or 0.0) / window_hours,
         regularity=1.0 / (1.0 + cv),  # 1: clockwork, 0.5: Poisson, lower: bursty

@@ -245,12 +245,16 @@ def load(
         "SELECT bad, count(*) AS n FROM log_all WHERE bad IS NOT NULL GROUP BY bad"
     ):
         stats.garbage[str(r["bad"])] = int(r["n"])
-    engine.materialize(
-        "log",
-        f"SELECT * FROM log_all WHERE bad IS NULL AND account_id IS NOT NULL "
-        f"AND ts >= {lo!r} AND ts < {hi!r}",
-    )
-    stats.used = int(engine.rows("SELECT count(*) AS n FROM log")[0]["n"])
+    dropped = sum(stats.garbage.values()) + stats.unattributed + stats.outside_window
+    if dropped:
+        engine.materialize(
+            "log",
+            f"SELECT * FROM log_all WHERE bad IS NULL AND account_id IS NOT NULL "
+            f"AND ts >= {lo!r} AND ts < {hi!r}",
+        )
+    else:  # every row is usable: no second copy
+        engine.view("log", "SELECT * FROM log_all")
+    stats.used = stats.rows - dropped
     if stats.used == 0:
         raise InputError(
             f"{src.label}: none of its {stats.rows:,} rows is usable (garbage: "
@@ -361,30 +365,38 @@ def _type_error(label: str, col: str, typ: str, want: str) -> InputError:
     )
 
 
+PARAMS = ("n", "temperature", "max_tokens", "logprobs", "top_logprobs")
+COT_PATTERN = "|".join(COT_PHRASES)
+
+
 def _normalised_sql(engine: SQLEngine) -> str:
-    """One row per request with the fields the features use; `bad` names why a row is garbage."""
+    """One row per request with the fields the features use; `bad` names why a row is garbage.
+
+    Each row's text is hashed once and its params parsed once (inner queries); the
+    chain-of-thought phrases are one regular expression over the lower-cased text.
+    """
     d = engine.dialect
-    text = "COALESCE(messages, prompt)"
-    low = f"lower({text})"
-    cot = " OR ".join(f"{low} LIKE '%{p}%'" for p in COT_PHRASES)
-    lp = d.json_field("params", "logprobs")
-    tlp = d.json_field("params", "top_logprobs")
-    n = f"TRY_CAST({d.json_field('params', 'n')} AS DOUBLE)"
+
+    def param(key: str) -> str:
+        return d.json_get("pj", PARAMS, key)
+
+    lp, tlp = param("logprobs"), param("top_logprobs")
+    n = f"TRY_CAST({param('n')} AS DOUBLE)"
     return f"""
 SELECT
-  COALESCE(id, concat(md5({text}), CAST(created_at AS {d.string}))) AS rid,
-  substr(md5({text}), 1, 16) AS phash,
+  COALESCE(id, concat(h, CAST(created_at AS {d.string}))) AS rid,
+  substr(h, 1, 16) AS phash,
   CASE WHEN account_id = '' THEN NULL ELSE account_id END AS account_id,
   key_id, client_addr, user_agent,
   COALESCE(endpoint, CASE WHEN messages IS NULL THEN 'completions' ELSE 'chat.completions' END)
     AS endpoint,
   created_at AS ts,
   COALESCE(status, 200) AS status,
-  COALESCE(prompt_tokens, CAST(length({text}) / 4 AS BIGINT)) AS prompt_tokens,
+  COALESCE(prompt_tokens, CAST(length(txt) / 4 AS BIGINT)) AS prompt_tokens,
   COALESCE(completion_tokens, 0) AS completion_tokens,
   COALESCE({n}, 1e0) AS n,
-  TRY_CAST({d.json_field("params", "temperature")} AS DOUBLE) AS temperature,
-  TRY_CAST({d.json_field("params", "max_tokens")} AS DOUBLE) AS max_tokens,
+  TRY_CAST({param("temperature")} AS DOUBLE) AS temperature,
+  TRY_CAST({param("max_tokens")} AS DOUBLE) AS max_tokens,
   CASE WHEN {lp} = 'true' OR TRY_CAST({lp} AS DOUBLE) > 0 THEN 1 ELSE 0 END AS logprobs,
   COALESCE(TRY_CAST({tlp} AS DOUBLE), TRY_CAST({lp} AS DOUBLE), 0e0) AS top_logprobs,
   CASE WHEN messages IS NULL THEN 1
@@ -392,13 +404,18 @@ SELECT
              '"role": "user"', ''))) / 13 END AS turns,
   CASE WHEN messages LIKE '%"role":"system"%' OR messages LIKE '%"role": "system"%'
        THEN 1 ELSE 0 END AS has_system,
-  CASE WHEN {cot} THEN 1 ELSE 0 END AS cot,
-  length({text}) AS text_len,
+  CASE WHEN {d.matches("lower(txt)", COT_PATTERN)} THEN 1 ELSE 0 END AS cot,
+  length(txt) AS text_len,
   CASE
     WHEN created_at IS NULL THEN 'created_at missing or not a time'
-    WHEN {text} IS NULL THEN 'no messages or prompt'
-    WHEN params IS NOT NULL AND NOT {d.json_ok("params")} THEN 'params not JSON'
+    WHEN txt IS NULL THEN 'no messages or prompt'
+    WHEN params IS NOT NULL AND NOT pv THEN 'params not JSON'
     WHEN prompt_tokens < 0 OR completion_tokens < 0 THEN 'negative token count'
     WHEN {n} IS NOT NULL AND {n} < 1 THEN 'n below 1'
   END AS bad
-FROM src_typed"""
+FROM (
+  SELECT *, {d.json_fields("params", PARAMS, valid="pv")} AS pj
+  FROM (
+    SELECT *, COALESCE(messages, prompt) AS txt, md5(COALESCE(messages, prompt)) AS h,
+      {d.json_ok("params")} AS pv
+    FROM src_typed) r0) r1"""

@@ -24,10 +24,13 @@ def _fmt(feature: str, v: float) -> str:
         return f"{10**v:,.0f}"
     if feature == "log_output_input_ratio":
         return f"{10**v:.1f}x"
+    if feature == "log_mean_completion":
+        return f"{10**v - 1:,.0f}"
     if feature == "mean_log_max_tokens":
         return f"{2.718281828**v:,.0f}"
     if feature.startswith("frac_") or feature in (
         "prompt_uniqueness",
+        "prompt_exclusivity",
         "template_reuse",
         "active_hours_frac",
         "regularity",
@@ -51,6 +54,9 @@ PHRASES = {
     "frac_single_turn": "{v} of requests are single-turn, no conversation (benign median {p50})",
     "frac_cot": "{v} of prompts ask for step-by-step reasoning (benign 90th pct {p90})",
     "prompt_uniqueness": "{v} of prompts are distinct, none asked twice (benign median {p50})",
+    "prompt_exclusivity": "{v} of prompts are sent by no other account, unlike public "
+    "benchmark items (benign median {p50})",
+    "log_mean_completion": "receives {v} completion tokens per reply (benign 90th pct {p90})",
     "template_reuse": "{v} of prompts fill a repeated template (benign median {p50})",
     "topic_breadth": "prompts span many topics: dispersion {v} (benign median {p50})",
     "hour_entropy": "active around the clock: hour-of-day spread {v} (benign median {p50})",

@@ -16,7 +16,7 @@ import numpy as np
 from stillroom.audit import features as F
 from stillroom.audit import ingest, links, text
 from stillroom.audit.engine import SQLEngine, make_engine
-from stillroom.audit.score import Calibration, fit, score, self_calibrate
+from stillroom.audit.score import Calibration, score, self_calibrate
 
 
 @dataclass
@@ -162,7 +162,7 @@ def audit(
                 link=link,
                 log=say,
             )
-            calibration = fit(list(ref.units.values()))
+            calibration = self_calibrate(list(ref.units.values()))
     finally:
         eng.close()
     units = list(m.units.values())

@@ -3,15 +3,22 @@
 A unit's score is its *one-sided* distance to the benign population: for a benign reference
 unit b, d(x, b) = sqrt(sum_f min(2, max(0, z_f(x) - z_f(b)))^2) over standardised features
 oriented so that higher looks more like harvesting, and the score is the distance to the
-k-th nearest reference unit. A unit that some benign units match or exceed on every feature
+k-th nearest reference unit. A unit that k benign units match or exceed on every feature
 scores 0; being extreme on one feature counts at most 2 (no single feature decides), so a
 high score needs a combination no benign unit shows, which is what separates an enterprise
 batch pipeline (high volume, templated, regular) or a benchmark evaluator (log-probs, n > 1,
-broad, step-by-step) from a harvester.
+broad, step-by-step, prompts that other accounts send too) from a harvester.
 
-Calibration: leave-one-out scores of the reference units; the threshold for FPR p is their
-(1 - p) quantile, extrapolated past the data by an exponential fit to the top 10% (a
-peaks-over-threshold tail), so --fpr 0.001 works with a few hundred reference units.
+Calibration without labels (`self_calibrate`): the audited population is mostly benign, but
+its harvesters would vouch for each other (a strategy's accounts look alike), so a robust
+screen first scores every unit against its 20th nearest neighbour (more than any one
+strategy's accounts in a log of this size) and drops the units past that screen's 1%
+threshold; the reference is what remains, scored with k = 5.
+
+Threshold for FPR p: the (1 - p) quantile of the reference's leave-one-out scores, its tail
+beyond the data extrapolated by an exponential matched to the 90th and 99th percentiles (so
+--fpr 0.001 works with a few hundred reference units), and never below the empirical
+quantile: an exponential over-states a light tail, so the threshold errs towards fewer flags.
 """
 
 from __future__ import annotations
@@ -28,8 +35,11 @@ from stillroom.audit.features import SCORED
 from stillroom.errors import InputError
 
 CLIP = 2.0
-K = 3
-TAIL = 0.10
+K = 5  # neighbours in the final score
+K_SCREEN = 20  # neighbours in the robust screen: more than one strategy's accounts
+SCREEN_FPR = 0.01  # the screen drops units past this threshold before the final fit
+SCREEN_TRIM = 0.05  # the screen's own reference leaves out the top 5% first
+ANCHORS = (0.90, 0.99)  # reference quantiles the exponential tail is matched to
 
 
 @dataclass
@@ -41,16 +51,13 @@ class Calibration:
     ref_scores: np.ndarray  # (B,) leave-one-out
     percentiles: dict[str, list[float]]  # feature -> benign [p50, p90, p99] (raw units)
 
+    k: int = K
+    screened_out: int = 0  # units the robust screen left out of the reference
+
     def threshold(self, fpr: float) -> float:
         if not 0 < fpr < 1:
             raise InputError(f"--fpr {fpr}: give a false-positive rate between 0 and 1")
-        s = np.sort(self.ref_scores)
-        if fpr >= TAIL or len(s) < 20:
-            return float(np.quantile(s, 1 - fpr))
-        t0 = float(np.quantile(s, 1 - TAIL))
-        excess = s[s > t0] - t0
-        beta = float(excess.mean()) if excess.size else 1e-6
-        return t0 + max(beta, 1e-6) * math.log(TAIL / fpr)
+        return tail_threshold(self.ref_scores, fpr)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,6 +67,8 @@ class Calibration:
             "ref": self.ref.tolist(),
             "ref_scores": self.ref_scores.tolist(),
             "percentiles": self.percentiles,
+            "k": self.k,
+            "screened_out": self.screened_out,
         }
 
     @classmethod
@@ -71,6 +80,8 @@ class Calibration:
             np.array(d["ref"]).reshape(-1, len(d["features"])),
             np.array(d["ref_scores"]),
             d["percentiles"],
+            int(d.get("k", K)),
+            int(d.get("screened_out", 0)),
         )
 
     def save(self, path: Path) -> None:
@@ -84,7 +95,29 @@ def matrix(units: list[dict[str, Any]], features: list[str]) -> np.ndarray:
     return np.array([[float(u.get(f) or 0.0) for f in features] for u in units], dtype=np.float64)
 
 
-def fit(units: list[dict[str, Any]], features: list[str] | None = None) -> Calibration:
+def tail_threshold(scores: np.ndarray, fpr: float) -> float:
+    """The (1 - fpr) quantile of `scores`, its tail past the 99th percentile extrapolated by
+    an exponential matched to the ANCHORS quantiles, never below the empirical quantile."""
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    empirical = float(np.quantile(s, 1 - fpr))
+    lo, hi = ANCHORS
+    if len(s) < 20 or fpr >= 1 - hi:
+        return empirical
+    qa, qb = np.quantile(s, [lo, hi])
+    rate = math.log((1 - lo) / (1 - hi)) / max(float(qb - qa), 1e-9)
+    return max(empirical, float(qa) + math.log((1 - lo) / fpr) / rate)
+
+
+def _pot_threshold(scores: np.ndarray, fpr: float, tail: float = 0.10) -> float:
+    """The screen's cut: an exponential fitted to the top `tail` of scores (peaks over
+    threshold), extrapolated to `fpr`; generous, so the screen drops few benign units."""
+    t0 = float(np.quantile(scores, 1 - tail))
+    excess = scores[scores > t0] - t0
+    beta = float(excess.mean()) if excess.size else 1e-6
+    return t0 + max(beta, 1e-6) * math.log(tail / fpr)
+
+
+def fit(units: list[dict[str, Any]], features: list[str] | None = None, k: int = K) -> Calibration:
     """A calibration from units believed benign."""
     feats = list(features or SCORED)
     if len(units) < 10:
@@ -97,7 +130,7 @@ def fit(units: list[dict[str, Any]], features: list[str] | None = None) -> Calib
     scale = np.maximum(x.std(0), 1e-3)
     ref = (x - mean) / scale
     pct = {f: np.quantile(x[:, i], [0.5, 0.9, 0.99]).tolist() for i, f in enumerate(feats)}
-    cal = Calibration(feats, mean, scale, ref, np.zeros(len(ref)), pct)
+    cal = Calibration(feats, mean, scale, ref, np.zeros(len(ref)), pct, k)
     cal.ref_scores = _scores(cal, ref, leave_one_out=True)[0]
     return cal
 
@@ -108,14 +141,18 @@ def _scores(
     """(scores (U,), per-feature contributions (U, F)) of standardised units z."""
     scores = np.zeros(len(z))
     contrib = np.zeros_like(z)
-    k = min(K, len(cal.ref) - (1 if leave_one_out else 0))
+    k = min(cal.k, len(cal.ref) - 1)
     for s in range(0, len(z), 256):
         block = z[s : s + 256]  # (b, F)
         excess = np.clip(block[:, None, :] - cal.ref[None, :, :], 0.0, CLIP) ** 2  # (b, B, F)
         d = np.sqrt(excess.sum(-1))  # (b, B)
+        rows = np.arange(len(block))
         if leave_one_out:
-            idx = np.arange(s, s + len(block))
-            d[np.arange(len(block)), idx] = np.inf
+            d[rows, np.arange(s, s + len(block))] = np.inf
+        else:  # a unit that is itself in the reference does not vouch for itself
+            same = np.all(block[:, None, :] == cal.ref[None, :, :], axis=-1)  # (b, B)
+            hit = same.any(1)
+            d[rows[hit], same[hit].argmax(1)] = np.inf
         near = np.argpartition(d, k - 1, axis=1)[:, :k]  # (b, k)
         scores[s : s + len(block)] = np.take_along_axis(d, near, 1).max(1)
         contrib[s : s + len(block)] = np.take_along_axis(excess, near[:, :, None], 1).mean(1)
@@ -130,10 +167,28 @@ def score(cal: Calibration, units: list[dict[str, Any]]) -> tuple[np.ndarray, np
     return _scores(cal, z)
 
 
-def self_calibrate(units: list[dict[str, Any]], trim: float = 0.05) -> Calibration:
-    """No benign reference given: the population is mostly benign, so fit on it, drop the
-    most suspicious `trim` share (they would vouch for each other), and fit again."""
-    cal = fit(units)
-    s, _ = score(cal, units)
-    keep = s <= np.quantile(s, 1 - trim)
-    return fit([u for u, k in zip(units, keep.tolist(), strict=True) if k])
+def self_calibrate(units: list[dict[str, Any]], features: list[str] | None = None) -> Calibration:
+    """No labels: calibrate on the audited population itself, after a robust screen (module
+    docstring) has left out the units its harvesters would otherwise vouch for."""
+    if len(units) < 10:
+        return fit(units, features)  # raises with the fix
+    first = fit(units, features, k=K_SCREEN)
+    kept = first.ref_scores <= np.quantile(first.ref_scores, 1 - SCREEN_TRIM)
+    inner = [u for u, keep in zip(units, kept.tolist(), strict=True) if keep]
+    screen = fit(inner, first.features, k=K_SCREEN) if len(inner) >= 10 else first
+    s = _screen_scores(screen, units, kept if screen is not first else None)
+    ok = s <= _pot_threshold(screen.ref_scores, SCREEN_FPR)
+    cal = fit([u for u, keep in zip(units, ok.tolist(), strict=True) if keep], first.features)
+    cal.screened_out = int((~ok).sum())
+    return cal
+
+
+def _screen_scores(
+    screen: Calibration, units: list[dict[str, Any]], in_ref: np.ndarray | None
+) -> np.ndarray:
+    """Every unit's screen score: leave-one-out for the screen's own reference units."""
+    if in_ref is None:
+        return screen.ref_scores
+    s, _ = score(screen, units)
+    s[in_ref] = screen.ref_scores
+    return s

@@ -25,10 +25,7 @@ import numpy as np
 
 N_HASH, BANDS = 64, 8  # 8 bands of 8 rows: ~77% recall at Jaccard 0.8, ~3% at 0.5
 ROWS = N_HASH // BANDS
-_P = (1 << 61) - 1
 _rs = np.random.default_rng(20260302)
-_A = _rs.integers(1, _P, N_HASH, dtype=np.int64).astype(object)
-_B = _rs.integers(0, _P, N_HASH, dtype=np.int64).astype(object)
 _A64 = _rs.integers(1, 1 << 31, N_HASH, dtype=np.uint64)
 _B64 = _rs.integers(0, 1 << 31, N_HASH, dtype=np.uint64)
 WORD = re.compile(r"[a-z]+|[0-9]+|[^\sa-z0-9]")
@@ -65,9 +62,9 @@ def _template_words(toks: list[list[str]], min_share: float = 0.2) -> set[str]:
     return {w for w, c in df.items() if c >= max(2, min_share * len(toks))}
 
 
-def content(prompts: list[str]) -> list[str]:
+def content(prompts: list[str], toks: list[list[str]] | None = None) -> list[str]:
     """Each prompt without its template's words: what it is about (the slots' fillers)."""
-    toks = [tokens(p) for p in prompts]
+    toks = toks if toks is not None else [tokens(p) for p in prompts]
     keep = _template_words(toks)
     out = []
     for p, t in zip(prompts, toks, strict=True):
@@ -76,9 +73,9 @@ def content(prompts: list[str]) -> list[str]:
     return out
 
 
-def skeletons(prompts: list[str]) -> list[list[str]]:
+def skeletons(prompts: list[str], toks: list[list[str]] | None = None) -> list[list[str]]:
     """Each prompt with the words that are rare in this sample masked as '_'."""
-    toks = [tokens(p) for p in prompts]
+    toks = toks if toks is not None else [tokens(p) for p in prompts]
     keep = _template_words(toks)
     out = []
     for t in toks:
@@ -93,17 +90,62 @@ def skeletons(prompts: list[str]) -> list[list[str]]:
 
 def band_keys(skeleton: list[str]) -> list[int]:
     """LSH band keys of a skeleton's word-trigram MinHash; [] when it is all slot."""
-    if sum(w != "_" for w in skeleton) < 3:
-        return []
-    grams = {" ".join(skeleton[i : i + 3]) for i in range(max(1, len(skeleton) - 2))}
-    h = np.array([zlib.crc32(g.encode()) for g in grams], dtype=np.uint64)  # (S,)
-    sig = ((h[None, :] * _A64[:, None] + _B64[:, None]) % np.uint64(4294967311)).min(axis=1)
-    return [zlib.crc32(sig[b * ROWS : (b + 1) * ROWS].tobytes()) ^ (b << 32) for b in range(BANDS)]
+    return sorted(band_keys_many([skeleton])[0])
 
 
-def template_features(prompts: list[str]) -> tuple[float, set[int]]:
+_MIX = np.array([0x9E3779B97F4A7C15 * (j + 1) % (1 << 64) for j in range(ROWS)], dtype=np.uint64)
+
+
+def band_keys_many(skels: list[list[str]], chunk: int = 1 << 16) -> list[set[int]]:
+    """`band_keys` of many skeletons at once: word trigrams hashed (CRC-32), MinHashed with
+    N_HASH universal hashes in numpy, each band's ROWS minima mixed into one key."""
+    ids: dict[str, int] = {}
+    grams: list[np.ndarray] = []
+    owner: list[int] = []
+    for i, sk in enumerate(skels):
+        if sum(w != "_" for w in sk) < 3:
+            continue
+        w = np.array([ids.setdefault(x, zlib.crc32(x.encode())) for x in sk], dtype=np.uint64)
+        if len(w) < 3:
+            continue
+        tri = np.unique(
+            (w[:-2] * np.uint64(1000003) ^ w[1:-1]) * np.uint64(1000003) ^ w[2:]
+        ) % np.uint64(1 << 32)
+        grams.append(tri)
+        owner.append(i)
+    out: list[set[int]] = [set() for _ in skels]
+    if not grams:
+        return out
+    sizes = np.array([len(g) for g in grams])
+    flat = np.concatenate(grams)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    sig = np.empty((len(grams), N_HASH), dtype=np.uint64)
+    # prompts in chunks whose grams fit in memory: (N_HASH, G) per chunk
+    lo = 0
+    while lo < len(grams):
+        hi = lo + 1
+        while hi < len(grams) and starts[hi] - starts[lo] + sizes[hi] <= chunk:
+            hi += 1
+        g = flat[starts[lo] : starts[hi - 1] + sizes[hi - 1]]
+        h = (g[None, :] * _A64[:, None] + _B64[:, None]) % np.uint64(4294967311)  # (N_HASH, G)
+        sig[lo:hi] = np.minimum.reduceat(h, starts[lo:hi] - starts[lo], axis=1).T
+        lo = hi
+    bands = sig.reshape(len(grams), BANDS, ROWS)
+    keys = (bands * _MIX).sum(axis=2, dtype=np.uint64)  # (P, BANDS), wrapping
+    keys = (keys >> np.uint64(8)) << np.uint64(8) | np.arange(BANDS, dtype=np.uint64)
+    for row, i in enumerate(owner):
+        out[i] = {int(k) for k in keys[row]}
+    return out
+
+
+def template_features(
+    prompts: list[str], toks: list[list[str]] | None = None
+) -> tuple[float, set[int]]:
     """(share of prompts sharing a band with another prompt, bands seen in >= 2 prompts)."""
-    keys = [set(band_keys(s)) for s in skeletons(prompts)]
+    return _reuse(prompts, band_keys_many(skeletons(prompts, toks)))
+
+
+def _reuse(prompts: list[str], keys: list[set[int]]) -> tuple[float, set[int]]:
     counts = Counter(k for ks in keys for k in ks)
     repeated = {k for k, c in counts.items() if c >= 2}
     if not prompts:
@@ -149,7 +191,10 @@ class Embedder:
         if self.kind == "transformer":
             v = np.asarray(self.model.encode(texts, batch_size=128, show_progress_bar=False))
         else:
-            ids = [e.ids[1:-1] or e.ids for e in self.tok.encode_batch(texts)]  # no CLS/SEP
+            # 64 word pieces never need more than the first 512 characters: cut before
+            # tokenizing (long documents would otherwise be tokenized whole)
+            short = [t[:512] for t in texts]
+            ids = [e.ids[1:-1] or e.ids for e in self.tok.encode_batch(short)]  # no CLS/SEP
             freq = Counter(i for row in ids for i in row)
             total = sum(freq.values())
             v = np.zeros((len(texts), self.table.shape[1]), dtype=np.float32)
@@ -185,17 +230,20 @@ def account_text_features(
     """Per account: template reuse, template signature, and the sample's embeddings."""
     feats: dict[str, dict[str, Any]] = {}
     accounts = sorted(samples)
-    flat = [p for a in accounts for p in content(samples[a])]
+    toks = {a: [tokens(p) for p in samples[a]] for a in accounts}
+    flat = [p for a in accounts for p in content(samples[a], toks[a])]
     vecs = embedder.encode(flat)
     if len(vecs):  # remove the direction every prompt shares (anisotropy), renormalise
         vecs = vecs - vecs.mean(axis=0, keepdims=True)
         vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-9)
+    skels = [sk for a in accounts for sk in skeletons(samples[a], toks[a])]
+    keys = band_keys_many(skels)  # every account's prompts in one vectorised pass
     out_vecs: dict[str, np.ndarray] = {}
     i = 0
     for a in accounts:
         n = len(samples[a])
         out_vecs[a] = vecs[i : i + n]
-        i += n
-        reuse, signature = template_features(samples[a])
+        reuse, signature = _reuse(samples[a], keys[i : i + n])
         feats[a] = {"template_reuse": reuse, "signature": signature}
+        i += n
     return feats, out_vecs
