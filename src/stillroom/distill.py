@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +26,46 @@ def distill(cfg: HarvestConfig, *, show_progress: bool = True) -> dict[str, Any]
 
     # Stage lines and step lines show progress; per-file weight bars would bury them.
     hf_logging.disable_progress_bar()
-    _stage("harvest")
+    stage = _Stages()
+    stage("harvest")
     h = harvest(cfg, show_progress=show_progress)
-    _stage("train the student")
+    stage("train the student")
     _train_once(cfg, cfg.run_dir)
     if cfg.task.kind == "classify" and cfg.task.gold_field:
-        _stage("train the baseline (same student, gold labels only)")
+        stage("train the baseline (same student, gold labels only)")
         baseline = cfg.model_copy(deep=True)
         baseline.train.alpha = 0.0
         _train_once(baseline, cfg.run_dir / "baseline")
-    _stage("evaluate teacher, student and baseline")
+    stage("evaluate teacher, student and baseline")
     result = evaluate(cfg)
     result["harvest"] = {"calls": h.planned, "spent_usd": h.run_total_usd}
     write_json(cfg.run_dir / "eval.json", result)
     paths = write_report(cfg.run_dir, result)
+    stage.done()
     return {"headline": result["headline"], "report": str(paths["html"]), "eval": result}
+
+
+class _Stages:
+    """Announces each stage and how long the previous one took."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.name: str | None = None
+
+    def __call__(self, name: str) -> None:
+        self._close()
+        self.name = name
+        _log(f"== {name}")
+
+    def done(self) -> None:
+        self._close()
+        _log(f"== done in {time.perf_counter() - self.started:.0f} s")
+
+    def _close(self) -> None:
+        now = time.perf_counter()
+        if self.name is not None:
+            _log(f"   ({self.name}: {now - self.last:.0f} s)")
+        self.last = now
 
 
 def _train_once(cfg: HarvestConfig, out_dir: Path) -> None:
@@ -59,10 +85,6 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
-
-
-def _stage(name: str) -> None:
-    _log(f"== {name}")
 
 
 def _log(message: str) -> None:
