@@ -1,19 +1,21 @@
 """The evaluation report: report.md, a self-contained report.html, and plots/*.png.
 
 `write_report(run_dir, result)` turns an eval result (eval.json) into plots/quality_cost.png
-(quality against cost per 1M requests, log x), plots/confusion.png (row-normalised, counts
-annotated), plots/training_curves.png (loss per step, validation metrics per eval step),
-report.md (headline, model table, figures linked), and report.html: the same, figures embedded
-as data: URIs, inline CSS, no script, no external asset. Every file is written crash-safely
-(temp file, os.replace). A figure without data is left out, and the notes say why.
+(quality against cost per 1M requests, log x), plots/confusion.png (label tasks only:
+row-normalised, counts annotated), plots/training_curves.png (loss per step, validation
+metrics per eval step), report.md (headline, model table, figures linked), and report.html:
+the same, figures embedded as data: URIs, inline CSS, no script, no external asset. Every
+file is written crash-safely (temp file, os.replace). A figure without data is left out, and
+the notes say why.
 
 eval.json as read here (`?` marks optional parts):
 
     run         str
     task        {kind: "classify" | "generate", labels?: [str], n_test: int, metric: str}
     headline?   str; `headline()` computes it when absent
+    notes?      [str], shown under Notes
     models      {teacher, student, baseline?: {name, role, quality: {metric: float},
-                 fidelity: {agreement, kl} | null, cost_per_1m_requests_usd,
+                 fidelity: {agreement, kl, chrf_to_teacher?} | null, cost_per_1m_requests_usd,
                  efficiency: {params, disk_mb, latency_ms_p50, latency_ms_p95,
                               throughput_items_per_s, batch, peak_rss_mb}}}
     confusion?  {labels: [str], teacher | student | baseline: [[int]]}  rows true, columns predicted
@@ -50,6 +52,8 @@ MISSING = "—"
 Log = list[dict[str, Any]]  # rows of a train_log.jsonl
 LABELS = {"macro_f1": "macro F1", "agreement": "agreement with teacher", "kl": "KL to teacher"}
 LABELS |= {"ce": "cross-entropy", "loss": "train loss"}
+LABELS |= {"chrf": "chrF", "exact_match": "exact match", "chrf_to_teacher": "chrF against teacher"}
+PERCENT_METRICS = {"chrf", "chrf_to_teacher"}  # scored 0-100
 
 
 class ReportPaths(TypedDict):
@@ -75,7 +79,7 @@ def write_report(run_dir: Path, result: dict[str, Any]) -> ReportPaths:
     run_dir = Path(run_dir)
     plots_dir = run_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
-    notes: list[str] = []
+    notes: list[str] = [str(n) for n in result.get("notes") or []]
     logs = _load_training_logs(run_dir, result.get("training_logs") or {}, notes)
     made = [_plot_quality_cost(result, notes), _plot_confusion(result, notes)]
     plots = [p for p in [*made, _plot_training(logs, notes)] if p is not None]
@@ -317,7 +321,9 @@ def _plot_quality_cost(result: dict[str, Any], notes: list[str]) -> _Plot | None
 def _quality_axis(ax: Axes, result: dict[str, Any], metric: str, values: list[float]) -> None:
     """A 0-1 scale for 0-1 metrics, so small gaps are not blown up; chance for accuracy."""
     ax.set_ylabel(_label(metric))
-    if all(0 <= v <= 1 for v in values):
+    if metric in PERCENT_METRICS and all(0 <= v <= 100 for v in values):
+        ax.set_ylim(0, 105)
+    elif all(0 <= v <= 1 for v in values):
         ax.set_ylim(0, 1.05)
     labels = (result.get("task") or {}).get("labels") or []
     if metric == "accuracy" and len(labels) > 1:
@@ -474,7 +480,12 @@ def _table(result: dict[str, Any]) -> tuple[list[str], list[tuple[str, list[str]
     def scores(part: str) -> list[tuple[str, list[str]]]:
         seen = {k for m in models for k in (m.get(part) or {})}
         keys = ([metric] if metric in seen else []) + sorted(seen - {metric})
-        return [(_label(k), [fmt_score((m.get(part) or {}).get(k)) for m in models]) for k in keys]
+
+        def cell(m: dict[str, Any], k: str) -> str:
+            v = (m.get(part) or {}).get(k)
+            return f"{v:.1f}" if k in PERCENT_METRICS and _is_num(v) else fmt_score(v)
+
+        return [(_label(k), [cell(m, k) for m in models]) for k in keys]
 
     def latency(m: dict[str, Any]) -> str:
         p50, p95 = eff(m, "latency_ms_p50"), eff(m, "latency_ms_p95")

@@ -1,4 +1,5 @@
 """`stillroom eval`: teacher, student and baseline on the same held-out items, same run.
+This module measures label tasks; evaluate/text.py generation tasks.
 
 Quality against gold labels, fidelity to the teacher, and efficiency measured here (latency
 at batch 1, throughput at batch N, memory, size), priced per million requests. The teacher's
@@ -34,15 +35,20 @@ CPU_HOUR_USD = 0.05  # a 2-core cloud VM is ~$0.10/hour: $0.05 per core-hour
 def evaluate(
     cfg: HarvestConfig,
     *,
-    timed_items: int = 96,
-    latency_items: int = 16,
+    timed_items: int | None = None,
+    latency_items: int | None = None,
     batch: int = 16,
     cpu_hour_usd: float = CPU_HOUR_USD,
 ) -> dict[str, Any]:
-    if cfg.task.kind != "classify":
-        raise ConfigError(
-            "config", ["task.kind: eval measures classification tasks (task.kind: classify)"]
-        )
+    """Labels (task.kind: classify) or text (task.kind: generate, see evaluate/text.py).
+    Items timed default to 96 (16 at batch 1) for labels, 32 (8) for text: generating an
+    answer costs many forward passes where scoring labels costs one."""
+    if cfg.task.kind == "generate":
+        from stillroom.evaluate.text import evaluate_text
+
+        return evaluate_text(cfg, timed_items=timed_items or 32, latency_items=latency_items or 8,
+                             batch=batch, cpu_hour_usd=cpu_hour_usd)  # fmt: skip
+    timed_items, latency_items = timed_items or 96, latency_items or 16
     test = _test_items(cfg)
     labels = cfg.task.labels
     gold = test["gold"]
@@ -55,7 +61,7 @@ def evaluate(
                                                 latency_items)  # fmt: skip
     models["teacher"] = teacher
     confusions["teacher"] = confusion(teacher_pred, gold, len(labels)).tolist()
-    for role, folder in _students(cfg.run_dir):
+    for role, folder in trained_students(cfg.run_dir):
         logp, eff = _student_run(cfg, folder, test["texts"], timed_items, batch, latency_items)
         pred = logp.argmax(1)
         entry: dict[str, Any] = {"name": str(folder), "role": role, "efficiency": eff}
@@ -76,7 +82,7 @@ def evaluate(
         "headline": headline(models),
         "models": models,
         "confusion": confusions,
-        "training_logs": _training_logs(cfg.run_dir),
+        "training_logs": training_logs(cfg.run_dir),
         "settings": {
             "cpu_hour_usd": cpu_hour_usd,
             "machine": f"{platform.machine()}, {cores} cores",
@@ -154,7 +160,7 @@ def _teacher_efficiency(
     return eff.as_dict()
 
 
-def _students(run_dir: Path) -> list[tuple[str, Path]]:
+def trained_students(run_dir: Path) -> list[tuple[str, Path]]:
     found = [("student", run_dir / "student"), ("baseline", run_dir / "baseline" / "student")]
     return [(role, path) for role, path in found if (path / "config.json").is_file()]
 
@@ -190,7 +196,7 @@ def _student_run(
     return logp, eff.as_dict()
 
 
-def _training_logs(run_dir: Path) -> dict[str, str]:
+def training_logs(run_dir: Path) -> dict[str, str]:
     logs = {
         "student": run_dir / "train_log.jsonl",
         "baseline": run_dir / "baseline" / "train_log.jsonl",
