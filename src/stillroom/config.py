@@ -100,7 +100,9 @@ class TaskConfig(_Strict):
     kind: Literal["generate", "classify"] = "generate"
     labels: list[str] = Field(default_factory=list)  # verbalizers, e.g. [animal, food]
     label_prefix: str = " "  # written before a label, as the model would ("Category: food")
-    gold_field: str | None = None  # the row field holding the gold label, if any
+    # The row field holding the gold label (classify) or gold text (generate), if any; for
+    # generate, list it in prompts.keep_fields so the harvest stores it.
+    gold_field: str | None = None
     # How the student reads an item (classification): no few-shot prefix, just the item.
     student_template: str = "{text}"
 
