@@ -20,6 +20,7 @@ from stillroom.harvest.store import RunStore
 from stillroom.train.student_config import StudentConfig
 from stillroom.train.students import build_student, save_student
 from stillroom.train.trainer import train
+from tests.test_report import CHROMIUM, PROBE, _chromium, _images
 from tests.tiny_models import make_sharp_tiny_lm
 
 WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "and", "ran", "to", "big", "red"]
@@ -79,12 +80,18 @@ def stored_test_answers(cfg: HarvestConfig) -> tuple[list[str], list[str]]:
     return [r["text"] for r in recs], [json.loads(r["fields"])["answer"] for r in recs]
 
 
-def test_trained_student_scored_against_gold_and_teacher_twice_alike(
-    harvested: dict[str, Any], tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def trained(harvested: dict[str, Any]) -> tuple[HarvestConfig, dict[str, Any]]:
+    """A 1-layer student distilled for 6 steps on the teacher's top-k, evaluated once."""
     cfg = config(harvested, "trained")
     train(cfg, quiet=True)
-    first = evaluate(cfg, **TIMING)
+    return cfg, evaluate(cfg, **TIMING)
+
+
+def test_trained_student_scored_against_gold_and_teacher(
+    trained: tuple[HarvestConfig, dict[str, Any]],
+) -> None:
+    cfg, first = trained
     teacher_text, gold = stored_test_answers(cfg)
     assert first["task"] == {"kind": "generate", "n_test": len(gold), "metric": "chrf",
                              "quality_against": "gold", "gold_field": "answer"}  # fmt: skip
@@ -105,17 +112,54 @@ def test_trained_student_scored_against_gold_and_teacher_twice_alike(
     assert student["efficiency"]["throughput_items_per_s"] > 0
     assert first["headline"].startswith("the student keeps")
     assert "chrF against gold" in first["headline"]
+    shown = first["examples"][0]
+    assert set(shown) == {"prompt", "gold", "teacher", "student"}
+    assert (shown["teacher"], shown["gold"]) == (teacher_text[0], gold[0])
 
-    second = evaluate(cfg, **TIMING)  # the same student measured again: the same metrics
+
+def test_a_second_eval_of_the_same_student_gives_the_same_metrics(
+    trained: tuple[HarvestConfig, dict[str, Any]],
+) -> None:
+    cfg, first = trained
+    second = evaluate(cfg, **TIMING)
     for role in ("teacher", "student"):
-        assert second["models"][role]["quality"] == models[role]["quality"]
-        assert second["models"][role]["fidelity"] == models[role]["fidelity"]
+        assert second["models"][role]["quality"] == first["models"][role]["quality"]
+        assert second["models"][role]["fidelity"] == first["models"][role]["fidelity"]
+    assert second["examples"] == first["examples"]
 
-    paths = write_report(tmp_path, first)
+
+def test_report_for_a_text_task(
+    trained: tuple[HarvestConfig, dict[str, Any]], tmp_path: Path
+) -> None:
+    _, result = trained
+    paths = write_report(tmp_path, result)
     md = paths["md"].read_text()
     assert "| chrF |" in md and "| exact match |" in md and "| chrF against teacher |" in md
+    assert "metric: chrF against the gold text (answer)" in md
     assert {p.stem for p in paths["plots"]} == {"quality_cost", "training_curves"}  # no confusion
-    assert "harvest with generation.top_logprobs" not in md
+    assert "## Examples" in md and "| student |" in md
+    assert "harvest with generation.top_logprobs" not in md  # KL was measured
+    html = paths["html"].read_text()
+    assert 'id="confusion"' not in html and html.count("<img ") == 2
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="needs headless Chromium at /usr/bin/chromium: apt-get install -y chromium",
+)
+def test_text_report_renders_in_headless_chromium(
+    trained: tuple[HarvestConfig, dict[str, Any]], tmp_path: Path
+) -> None:
+    html_path = write_report(tmp_path, trained[1])["html"]
+    probe = tmp_path / "probe.html"
+    probe.write_text(html_path.read_text(encoding="utf-8").replace("</body>", PROBE))
+    dom = _chromium(tmp_path, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()).stdout
+    images = _images(dom).images
+    assert sorted(img["alt"] for img in images) == ["Quality against cost", "Training curves"]
+    for img in images:
+        assert img["data-loaded"] == "true", img["alt"]
+        width, height = map(int, img["data-rect"].split(",")[2:])
+        assert width > 300 and height > 200, img["alt"]
 
 
 def test_a_student_identical_to_the_teacher_agrees_with_it_exactly(
@@ -163,9 +207,7 @@ def test_config_problems_name_the_key_and_the_fix(harvested: dict[str, Any]) -> 
     assert "generation.max_tokens" in text and "set a number" in text
 
 
-def test_a_harvest_without_the_gold_field_stored_says_so(
-    harvested: dict[str, Any], tmp_path: Path
-) -> None:
+def test_a_harvest_without_the_gold_field_stored_says_so(harvested: dict[str, Any]) -> None:
     cfg = config(harvested, "otherfield", gold_field="source")
     cfg.prompts.keep_fields.append("source")  # listed now, but not when the run was harvested
     with pytest.raises(StoreError, match="no 'source' field stored"):

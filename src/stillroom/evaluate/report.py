@@ -14,6 +14,7 @@ eval.json as read here (`?` marks optional parts):
     task        {kind: "classify" | "generate", labels?: [str], n_test: int, metric: str}
     headline?   str; `headline()` computes it when absent
     notes?      [str], shown under Notes
+    examples?   [{prompt, gold?, teacher, student?, baseline?: str}]  text tasks' answers
     models      {teacher, student, baseline?: {name, role, quality: {metric: float},
                  fidelity: {agreement, kl, chrf_to_teacher?} | null, cost_per_1m_requests_usd,
                  efficiency: {params, disk_mb, latency_ms_p50, latency_ms_p95,
@@ -295,7 +296,8 @@ def _plot_quality_cost(result: dict[str, Any], notes: list[str]) -> _Plot | None
         left = len(points) > 1 and cost == max(costs)  # keep the label inside the axes
         style: dict[str, Any] = {"ha": "right" if left else "left", "color": color}
         offset = (-9 if left else 9, -9 if below else 9)
-        text = f"{role}\n{q:.3f} at {fmt_usd(cost)}"
+        score = f"{q:.1f}" if metric in PERCENT_METRICS else f"{q:.3f}"
+        text = f"{role}\n{score} at {fmt_usd(cost)}"
         ax.annotate(
             text,
             (cost, q),
@@ -520,6 +522,11 @@ def _task_line(task: dict[str, Any]) -> str:
         text += f", {task['n_test']:,} test items"
     if task.get("metric"):
         text += f"; metric: {_label(task['metric'])}"
+    against = task.get("quality_against")
+    if against == "gold" and task.get("gold_field"):
+        text += f" against the gold text ({task['gold_field']})"
+    elif against == "teacher":
+        text += " against the teacher's answers (no gold text)"
     return text + "."
 
 
@@ -539,7 +546,23 @@ def _context(result: dict[str, Any], plots: list[_Plot], notes: list[str]) -> di
         "plots": plots,
         "notes": notes,
         "settings": items,
+        "examples": _examples(result),
     }
+
+
+def _examples(result: dict[str, Any]) -> list[list[tuple[str, str]]]:
+    """Each shown test item as (who, text) rows: prompt, gold, then the models in order."""
+    out = []
+    for ex in result.get("examples") or []:
+        if not isinstance(ex, dict):
+            continue
+        keys = ["prompt", "gold", *_ordered(k for k in ex if k not in ("prompt", "gold"))]
+        out.append([(k, _clip(str(ex[k]))) for k in keys if k in ex and ex[k] is not None])
+    return out
+
+
+def _clip(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _render_md(ctx: dict[str, Any]) -> str:
@@ -560,6 +583,10 @@ def _render_md(ctx: dict[str, Any]) -> str:
         out += ["", "## Figures"]
     for p in ctx["plots"]:
         out += ["", f"### {p.title}", "", f"![{p.title}](plots/{p.name}.png)", "", p.caption]
+    for i, rows in enumerate(ctx["examples"], 1):
+        out += ["", "## Examples"] if i == 1 else []
+        out += ["", f"### Test item {i}", "", "| | text |", "| --- | --- |"]
+        out += [f"| {who} | {cell(text) or MISSING} |" for who, text in rows]
     if ctx["notes"]:
         out += ["", "## Notes", ""] + [f"- {n}" for n in ctx["notes"]]
     if ctx["settings"]:
@@ -594,6 +621,8 @@ figure { margin: 0 0 8px; }
 figure img { display: block; max-width: 100%; height: auto; border: 1px solid #eaeef2; }
 figcaption { font-size: .9em; margin-top: 6px; max-width: 860px; }
 code { font: .9em ui-monospace, Menlo, monospace; background: #f3f4f6; padding: 1px 5px; }
+table.examples td:last-child { text-align: left; white-space: pre-wrap; font-family: ui-monospace,
+  Menlo, monospace; }
 </style>
 </head>
 <body>
@@ -617,6 +646,12 @@ style="background: {{ colors[role] }}"></span>{{ role }}</th>{% endfor %}</tr></
 <img src="{{ plot.data_uri }}" alt="{{ plot.title }}">
 <figcaption>{{ plot.caption }}</figcaption>
 </figure>
+{% endfor %}
+{% if examples %}<h2>Examples</h2>{% endif %}
+{% for rows in examples %}<h3>Test item {{ loop.index }}</h3>
+<table class="examples"><tbody>
+{% for who, text in rows %}<tr><td>{{ who }}</td><td>{{ text }}</td></tr>
+{% endfor %}</tbody></table>
 {% endfor %}
 {% if notes %}<h2>Notes</h2>
 <ul>{% for note in notes %}<li>{{ note }}</li>{% endfor %}</ul>{% endif %}

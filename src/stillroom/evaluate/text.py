@@ -34,6 +34,7 @@ from stillroom.harvest.store import RunStore
 from stillroom.teachers.base import GenerationParams, TeacherRequest
 
 METRIC = "chrf"
+EXAMPLES = 3  # test items whose answers eval.json and the report show
 
 
 @dataclass
@@ -161,6 +162,9 @@ def evaluate_text(
     teacher["quality"] = text_scores(items.teacher, refs)
     teacher["efficiency"] = _teacher_efficiency(cfg, timed, batch, latency_items)
     models: dict[str, Any] = {"teacher": teacher}
+    shown: dict[str, list[str]] = {"teacher": items.teacher[:EXAMPLES]}
+    if items.gold is not None:
+        shown["gold"] = items.gold[:EXAMPLES]
     for role, folder in trained_students(cfg.run_dir):
         answers, eff, kl, note = _student_run(cfg, folder, items.requests, timed, batch,
                                               latency_items)  # fmt: skip
@@ -172,7 +176,7 @@ def evaluate_text(
             "chrf_to_teacher": to_teacher["chrf"],
             "kl": kl,
         }
-        entry["examples"] = answers[:3]
+        shown[role] = answers[:EXAMPLES]
         if note:
             notes.append(f"{role}: {note}")
         models[role] = entry
@@ -192,11 +196,10 @@ def evaluate_text(
         "headline": text_headline(models, against),
         "models": models,
         "notes": notes,
-        "examples": {
-            "prompts": [r.prompt or str(r.messages) for r in items.requests[:3]],
-            "teacher": items.teacher[:3],
-            "gold": None if items.gold is None else items.gold[:3],
-        },
+        "examples": [
+            {"prompt": _text(r)} | {k: v[i] for k, v in shown.items()}
+            for i, r in enumerate(items.requests[:EXAMPLES])
+        ],
         "training_logs": training_logs(cfg.run_dir),
         "settings": {
             "cpu_hour_usd": cpu_hour_usd,
