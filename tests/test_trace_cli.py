@@ -56,7 +56,7 @@ def test_read_mode_output_match_and_html_in_one_verdict(world: dict[str, Path]) 
     verdict = json.loads(res.stdout)
     radio = verdict["radioactivity"]
     assert radio["mode"] == "read" and radio["queries"] == 24 and radio["tuples_scored"] > 0
-    assert "predictions on 24 of our watermarked texts" in radio["statement"]
+    assert "predictions on 24 of our texts" in radio["statement"]
     matched = verdict["output_match"]
     assert matched["prompts"] == 24 and matched["parent"] == "self"  # the suspect itself
     assert verdict["identity"]["queries"] == 5 and verdict["identity"]["statement"]

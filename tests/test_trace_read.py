@@ -1,6 +1,6 @@
 """Reading mode on tiny real models: a model fine-tuned on our watermarked texts predicts
-green tokens on fresh ones; the teacher itself without the watermark, which predicts our
-texts well, is not convicted."""
+green tokens on fresh ones (watermarked or not); the teacher itself without the watermark,
+which predicts our texts well, is not convicted."""
 
 from __future__ import annotations
 
@@ -36,7 +36,9 @@ def setting(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     texts = suspect.answer(prompts, max_tokens=48, temperature=1.0, seed=0)
     shutil.copytree(teacher, root / "student")
     fit_on_answers(root / "student", prompts[:192], texts[:192], steps=80, lr=3e-3)
-    return {"root": root, "texts": texts, "tokenizer": writer.tokenizer}
+    suspect.teacher = LocalTeacher.load(str(teacher), batch_size=64)  # no key
+    plain = suspect.answer(prompts[192:], max_tokens=48, temperature=1.0, seed=1)
+    return {"root": root, "texts": texts, "plain": plain, "tokenizer": writer.tokenizer}
 
 
 def test_a_student_of_our_texts_is_caught_reading_fresh_ones(setting: dict) -> None:
@@ -50,6 +52,18 @@ def test_a_student_of_our_texts_is_caught_reading_fresh_ones(setting: dict) -> N
     )
     assert r.mode == "read" and r.queries == 64 and [lk.queries for lk in r.looks] == [50, 64]
     assert r.p_value < 1e-3 and r.green_rate > KEY.gamma + 0.03, r
+
+
+def test_unwatermarked_texts_catch_it_too(setting: dict) -> None:
+    # They say nothing about the key, yet the student predicts green after what it learned.
+    r = read_mode_test(
+        str(setting["root"] / "student"), setting["plain"], KEY, setting["tokenizer"], budget=64
+    )
+    assert r.p_value < 1e-3 and r.green_rate > KEY.gamma + 0.03, r
+    clean = read_mode_test(
+        str(setting["root"] / "teacher"), setting["plain"], KEY, setting["tokenizer"], budget=64
+    )
+    assert clean.p_value > 0.01, clean
 
 
 def test_the_unwatermarked_teacher_is_not_convicted(setting: dict) -> None:

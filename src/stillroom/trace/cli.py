@@ -26,7 +26,8 @@ def trace(
         typer.Option(help="Radioactivity: 'generate' (score its answers) or 'read' (folders)."),
     ] = "generate",
     texts: Annotated[
-        Path | None, typer.Option(help="--mode read: JSONL of our watermarked outputs.")
+        Path | None,
+        typer.Option(help="--mode read: JSONL of the teacher's answers, watermarked or not."),
     ] = None,
     text_field: Annotated[str, typer.Option(help="--mode read: the text field.")] = "text",
     candidate: Annotated[
@@ -84,7 +85,9 @@ def trace(
     if mode not in ("generate", "read"):
         raise InputError(f"--mode {mode!r}: use 'generate' or 'read'")
     if mode == "read" and texts is None:
-        raise InputError("--mode read needs our watermarked outputs: give --texts FILE (JSONL)")
+        raise InputError(
+            "--mode read needs texts to read: give --texts FILE (teacher answers, JSONL)"
+        )
     if mode == "read" and suspect.startswith(("http://", "https://")):
         raise InputError(
             "--mode read needs the suspect's weights; for an API suspect use --mode generate"
@@ -204,7 +207,7 @@ def _output_match(
 def statement(r: Any) -> str:
     """What the radioactivity result proves, and what it does not, in plain words."""
     if r.mode == "read":
-        where = f"the suspect's next-token predictions on {r.queries} of our watermarked texts"
+        where = f"the suspect's next-token predictions on {r.queries} of our texts"
     else:
         where = f"the suspect's answers to {r.queries} queries"
     if r.stopped == "significant":

@@ -16,6 +16,14 @@ followed a context, which makes the other tokens after that context, if anything
 less likely green. So the green count is at most Binomial(n, gamma) and the exact p-value
 stays valid (benchmarks/trace_calibration.py measures both this rule and its absence).
 
+Valid, but conservative on watermarked texts: when a clean model's favourite token is not
+what the text says, the watermark often passed it over for being red, so its predictions
+score green less often than gamma. The texts can instead be *unwatermarked* answers of the
+teacher to fresh prompts of the same kind: they carry nothing about the key, so the null is
+exact, while a model trained on our watermarked outputs still predicts green after the
+contexts it learned (in tests, about as strongly as on fresh watermarked texts). Texts the
+suspect trained on are the weakest choice: what it memorised is their own tuples, excluded.
+
 The suspect may have its own (say trimmed) vocabulary: its ids are mapped to the watermarked
 teacher's through the token strings, and positions whose context or prediction has no
 teacher id are skipped, which costs power and never validity. The texts are encoded with the
@@ -73,7 +81,9 @@ def read_mode_test(
     loaded LocalTeacher, for callers holding one.
     """
     if not texts:
-        raise InputError("reading mode needs our watermarked texts; give --texts FILE (JSONL)")
+        raise InputError(
+            "reading mode needs texts to read; give --texts FILE (JSONL of teacher answers)"
+        )
     if model is None:
         from stillroom.teachers.local import LocalTeacher
 
