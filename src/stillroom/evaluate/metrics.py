@@ -79,18 +79,18 @@ def chrf_stats(hyp: str, ref: str, order: int = CHRF_ORDER) -> np.ndarray:
 
 
 def chrf_score(stats: np.ndarray, beta: float = CHRF_BETA) -> float:
-    """chrF from summed `chrf_stats`, on a 0-100 scale.
+    """chrF from (summed) `chrf_stats`, on a 0-100 scale.
 
     Popović 2015: chrP and chrR are the arithmetic means over n of the n-gram precision and
     recall, and chrF_beta = (1 + beta^2) chrP chrR / (beta^2 chrP + chrR). An order where
     either side has no n-grams (a string shorter than n) is left out of both means, as
-    sacreBLEU does. When no order is left: 100 if both sides are empty (identical answers),
-    else 0.
+    sacreBLEU does; with no order left the score is 0 (two empty strings are the callers'
+    case: `chrf` and `corpus_chrf` score them 100).
     """
     hyp_n, ref_n, match = (stats[:, i].astype(float) for i in range(3))
     both = (hyp_n > 0) & (ref_n > 0)
     if not both.any():
-        return 100.0 if hyp_n.sum() == 0 and ref_n.sum() == 0 else 0.0
+        return 0.0
     precision = float((match[both] / hyp_n[both]).mean())
     recall = float((match[both] / ref_n[both]).mean())
     if precision + recall == 0:
@@ -100,19 +100,30 @@ def chrf_score(stats: np.ndarray, beta: float = CHRF_BETA) -> float:
 
 
 def chrf(hyp: str, ref: str, *, order: int = CHRF_ORDER, beta: float = CHRF_BETA) -> float:
-    """Sentence-level chrF of one hypothesis against one reference, 0-100."""
-    return chrf_score(chrf_stats(hyp, ref, order), beta)
+    """Sentence-level chrF of one hypothesis against one reference, 0-100; 100 for two
+    strings that are both empty (or whitespace only): identical answers."""
+    return corpus_chrf([hyp], [ref], order=order, beta=beta)
 
 
 def corpus_chrf(
     hyps: Sequence[str], refs: Sequence[str], *, order: int = CHRF_ORDER, beta: float = CHRF_BETA
 ) -> float:
-    """Corpus-level chrF, 0-100: n-gram counts summed over all pairs, then one score (as
-    sacreBLEU's corpus_score). A pair of two empty strings adds nothing; no pairs give 0."""
+    """Corpus-level chrF, 0-100, as sacreBLEU's corpus_score (identical to it but for two
+    empty strings): n-gram counts summed over pairs, then one score. A hypothesis's n-grams
+    of an order its reference is too short to have are not counted against its precision.
+    Pairs of two empty strings add nothing; if every pair is one, the score is 100. No
+    pairs give 0."""
     pairs = _pairs(hyps, refs)
     if not pairs:
         return 0.0
-    total = sum((chrf_stats(h, r, order) for h, r in pairs), np.zeros((order, 3), np.int64))
+    stats = [chrf_stats(h, r, order) for h, r in pairs]  # each (order, 3)
+    if all(not s.any() for s in stats):
+        return 100.0
+    total = np.zeros((order, 3), np.int64)
+    for s in stats:
+        counted = s.copy()
+        counted[counted[:, 1] == 0, 0] = 0  # no reference n-grams of that order
+        total += counted
     return chrf_score(total, beta)
 
 
