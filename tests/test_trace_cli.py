@@ -91,3 +91,33 @@ def test_read_mode_refuses_an_api_suspect() -> None:
               "--texts", "t.jsonl"],
     )  # fmt: skip
     assert isinstance(res.exception, InputError) and "weights" in str(res.exception)
+
+
+def test_generating_mode_alone_with_its_figure(world: dict[str, Path]) -> None:
+    root = world["root"]
+    html = root / "gen.html"
+    res = runner.invoke(
+        app,
+        [
+            "trace", str(world["teacher"]), "--key-file", str(root / "wm.json"),
+            "--prompts", str(world["prompts"]), "--tokenizer", str(world["teacher"]),
+            "--budget", "60", "--max-tokens", "8", "--no-probes", "--html", str(html),
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    verdict = json.loads(res.stdout)
+    assert set(verdict) == {"suspect", "radioactivity"}
+    radio = verdict["radioactivity"]
+    assert radio["mode"] == "generate" and [lk["queries"] for lk in radio["looks"]] == [50, 60]
+    assert "answers to 60 queries" in radio["statement"]
+    page = html.read_text()
+    assert page.count('src="data:image/png;base64,') == 1 and "Output match" not in page
+
+
+def test_named_models_parse_and_refuse_duplicates() -> None:
+    from stillroom.trace.suspects import parse_named
+
+    got = parse_named(["a=models/a", "b = http://h/v1"], "--reference")
+    assert got == {"a": "models/a", "b": "http://h/v1"}
+    with pytest.raises(InputError, match="given twice"):
+        parse_named(["a=x", "a=y"], "--candidate")

@@ -118,12 +118,12 @@ def parse_named(specs: list[str], option: str) -> dict[str, str]:
 
     out: dict[str, str] = {}
     for spec in specs:
-        name, sep, where = spec.partition("=")
-        if not sep or not name.strip() or not where.strip():
+        name, sep, where = (part.strip() for part in spec.partition("="))
+        if not sep or not name or not where:
             raise InputError(
                 f"{option} {spec!r}: give NAME=FOLDER_OR_URL, e.g. {option} gemma=models/gemma"
             )
         if name in out:
             raise InputError(f"{option} {name!r} is given twice; give each model its own name")
-        out[name.strip()] = where.strip()
+        out[name] = where
     return out
