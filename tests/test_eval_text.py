@@ -212,3 +212,19 @@ def test_a_harvest_without_the_gold_field_stored_says_so(harvested: dict[str, An
     cfg.prompts.keep_fields.append("source")  # listed now, but not when the run was harvested
     with pytest.raises(StoreError, match="no 'source' field stored"):
         evaluate(cfg, **TIMING)
+
+
+def test_distill_runs_a_generation_task_to_its_report(harvested: dict[str, Any]) -> None:
+    """`stillroom distill` on the stored harvest: nothing is asked again, the student trains,
+    eval and the report follow."""
+    from stillroom.distill import distill
+
+    cfg = config(harvested, "distilled")
+    out = distill(cfg, show_progress=False)
+    assert out["eval"]["harvest"]["calls"] == 40
+    assert set(out["eval"]["models"]) == {"teacher", "student"}
+    assert out["headline"] == out["eval"]["headline"]
+    assert out["headline"].startswith("the student keeps")
+    saved = json.loads((cfg.run_dir / "eval.json").read_text())
+    assert saved["models"]["student"]["quality"] == out["eval"]["models"]["student"]["quality"]
+    assert Path(out["report"]).is_file() and not (cfg.run_dir / "plots/confusion.png").exists()
