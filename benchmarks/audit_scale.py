@@ -68,12 +68,14 @@ def main() -> None:
         "--fpr",
         "0.001",
     ]
+    load_before = os.getloadavg()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"audit failed: {proc.stderr[-2000:]}")
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_kib = usage.ru_maxrss
     result = json.loads(out.read_text())
     base = baseline(log)
     print(
@@ -85,12 +87,19 @@ def main() -> None:
                 "log_bytes": log.stat().st_size,
                 "audit_wall_s": round(wall, 1),
                 "audit_peak_rss_gib": round(peak_kib / 2**20, 2),
+                # CPU seconds (user + system, both cores): what the audit cost, whatever else
+                # the machine was running
+                "audit_cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
                 "audit_stage_s": {k: round(v, 1) for k, v in result["timings"].items()},
                 "flagged_units": len(result["flagged"]),
                 "baseline_duckdb_scan_aggregate_s": round(base, 1),
                 "audit_over_baseline": round(wall / base, 1),
                 "targets": {"wall_s": 120, "peak_rss_gib": 4},
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "load_average_1_5_15": {
+                    "before": [round(x, 2) for x in load_before],
+                    "after": [round(x, 2) for x in os.getloadavg()],
+                },
                 "command": "python benchmarks/audit_scale.py --rows 10000000",
             },
             indent=2,

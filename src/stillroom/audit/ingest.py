@@ -388,8 +388,6 @@ SELECT
   substr(h, 1, 16) AS phash,
   CASE WHEN account_id = '' THEN NULL ELSE account_id END AS account_id,
   key_id, client_addr, user_agent,
-  COALESCE(endpoint, CASE WHEN messages IS NULL THEN 'completions' ELSE 'chat.completions' END)
-    AS endpoint,
   created_at AS ts,
   COALESCE(status, 200) AS status,
   COALESCE(prompt_tokens, CAST(length(txt) / 4 AS BIGINT)) AS prompt_tokens,
@@ -402,10 +400,7 @@ SELECT
   CASE WHEN messages IS NULL THEN 1
        ELSE (length(messages) - length(replace(replace(messages, '"role":"user"', ''),
              '"role": "user"', ''))) / 13 END AS turns,
-  CASE WHEN messages LIKE '%"role":"system"%' OR messages LIKE '%"role": "system"%'
-       THEN 1 ELSE 0 END AS has_system,
   CASE WHEN {d.matches("lower(txt)", COT_PATTERN)} THEN 1 ELSE 0 END AS cot,
-  length(txt) AS text_len,
   CASE
     WHEN created_at IS NULL THEN 'created_at missing or not a time'
     WHEN txt IS NULL THEN 'no messages or prompt'

@@ -165,9 +165,12 @@ def audit(
             calibration = self_calibrate(list(ref.units.values()))
     finally:
         eng.close()
+    t0 = time.perf_counter()
     units = list(m.units.values())
     cal = calibration or self_calibrate(units)
-    return decide(m, cal, fpr)
+    result = decide(m, cal, fpr)
+    m.timings["score_s"] = time.perf_counter() - t0
+    return result
 
 
 def _stderr(message: str) -> None:

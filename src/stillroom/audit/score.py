@@ -142,20 +142,27 @@ def _scores(
     scores = np.zeros(len(z))
     contrib = np.zeros_like(z)
     k = min(cal.k, len(cal.ref) - 1)
-    for s in range(0, len(z), 256):
-        block = z[s : s + 256]  # (b, F)
-        excess = np.clip(block[:, None, :] - cal.ref[None, :, :], 0.0, CLIP) ** 2  # (b, B, F)
-        d = np.sqrt(excess.sum(-1))  # (b, B)
+    ref = cal.ref.astype(np.float32)
+    own = {} if leave_one_out else {row.tobytes(): i for i, row in enumerate(cal.ref)}
+    for s in range(0, len(z), 512):
+        block = z[s : s + 512]  # (b, F)
+        b32 = block.astype(np.float32)
+        d2 = np.zeros((len(block), len(ref)), dtype=np.float32)  # (b, B)
+        for f in range(ref.shape[1]):  # one feature at a time: no (b, B, F) array
+            e = np.clip(b32[:, f, None] - ref[None, :, f], 0.0, CLIP)
+            d2 += e * e
         rows = np.arange(len(block))
         if leave_one_out:
-            d[rows, np.arange(s, s + len(block))] = np.inf
+            d2[rows, np.arange(s, s + len(block))] = np.inf
         else:  # a unit that is itself in the reference does not vouch for itself
-            same = np.all(block[:, None, :] == cal.ref[None, :, :], axis=-1)  # (b, B)
-            hit = same.any(1)
-            d[rows[hit], same[hit].argmax(1)] = np.inf
-        near = np.argpartition(d, k - 1, axis=1)[:, :k]  # (b, k)
-        scores[s : s + len(block)] = np.take_along_axis(d, near, 1).max(1)
-        contrib[s : s + len(block)] = np.take_along_axis(excess, near[:, :, None], 1).mean(1)
+            for r, x in enumerate(block):
+                i = own.get(x.tobytes())
+                if i is not None:
+                    d2[r, i] = np.inf
+        near = np.argpartition(d2, k - 1, axis=1)[:, :k]  # (b, k)
+        excess = np.clip(block[:, None, :] - cal.ref[near], 0.0, CLIP) ** 2  # (b, k, F)
+        scores[s : s + len(block)] = np.sqrt(excess.sum(-1)).max(1)
+        contrib[s : s + len(block)] = excess.mean(1)
     return scores, contrib
 
 
