@@ -83,9 +83,9 @@ def test_p_values_are_valid_when_the_candidate_is_no_closer() -> None:
     assert np.mean(rejected) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 400)
 
 
-def test_random_prompts_draw_without_replacement_first() -> None:
-    got = random_prompts(["x", "y", "z"], 5, seed=0)
-    assert sorted(got[:3]) == ["x", "y", "z"] and len(got) == 5
+def test_random_prompts_never_repeat_a_prompt() -> None:
+    assert sorted(random_prompts(["x", "y", "z", "y"], 5, seed=0)) == ["x", "y", "z"]
+    assert len(set(random_prompts([str(i) for i in range(100)], 10, seed=1))) == 10
 
 
 def _run(family: dict[str, Path], suspect: str) -> object:

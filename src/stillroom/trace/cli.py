@@ -190,11 +190,17 @@ def _output_match(
     from stillroom.trace import match
     from stillroom.watermark.detect import load_tokenizer
 
+    drawn = match.random_prompts(asked, match_prompts, seed)
+    if len(drawn) < match_prompts:
+        sys.stderr.write(
+            f"output match: only {len(drawn)} distinct prompts in --prompts; more prompts "
+            "give the test more power\n"
+        )
     result = match.output_match_test(
         who,
         cands,
         refs,
-        match.random_prompts(asked, match_prompts, seed),
+        drawn,
         load_tokenizer(tokenizer),
         max_tokens=match_tokens,
         alpha=alpha,

@@ -190,12 +190,14 @@ def output_match_test(
 
 
 def random_prompts(pool: Sequence[str], n: int, seed: int) -> list[str]:
-    """n prompts drawn at random (without replacement while the pool lasts) from `pool`."""
-    if not pool:
+    """Up to n distinct prompts drawn at random from `pool`. Never repeats: a prompt asked
+    twice gets the same greedy answers twice, which the sign test would count as two
+    independent wins."""
+    distinct = list(dict.fromkeys(pool))
+    if not distinct:
         raise InputError("no prompts to draw from; give --prompts FILE with at least one row")
-    rng = np.random.default_rng(seed)
-    order = np.concatenate([rng.permutation(len(pool)) for _ in range(-(-n // len(pool)))])
-    return [pool[i] for i in order[:n]]
+    order = np.random.default_rng(seed).permutation(len(distinct))[:n]
+    return [distinct[i] for i in order]
 
 
 def statement(r: MatchResult) -> str:
