@@ -114,12 +114,13 @@ def _first_answers(records: Iterator[dict[str, Any]]) -> list[dict[str, Any]]:
     best: dict[str, dict[str, Any]] = {}
     for rec in records:
         seen = best.get(rec["prompt_id"])
-        if seen is None or (rec["sample_index"], rec["choice"]) < (
-            seen["sample_index"],
-            seen["choice"],
-        ):
+        if seen is None or _sample(rec) < _sample(seen):
             best[rec["prompt_id"]] = rec
     return list(best.values())
+
+
+def _sample(rec: dict[str, Any]) -> tuple[int, int]:
+    return rec["sample_index"], rec["choice"]
 
 
 def text_scores(hyps: list[str], refs: list[str]) -> dict[str, float]:
@@ -142,20 +143,7 @@ def evaluate_text(
     check_text_config(cfg)
     items = load_text_items(cfg)
     against = "gold" if items.gold is not None else "teacher"
-    notes = [
-        f"Students answer greedily, up to {cfg.generation.max_tokens} tokens; the teacher's "
-        "answers are its harvested ones. Exact match compares answers after stripping them "
-        "and collapsing whitespace runs to one space; chrF is corpus chrF (Popović 2015: "
-        "character 1- to 6-grams, whitespace removed, beta 2) on a 0-100 scale. Agreement is "
-        "exact match with the teacher's answer; KL is the mean KL(teacher || student) per "
-        "teacher-generated test token, over the teacher's stored top-k and the rest."
-    ]
-    if items.gold is None:
-        notes.append(
-            "No gold text (task.gold_field is not set): quality is fidelity to the teacher, "
-            "exact match and chrF against the teacher's answers; the teacher scores 100% "
-            "by definition."
-        )
+    notes = _notes(cfg, items)
     refs = items.gold if items.gold is not None else items.teacher
     timed = items.requests[:timed_items]
     teacher: dict[str, Any] = {"name": cfg.teacher.model, "role": "teacher", "fidelity": None}
@@ -168,31 +156,29 @@ def evaluate_text(
     for role, folder in trained_students(cfg.run_dir):
         answers, eff, kl, note = _student_run(cfg, folder, items.requests, timed, batch,
                                               latency_items)  # fmt: skip
-        entry: dict[str, Any] = {"name": str(folder), "role": role, "efficiency": eff}
-        entry["quality"] = text_scores(answers, refs)
         to_teacher = text_scores(answers, items.teacher)
-        entry["fidelity"] = {
-            "agreement": to_teacher["exact_match"],
-            "chrf_to_teacher": to_teacher["chrf"],
-            "kl": kl,
+        models[role] = {
+            "name": str(folder),
+            "role": role,
+            "efficiency": eff,
+            "quality": text_scores(answers, refs),
+            "fidelity": {
+                "agreement": to_teacher["exact_match"],
+                "chrf_to_teacher": to_teacher["chrf"],
+                "kl": kl,
+            },
         }
         shown[role] = answers[:EXAMPLES]
-        if note:
-            notes.append(f"{role}: {note}")
-        models[role] = entry
+        notes += [f"{role}: {note}"] if note else []
     cores = os.cpu_count() or 1
     for entry in models.values():
         tput = entry["efficiency"]["throughput_items_per_s"]
         entry["cost_per_1m_requests_usd"] = round(cost_per_million(tput, cpu_hour_usd, cores), 4)
+    task = {"kind": "generate", "n_test": len(items.requests), "metric": METRIC,
+            "quality_against": against, "gold_field": cfg.task.gold_field}  # fmt: skip
     return {
         "run": cfg.name,
-        "task": {
-            "kind": "generate",
-            "n_test": len(items.requests),
-            "metric": METRIC,
-            "quality_against": against,
-            "gold_field": cfg.task.gold_field,
-        },
+        "task": task,
         "headline": text_headline(models, against),
         "models": models,
         "notes": notes,
@@ -207,11 +193,27 @@ def evaluate_text(
             "items_timed": len(timed),
             "batch": batch,
             "decoding": f"greedy, up to {cfg.generation.max_tokens} tokens",
-            "exact_match": "after stripping and collapsing whitespace runs to one space",
-            "chrf": "corpus chrF (Popović 2015): character 1- to 6-grams, whitespace removed, "
-            "beta 2, 0-100",
         },
     }
+
+
+def _notes(cfg: HarvestConfig, items: TextItems) -> list[str]:
+    """What the numbers mean, for the report."""
+    notes = [
+        f"Students answer greedily, up to {cfg.generation.max_tokens} tokens; the teacher's "
+        "answers are its harvested ones. Exact match compares answers after stripping them "
+        "and collapsing whitespace runs to one space; chrF is corpus chrF (Popović 2015: "
+        "character 1- to 6-grams, whitespace removed, beta 2) on a 0-100 scale. Agreement is "
+        "exact match with the teacher's answer; KL is the mean KL(teacher || student) per "
+        "teacher-generated test token, over the teacher's stored top-k and the rest."
+    ]
+    if items.gold is None:
+        notes.append(
+            "No gold text (task.gold_field is not set): quality is fidelity to the teacher, "
+            "exact match and chrF against the teacher's answers; the teacher scores 100% "
+            "by definition."
+        )
+    return notes
 
 
 def text_headline(models: dict[str, Any], against: str) -> str:
