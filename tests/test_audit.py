@@ -271,3 +271,66 @@ def test_garbage_rows_are_counted_not_fatal(sim: dict[str, Any], tmp_path: Path)
         "negative token count": 4,
     }
     assert r.measured.stats.used == sim["requests"]
+
+
+def _tiny_log(tmp_path: Path, rows: list[dict[str, Any]]) -> str:
+    import pyarrow as pa
+
+    path = tmp_path / "tiny.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return str(path)
+
+
+def _load(path: str, tmp_path: Path) -> Any:
+    from stillroom.audit import ingest
+    from stillroom.audit.engine import DuckDBEngine
+
+    eng = DuckDBEngine()
+    ingest.load(eng, ingest.resolve(path, tmp_path), {}, tmp_path)
+    return eng
+
+
+def test_params_are_read_and_chain_of_thought_is_found_case_blind(tmp_path: Path) -> None:
+    chat = '{"n":3,"temperature":0.5,"max_tokens":100,"logprobs":true,"top_logprobs":5}'
+    rows = [
+        {"created_at": 1.0, "account_id": "a", "params": chat, "prompt": None,
+         "messages": json.dumps([{"role": "user", "content": "Let's think STEP by step: 2+2"}])},
+        {"created_at": 2.0, "account_id": "a", "params": '{"logprobs":2,"echo":false}',
+         "messages": None, "prompt": "The capital of France is"},
+        {"created_at": 3.0, "account_id": "a", "params": "{}", "prompt": None,
+         "messages": json.dumps([{"role": "user", "content": "Explain your thinking."}])},
+    ]  # fmt: skip
+    eng = _load(_tiny_log(tmp_path, rows), tmp_path)
+    got = eng.rows(
+        "SELECT n, temperature, max_tokens, logprobs, top_logprobs, cot FROM log ORDER BY ts"
+    )
+    eng.close()
+    assert got[0] == {"n": 3.0, "temperature": 0.5, "max_tokens": 100.0, "logprobs": 1,
+                      "top_logprobs": 5.0, "cot": 1}  # fmt: skip
+    assert got[1]["logprobs"] == 1 and got[1]["top_logprobs"] == 2.0 and got[1]["n"] == 1.0
+    assert got[1]["cot"] == 0 and got[1]["temperature"] is None
+    assert got[2]["cot"] == 1 and got[2]["logprobs"] == 0
+
+
+def test_prompt_exclusivity_sees_prompts_other_accounts_send(tmp_path: Path) -> None:
+    from stillroom.audit.features import unit_features
+
+    items = [f"Question {i}: which is larger, {i} or {i + 1}?" for i in range(6)]
+    rows = [
+        {"created_at": float(t), "account_id": acct, "params": "{}", "messages": None,
+         "prompt": p}
+        for t, (acct, p) in enumerate(
+            [("eval1", p) for p in items] + [("eval2", p) for p in items]
+            + [("own", f"my private prompt number {i}") for i in range(4)] + [("own", items[0])]
+        )
+    ]  # fmt: skip
+    eng = _load(_tiny_log(tmp_path, rows), tmp_path)
+    f = unit_features(eng, {})
+    eng.close()
+    assert f["eval1"]["prompt_exclusivity"] == 0.0 == f["eval2"]["prompt_exclusivity"]
+    assert f["own"]["prompt_exclusivity"] == pytest.approx(4 / 5)
+    # accounts joined into one actor: their common prompts are the actor's own
+    eng = _load(_tiny_log(tmp_path, rows), tmp_path)
+    g = unit_features(eng, {"eval1": "actor:e", "eval2": "actor:e"})
+    eng.close()
+    assert g["actor:e"]["prompt_exclusivity"] == pytest.approx(5 / 6)
