@@ -122,3 +122,17 @@ def test_named_models_parse_and_refuse_duplicates() -> None:
     assert got == {"a": "models/a", "b": "http://h/v1"}
     with pytest.raises(InputError, match="given twice"):
         parse_named(["a=x", "a=y"], "--candidate")
+
+
+def test_reading_alone_needs_no_prompts(world: dict[str, Path]) -> None:
+    root = world["root"]
+    res = runner.invoke(
+        app,
+        [
+            "trace", str(world["teacher"]), "--key-file", str(root / "wm.json"),
+            "--mode", "read", "--texts", str(world["texts"]), "--no-probes",
+            "--prompts", str(root / "no-such-file.jsonl"), "--tokenizer", str(world["teacher"]),
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["radioactivity"]["queries"] == 24

@@ -93,8 +93,10 @@ def trace(
             "--mode read needs the suspect's weights; for an API suspect use --mode generate"
         )
     api_key = os.environ.get(api_key_env)
-    items, _ = load_prompts(PromptSource(path=prompts, field=field), SplitConfig())
-    asked = [item.prompt or "" for item in items]
+    asked: list[str] = []
+    if cands or (key_file is not None and mode == "generate"):  # reading needs none
+        items, _ = load_prompts(PromptSource(path=prompts, field=field), SplitConfig())
+        asked = [item.prompt or "" for item in items]
     who = open_suspect(suspect, model=model, api_key=api_key)
     verdict: dict[str, Any] = {"suspect": getattr(who, "name", suspect)}
     if key_file is not None:
