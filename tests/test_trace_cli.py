@@ -63,7 +63,7 @@ def test_read_mode_output_match_and_html_in_one_verdict(world: dict[str, Path]) 
     assert verdict["identity"]["queries"] == 5 and verdict["identity"]["statement"]
     page = html.read_text()
     shown = str(markupsafe.escape(radio["statement"]))  # as the page escapes it
-    for part in ("Radioactivity", "Output match", "Identity probes", shown):
+    for part in ("Radioactivity", "Output match", "Identity probes", shown, "5 queries"):
         assert part in page
     assert page.count('src="data:image/png;base64,') == 2  # p against queries, match rates
     assert not re.search(r'(src|href)="https?:', page)  # self-contained

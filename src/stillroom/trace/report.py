@@ -181,6 +181,7 @@ parent named: <strong>{{ match.parent or "none" }}</strong> (Holm-corrected p be
 <figcaption>{{ match.plot.caption }}</figcaption></figure>{% endif %}
 {% if identity %}<h2 id="identity">Identity probes: who does it say made it?</h2>
 <p class="statement">{{ identity.statement }}</p>
+<p>{{ identity.answers | length }} queries, answered greedily.</p>
 <table><thead><tr><th>question</th><th>answer</th><th>makers named</th></tr></thead>
 <tbody>{% for a in identity.answers %}<tr><td>{{ a.probe }}</td><td>{{ a.answer }}</td>
 <td>{{ a.makers | join(", ") }}</td></tr>{% endfor %}</tbody></table>{% endif %}
