@@ -203,6 +203,7 @@ def main() -> None:
         # The student of unwatermarked outputs: a copy of the teacher fine-tuned on them.
         teach = prompts(256, seed=3)
         teacher = LocalTeacher.load(str(teacher_dir), batch_size=64)
+        teacher.model = "teacher"  # sampling seeds derive from the name, not the temp path
         plain = loaded(teacher).answer(teach, max_tokens=48, temperature=1.0, seed=0)
         shutil.copytree(teacher_dir, root / "student")
         fit_on_answers(root / "student", teach, plain, steps=60, lr=3e-3)
@@ -211,6 +212,8 @@ def main() -> None:
             "unrelated": LocalTeacher.load(str(other_dir), batch_size=64),
             "student_of_unwatermarked": LocalTeacher.load(str(root / "student"), batch_size=64),
         }
+        for name, lm in models.items():
+            lm.model = name
         t0 = time.perf_counter()
         gen = generating(models, prompts(args.prompts, seed=5), args.keys)
         t1 = time.perf_counter()

@@ -31,12 +31,14 @@ def setting(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     rng = random.Random(0)
     prompts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8))) for _ in range(256)]
     writer = LocalTeacher.load(str(teacher), batch_size=64, watermark=KEY)
+    writer.model = "writer"  # sampling seeds derive from the name: not from a temp path
     suspect = LocalSuspect.__new__(LocalSuspect)
     suspect.teacher, suspect.name = writer, "writer"
     texts = suspect.answer(prompts, max_tokens=48, temperature=1.0, seed=0)
     shutil.copytree(teacher, root / "student")
     fit_on_answers(root / "student", prompts[:192], texts[:192], steps=80, lr=3e-3)
     suspect.teacher = LocalTeacher.load(str(teacher), batch_size=64)  # no key
+    suspect.teacher.model = "writer"
     plain = suspect.answer(prompts[192:], max_tokens=48, temperature=1.0, seed=1)
     return {"root": root, "texts": texts, "plain": plain, "tokenizer": writer.tokenizer}
 
