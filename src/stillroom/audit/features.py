@@ -189,16 +189,20 @@ def sample_texts(engine: SQLEngine, per_account: int) -> list[dict[str, Any]]:
     d = engine.dialect
     text = "COALESCE(t.messages, t.prompt)"
     rid = f"COALESCE(t.id, concat(md5({text}), CAST(t.created_at AS {d.string})))"
+    # the sample is materialised first: with its size known, the join builds its hash table
+    # on these few rows and streams the log's texts past it (not the other way round)
+    engine.materialize(
+        "sample_rows",
+        f"""
+SELECT account_id, rid, phash FROM (
+  SELECT account_id, rid, phash,
+    row_number() OVER (PARTITION BY account_id ORDER BY phash) AS rn
+  FROM log) x
+WHERE rn <= {int(per_account)}""",
+    )
     return engine.rows(
         f"""
-WITH s AS (
-  SELECT account_id, rid, phash FROM (
-    SELECT account_id, rid, phash,
-      row_number() OVER (PARTITION BY account_id ORDER BY phash) AS rn
-    FROM log) x
-  WHERE rn <= {int(per_account)}
-)
 SELECT s.account_id, s.rid, t.endpoint, {text} AS text
-FROM s JOIN src_typed t ON {rid} = s.rid
+FROM sample_rows s JOIN src_typed t ON {rid} = s.rid
 ORDER BY s.account_id, s.phash, s.rid"""
     )

@@ -184,25 +184,48 @@ class Embedder:
         self.tok.no_padding()
         self.tok.enable_truncation(64)
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """(N, D) unit vectors."""
+    def encode(self, texts: list[str], batch: int = 2048) -> np.ndarray:
+        """(N, D) unit vectors (float32), built in batches so memory stays flat."""
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
         if self.kind == "transformer":
-            v = np.asarray(self.model.encode(texts, batch_size=128, show_progress_bar=False))
+            v = np.asarray(
+                self.model.encode(texts, batch_size=128, show_progress_bar=False),
+                dtype=np.float32,
+            )
         else:
+            v = self._static(texts, batch)
+        return _unit_rows(v)
+
+    def _static(self, texts: list[str], batch: int) -> np.ndarray:
+        """SIF-weighted means of the word-piece vectors (weights from this call's counts)."""
+        ids: list[np.ndarray] = []
+        for start in range(0, len(texts), batch):
             # 64 word pieces never need more than the first 512 characters: cut before
             # tokenizing (long documents would otherwise be tokenized whole)
-            short = [t[:512] for t in texts]
-            ids = [e.ids[1:-1] or e.ids for e in self.tok.encode_batch(short)]  # no CLS/SEP
-            freq = Counter(i for row in ids for i in row)
-            total = sum(freq.values())
-            v = np.zeros((len(texts), self.table.shape[1]), dtype=np.float32)
-            for k, row in enumerate(ids):
-                w = np.array([1e-3 / (1e-3 + freq[i] / total) for i in row], dtype=np.float32)
-                v[k] = (w[:, None] * self.table[row]).sum(0) / max(w.sum(), 1e-9)
-        norms = np.linalg.norm(v, axis=1, keepdims=True)
-        return (v / np.maximum(norms, 1e-9)).astype(np.float32)
+            enc = self.tok.encode_batch([t[:512] for t in texts[start : start + batch]])
+            ids.extend(np.asarray(e.ids[1:-1] or e.ids, dtype=np.int64) for e in enc)  # no CLS
+        lengths = np.array([len(x) for x in ids])
+        flat = np.concatenate(ids)
+        freq = np.bincount(flat, minlength=len(self.table)).astype(np.float64)
+        weight = (1e-3 / (1e-3 + freq / flat.size)).astype(np.float32)  # (V,)
+        v = np.zeros((len(texts), self.table.shape[1]), dtype=np.float32)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        for lo in range(0, len(texts), batch):
+            hi = min(lo + batch, len(texts))
+            tok = flat[offsets[lo] : offsets[hi]]
+            w = weight[tok]
+            starts = offsets[lo:hi] - offsets[lo]
+            sums = np.add.reduceat(w[:, None] * self.table[tok], starts, axis=0)  # (b, D)
+            v[lo:hi] = sums / np.maximum(np.add.reduceat(w, starts), 1e-9)[:, None]
+        return v
+
+
+def _unit_rows(v: np.ndarray) -> np.ndarray:
+    """`v` with each row scaled to length 1, in place (no (N, D) temporary)."""
+    norms = np.sqrt(np.einsum("ij,ij->i", v, v))
+    v /= np.maximum(norms, 1e-9)[:, None]
+    return v
 
 
 def dispersion(vectors: np.ndarray) -> float:
@@ -225,25 +248,34 @@ def by_account(rows: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
 
 
 def account_text_features(
-    samples: dict[str, list[str]], embedder: Embedder
+    samples: dict[str, list[str]], embedder: Embedder, chunk: int = 500
 ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
     """Per account: template reuse, template signature, and the sample's embeddings."""
     feats: dict[str, dict[str, Any]] = {}
     accounts = sorted(samples)
-    toks = {a: [tokens(p) for p in samples[a]] for a in accounts}
-    flat = [p for a in accounts for p in content(samples[a], toks[a])]
+    flat: list[str] = []
+    for lo in range(0, len(accounts), chunk):  # tokens of a few hundred accounts at a time
+        part = accounts[lo : lo + chunk]
+        skels: list[list[str]] = []
+        for a in part:
+            toks = [tokens(p) for p in samples[a]]
+            flat.extend(content(samples[a], toks))
+            skels.extend(skeletons(samples[a], toks))
+        keys = band_keys_many(skels)  # the chunk's prompts in one vectorised pass
+        i = 0
+        for a in part:
+            n = len(samples[a])
+            reuse, signature = _reuse(samples[a], keys[i : i + n])
+            feats[a] = {"template_reuse": reuse, "signature": signature}
+            i += n
     vecs = embedder.encode(flat)
     if len(vecs):  # remove the direction every prompt shares (anisotropy), renormalise
-        vecs = vecs - vecs.mean(axis=0, keepdims=True)
-        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-9)
-    skels = [sk for a in accounts for sk in skeletons(samples[a], toks[a])]
-    keys = band_keys_many(skels)  # every account's prompts in one vectorised pass
+        vecs -= vecs.mean(axis=0, keepdims=True)
+        vecs = _unit_rows(vecs)
     out_vecs: dict[str, np.ndarray] = {}
     i = 0
     for a in accounts:
         n = len(samples[a])
         out_vecs[a] = vecs[i : i + n]
-        reuse, signature = _reuse(samples[a], keys[i : i + n])
-        feats[a] = {"template_reuse": reuse, "signature": signature}
         i += n
     return feats, out_vecs
