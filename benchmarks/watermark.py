@@ -2,7 +2,7 @@
 
 Prints one JSON object. Everything is measured in one run, side by side with its baseline:
 the same model (weights shared), the same prompts and per-request seeds, with and without
-the watermark key (gamma 0.25, delta 2, context width 1, a fixed benchmark key).
+the watermark key (gamma 0.25, delta 2, context width 2, a fixed benchmark key).
 
 - **Power.** `--outputs` chat answers (the 24 questions of examples/prompts/questions.jsonl,
   then WordNet noun glosses as "write about" requests), sampled at temperature 1 with
@@ -16,17 +16,17 @@ the watermark key (gamma 0.25, delta 2, context width 1, a fixed benchmark key).
   text's length is printed beside the observed one: the test is discrete, so it is below the
   nominal 1e-3. Pooled over keys the observed rate matches it; for one fixed key it spreads
   more than chance would (texts share frequent pairs such as "of the", whose greenness the
-  key fixes for every text), most with context width 1, hence the per-key counts.
+  key fixes for every text), most at small context widths, hence the per-key counts.
 - **Quality.** (a) The WordNet category task answered by generation: greedy first token after
   the few-shot prompt (`stillroom.tasks.wordnet.prompt_for`; every label is one token, so the
   first token is the answer), with and without the bias. The prompt's shared prefix runs once
-  (KV reuse); a few items are checked against `LocalTeacher.generate(max_tokens=1)`. With
-  context width 1 every item's first token has the same context (":"), so the bias lifts the
+  (KV reuse); a few items are checked against `LocalTeacher.generate(max_tokens=1)`. Every
+  item's first token has the same context (the prompt's last tokens), so the bias lifts the
   same labels for every item; the spread over `--quality-keys` random keys shows how much that
   depends on the key. (b) Perplexity under the unwatermarked model of the watermarked and the
   unwatermarked answers to the same `--baseline-outputs` prompts.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/watermark.py [--outputs 128] [--threads 1]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/watermark.py [--outputs 208] [--threads 1]
 """
 
 from __future__ import annotations
@@ -352,12 +352,12 @@ def processor_ms(key: WatermarkKey, batch: int, vocab: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--outputs", type=int, default=128, help="watermarked answers")
+    parser.add_argument("--outputs", type=int, default=208, help="watermarked answers")
     parser.add_argument("--baseline-outputs", type=int, default=48, help="unwatermarked answers")
     parser.add_argument("--quality-per-class", type=int, default=40)
     parser.add_argument("--quality-keys", type=int, default=16)
     parser.add_argument("--fp-keys", type=int, default=20)
-    parser.add_argument("--context-width", type=int, default=1)
+    parser.add_argument("--context-width", type=int, default=2)
     parser.add_argument("--fp-tokens", type=int, default=200, help="tokens per joined gloss text")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)

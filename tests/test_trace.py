@@ -39,7 +39,7 @@ def test_planned_looks_double_up_to_the_budget() -> None:
 
 
 def test_tuples_count_once_and_prompt_tuples_never() -> None:
-    key = WatermarkKey(b"k" * 32)
+    key = WatermarkKey(b"k" * 32, context_width=1)  # hand-built pairs below
     score = TupleScore(GreenList(key))
     score.exclude([1, 2, 3])
     score.add([1, 2, 3, 4, 5])  # (1,2) and (2,3) are the prompt's

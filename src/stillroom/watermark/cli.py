@@ -42,7 +42,7 @@ def keygen(
     delta: Annotated[float, typer.Option(help="Logit bias added to green tokens.")] = 2.0,
     context_width: Annotated[
         int, typer.Option("--context-width", help="Previous tokens that seed the green list.")
-    ] = 1,
+    ] = 2,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing key file.")] = False,
 ) -> None:
     """Make a new secret watermark key; prints its key_id (safe to log), never the secret.

@@ -4,7 +4,7 @@ A key file is JSON, readable by its owner only (mode 0600), written to a tempora
 renamed (or hard-linked, when it must not replace a file), so a crash never leaves half a key:
 
     {"format": "stillroom-watermark-key", "version": 1, "key_id": "3f9a0c41d2e7",
-     "secret": "<64 hex digits>", "gamma": 0.25, "delta": 2.0, "context_width": 1}
+     "secret": "<64 hex digits>", "gamma": 0.25, "delta": 2.0, "context_width": 2}
 
 `key_id` is a digest of the secret and the parameters: safe to log and print, and checked on
 load, so a hand-edited gamma or delta cannot pass for the key that marked the text.
@@ -37,7 +37,7 @@ class WatermarkKey:
     secret: bytes  # 32 random bytes: whoever holds them can detect, and forge, the mark
     gamma: float = 0.25  # fraction of the vocabulary that is green after each context
     delta: float = 2.0  # logit bias added to green tokens while sampling
-    context_width: int = 1  # how many previous tokens seed the green list
+    context_width: int = 2  # how many previous tokens seed the green list
 
     def __post_init__(self) -> None:
         problem = _problem(self.secret, self.gamma, self.delta, self.context_width)
@@ -60,7 +60,7 @@ class WatermarkKey:
 
 
 def generate_key(
-    *, gamma: float = 0.25, delta: float = 2.0, context_width: int = 1
+    *, gamma: float = 0.25, delta: float = 2.0, context_width: int = 2
 ) -> WatermarkKey:
     """A fresh key with a random secret from the OS's CSPRNG."""
     return WatermarkKey(secrets.token_bytes(SECRET_BYTES), gamma, delta, context_width)
