@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 PIP     = $(VENV)/bin/pip
+TASK_FILE = examples/data/wordnet-nouns.jsonl
 export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
@@ -28,9 +29,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The default task end to end: WordNet glosses, Gemma 3 270M teacher, a shrunk student.
-demo: setup
-	$(VENV)/bin/stillroom task wordnet --out examples/data --per-class 200
+demo: setup $(TASK_FILE)
 	$(VENV)/bin/stillroom distill examples/wordnet.yaml
+
+# Built once from WordNet (Debian wordnet-base), like the converted model; rebuilt when the
+# task's code changes.
+$(TASK_FILE): src/stillroom/tasks/wordnet.py | setup
+	$(VENV)/bin/stillroom task wordnet --out examples/data --per-class 200
 
 test: setup
 	$(VENV)/bin/ruff check src tests benchmarks
