@@ -41,7 +41,6 @@ MAX_TOKENS = 8
 BARE_SERVER = """
 import sys, uvicorn
 from fastapi import FastAPI
-from stillroom.serve.cli import SWITCH_INTERVAL_S
 from stillroom.serve.backends import LocalBackend
 from stillroom.serve.replies import completion_body
 from stillroom.serve.schemas import CompletionRequest
@@ -50,7 +49,6 @@ from stillroom.teachers.local import LocalTeacher
 backend = LocalBackend(LocalTeacher.load(sys.argv[1], batch_size=16), default_max_tokens=8,
                        max_tokens_limit=64)
 app = FastAPI()
-sys.setswitchinterval(SWITCH_INTERVAL_S)  # the same interpreter setting as `stillroom serve`
 
 @app.post("/v1/completions")
 async def completions(body: CompletionRequest) -> dict:

@@ -100,16 +100,9 @@ def serve(
         default_max_tokens=max_tokens,
     )
     app = create_app(engine, backend, settings)
-    if model is not None:
-        # The model computes in a worker thread; each time the event loop wakes it may wait
-        # a whole GIL switch interval (5 ms by default) for that thread to yield. 0.5 ms
-        # bounds the wait the gateway adds to every await (auth, the log commit, the reply).
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
     sys.stderr.write(f"serving {backend.model_id} on http://{host}:{port}/v1 (log: {db})\n")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
-
-SWITCH_INTERVAL_S = 0.0005
 
 accounts_app = typer.Typer(help="Gateway accounts and API keys.", no_args_is_help=True)
 
