@@ -86,7 +86,7 @@ async def load(url: str, keys: list[str], model: str, total: int, clients: int) 
     """`clients` workers share `total` requests; each request a distinct prompt."""
     latencies: list[float] = []
     overheads: list[float] = []  # the gateway's own time per request (Server-Timing)
-    statuses: dict[int, int] = {}
+    statuses: dict[int | str, int] = {}
     ids: list[str] = []
     counter = iter(range(total))
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -102,7 +102,14 @@ async def load(url: str, keys: list[str], model: str, total: int, clients: int) 
                     "temperature": 1.0,
                 }
                 t = time.perf_counter()
-                reply = await client.post(f"{url}/v1/completions", json=body, headers=headers)
+                try:
+                    reply = await client.post(f"{url}/v1/completions", json=body, headers=headers)
+                except httpx.TransportError as e:
+                    # A dropped connection is a finding, not a crash: it is counted, and the
+                    # log check below shows whether the server logged a reply it never sent.
+                    name = f"transport: {type(e).__name__}"
+                    statuses[name] = statuses.get(name, 0) + 1
+                    continue
                 latencies.append((time.perf_counter() - t) * 1e3)
                 statuses[reply.status_code] = statuses.get(reply.status_code, 0) + 1
                 if reply.status_code == 200:
