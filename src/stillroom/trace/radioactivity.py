@@ -160,9 +160,21 @@ def radioactivity_test(
             progress(looks[-1])
         if looks[-1].p_adjusted < target_p:
             break
+    return conclude(str(getattr(suspect, "name", suspect)), key, score, looks, target_p)
+
+
+def conclude(
+    suspect: str,
+    key: WatermarkKey,
+    score: TupleScore,
+    looks: list[Look],
+    target_p: float,
+    mode: str = "generate",
+) -> RadioactivityResult:
+    """The result as of the last look taken: its adjusted p-value is the verdict's."""
     last = looks[-1]
     return RadioactivityResult(
-        suspect=str(getattr(suspect, "name", suspect)),
+        suspect=suspect,
         key_id=key.key_id,
         gamma=key.gamma,
         queries=last.queries,
@@ -174,4 +186,5 @@ def radioactivity_test(
         target_p=target_p,
         stopped="significant" if last.p_adjusted < target_p else "budget",
         looks=looks,
+        mode=mode,
     )

@@ -38,7 +38,13 @@ from typing import Any
 import numpy as np
 
 from stillroom.errors import InputError
-from stillroom.trace.radioactivity import Look, RadioactivityResult, TupleScore, planned_looks
+from stillroom.trace.radioactivity import (
+    Look,
+    RadioactivityResult,
+    TupleScore,
+    conclude,
+    planned_looks,
+)
 from stillroom.watermark.greenlist import GreenList
 from stillroom.watermark.key import WatermarkKey
 
@@ -119,22 +125,7 @@ def read_mode_test(
             progress(looks[-1])
         if looks[-1].p_adjusted < target_p:
             break
-    last = looks[-1]
-    return RadioactivityResult(
-        suspect=str(folder),
-        key_id=key.key_id,
-        gamma=key.gamma,
-        queries=last.queries,
-        tuples_scored=last.tuples_scored,
-        green=last.green,
-        green_rate=last.green / last.tuples_scored if last.tuples_scored else 0.0,
-        z=score.z(),
-        p_value=last.p_adjusted,
-        target_p=target_p,
-        stopped="significant" if last.p_adjusted < target_p else "budget",
-        looks=looks,
-        mode="read",
-    )
+    return conclude(str(folder), key, score, looks, target_p, mode="read")
 
 
 def predictions(lm: Any, batch: Sequence[np.ndarray], pad_id: int) -> list[np.ndarray]:
