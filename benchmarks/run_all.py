@@ -137,6 +137,23 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
         ],
     ),
+    "trace_calibration": (
+        ["benchmarks/trace_calibration.py"],
+        [
+            (
+                "trace null, 200 keys, student of unwatermarked outputs: KS p of p-values",
+                "generating_mode.student_of_unwatermarked.ks_p_randomized",
+                None,
+                "p",
+            ),
+            (
+                "trace null: output match names a parent, of 20 independent models",
+                "output_match_null.parent_named",
+                None,
+                "models",
+            ),
+        ],
+    ),
     "kd_vs_sequence": (
         ["benchmarks/kd_vs_sequence.py", "--prompts", "160", "--steps", "50"],
         [
