@@ -105,7 +105,8 @@ def headline(models: dict[str, Any]) -> str:
     )
 
 
-def _test_items(cfg: HarvestConfig) -> dict[str, Any]:
+def test_records(cfg: HarvestConfig) -> list[dict[str, Any]]:
+    """The harvest's test-split records; an error if there are none."""
     store = RunStore.open_run(cfg.run_dir)
     try:
         records = list(store.iter_records("test"))
@@ -113,6 +114,11 @@ def _test_items(cfg: HarvestConfig) -> dict[str, Any]:
         store.close()
     if not records:
         raise StoreError(f"{cfg.run_dir}: no test items in the harvest; check split.test")
+    return records
+
+
+def _test_items(cfg: HarvestConfig) -> dict[str, Any]:
+    records = test_records(cfg)
     if cfg.task.gold_field is None:
         raise ConfigError("config", ["task.gold_field: eval needs gold labels to score quality"])
     labels = cfg.task.labels

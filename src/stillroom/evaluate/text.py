@@ -30,7 +30,6 @@ from stillroom.evaluate.efficiency import (
     measure,
 )
 from stillroom.evaluate.metrics import corpus_chrf, exact_match
-from stillroom.harvest.store import RunStore
 from stillroom.teachers.base import GenerationParams, TeacherRequest
 
 METRIC = "chrf"
@@ -71,13 +70,9 @@ def check_text_config(cfg: HarvestConfig) -> None:
 
 def load_text_items(cfg: HarvestConfig) -> TextItems:
     params = GenerationParams(max_tokens=cfg.generation.max_tokens, stop=tuple(cfg.generation.stop))
-    store = RunStore.open_run(cfg.run_dir)
-    try:
-        first = _first_answers(store.iter_records("test"))
-    finally:
-        store.close()
-    if not first:
-        raise StoreError(f"{cfg.run_dir}: no test items in the harvest; check split.test")
+    from stillroom.evaluate.run import test_records
+
+    first = _first_answers(iter(test_records(cfg)))
     requests, teacher, gold, missing = [], [], [], 0
     field = cfg.task.gold_field
     for rec in first:

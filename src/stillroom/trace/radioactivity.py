@@ -154,13 +154,21 @@ def radioactivity_test(
         for ids in encode[len(batch) :]:
             score.add(ids)
         done = upto
-        p = score.p_value()
-        looks.append(Look(done, score.scored, score.green, p, min(1.0, p * k)))
-        if progress is not None:
-            progress(looks[-1])
-        if looks[-1].p_adjusted < target_p:
+        if take_look(score, looks, done, k, progress).p_adjusted < target_p:
             break
     return conclude(str(getattr(suspect, "name", suspect)), key, score, looks, target_p)
+
+
+def take_look(
+    score: TupleScore, looks: list[Look], queries: int, k: int, progress: Any = None
+) -> Look:
+    """Record the k-th look (Bonferroni over the k looks taken) and report it."""
+    p = score.p_value()
+    look = Look(queries, score.scored, score.green, p, min(1.0, p * k))
+    looks.append(look)
+    if progress is not None:
+        progress(look)
+    return look
 
 
 def conclude(

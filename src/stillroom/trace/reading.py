@@ -44,6 +44,7 @@ from stillroom.trace.radioactivity import (
     TupleScore,
     conclude,
     planned_looks,
+    take_look,
 )
 from stillroom.watermark.greenlist import GreenList
 from stillroom.watermark.key import WatermarkKey
@@ -119,11 +120,7 @@ def read_mode_test(
                 rows = np.concatenate([_windows(to_teacher[ids], w - 1), said[w - 1 :, None]], 1)
                 score.add_rows(_valid(rows))
         done = upto
-        p = score.p_value()
-        looks.append(Look(done, score.scored, score.green, p, min(1.0, p * k)))
-        if progress is not None:
-            progress(looks[-1])
-        if looks[-1].p_adjusted < target_p:
+        if take_look(score, looks, done, k, progress).p_adjusted < target_p:
             break
     return conclude(str(folder), key, score, looks, target_p, mode="read")
 
