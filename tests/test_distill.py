@@ -55,3 +55,14 @@ def test_distill_runs_every_stage_resumes_and_eval_repeats(tmp_path: Path) -> No
     for role in ("teacher", "student", "baseline"):
         assert second["models"][role]["quality"] == models[role]["quality"]
         assert second["models"][role]["fidelity"] == models[role]["fidelity"]
+
+    # Served in bfloat16, the students are timed in that precision and still agree with
+    # their float32 selves on nearly every test item.
+    cfg_bf16 = validate_config({**raw, "eval": {"student_dtype": "bfloat16"}}, "test")
+    half = evaluate(cfg_bf16)
+    for role in ("student", "baseline"):
+        assert half["models"][role]["efficiency"]["dtype"] == "bfloat16"
+        assert models[role]["efficiency"]["dtype"] == "float32"
+        full_acc = models[role]["quality"]["accuracy"]
+        assert abs(half["models"][role]["quality"]["accuracy"] - full_acc) <= 0.05
+    assert half["models"]["teacher"]["efficiency"]["dtype"] == "float32"

@@ -154,6 +154,12 @@ class TrainSection(_Strict):
     precision: Literal["fp32", "bf16"] = "fp32"
 
 
+class EvalConfig(_Strict):
+    # The precision students are served in when eval times them; set it to the teacher's
+    # dtype so both are timed as a deployment would run them.
+    student_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
 class HarvestConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     runs_dir: Path = Path("runs")
@@ -165,6 +171,7 @@ class HarvestConfig(_Strict):
     cost: CostConfig = Field(default_factory=CostConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
     train: TrainSection = Field(default_factory=TrainSection)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")
     def _task_and_objective(self) -> HarvestConfig:

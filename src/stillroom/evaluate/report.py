@@ -18,7 +18,7 @@ eval.json as read here (`?` marks optional parts):
     models      {teacher, student, baseline?: {name, role, quality: {metric: float},
                  fidelity: {agreement, kl, chrf_to_teacher?} | null, cost_per_1m_requests_usd,
                  efficiency: {params, disk_mb, latency_ms_p50, latency_ms_p95,
-                              throughput_items_per_s, batch, peak_rss_mb}}}
+                              throughput_items_per_s, batch, peak_rss_mb, dtype}}}
     confusion?  {labels: [str], teacher | student | baseline: [[int]]}  rows true, columns predicted
     training_logs?  {student | baseline: train_log.jsonl path, absolute or relative to the
                      working directory or to run_dir}
@@ -505,6 +505,7 @@ def _table(result: dict[str, Any]) -> tuple[list[str], list[tuple[str, list[str]
         *scores("fidelity"),
         ("parameters", [fmt_count(eff(m, "params")) for m in models]),
         ("disk", [fmt_mb(eff(m, "disk_mb")) for m in models]),
+        ("served in", [str(eff(m, "dtype")) for m in models]),
         ("latency p50 / p95", [latency(m) for m in models]),
         ("throughput", [throughput(m) for m in models]),
         ("peak memory", [fmt_mb(eff(m, "peak_rss_mb")) for m in models]),

@@ -162,7 +162,7 @@ def _teacher_efficiency(
     params = sum(p.numel() for p in teacher.lm.parameters())
     folder = Path(teacher.lm.name_or_path)
     eff = Efficiency(params, folder_mb(folder) if folder.is_dir() else 0.0, p50, p95, tput,
-                     batch, len(prompts), memory.added_mb)  # fmt: skip
+                     batch, len(prompts), memory.added_mb, cfg.teacher.dtype)  # fmt: skip
     return eff.as_dict()
 
 
@@ -183,7 +183,7 @@ def _student_run(
     from stillroom.train.students import load_student
 
     with PeakMemory() as memory:
-        student = load_student(folder)
+        student = load_student(folder, cfg.eval.student_dtype)
         model, tok = student.model.eval(), student.tokenizer
         label_ids = label_token_ids(tok, cfg.task.candidates)
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -198,7 +198,7 @@ def _student_run(
         logp = np.concatenate([run(texts[i : i + batch]) for i in range(0, len(texts), batch)])
         p50, p95, tput = measure(run, texts[:timed], batch=batch, latency_items=latency_items)
     eff = Efficiency(student.params_student, folder_mb(folder), p50, p95, tput, batch,
-                     min(timed, len(texts)), memory.added_mb)  # fmt: skip
+                     min(timed, len(texts)), memory.added_mb, cfg.eval.student_dtype)  # fmt: skip
     return logp, eff.as_dict()
 
 

@@ -266,7 +266,7 @@ def _teacher_efficiency(
     params = sum(p.numel() for p in teacher.lm.parameters())
     folder = Path(teacher.lm.name_or_path)
     eff = Efficiency(params, folder_mb(folder) if folder.is_dir() else 0.0, p50, p95, tput,
-                     batch, len(requests), memory.added_mb)  # fmt: skip
+                     batch, len(requests), memory.added_mb, cfg.teacher.dtype)  # fmt: skip
     return eff.as_dict()
 
 
@@ -287,12 +287,12 @@ def _student_run(
     from stillroom.train.students import load_student
 
     with PeakMemory() as memory:
-        student = load_student(folder)
+        student = load_student(folder, cfg.eval.student_dtype)
         runner = LocalTeacher(student.model, student.tokenizer, name=str(folder), batch_size=batch)
         answers = _generate(runner, requests, batch)
         p50, p95, tput = _timed(runner, timed, batch, latency_items)
     eff = Efficiency(student.params_student, folder_mb(folder), p50, p95, tput, batch,
-                     len(timed), memory.added_mb)  # fmt: skip
+                     len(timed), memory.added_mb, cfg.eval.student_dtype)  # fmt: skip
     with torch.inference_mode():
         kl, note = mean_topk_kl(cfg, student)
     return answers, eff.as_dict(), None if kl is None else round(kl, 4), note

@@ -515,8 +515,9 @@ def _replace_dir(new: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_student(directory: Path) -> Student:
-    """Load a folder written by `save_student` (LoRA students come back merged)."""
+def load_student(directory: Path, dtype: str | None = None) -> Student:
+    """Load a folder written by `save_student` (LoRA students come back merged), in `dtype`
+    ("bfloat16", ...) if given, else as saved."""
     directory = Path(directory)
     meta_file = directory / STUDENT_FILE
     if not meta_file.is_file():
@@ -525,7 +526,8 @@ def load_student(directory: Path) -> Student:
             "Hugging Face folder, use student.init: pretrained"
         )
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    model = AutoModelForCausalLM.from_pretrained(directory)
+    kwargs = {} if dtype is None else {"dtype": getattr(torch, dtype)}
+    model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
     tokenizer = _load_tokenizer(directory, str(directory))
     info = meta["student"]
     to_teacher = meta.get("to_teacher")
