@@ -89,8 +89,26 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
                 "ms",
             ),
             (
-                "gateway's own time per request, p99 (Server-Timing)",
+                "gateway's own time per request at saturation, p99 (Server-Timing)",
                 "in_gateway_overhead_ms.p99",
+                None,
+                "ms",
+            ),
+            (
+                "gateway vs bare server at half load (open loop): client p99 latency",
+                "paced.gateway_latency_ms.p99",
+                "paced.bare_latency_ms.p99",
+                "ms",
+            ),
+            (
+                "gateway vs bare server at half load: client p50 latency",
+                "paced.gateway_latency_ms.p50",
+                "paced.bare_latency_ms.p50",
+                "ms",
+            ),
+            (
+                "gateway's own time per request at half load, p99 (Server-Timing)",
+                "paced.in_gateway_overhead_ms.p99",
                 None,
                 "ms",
             ),

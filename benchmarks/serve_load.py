@@ -4,9 +4,13 @@ Three measurements, same run, each server in its own process:
   1. 64 concurrent clients send >= 5,000 requests through `stillroom serve`; afterwards the
      log must hold exactly one row per answered request (no loss, no duplicates).
   2. Gateway overhead: the same load against a bare server that calls the same backend with
-     no auth, limits or log (the baseline). Reported two ways: client-side latency
-     percentiles of both servers, and the gateway's own per-request overhead from its log
-     (its Server-Timing header: auth, limits, validation, the log commit, the reply).
+     no auth, limits or log (the baseline). Reported at saturation (the closed loop above)
+     and at a fixed offered load of half the bare server's throughput (open loop, Poisson
+     arrivals, alternating quarters): client-side latency percentiles of both servers, their
+     difference with a bootstrap 95% interval, and the gateway's own time per request (its
+     Server-Timing header: auth, limits, validation, the log commit, the reply). Both
+     servers run the model as `stillroom serve` does: in a child process (--in-process: in
+     the server's own).
   3. Micro-batching: throughput through the gateway at concurrency 16 vs 1 (sequential).
 
     python benchmarks/serve_load.py [--requests 5000] [--clients 64]
@@ -39,22 +43,29 @@ from tests.tiny_models import make_tiny_lm  # noqa: E402
 MAX_TOKENS = 8
 
 BARE_SERVER = """
-import sys, uvicorn
+import os, sys, uvicorn
 from fastapi import FastAPI
 from stillroom.serve.backends import LocalBackend
 from stillroom.serve.replies import completion_body
 from stillroom.serve.schemas import CompletionRequest
 from stillroom.teachers.local import LocalTeacher
+from stillroom.teachers.process import ProcessTeacher
 
-backend = LocalBackend(LocalTeacher.load(sys.argv[1], batch_size=16), default_max_tokens=8,
-                       max_tokens_limit=64)
-app = FastAPI()
+if __name__ == "__main__":  # spawn's child (the model process) must not run the server
+    in_process = sys.argv[3] == "in-process"
+    if in_process:
+        teacher = LocalTeacher.load(sys.argv[1], batch_size=16)
+    else:  # as `stillroom serve` runs it: all cores but one for the model
+        teacher = ProcessTeacher(sys.argv[1], batch_size=16, threads=max(1, os.cpu_count() - 1))
+    backend = LocalBackend(teacher, default_max_tokens=8, max_tokens_limit=64)
+    app = FastAPI()
 
-@app.post("/v1/completions")
-async def completions(body: CompletionRequest) -> dict:
-    return completion_body(await backend.completion(body), "cmpl-bare", 0)
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest) -> dict:
+        return completion_body(await backend.completion(body), "cmpl-bare", 0)
 
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning",
+                access_log=False)
 """
 
 
@@ -136,11 +147,79 @@ async def load(url: str, keys: list[str], model: str, total: int, clients: int) 
     }
 
 
+async def paced(
+    url: str, keys: list[str], model: str, total: int, rate: float, seed: int
+) -> dict[str, Any]:
+    """Open loop: `total` requests arriving as a Poisson process at `rate` per second, each
+    sent when due whatever the server's state (unlike `load`'s closed loop of clients)."""
+    gaps = np.random.default_rng(seed).exponential(1 / rate, total)
+    latencies: list[float] = []
+    overheads: list[float] = []
+    failed = 0
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+
+        async def one(i: int) -> None:
+            nonlocal failed
+            body = {"model": model, "prompt": f"paced {seed} {i}", "max_tokens": MAX_TOKENS}
+            headers = {"Authorization": f"Bearer {keys[i % len(keys)]}"}
+            t = time.perf_counter()
+            try:
+                reply = await client.post(f"{url}/v1/completions", json=body, headers=headers)
+            except httpx.TransportError:
+                failed += 1
+                return
+            latencies.append((time.perf_counter() - t) * 1e3)
+            if reply.status_code != 200:
+                failed += 1
+                return
+            timing = reply.headers.get("server-timing", "")
+            if "gateway;dur=" in timing:
+                overheads.append(float(timing.split("gateway;dur=")[1].split(",")[0]))
+
+        tasks = []
+        start_t = time.perf_counter()
+        due = 0.0
+        for i, gap in enumerate(gaps):
+            due += gap
+            delay = start_t + due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+    return {"latencies": latencies, "overheads": overheads, "failed": failed}
+
+
+def difference_ci(a: list[float], b: list[float], q: float, rounds: int = 2000) -> list[float]:
+    """Bootstrap 95% interval of percentile q of `a` minus that of `b`: how far the
+    difference of two tails could move by chance alone."""
+    rng = np.random.default_rng(0)
+    xa, xb = np.asarray(a), np.asarray(b)
+    diffs = [
+        np.percentile(rng.choice(xa, xa.size), q) - np.percentile(rng.choice(xb, xb.size), q)
+        for _ in range(rounds)
+    ]
+    return [round(float(v), 2) for v in np.percentile(diffs, [2.5, 97.5])]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=5000)
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--batching-requests", type=int, default=400)
+    ap.add_argument("--paced-requests", type=int, default=3000)
+    ap.add_argument(
+        "--paced-load",
+        type=float,
+        default=0.5,
+        help="offered load of the paced phase, as a fraction of the bare server's throughput",
+    )
+    ap.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the model in the server's process (both servers), as before the default "
+        "moved it to a child process",
+    )
     args = ap.parse_args()
     from stillroom.serve.accounts import create_account
     from stillroom.serve.db import open_db, requests
@@ -164,10 +243,13 @@ def main() -> None:
                 str(gw_port),
                 "--max-tokens",
                 str(MAX_TOKENS),
+                "--no-model-process" if args.in_process else "--model-process",
             ],
             gw_port,
         )
-        bare = start([sys.executable, "-c", BARE_SERVER, str(model_dir), str(bare_port)], bare_port)
+        where = "in-process" if args.in_process else "model-process"
+        bare_cmd = [sys.executable, "-c", BARE_SERVER, str(model_dir), str(bare_port), where]
+        bare = start(bare_cmd, bare_port)
         try:
             model = httpx.get(f"http://127.0.0.1:{gw_port}/health").json()["model"]
             gw_url, bare_url = f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{bare_port}"
@@ -187,6 +269,19 @@ def main() -> None:
             answered = g1["ids"] + g2["ids"]
             row_ids = [r.id for r in rows]
             overhead = np.array(g1["overheads"] + g2["overheads"])
+            # Fixed offered load below saturation, in alternating quarters: the latency a
+            # request pays for going through the gateway rather than to the backend directly.
+            rate = args.paced_load * statistics.mean([b1["req_per_s"], b2["req_per_s"]])
+            quarter = args.paced_requests // 4
+            paced_gw: dict[str, list[float]] = {"latencies": [], "overheads": []}
+            paced_bare: dict[str, list[float]] = {"latencies": [], "overheads": []}
+            paced_failed = 0
+            for q in range(4):
+                for target, into in ((gw_url, paced_gw), (bare_url, paced_bare)):
+                    got = asyncio.run(paced(target, keys, model, quarter, rate, seed=q))
+                    into["latencies"] += got["latencies"]
+                    into["overheads"] += got["overheads"]
+                    paced_failed += got["failed"]
             seq = asyncio.run(load(gw_url, keys, model, args.batching_requests // 4, 1))
             conc = asyncio.run(load(gw_url, keys, model, args.batching_requests, 16))
         finally:
@@ -199,11 +294,18 @@ def main() -> None:
             k: round(statistics.mean(r["latency_ms"][k] for r in runs), 2) for k in ("p50", "p99")
         }
 
+    def ms(values: list[float]) -> dict[str, float]:
+        return {
+            "p50": round(float(np.percentile(values, 50)), 2),
+            "p99": round(float(np.percentile(values, 99)), 2),
+        }
+
     gw_lat, bare_lat = pct(g1, g2), pct(b1, b2)
     result = {
         "benchmark": "serve_load",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "model": "tiny Gemma 3 (2 layers, random weights)",
+        "model_runs": "in the server's process" if args.in_process else "in a child process",
         "clients": args.clients,
         "requests_through_gateway": len(answered),
         "statuses": {
@@ -225,6 +327,22 @@ def main() -> None:
         "in_gateway_overhead_ms": {
             "p50": round(float(np.percentile(overhead, 50)), 2),
             "p99": round(float(np.percentile(overhead, 99)), 2),
+        },
+        "paced": {
+            "offered_req_per_s": round(rate, 1),
+            "requests_each": len(paced_gw["latencies"]),
+            "failed": paced_failed,
+            "gateway_latency_ms": ms(paced_gw["latencies"]),
+            "bare_latency_ms": ms(paced_bare["latencies"]),
+            "overhead_ms": {
+                k: round(ms(paced_gw["latencies"])[k] - ms(paced_bare["latencies"])[k], 2)
+                for k in ("p50", "p99")
+            },
+            "overhead_ms_95ci": {
+                k: difference_ci(paced_gw["latencies"], paced_bare["latencies"], q)
+                for k, q in (("p50", 50), ("p99", 99))
+            },
+            "in_gateway_overhead_ms": ms(paced_gw["overheads"]),
         },
         "microbatching": {
             "sequential_req_per_s": seq["req_per_s"],

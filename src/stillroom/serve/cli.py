@@ -62,6 +62,20 @@ def serve(
     tpm: Annotated[int | None, typer.Option(help="Default tokens/minute per account.")] = None,
     batch_size: Annotated[int, typer.Option(help="Local model: rows per micro-batch.")] = 16,
     max_tokens: Annotated[int, typer.Option(help="max_tokens when a request gives none.")] = 256,
+    model_process: Annotated[
+        bool,
+        typer.Option(
+            help="Run the local model in its own process, so it never holds up the gateway's "
+            "event loop (--no-model-process: in the gateway's process)."
+        ),
+    ] = True,
+    model_threads: Annotated[
+        int | None,
+        typer.Option(
+            help="Torch threads of the model process (default: all cores but one, which the "
+            "gateway keeps for itself)."
+        ),
+    ] = None,
 ) -> None:
     """Serve a model behind an OpenAI-compatible API with accounts, limits and a request log.
 
@@ -83,13 +97,19 @@ def serve(
     backend: Backend
     if model is not None:
         from stillroom.teachers.local import LocalTeacher
+        from stillroom.teachers.process import ProcessTeacher
 
         kw: dict[str, Any] = {}
         if watermark_key_file is not None:
             from stillroom.watermark.key import load_key
 
             kw["watermark"] = load_key(watermark_key_file)
-        teacher = LocalTeacher.load(model, batch_size=batch_size, **kw)
+        teacher: LocalTeacher | ProcessTeacher
+        if model_process:
+            threads = model_threads or max(1, (os.cpu_count() or 2) - 1)
+            teacher = ProcessTeacher(model, batch_size=batch_size, threads=threads, **kw)
+        else:
+            teacher = LocalTeacher.load(model, batch_size=batch_size, **kw)
         backend = LocalBackend(teacher, default_max_tokens=max_tokens, max_tokens_limit=4096)
     else:
         backend = UpstreamBackend(str(upstream), api_key=os.environ.get(upstream_key_env))
