@@ -160,6 +160,30 @@ def distill(
 
 
 @app.command()
+def demo(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A small version: fewer users, prompts, steps.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default runs/story or runs/story-quick).")
+    ] = None,
+) -> None:
+    """The whole story: serve a watermarked model, users and a distiller use it, the
+    distiller trains a student, the audit finds its accounts, the trace gives its p-value.
+    Resumable: a rerun finishes what is missing.
+
+    Example: stillroom demo --quick
+    """
+    from stillroom.demo.story import run_demo
+
+    folder = out or Path("runs/story-quick" if quick else "runs/story")
+    story = run_demo(folder, quick=quick)
+    from stillroom.demo.report import headline
+
+    _emit({"headline": headline(story), "report": story["report"]})
+
+
+@app.command()
 def task(
     name: Annotated[str, typer.Argument(help="The built-in task: wordnet.")],
     out: Annotated[Path, typer.Option(help="Folder for the task's JSONL.")] = Path("examples/data"),

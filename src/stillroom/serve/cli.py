@@ -69,6 +69,9 @@ def serve(
             "event loop (--no-model-process: in the gateway's process)."
         ),
     ] = True,
+    dtype: Annotated[
+        str, typer.Option(help="Local model precision: float32, bfloat16 or float16.")
+    ] = "float32",
     model_threads: Annotated[
         int | None,
         typer.Option(
@@ -107,9 +110,11 @@ def serve(
         teacher: LocalTeacher | ProcessTeacher
         if model_process:
             threads = model_threads or max(1, (os.cpu_count() or 2) - 1)
-            teacher = ProcessTeacher(model, batch_size=batch_size, threads=threads, **kw)
+            teacher = ProcessTeacher(
+                model, dtype=dtype, batch_size=batch_size, threads=threads, **kw
+            )
         else:
-            teacher = LocalTeacher.load(model, batch_size=batch_size, **kw)
+            teacher = LocalTeacher.load(model, dtype=dtype, batch_size=batch_size, **kw)
         backend = LocalBackend(teacher, default_max_tokens=max_tokens, max_tokens_limit=4096)
     else:
         backend = UpstreamBackend(str(upstream), api_key=os.environ.get(upstream_key_env))

@@ -95,7 +95,14 @@ def trace(
     api_key = os.environ.get(api_key_env)
     asked: list[str] = []
     if cands or (key_file is not None and mode == "generate"):  # reading needs none
-        items, _ = load_prompts(PromptSource(path=prompts, field=field), SplitConfig())
+        # A repeated question adds nothing but cost: it is asked once, and said so.
+        items, report = load_prompts(PromptSource(path=prompts, field=field), SplitConfig(),
+                                     skip_bad=True)  # fmt: skip
+        repeats = [s for s in report.skipped if "duplicate prompt id" in s]
+        if len(repeats) < len(report.skipped):
+            raise InputError(next(s for s in report.skipped if s not in repeats))
+        if repeats:
+            sys.stderr.write(f"{prompts}: {len(repeats)} repeated prompts asked once\n")
         asked = [item.prompt or "" for item in items]
     who = open_suspect(suspect, model=model, api_key=api_key)
     verdict: dict[str, Any] = {"suspect": getattr(who, "name", suspect)}

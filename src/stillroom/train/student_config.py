@@ -18,7 +18,7 @@ CONFIG_KEYS = (
 ONLY_FOR: dict[str, tuple[str, ...]] = {
     **{k: ("config",) for k in CONFIG_KEYS},
     "intermediate_size": ("config", "shrink"),  # shrink: keep the strongest MLP neurons
-    "path": ("pretrained",),
+    "path": ("pretrained", "shrink"),  # shrink: an open model to cut down (API teachers)
     "keep_every": ("shrink",),
     "keep_layers": ("shrink",),
     "trim_vocab": ("shrink", "config"),
@@ -55,7 +55,8 @@ class StudentConfig(BaseModel):
     head_dim: int | None = Field(None, ge=1)  # default: hidden_size / heads
     tokenizer: Literal["teacher"] | str = "teacher"  # or a folder with its own tokenizer
     seed: int = 0  # random init (config) and LoRA adapters
-    # init: pretrained
+    # init: pretrained; or, for shrink, the model to cut down instead of the local teacher
+    # (an API teacher's weights are not ours: a distiller starts from an open model)
     path: Path | None = None
     # init: shrink
     keep_every: int = Field(2, ge=1)

@@ -80,18 +80,22 @@ class _State:
 
 
 def teacher_folder(cfg: HarvestConfig) -> Path:
-    """The local teacher's folder: the student shrinks from it and shares its tokenizer."""
+    """The folder the student starts from: the local teacher's, or for init: shrink the
+    open model at student.path; the student shares its tokenizer."""
+    st = cfg.train.student
+    if st.init == "shrink" and st.path is not None:
+        return Path(st.path)
     if cfg.teacher.kind != "local":
-        st = cfg.train.student
         if st.init == "shrink" or (st.init == "config" and st.tokenizer == "teacher"):
             raise ConfigError(
                 "config",
                 [
                     "train.student: an API teacher has no weights or tokenizer to start from; "
-                    "use student.init: pretrained, or init: config with tokenizer: PATH"
+                    "use student.init: shrink with path: an open model folder to cut down, "
+                    "init: pretrained, or init: config with tokenizer: PATH"
                 ],
             )
-        return Path(cfg.train.student.path or ".")
+        return Path(st.path or ".")
     from stillroom.teachers.gemma import DEFAULT_TEACHER_ALIASES, default_teacher_dir
 
     if cfg.teacher.model in DEFAULT_TEACHER_ALIASES:
@@ -109,6 +113,27 @@ def harvest_token_ids(store: RunStore) -> set[int]:
         if rec["topk"] is not None and rec["token_table"] is None:
             top = decode_topk(rec["topk"]).ids
             ids.update(np.unique(top[top >= 0]).tolist())
+    return ids
+
+
+def harvest_text_ids(store: RunStore, model_dir: Path) -> set[int]:
+    """Ids of every stored prompt and answer, tokenized by `model_dir`'s tokenizer as the
+    trainer will (chat messages through its chat template)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    chat = getattr(tok, "chat_template", None) is not None
+    ids: set[int] = set(tok.all_special_ids)
+    for rec in store.iter_records():
+        request = json.loads(rec["request"])
+        if "messages" in request and chat:
+            msgs = [{"role": r, "content": c} for r, c in request["messages"]]
+            prompt = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            ids.update(tok(prompt, add_special_tokens=False)["input_ids"])
+        else:
+            raw = request.get("prompt") or "\n".join(c for _, c in request.get("messages", []))
+            ids.update(tok(raw)["input_ids"])
+        ids.update(tok(rec["text"] or "", add_special_tokens=False)["input_ids"])
     return ids
 
 
@@ -191,6 +216,8 @@ class Trainer:
         keep = None
         if self.tc.student.trim_vocab:
             keep = harvest_token_ids(self.store) | task_token_ids(self.cfg, teacher_dir)
+            if self.cfg.teacher.kind != "local":  # API records carry text, not our ids
+                keep |= harvest_text_ids(self.store, teacher_dir)
         student = build_student(self.tc.student, teacher_dir, keep)
         _log(
             f"student: {student.params_student:,} parameters "
