@@ -77,6 +77,22 @@ def test_audit_links_hydra_and_flags_distillers(
         assert f["evidence"] and f["examples"] and f["score"] > r.threshold
 
 
+def test_min_requests_keeps_small_accounts_unflagged(
+    sim: dict[str, Any], embedder: text.Embedder
+) -> None:
+    m = measure(sim["log"], embedder=embedder)
+    cal = self_calibrate(list(m.units.values()))
+    every = decide(m, cal, 0.01)
+    sizes = sorted(m.units[f["unit"]]["requests"] for f in every.flagged)
+    cut = sizes[len(sizes) // 2]  # half the flagged units fall below this
+    gated = decide(m, cal, 0.01, min_requests=cut)
+    assert {f["unit"] for f in gated.flagged} == {
+        f["unit"] for f in every.flagged if m.units[f["unit"]]["requests"] >= cut
+    }
+    assert gated.scores == every.scores and gated.threshold == every.threshold
+    assert 0 < len(gated.flagged) < len(every.flagged)
+
+
 def test_score_is_zero_inside_the_benign_population_and_grows_outside() -> None:
     units = [{"log_requests": float(i % 7), "frac_logprobs": (i % 5) / 5} for i in range(50)]
     cal = fit(units, ["log_requests", "frac_logprobs"])

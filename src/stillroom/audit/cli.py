@@ -46,6 +46,9 @@ def audit(
     fpr: Annotated[
         float, typer.Option(help="Expected false-positive rate among benign accounts.")
     ] = 0.001,
+    min_requests: Annotated[
+        int, typer.Option(help="Never flag an account (or actor) with fewer requests.")
+    ] = 1,
     format: Annotated[str, typer.Option("--format", help="stdout: table or json.")] = "table",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write JSON here.")] = None,
     html_out: Annotated[Path | None, typer.Option("--html", help="Write an HTML report.")] = None,
@@ -106,6 +109,7 @@ def audit(
         source,
         engine=engine,
         fpr=fpr,
+        min_requests=min_requests,
         calibration=cal,
         calibrate=calibrate,
         mapping=parse_map(map_),

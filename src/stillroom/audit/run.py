@@ -146,9 +146,11 @@ def audit(
     sample: int = 24,
     embedder: str = "static",
     link: bool = True,
+    min_requests: int = 1,
     log: Callable[[str], None] | None = None,
 ) -> AuditResult:
-    """Flag the units whose score passes the benign threshold for `fpr`."""
+    """Flag the units whose score passes the benign threshold for `fpr`; units with fewer
+    than `min_requests` requests in the window are scored but not flagged."""
     say = log or _stderr
     emb = text.Embedder(embedder)
     eng = make_engine(engine)
@@ -180,7 +182,7 @@ def audit(
     clock = _Clock(m.timings)
     units = list(m.units.values())
     cal = calibration or self_calibrate(units)
-    result = decide(m, cal, fpr)
+    result = decide(m, cal, fpr, min_requests)
     clock.lap("score")
     return result
 
@@ -189,8 +191,12 @@ def _stderr(message: str) -> None:
     sys.stderr.write(message + "\n")
 
 
-def decide(m: Measured, cal: Calibration, fpr: float) -> AuditResult:
-    """Scores, the threshold for `fpr`, and the flagged units with their evidence."""
+def decide(m: Measured, cal: Calibration, fpr: float, min_requests: int = 1) -> AuditResult:
+    """Scores, the threshold for `fpr`, and the flagged units with their evidence.
+
+    A unit with fewer than `min_requests` requests is not flagged: a handful of requests
+    cannot harvest much, and its per-request features are too noisy to judge (a user whose
+    two replies both hit max_tokens looks extreme on a ratio)."""
     names = list(m.units)
     scores, contrib = score(cal, [m.units[u] for u in names])
     thr = cal.threshold(fpr)
@@ -200,6 +206,8 @@ def decide(m: Measured, cal: Calibration, fpr: float) -> AuditResult:
             break
         unit = names[i]
         f = m.units[unit]
+        if f["requests"] < min_requests:
+            continue
         top = [cal.features[j] for j in np.argsort(-contrib[i]).tolist()[:4] if contrib[i, j] > 0]
         from stillroom.audit.report import evidence_lines, examples
 

@@ -96,7 +96,8 @@ def _plot_scores(audit: dict[str, Any]) -> _Plot:
     ax.legend(fontsize=8)
     caption = (
         f"Each account's anomaly score against the log's own population; the threshold is set "
-        f"without labels for a {audit['fpr']:.0%} false-positive rate."
+        f"without labels for a {audit['fpr']:.1%} false-positive rate, and accounts with fewer "
+        f"than {audit['min_requests']} requests are not flagged."
     )
     return _Plot("audit", "Audit scores", caption, _png(fig))
 

@@ -36,6 +36,9 @@ TASK_FILE = Path("examples/data/wordnet-nouns.jsonl")
 DISTILL_TEMPLATE = "What is a {headword}? Answer in two sentences."
 # What the distiller would have paid at a small hosted model's API price (USD per 1M tokens).
 PRICE_IN, PRICE_OUT = 0.10, 0.40
+# The audit as a provider would run it: a low false-positive rate, and no verdict on an
+# account that sent too few requests to have harvested anything.
+FPR, MIN_REQUESTS = 0.001, 5
 
 
 @dataclass(frozen=True)
@@ -339,8 +342,15 @@ def _train(out: Path, scale: Scale, model: str, name: str) -> dict[str, Any]:
 
         train(_harvest_config(out, name, "http://unused/v1", scale, model), quiet=True)
     summary = json.loads(done.read_text())
-    return {k: summary.get(k) for k in ("steps", "best_val", "final_train_loss", "elapsed_s",
-                                        "student", "student_dir")}  # fmt: skip
+    loss = summary.get("final_train_loss")
+    return {
+        "steps": summary.get("steps"),
+        "final_train_loss": None if loss is None else round(loss, 3),
+        "best_val": {k: round(v, 3) for k, v in (summary.get("best_val") or {}).items()},
+        "elapsed_s": summary.get("elapsed_s"),
+        "student": summary.get("student"),
+        "student_dir": summary.get("student_dir"),
+    }
 
 
 # ---- 5. audit -----------------------------------------------------------------------------
@@ -368,7 +378,7 @@ def _audit(out: Path, cast: dict[str, Any], traffic: dict[str, Any]) -> dict[str
                 sa.select(requests.c.account_id, sa.func.count()).group_by(requests.c.account_id)
             ).all()
         )
-    final = audit(db, fpr=0.01, log=quiet)
+    final = audit(db, fpr=FPR, min_requests=MIN_REQUESTS, log=quiet)
     ranked = sorted(final.scores.items(), key=lambda kv: -kv[1])
     flagged = sorted(final.flagged_accounts())
     # When could it have told? The same audit on the log as it stood at earlier moments.
@@ -378,7 +388,9 @@ def _audit(out: Path, cast: dict[str, Any], traffic: dict[str, Any]) -> dict[str
         until = t0 + frac * (t1 - t0)
         seen = sum(1 for t in times if t <= until)
         try:
-            early = audit(db, fpr=0.01, until=until, log=quiet).flagged_accounts()
+            early = audit(
+                db, fpr=FPR, min_requests=MIN_REQUESTS, until=until, log=quiet
+            ).flagged_accounts()
             note = ""
         except InputError as e:  # too few accounts yet to calibrate on
             early, note = set(), str(e)
@@ -396,7 +408,8 @@ def _audit(out: Path, cast: dict[str, Any], traffic: dict[str, Any]) -> dict[str
             }
         )
     result = {
-        "fpr": 0.01,
+        "fpr": FPR,
+        "min_requests": MIN_REQUESTS,
         "threshold": final.threshold,
         # Units are accounts, or actors: accounts the audit joined as one (shared address,
         # template, timing...); each is scored once.
