@@ -183,6 +183,62 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
         ],
     ),
+    # The story runs first: the two benchmarks after it read its folder.
+    "story": (
+        ["benchmarks/story.py", "--fresh"],
+        [
+            ("stillroom demo: wall time, 2 cores", "total_s", None, "s"),
+            (
+                "demo: rival's student trace p vs control student's (same prompts, no mark)",
+                "rival_trace_p",
+                "control_trace_p",
+                "p",
+            ),
+            ("demo: queries the rival's trace took", "rival_trace_queries", None, "queries"),
+            ("demo: ordinary users flagged by the audit", "benign_users_flagged", None, "users"),
+            (
+                "demo: distiller accounts flagged by the audit",
+                "distiller_accounts_flagged",
+                None,
+                "accounts",
+            ),
+        ],
+    ),
+    "trace_mixed": (
+        ["benchmarks/trace_mixed.py", "--fraction", "0.1"],
+        [
+            (
+                "trace: student with 10% of its data watermarked, p (Gemma scale)",
+                "p_value",
+                None,
+                "p",
+            ),
+            ("trace: queries it took", "queries", None, "queries"),
+        ],
+    ),
+    "trace_null_gemma": (
+        ["benchmarks/trace_null_gemma.py"],
+        [
+            (
+                "trace null, Gemma scale: control student vs 200 foreign keys, KS p",
+                "control.ks_p_randomized",
+                None,
+                "p",
+            ),
+            (
+                "trace null, Gemma scale: control student, share of keys with p <= 0.01",
+                "control.frac_p_le_0.01",
+                None,
+                "fraction",
+            ),
+            (
+                "trace null, Gemma scale: rival student vs 200 foreign keys, KS p",
+                "distiller.ks_p_randomized",
+                None,
+                "p",
+            ),
+        ],
+    ),
 }
 
 

@@ -1,0 +1,116 @@
+"""Radioactivity when only part of a student's training data was watermarked (Gemma scale).
+
+Takes a finished `stillroom demo` folder, which holds two harvests of the same prompts from
+the same model: one through the watermarked gateway (distiller/) and one without (control/).
+Builds a third harvest that is the control with a random `--fraction` of its answers
+replaced by the watermarked answer to the same request, trains a student on it with the
+demo's settings, and traces it with the key. The story's two students, 100% and 0%
+watermarked, are the baselines, read from the same folder.
+
+    python benchmarks/trace_mixed.py [--story runs/story] [--fraction 0.1] [--budget 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sqlite3
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from stillroom.demo.story import FULL, MODEL, _harvest_config
+from stillroom.trace.radioactivity import radioactivity_test
+from stillroom.trace.suspects import LocalSuspect
+from stillroom.train.trainer import train
+from stillroom.watermark.detect import load_tokenizer
+from stillroom.watermark.key import load_key
+
+
+def mix(story: Path, target: Path, fraction: float, seed: int) -> int:
+    """Copy the control harvest to `target`, swapping in watermarked answers; returns how
+    many answers were swapped."""
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    with sqlite3.connect(story / "control" / "harvest.sqlite") as src:
+        src.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copy(story / "control" / "harvest.sqlite", target / "harvest.sqlite")
+    db = sqlite3.connect(target / "harvest.sqlite")
+    db.execute("ATTACH DATABASE ? AS wm", (str(story / "distiller" / "harvest.sqlite"),))
+    keys = [k for (k,) in db.execute("SELECT call_key FROM completions WHERE choice = 0")]
+    marked = set(db.execute("SELECT call_key FROM wm.completions WHERE choice = 0"))
+    keys = [k for k in keys if (k,) in marked]  # the same request in both harvests
+    chosen = random.Random(seed).sample(sorted(keys), round(fraction * len(keys)))
+    with db:
+        for k in chosen:
+            db.execute(
+                "UPDATE completions SET (text, finish_reason, tokens) = (SELECT text, "
+                "finish_reason, tokens FROM wm.completions WHERE call_key = ? AND choice = 0) "
+                "WHERE call_key = ? AND choice = 0",
+                (k, k),
+            )
+    db.close()
+    return len(chosen)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--story", type=Path, default=Path("runs/story"))
+    ap.add_argument("--fraction", type=float, default=0.1)
+    ap.add_argument("--budget", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    story = args.story
+    if not (story / "story.json").is_file():
+        sys.exit(f"{story}: no finished demo here; run `stillroom demo` first")
+    name = f"mixed{round(100 * args.fraction)}"
+    swapped = mix(story, story / name, args.fraction, args.seed)
+    cfg = _harvest_config(story, name, "http://unused/v1", FULL, MODEL)
+    start = time.perf_counter()
+    train(cfg, quiet=True)
+    train_s = time.perf_counter() - start
+    prompts = [json.loads(x)["question"] for x in (story / "trace.jsonl").read_text().splitlines()]
+    result = radioactivity_test(
+        LocalSuspect(str(story / name / "student")),
+        prompts,
+        load_key(story / "watermark-key.json"),
+        load_tokenizer(),
+        budget=args.budget,
+        target_p=1e-6,
+        max_tokens=FULL.max_tokens,
+    )
+    found = asdict(result)
+    base = {
+        n: json.loads((story / f"trace-{n}.json").read_text()) for n in ("distiller", "control")
+    }
+    print(
+        json.dumps(
+            {
+                "benchmark": "trace_mixed",
+                "watermarked_fraction": args.fraction,
+                "answers_watermarked": swapped,
+                "train_s": round(train_s, 1),
+                "queries": found["queries"],
+                "p_value": found["p_value"],
+                "green_rate": round(found["green_rate"], 4),
+                "stopped": found["stopped"],
+                "baseline_all_watermarked": {
+                    "queries": base["distiller"]["queries"],
+                    "p_value": base["distiller"]["p_value"],
+                },
+                "baseline_none_watermarked": {
+                    "queries": base["control"]["queries"],
+                    "p_value": base["control"]["p_value"],
+                },
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
