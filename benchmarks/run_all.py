@@ -227,7 +227,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
             (
                 "trace null, Gemma scale: control student, share of keys with p <= 0.01",
-                "control.frac_p_le_0.01",
+                "control.share_p_at_most_1pct",
                 None,
                 "fraction",
             ),

@@ -68,7 +68,9 @@ def main() -> None:
             green.append(s.green)
             n.append(s.scored)
         own = scored(ours, prompt_ids, answer_ids)
-        out[name] = summary(green, n, seed=1) | {
+        found = summary(green, n, seed=1)
+        out[name] = found | {
+            "share_p_at_most_1pct": found["frac_p_le_0.01"],  # a key without dots for tables
             "demo_key_p": own.p_value(),
             "demo_key_green_rate": own.green / max(own.scored, 1),
         }

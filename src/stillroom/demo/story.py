@@ -75,12 +75,13 @@ def run_demo(
     say = say or (lambda m: sys.stderr.write(m + "\n"))
     scale = scale or (QUICK if quick else FULL)
     out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    stages: dict[str, float] = {}
+    # A stage's time is kept from the run that did its work: a resumed run skips it.
+    times_file = out / "stage_times.json"
+    stages: dict[str, float] = json.loads(times_file.read_text()) if times_file.is_file() else {}
 
     def stage(name: str) -> Any:
         say(f"== {name}")
-        return _Timed(stages, name, say)
+        return _Timed(stages, name, say, times_file)
 
     with stage("setup: watermark key, accounts, prompts"):
         cast = _setup(out, scale, task_file)
@@ -104,7 +105,7 @@ def run_demo(
         "audit": audit,
         "traces": traces,
         "stage_s": stages,
-        "total_s": round(time.perf_counter() - started, 1),
+        "total_s": round(sum(stages.values()), 1),
     }
     _write_json(out / "story.json", story)
     from stillroom.demo.report import write_story
@@ -115,15 +116,21 @@ def run_demo(
 
 
 class _Timed:
-    def __init__(self, into: dict[str, float], name: str, say: Any) -> None:
-        self.into, self.name, self.say = into, name, say
+    """Times a stage; a stage that finds its result stored (under 1 s) keeps its old time."""
+
+    def __init__(self, into: dict[str, float], name: str, say: Any, file: Path) -> None:
+        self.into, self.name, self.say, self.file = into, name, say, file
 
     def __enter__(self) -> None:
         self.start = time.perf_counter()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         spent = round(time.perf_counter() - self.start, 1)
-        self.into[self.name] = spent
+        if exc_type is not None:
+            return
+        if spent >= 1.0 or self.name not in self.into:
+            self.into[self.name] = spent
+            _write_json(self.file, self.into)
         self.say(f"   ({spent:.0f} s)")
 
 
