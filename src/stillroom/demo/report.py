@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from stillroom.evaluate.report import _new_figure, _Plot, _png, _write_atomic
+from stillroom.trace.report import PAGE_CSS
 
 DISTILLER_COLOR, BENIGN_COLOR, CONTROL_COLOR, TARGET_COLOR = "#c44e52", "#4c72b0", "#55a868", "#888"
 
@@ -129,7 +130,8 @@ def _plot_traces(traces: dict[str, Any]) -> _Plot:
     return _Plot("trace", "Did the student learn from our outputs?", caption, _png(fig))
 
 
-TEMPLATE = """\
+TEMPLATE = (
+    """\
 <!doctype html>
 <html lang="en">
 <head>
@@ -137,18 +139,9 @@ TEMPLATE = """\
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>stillroom demo: a distillation, found and traced</title>
 <style>
-body { margin: 0; background: #f3f4f6; color: #1f2328;
-       font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
-main { max-width: 980px; margin: 0 auto; padding: 28px 36px 48px; background: #fff; }
-h1 { font-size: 1.55em; margin: 0 0 .5em; }
-h2 { font-size: 1.2em; margin: 1.8em 0 .6em; border-bottom: 1px solid #d0d7de; }
-.statement { padding: 10px 16px; background: #eef3fb; border-left: 5px solid #4c72b0; }
-table { border-collapse: collapse; font-size: .93em; font-variant-numeric: tabular-nums; }
-th, td { padding: 5px 12px; text-align: left; border-bottom: 1px solid #eaeef2; }
-figure { margin: 12px 0; }
-figure img { display: block; max-width: 100%; height: auto; border: 1px solid #eaeef2; }
-figcaption { font-size: .9em; color: #57606a; max-width: 820px; }
-</style>
+"""
+    + PAGE_CSS
+    + """</style>
 </head>
 <body>
 <main>
@@ -215,3 +208,4 @@ how much of its training data was ours.</p>
 </body>
 </html>
 """
+)

@@ -137,14 +137,8 @@ def _plot_match(m: dict[str, Any]) -> _Plot:
     return _Plot("match", "Token match with the suspect", caption, _png(fig))
 
 
-TEMPLATE = """\
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Trace report: {{ suspect }}</title>
-<style>
+# The page style of the trace report, shared by the demo's story.
+PAGE_CSS = """\
 body { margin: 0; background: #f3f4f6; color: #1f2328;
        font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
 main { max-width: 980px; margin: 0 auto; padding: 28px 36px 48px; background: #fff; }
@@ -157,7 +151,20 @@ td:first-child { color: #57606a; }
 figure { margin: 12px 0; }
 figure img { display: block; max-width: 100%; height: auto; border: 1px solid #eaeef2; }
 figcaption { font-size: .9em; color: #57606a; max-width: 820px; }
-</style>
+"""
+
+TEMPLATE = (
+    """\
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Trace report: {{ suspect }}</title>
+<style>
+"""
+    + PAGE_CSS
+    + """</style>
 </head>
 <body>
 <main>
@@ -189,6 +196,7 @@ parent named: <strong>{{ match.parent or "none" }}</strong> (Holm-corrected p be
 </body>
 </html>
 """
+)
 
 
 def identity_statement(claims: dict[str, int], asked: int) -> str:
