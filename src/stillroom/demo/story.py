@@ -264,7 +264,7 @@ def _distill(cfg: Any, keys: list[str], result: dict[str, Any]) -> None:
         # One small cloud block for all its accounts; one scripted client.
         teachers = [_api_teacher(cfg, k, f"198.51.100.{10 + i}") for i, k in enumerate(keys)]
         result["harvest"] = asdict(
-            harvest(cfg, teacher=RotatingTeacher(teachers), show_progress=False)
+            harvest(cfg, teacher=RotatingTeacher(teachers), show_progress=True)
         )
     except Exception as e:  # handed to the main thread, which raises it
         result["error"] = e
@@ -333,7 +333,7 @@ def _control_harvest(out: Path, scale: Scale, model: str) -> dict[str, Any]:
     with _gateway(out / "control-gateway.sqlite", None, model) as url:
         cfg = _harvest_config(out, "control", url, scale, model)
         teacher = _api_teacher(cfg, cast["keys"]["control"], "198.51.100.200")
-        result = asdict(harvest(cfg, teacher=teacher, show_progress=False))
+        result = asdict(harvest(cfg, teacher=teacher, show_progress=True))
     summary = {k: result[k] for k in ("ok", "errors", "completion_tokens", "elapsed_s")}
     _write_json(done, summary)
     return summary
