@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from stillroom.evaluate.report import _new_figure, _Plot, _png, _write_atomic
-from stillroom.trace.report import PAGE_CSS
+from stillroom.trace.report import page_head
 
 DISTILLER_COLOR, BENIGN_COLOR, CONTROL_COLOR, TARGET_COLOR = "#c44e52", "#4c72b0", "#55a868", "#888"
 
@@ -38,7 +38,7 @@ def headline(story: dict[str, Any]) -> list[str]:
     distillers = story["cast"]["distiller"]
     caught = [x for x in a["flagged"] if x in distillers]
     benign_flagged = [x for x in a["flagged"] if x not in distillers]
-    first = next((t for t in a["timeline"] if set(t["distiller_accounts_flagged"])), None)
+    first = next((t for t in a["timeline"] if t["distiller_accounts_flagged"]), None)
     student = story["students"]["distiller"].get("student") or {}
     when = (
         f"; the same audit on the log as it stood at {first['fraction_of_traffic_time']:.0%} "
@@ -131,19 +131,8 @@ def _plot_traces(traces: dict[str, Any]) -> _Plot:
 
 
 TEMPLATE = (
-    """\
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>stillroom demo: a distillation, found and traced</title>
-<style>
-"""
-    + PAGE_CSS
-    + """</style>
-</head>
-<body>
+    page_head("stillroom demo: a distillation, found and traced")
+    + """<body>
 <main>
 <h1>A distillation, found and traced</h1>
 <div class="statement">{% for line in headline %}<p>{{ line }}</p>{% endfor %}</div>

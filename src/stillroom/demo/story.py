@@ -421,20 +421,8 @@ def _audit(out: Path, cast: dict[str, Any], traffic: dict[str, Any]) -> dict[str
         # Units are accounts, or actors: accounts the audit joined as one (shared address,
         # template, timing...); each is scored once.
         "units": [
-            {
-                "accounts": [names.get(a, a) for a in final.measured.units[unit]["members"]],
-                "score": round(score, 3),
-                "requests": sum(
-                    per_account.get(a, 0) for a in final.measured.units[unit]["members"]
-                ),
-                "role": "distiller"
-                if any(
-                    names.get(a, "").startswith("nimbus")
-                    for a in final.measured.units[unit]["members"]
-                )
-                else "benign",
-            }
-            for unit, score in ranked
+            _unit(final.measured.units[u]["members"], score, names, per_account)
+            for u, score in ranked
         ],
         "flagged": [names.get(a, a) for a in flagged],
         "evidence": [
@@ -454,6 +442,19 @@ def _audit(out: Path, cast: dict[str, Any], traffic: dict[str, Any]) -> dict[str
     }
     _write_json(done, result)
     return result
+
+
+def _unit(
+    members: list[str], score: float, names: dict[str, str], per_account: dict[str, int]
+) -> dict[str, Any]:
+    """One scored unit (an account, or accounts the audit joined as one actor)."""
+    who = [names.get(a, a) for a in members]
+    return {
+        "accounts": who,
+        "score": round(score, 3),
+        "requests": sum(per_account.get(a, 0) for a in members),
+        "role": "distiller" if any(n.startswith("nimbus") for n in who) else "benign",
+    }
 
 
 # ---- 6. trace -----------------------------------------------------------------------------

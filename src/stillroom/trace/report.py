@@ -153,20 +153,19 @@ figure img { display: block; max-width: 100%; height: auto; border: 1px solid #e
 figcaption { font-size: .9em; color: #57606a; max-width: 820px; }
 """
 
+
+def page_head(title: str) -> str:
+    """A self-contained page's opening up to <body>, in the reports' shared style."""
+    return (
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{title}</title>\n<style>\n{PAGE_CSS}</style>\n</head>\n"
+    )
+
+
 TEMPLATE = (
-    """\
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Trace report: {{ suspect }}</title>
-<style>
-"""
-    + PAGE_CSS
-    + """</style>
-</head>
-<body>
+    page_head("Trace report: {{ suspect }}")
+    + """<body>
 <main>
 <h1>Trace report: {{ suspect }}</h1>
 {% if radio %}<h2 id="radioactivity">Radioactivity: does it carry our watermark?</h2>

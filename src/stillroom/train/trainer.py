@@ -116,24 +116,35 @@ def harvest_token_ids(store: RunStore) -> set[int]:
     return ids
 
 
+def encode_record(
+    tok: Any, request: dict[str, Any], text: str, finish: str | None
+) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids) of one stored call as `tok` reads it: chat messages
+    through its chat template, EOS after an answer that stopped on its own."""
+    if "messages" in request and getattr(tok, "chat_template", None):
+        msgs = [{"role": r, "content": c} for r, c in request["messages"]]
+        prompt = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+    else:
+        raw = request.get("prompt") or "\n".join(c for _, c in request.get("messages", []))
+        p = tok(raw)["input_ids"]
+    c = tok(text, add_special_tokens=False)["input_ids"]
+    if finish == "stop" and tok.eos_token_id is not None:
+        c = [*c, tok.eos_token_id]
+    return list(p), list(c)
+
+
 def harvest_text_ids(store: RunStore, model_dir: Path) -> set[int]:
-    """Ids of every stored prompt and answer, tokenized by `model_dir`'s tokenizer as the
-    trainer will (chat messages through its chat template)."""
+    """Ids of every stored prompt and answer, tokenized by `model_dir`'s tokenizer exactly
+    as the trainer will encode them."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    chat = getattr(tok, "chat_template", None) is not None
     ids: set[int] = set(tok.all_special_ids)
     for rec in store.iter_records():
-        request = json.loads(rec["request"])
-        if "messages" in request and chat:
-            msgs = [{"role": r, "content": c} for r, c in request["messages"]]
-            prompt = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-            ids.update(tok(prompt, add_special_tokens=False)["input_ids"])
-        else:
-            raw = request.get("prompt") or "\n".join(c for _, c in request.get("messages", []))
-            ids.update(tok(raw)["input_ids"])
-        ids.update(tok(rec["text"] or "", add_special_tokens=False)["input_ids"])
+        p, c = encode_record(tok, json.loads(rec["request"]), rec["text"] or "", None)
+        ids.update(p)
+        ids.update(c)
     return ids
 
 
@@ -255,18 +266,7 @@ class Trainer:
     def _encode(
         self, request: dict[str, Any], text: str, finish: str | None
     ) -> tuple[list[int], list[int]]:
-        tok = self.student.tokenizer
-        if "messages" in request and getattr(tok, "chat_template", None):
-            msgs = [{"role": r, "content": c} for r, c in request["messages"]]
-            prompt = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-            p = tok(prompt, add_special_tokens=False)["input_ids"]
-        else:
-            raw = request.get("prompt") or "\n".join(c for _, c in request.get("messages", []))
-            p = tok(raw)["input_ids"]
-        c = tok(text, add_special_tokens=False)["input_ids"]
-        if finish == "stop" and tok.eos_token_id is not None:
-            c = [*c, tok.eos_token_id]
-        return list(p), list(c)
+        return encode_record(self.student.tokenizer, request, text, finish)
 
     def _batches(self, split: str, epoch: int, shuffle: bool) -> Iterator[Any]:
         if self.tc.objective == "labels":
