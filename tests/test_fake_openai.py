@@ -336,7 +336,9 @@ async def test_concurrent_clients_are_all_counted() -> None:
             elapsed = time.monotonic() - started
         stats = srv.stats()
     assert len(replies) == 64 and stats.total == 64 and not stats.duplicates()
-    assert elapsed < 64 * 0.05 / 4  # served concurrently, not one after another
+    # Served one after another, 64 replies take at least 3.2 s; half of that leaves room for
+    # the client's own work on a loaded 2-core machine (it once took 0.90 s).
+    assert elapsed < 64 * 0.05 / 2  # served concurrently, not one after another
 
 
 def test_cli_prints_url_and_serves() -> None:
