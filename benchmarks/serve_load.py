@@ -6,11 +6,17 @@ Three measurements, same run, each server in its own process:
   2. Gateway overhead: the same load against a bare server that calls the same backend with
      no auth, limits or log (the baseline). Reported at saturation (the closed loop above)
      and at a fixed offered load of half the bare server's throughput (open loop, Poisson
-     arrivals, alternating quarters): client-side latency percentiles of both servers, their
-     difference with a bootstrap 95% interval, and the gateway's own time per request (its
-     Server-Timing header: auth, limits, validation, the log commit, the reply). Both
-     servers run the model as `stillroom serve` does: in a child process (--in-process: in
-     the server's own).
+     arrivals dealt to the two servers in turn), where three figures are given, each with
+     the gateway's minus the bare server's and a bootstrap 95% interval:
+       - client-side latency, end to end;
+       - client-side latency outside the backend call (latency minus the server's own
+         timing of its backend call, from its Server-Timing header): HTTP, framework and,
+         in the gateway, auth, limits, validation, the log commit and the reply. The
+         backend's batching wait, which dominates end-to-end tails and differs by chance
+         from request to request, drops out;
+       - the gateway's own time per request, as it measures it (Server-Timing).
+     Both servers run the model as `stillroom serve` does: in a child process
+     (--in-process: in the server's own).
   3. Micro-batching: throughput through the gateway at concurrency 16 vs 1 (sequential).
 
     python benchmarks/serve_load.py [--requests 5000] [--clients 64]
@@ -43,8 +49,9 @@ from tests.tiny_models import make_tiny_lm  # noqa: E402
 MAX_TOKENS = 8
 
 BARE_SERVER = """
-import os, sys, uvicorn
+import os, sys, time, uvicorn
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from stillroom.serve.backends import LocalBackend
 from stillroom.serve.replies import completion_body
 from stillroom.serve.schemas import CompletionRequest
@@ -61,8 +68,14 @@ if __name__ == "__main__":  # spawn's child (the model process) must not run the
     app = FastAPI()
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest) -> dict:
-        return completion_body(await backend.completion(body), "cmpl-bare", 0)
+    async def completions(body: CompletionRequest) -> JSONResponse:
+        called = time.perf_counter()  # timed as the gateway times its backend call
+        answer = await backend.completion(body)
+        backend_ms = (time.perf_counter() - called) * 1e3
+        return JSONResponse(
+            completion_body(answer, "cmpl-bare", 0),
+            headers={"Server-Timing": f"backend;dur={backend_ms:.3f}"},
+        )
 
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning",
                 access_log=False)
@@ -148,34 +161,43 @@ async def load(url: str, keys: list[str], model: str, total: int, clients: int) 
 
 
 async def paced(
-    url: str, keys: list[str], model: str, total: int, rate: float, seed: int
-) -> dict[str, Any]:
+    urls: list[str], keys: list[str], model: str, total: int, rate: float, seed: int
+) -> list[dict[str, Any]]:
     """Open loop: `total` requests arriving as a Poisson process at `rate` per second, each
-    sent when due whatever the server's state (unlike `load`'s closed loop of clients)."""
+    sent when due whatever the servers' state (unlike `load`'s closed loop of clients), and
+    dealt to `urls` in turn. Interleaved request by request, the servers share every stall
+    of the machine alike, which separate runs do not: one 100 ms stall in one server's run
+    moves that run's p99 by more than the effect measured."""
     gaps = np.random.default_rng(seed).exponential(1 / rate, total)
-    latencies: list[float] = []
-    overheads: list[float] = []
-    failed = 0
+    results: list[dict[str, Any]] = [
+        # outside: client-side latency minus the server's backend call (its Server-Timing)
+        {"latencies": [], "overheads": [], "outside": [], "failed": 0}
+        for _ in urls
+    ]
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
 
         async def one(i: int) -> None:
-            nonlocal failed
+            url, into = urls[i % len(urls)], results[i % len(urls)]
             body = {"model": model, "prompt": f"paced {seed} {i}", "max_tokens": MAX_TOKENS}
             headers = {"Authorization": f"Bearer {keys[i % len(keys)]}"}
             t = time.perf_counter()
             try:
                 reply = await client.post(f"{url}/v1/completions", json=body, headers=headers)
             except httpx.TransportError:
-                failed += 1
+                into["failed"] += 1
                 return
-            latencies.append((time.perf_counter() - t) * 1e3)
+            latency = (time.perf_counter() - t) * 1e3
+            into["latencies"].append(latency)
             if reply.status_code != 200:
-                failed += 1
+                into["failed"] += 1
                 return
             timing = reply.headers.get("server-timing", "")
             if "gateway;dur=" in timing:
-                overheads.append(float(timing.split("gateway;dur=")[1].split(",")[0]))
+                into["overheads"].append(float(timing.split("gateway;dur=")[1].split(",")[0]))
+            if "backend;dur=" in timing:
+                backend = float(timing.split("backend;dur=")[1].split(",")[0])
+                into["outside"].append(latency - backend)
 
         tasks = []
         start_t = time.perf_counter()
@@ -187,7 +209,7 @@ async def paced(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(i)))
         await asyncio.gather(*tasks)
-    return {"latencies": latencies, "overheads": overheads, "failed": failed}
+    return results
 
 
 def difference_ci(a: list[float], b: list[float], q: float, rounds: int = 2000) -> list[float]:
@@ -207,13 +229,14 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=5000)
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--batching-requests", type=int, default=400)
-    ap.add_argument("--paced-requests", type=int, default=3000)
+    ap.add_argument("--paced-requests", type=int, default=5000, help="per server")
     ap.add_argument(
         "--paced-load",
         type=float,
         default=0.5,
         help="offered load of the paced phase, as a fraction of the bare server's throughput",
     )
+    ap.add_argument("--raw", help="also write the paced phase's per-request figures here (JSON)")
     ap.add_argument(
         "--in-process",
         action="store_true",
@@ -269,19 +292,14 @@ def main() -> None:
             answered = g1["ids"] + g2["ids"]
             row_ids = [r.id for r in rows]
             overhead = np.array(g1["overheads"] + g2["overheads"])
-            # Fixed offered load below saturation, in alternating quarters: the latency a
-            # request pays for going through the gateway rather than to the backend directly.
+            # Fixed offered load below saturation, the requests dealt to the two servers in
+            # turn: the latency a request pays for going through the gateway rather than to
+            # the backend directly.
             rate = args.paced_load * statistics.mean([b1["req_per_s"], b2["req_per_s"]])
-            quarter = args.paced_requests // 4
-            paced_gw: dict[str, list[float]] = {"latencies": [], "overheads": []}
-            paced_bare: dict[str, list[float]] = {"latencies": [], "overheads": []}
-            paced_failed = 0
-            for q in range(4):
-                for target, into in ((gw_url, paced_gw), (bare_url, paced_bare)):
-                    got = asyncio.run(paced(target, keys, model, quarter, rate, seed=q))
-                    into["latencies"] += got["latencies"]
-                    into["overheads"] += got["overheads"]
-                    paced_failed += got["failed"]
+            paced_gw, paced_bare = asyncio.run(
+                paced([gw_url, bare_url], keys, model, 2 * args.paced_requests, rate, seed=0)
+            )
+            paced_failed = paced_gw["failed"] + paced_bare["failed"]
             seq = asyncio.run(load(gw_url, keys, model, args.batching_requests // 4, 1))
             conc = asyncio.run(load(gw_url, keys, model, args.batching_requests, 16))
         finally:
@@ -343,6 +361,18 @@ def main() -> None:
                 for k, q in (("p50", 50), ("p99", 99))
             },
             "in_gateway_overhead_ms": ms(paced_gw["overheads"]),
+            "outside_backend_ms": {
+                "gateway": ms(paced_gw["outside"]),
+                "bare": ms(paced_bare["outside"]),
+                "difference": {
+                    k: round(ms(paced_gw["outside"])[k] - ms(paced_bare["outside"])[k], 2)
+                    for k in ("p50", "p99")
+                },
+                "difference_95ci": {
+                    k: difference_ci(paced_gw["outside"], paced_bare["outside"], q)
+                    for k, q in (("p50", 50), ("p99", 99))
+                },
+            },
         },
         "microbatching": {
             "sequential_req_per_s": seq["req_per_s"],
@@ -350,6 +380,8 @@ def main() -> None:
             "speedup": round(conc["req_per_s"] / seq["req_per_s"], 2),
         },
     }
+    if args.raw:
+        Path(args.raw).write_text(json.dumps({"gateway": paced_gw, "bare": paced_bare}))
     print(json.dumps(result, indent=2))
 
 

@@ -4,8 +4,16 @@ Takes a finished `stillroom demo` folder, which holds two harvests of the same p
 the same model: one through the watermarked gateway (distiller/) and one without (control/).
 Builds a third harvest that is the control with a random `--fraction` of its answers
 replaced by the watermarked answer to the same request, trains a student on it with the
-demo's settings, and traces it with the key. The story's two students, 100% and 0%
-watermarked, are the baselines, read from the same folder.
+demo's settings, and traces it with the key, both ways:
+
+- generating (black box): the student answers held-out questions; its answers are scored;
+- reading (open weights): the student reads fresh, unwatermarked teacher answers to other
+  held-out questions, and its next-token predictions are scored (Sander et al. 2024's
+  reading mode; see `stillroom.trace.reading` for why unwatermarked texts keep the null
+  exact).
+
+The story's two students, 100% and 0% watermarked, are the baselines, traced the same two
+ways in the same run (generating: read from the story's own trace).
 
     python benchmarks/trace_mixed.py [--story runs/story] [--fraction 0.1] [--budget 2000]
 """
@@ -21,9 +29,11 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from stillroom.demo.story import FULL, MODEL, _harvest_config
 from stillroom.trace.radioactivity import radioactivity_test
+from stillroom.trace.reading import read_mode_test
 from stillroom.trace.suspects import LocalSuspect
 from stillroom.train.trainer import train
 from stillroom.watermark.detect import load_tokenizer
@@ -57,22 +67,58 @@ def mix(story: Path, target: Path, fraction: float, seed: int) -> int:
     return len(chosen)
 
 
+def reading_texts(story: Path, n: int) -> list[str]:
+    """The teacher's own unwatermarked answers to the last `n` held-out questions (in no
+    harvest): what reading mode feeds the suspects. Made once, kept in the story folder."""
+    path = story / f"read-texts-{n}.jsonl"
+    if path.is_file():
+        return [json.loads(x)["text"] for x in path.read_text().splitlines()]
+    from stillroom.teachers.base import GenerationParams, TeacherRequest
+    from stillroom.teachers.local import LocalTeacher
+
+    rows = (story / "trace.jsonl").read_text().splitlines()
+    questions = [json.loads(x)["question"] for x in rows]
+    params = GenerationParams(max_tokens=FULL.max_tokens, temperature=1.0, seed=1)
+    teacher = LocalTeacher.load(MODEL, dtype="bfloat16", batch_size=16)
+    asked = [TeacherRequest(messages=(("user", q),), params=params) for q in questions[-n:]]
+    texts = [c.choices[0].text for c in teacher.generate(asked)]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    tmp.replace(path)
+    return texts
+
+
+def read(student: Path, texts: list[str], key: Any, tokenizer: Any, budget: int) -> dict[str, Any]:
+    r = read_mode_test(str(student), texts, key, tokenizer, budget=budget, target_p=1e-6)
+    return {"texts_read": r.queries, "p_value": r.p_value, "green_rate": round(r.green_rate, 4),
+            "tuples": r.tuples_scored}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--story", type=Path, default=Path("runs/story"))
     ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument("--budget", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--reuse", action="store_true", help="keep a student this script trained before"
+    )
+    ap.add_argument("--read-texts", type=int, default=300, help="texts for reading mode")
     args = ap.parse_args()
     story = args.story
     if not (story / "story.json").is_file():
         sys.exit(f"{story}: no finished demo here; run `stillroom demo` first")
     name = f"mixed{round(100 * args.fraction)}"
-    swapped = mix(story, story / name, args.fraction, args.seed)
-    cfg = _harvest_config(story, name, "http://unused/v1", FULL, MODEL)
-    start = time.perf_counter()
-    train(cfg, quiet=True)
-    train_s = time.perf_counter() - start
+    done = story / name / "mixed.json"
+    if args.reuse and done.is_file() and (story / name / "student").is_dir():
+        swapped, train_s = json.loads(done.read_text())["swapped"], 0.0
+    else:
+        swapped = mix(story, story / name, args.fraction, args.seed)
+        cfg = _harvest_config(story, name, "http://unused/v1", FULL, MODEL)
+        start = time.perf_counter()
+        train(cfg, quiet=True)
+        train_s = time.perf_counter() - start
+        done.write_text(json.dumps({"swapped": swapped, "seed": args.seed}))
     prompts = [json.loads(x)["question"] for x in (story / "trace.jsonl").read_text().splitlines()]
     result = radioactivity_test(
         LocalSuspect(str(story / name / "student")),
@@ -84,6 +130,12 @@ def main() -> None:
         max_tokens=FULL.max_tokens,
     )
     found = asdict(result)
+    key, tokenizer = load_key(story / "watermark-key.json"), load_tokenizer()
+    texts = reading_texts(story, args.read_texts)
+    reading = {
+        n: read(story / d / "student", texts, key, tokenizer, args.budget)
+        for n, d in (("mixed", name), ("all_watermarked", "distiller"), ("none", "control"))
+    }
     base = {
         n: json.loads((story / f"trace-{n}.json").read_text()) for n in ("distiller", "control")
     }
@@ -98,6 +150,7 @@ def main() -> None:
                 "p_value": found["p_value"],
                 "green_rate": round(found["green_rate"], 4),
                 "stopped": found["stopped"],
+                "reading_mode": reading,
                 "baseline_all_watermarked": {
                     "queries": base["distiller"]["queries"],
                     "p_value": base["distiller"]["p_value"],

@@ -168,14 +168,19 @@ class Principal:
     account: Account
 
 
+# Built once: the gateway runs it on its event loop for every key whose cache entry expired,
+# and building the statement cost more than running it.
+_LIVE_KEY = (
+    sa.select(api_keys.c.id.label("key_id"), accounts)
+    .join(accounts, accounts.c.id == api_keys.c.account_id)
+    .where(api_keys.c.key_hash == sa.bindparam("key_hash"), api_keys.c.revoked_at.is_(None))
+)
+
+
 def lookup_key(engine: Engine, key: str) -> Principal | None:
     """The live key's account, or None for an unknown or revoked key."""
     with engine.connect() as conn:
-        row = conn.execute(
-            sa.select(api_keys.c.id.label("key_id"), accounts)
-            .join(accounts, accounts.c.id == api_keys.c.account_id)
-            .where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None))
-        ).first()
+        row = conn.execute(_LIVE_KEY, {"key_hash": hash_key(key)}).first()
     if row is None:
         return None
     return Principal(row.key_id, _account(row))
