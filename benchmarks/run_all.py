@@ -214,6 +214,30 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
                 "p",
             ),
             ("trace: queries it took", "queries", None, "queries"),
+            (
+                "trace: 10%-watermarked student, reading mode (open weights), 300 texts, p",
+                "reading_mode.mixed.p_value",
+                "reading_mode.all_watermarked.p_value",
+                "p",
+            ),
+        ],
+    ),
+    "trace_match_demo": (
+        ["benchmarks/trace_match_demo.py"],
+        [
+            (
+                "output match, demo setting: right verdicts (parent or none), of 3 suspects",
+                "right_verdicts",
+                None,
+                "suspects",
+            ),
+            (
+                "output match: rival student's token match, Gemma vs closest reference",
+                "rival.gemma_match_rate",
+                "rival.best_reference_match_rate",
+                "fraction",
+            ),
+            ("output match: rival student, Gemma named at Holm p", "rival.gemma_p_holm", None, "p"),
         ],
     ),
     "trace_null_gemma": (

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -82,7 +83,9 @@ def dictionary(story: Path, per_model: int, seed: int) -> dict[str, list[tuple[s
 def write_store(run: Path, pairs: list[tuple[str, str]], tok: Any) -> None:
     """A run folder whose store holds `pairs` as a local harvest would (Gemma's token ids),
     so `stillroom train` reads them like any harvest."""
-    run.mkdir(parents=True, exist_ok=True)
+    if run.exists():  # a run stopped before its student was saved: start it again
+        shutil.rmtree(run)
+    run.mkdir(parents=True)
     store = RunStore(run / "harvest.sqlite")
     params = GenerationParams(max_tokens=64, temperature=0.0)
     for i, (question, answer) in enumerate(pairs):
@@ -123,7 +126,7 @@ def main() -> None:
     ap.add_argument("--story", type=Path, default=Path("runs/story"))
     ap.add_argument("--prompts", type=int, default=300, help="questions every model answers")
     ap.add_argument("--per-model", type=int, default=3000, help="words in each dictionary")
-    ap.add_argument("--steps", type=int, default=300, help="training steps of each dictionary")
+    ap.add_argument("--steps", type=int, default=120, help="training steps of each dictionary")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     story = args.story
@@ -182,10 +185,20 @@ def main() -> None:
             "candidates": [asdict(c) for c in r.candidates],
             "references": [asdict(c) for c in r.references],
         }
+    rival = verdicts["rival student"]
+    gemma = next(c for c in rival["candidates"] if c["name"] == "gemma-3-270m")
+    best_ref = next(c for c in rival["references"] if c["name"] == rival["best_reference"])
     print(
         json.dumps(
             {
                 "benchmark": "trace_match_demo",
+                "suspects": len(verdicts),
+                "right_verdicts": sum(v["right"] for v in verdicts.values()),
+                "rival": {
+                    "gemma_match_rate": round(gemma["match_rate"], 4),
+                    "best_reference_match_rate": round(best_ref["match_rate"], 4),
+                    "gemma_p_holm": gemma["p_holm"],
+                },
                 "prompts": len(prompts),
                 "max_tokens": MAX_TOKENS,
                 "alpha": 0.01,
