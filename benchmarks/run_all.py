@@ -215,7 +215,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
             ("trace: queries it took", "queries", None, "queries"),
             (
-                "trace: 10%-watermarked student, reading mode (open weights), 300 texts, p",
+                "trace, reading mode, 300 fresh texts: 10%-watermarked student p vs 100% student p",
                 "reading_mode.mixed.p_value",
                 "reading_mode.all_watermarked.p_value",
                 "p",
