@@ -7,7 +7,6 @@ import asyncio
 import time
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from stillroom.serve.db import open_db, requests
