@@ -318,6 +318,15 @@ def main() -> None:
             "p99": round(float(np.percentile(values, 99)), 2),
         }
 
+    def gateway_minus_bare(field: str) -> dict[str, dict[str, Any]]:
+        """p50 and p99 of the gateway's `field` minus the bare server's, with intervals."""
+        a, b = paced_gw[field], paced_bare[field]
+        return {
+            "difference": {k: round(ms(a)[k] - ms(b)[k], 2) for k in ("p50", "p99")},
+            "difference_95ci": {k: difference_ci(a, b, q) for k, q in (("p50", 50), ("p99", 99))},
+        }
+
+    end_to_end = gateway_minus_bare("latencies")
     gw_lat, bare_lat = pct(g1, g2), pct(b1, b2)
     result = {
         "benchmark": "serve_load",
@@ -352,26 +361,13 @@ def main() -> None:
             "failed": paced_failed,
             "gateway_latency_ms": ms(paced_gw["latencies"]),
             "bare_latency_ms": ms(paced_bare["latencies"]),
-            "overhead_ms": {
-                k: round(ms(paced_gw["latencies"])[k] - ms(paced_bare["latencies"])[k], 2)
-                for k in ("p50", "p99")
-            },
-            "overhead_ms_95ci": {
-                k: difference_ci(paced_gw["latencies"], paced_bare["latencies"], q)
-                for k, q in (("p50", 50), ("p99", 99))
-            },
+            "overhead_ms": end_to_end["difference"],
+            "overhead_ms_95ci": end_to_end["difference_95ci"],
             "in_gateway_overhead_ms": ms(paced_gw["overheads"]),
             "outside_backend_ms": {
                 "gateway": ms(paced_gw["outside"]),
                 "bare": ms(paced_bare["outside"]),
-                "difference": {
-                    k: round(ms(paced_gw["outside"])[k] - ms(paced_bare["outside"])[k], 2)
-                    for k in ("p50", "p99")
-                },
-                "difference_95ci": {
-                    k: difference_ci(paced_gw["outside"], paced_bare["outside"], q)
-                    for k, q in (("p50", 50), ("p99", 99))
-                },
+                **gateway_minus_bare("outside"),
             },
         },
         "microbatching": {
