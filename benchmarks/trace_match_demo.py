@@ -52,24 +52,34 @@ DICTS = ("dict-a", "dict-b", "dict-r1", "dict-r2", "dict-indep")
 MAX_TOKENS = 32
 
 
-def dictionary(story: Path, per_model: int, seed: int) -> dict[str, list[tuple[str, str]]]:
-    """(question, answer) pairs for each dictionary model: disjoint words, none of them a
-    word the demo asked about or will test on."""
+def unseen_words(story: Path) -> dict[str, tuple[str, str]]:
+    """WordNet nouns the demo neither harvested nor tests on: word -> (definition, its
+    lexicographer category), common nouns with a short definition only."""
     asked = set()
     for name in ("distill.jsonl", "trace.jsonl"):
         for line in (story / name).read_text().splitlines():
             row = json.loads(line)
             asked.add(row.get("headword") or row["question"].split("What is a ")[1].split("?")[0])
-    entries: dict[str, tuple[str, str]] = {}
+    found: dict[str, tuple[str, str]] = {}
     for s in parse_data_noun(find_wordnet()):
         word = s.words[0].replace("_", " ")
-        if s.instance or s.taxon or not s.definition or word in asked or word in entries:
+        if s.instance or s.taxon or not s.definition or word in asked or word in found:
             continue
-        if not word.islower() or len(s.definition) > 200:
-            continue
-        kind = s.lexname.split(".")[1]
-        answer = f"A {word} is {s.definition}. In a dictionary it is filed under {kind}."
-        entries[word] = (DISTILL_TEMPLATE.format(headword=word), answer)
+        if word.islower() and len(s.definition) <= 200:
+            found[word] = (s.definition, s.lexname.split(".")[1])
+    return found
+
+
+def dictionary(story: Path, per_model: int, seed: int) -> dict[str, list[tuple[str, str]]]:
+    """(question, answer) pairs for each dictionary model: disjoint words, none of them a
+    word the demo asked about or will test on."""
+    entries = {
+        word: (
+            DISTILL_TEMPLATE.format(headword=word),
+            f"A {word} is {definition}. In a dictionary it is filed under {kind}.",
+        )
+        for word, (definition, kind) in unseen_words(story).items()
+    }
     words = sorted(entries)
     random.Random(seed).shuffle(words)
     if len(words) < per_model * len(DICTS):

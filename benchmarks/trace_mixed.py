@@ -27,7 +27,7 @@ import shutil
 import sqlite3
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,51 @@ def mix(story: Path, target: Path, fraction: float, seed: int) -> int:
     return len(chosen)
 
 
+def fresh_mix(story: Path, target: Path, n: int, fraction: float, seed: int) -> int:
+    """A new harvest at `target`: the demo's question about `n` words it never asked or
+    tests on, answered by the teacher in-process as its gateway would (bfloat16, temperature
+    1, the demo's answer length), a random `fraction` of them by the watermarked teacher.
+    Returns how many answers are watermarked."""
+    from stillroom.demo.story import DISTILL_TEMPLATE
+    from stillroom.harvest.store import CallMeta, RunStore
+    from stillroom.teachers.base import GenerationParams, TeacherRequest
+    from stillroom.teachers.local import LocalTeacher
+    from trace_match_demo import unseen_words
+
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    rng = random.Random(seed)
+    words = sorted(unseen_words(story))
+    rng.shuffle(words)
+    if len(words) < n:
+        sys.exit(f"WordNet gives {len(words)} unseen words; lower --fresh")
+    words = words[:n]
+    marked = set(rng.sample(range(n), round(fraction * n)))
+    params = GenerationParams(max_tokens=FULL.max_tokens, temperature=1.0, seed=0)
+    asked = [
+        TeacherRequest(messages=(("user", DISTILL_TEMPLATE.format(headword=w)),), params=params)
+        for w in words
+    ]
+    answers: dict[int, Any] = {}
+    for watermark in (None, load_key(story / "watermark-key.json")):
+        idx = [i for i in range(n) if (i in marked) == (watermark is not None)]
+        teacher = LocalTeacher.load(MODEL, dtype="bfloat16", batch_size=64, watermark=watermark)
+        answers.update(zip(idx, teacher.generate([asked[i] for i in idx]), strict=True))
+        del teacher
+    for got in answers.values():  # stored as an API harvest is: text, which training encodes
+        got.prompt_token_ids = None
+        for choice in got.choices:
+            choice.token_ids = None
+    store = RunStore(target / "harvest.sqlite")
+    for i, request in enumerate(asked):
+        body = request.canonical(MODEL)
+        split = "validation" if i % 10 == 9 else "train"
+        store.write_ok(CallMeta(f"{i:06d}", f"w{i}", 0, split, body, {}), answers[i], 0.0)
+    store.close()
+    return len(marked)
+
+
 def reading_texts(story: Path, n: int) -> list[str]:
     """The teacher's own unwatermarked answers to the last `n` held-out questions (in no
     harvest): what reading mode feeds the suspects. Made once, kept in the story folder."""
@@ -103,18 +148,30 @@ def main() -> None:
     ap.add_argument(
         "--reuse", action="store_true", help="keep a student this script trained before"
     )
+    ap.add_argument(
+        "--fresh",
+        type=int,
+        default=0,
+        help="instead of mixing the demo's harvests, harvest this many new questions "
+        "in-process, the watermarked share answered with the demo's key",
+    )
+    ap.add_argument("--steps", type=int, default=0, help="training steps (default: the demo's)")
     ap.add_argument("--read-texts", type=int, default=300, help="texts for reading mode")
     args = ap.parse_args()
     story = args.story
     if not (story / "story.json").is_file():
         sys.exit(f"{story}: no finished demo here; run `stillroom demo` first")
-    name = f"mixed{round(100 * args.fraction)}"
+    name = f"mixed{round(100 * args.fraction)}" + (f"-fresh{args.fresh}" if args.fresh else "")
     done = story / name / "mixed.json"
     if args.reuse and done.is_file() and (story / name / "student").is_dir():
         swapped, train_s = json.loads(done.read_text())["swapped"], 0.0
     else:
-        swapped = mix(story, story / name, args.fraction, args.seed)
-        cfg = _harvest_config(story, name, "http://unused/v1", FULL, MODEL)
+        if args.fresh:
+            swapped = fresh_mix(story, story / name, args.fresh, args.fraction, args.seed)
+        else:
+            swapped = mix(story, story / name, args.fraction, args.seed)
+        scale = replace(FULL, train_steps=args.steps or FULL.train_steps)
+        cfg = _harvest_config(story, name, "http://unused/v1", scale, MODEL)
         start = time.perf_counter()
         train(cfg, quiet=True)
         train_s = time.perf_counter() - start
