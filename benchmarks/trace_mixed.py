@@ -93,12 +93,14 @@ def fresh_mix(story: Path, target: Path, n: int, fraction: float, seed: int) -> 
         TeacherRequest(messages=(("user", DISTILL_TEMPLATE.format(headword=w)),), params=params)
         for w in words
     ]
+    plain = LocalTeacher.load(MODEL, dtype="bfloat16", batch_size=64)
+    # The same loaded weights, sampling through the key: the gateway's watermarked teacher.
+    marking = LocalTeacher(plain.lm, plain.tokenizer, name=plain.model, batch_size=64,
+                           watermark=load_key(story / "watermark-key.json"))  # fmt: skip
     answers: dict[int, Any] = {}
-    for watermark in (None, load_key(story / "watermark-key.json")):
-        idx = [i for i in range(n) if (i in marked) == (watermark is not None)]
-        teacher = LocalTeacher.load(MODEL, dtype="bfloat16", batch_size=64, watermark=watermark)
+    for teacher in (plain, marking):
+        idx = [i for i in range(n) if (i in marked) == (teacher is marking)]
         answers.update(zip(idx, teacher.generate([asked[i] for i in idx]), strict=True))
-        del teacher
     for got in answers.values():  # stored as an API harvest is: text, which training encodes
         got.prompt_token_ids = None
         for choice in got.choices:
@@ -177,17 +179,17 @@ def main() -> None:
         train_s = time.perf_counter() - start
         done.write_text(json.dumps({"swapped": swapped, "seed": args.seed}))
     prompts = [json.loads(x)["question"] for x in (story / "trace.jsonl").read_text().splitlines()]
+    key, tokenizer = load_key(story / "watermark-key.json"), load_tokenizer()
     result = radioactivity_test(
         LocalSuspect(str(story / name / "student")),
         prompts,
-        load_key(story / "watermark-key.json"),
-        load_tokenizer(),
+        key,
+        tokenizer,
         budget=args.budget,
         target_p=1e-6,
         max_tokens=FULL.max_tokens,
     )
     found = asdict(result)
-    key, tokenizer = load_key(story / "watermark-key.json"), load_tokenizer()
     texts = reading_texts(story, args.read_texts)
     reading = {
         n: read(story / d / "student", texts, key, tokenizer, args.budget)

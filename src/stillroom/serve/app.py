@@ -25,6 +25,7 @@ from stillroom.serve import replies
 from stillroom.serve.accounts import Principal, lookup_key
 from stillroom.serve.admin import admin_router
 from stillroom.serve.backends import Backend, BackendError
+from stillroom.serve.db import in_process
 from stillroom.serve.limits import Limiter
 from stillroom.serve.log import LogRow, LogWriteError, RequestLog, as_json
 from stillroom.serve.schemas import ChatRequest, CompletionRequest
@@ -70,6 +71,7 @@ class Gateway:
         self.log = RequestLog(engine)
         self.limiter = Limiter(settings.default_rpm, settings.default_tpm)
         self._keys: dict[str, tuple[float, Principal | None]] = {}
+        self._inline_db = in_process(engine)
 
     def forget_account(self, account_id: str) -> None:
         """Drop cached keys of an account, so a block or limit change applies at once."""
@@ -83,9 +85,7 @@ class Gateway:
         cached = self._keys.get(key)
         if cached and time.monotonic() - cached[0] < KEY_CACHE_S:
             return cached[1]
-        # An indexed read: on SQLite it is quicker done here than handed to a thread, whose
-        # wake-up can wait a GIL switch interval (5 ms) behind a busy loop, as in RequestLog.
-        if self.engine.dialect.name == "sqlite":
+        if self._inline_db:  # an indexed read: see `in_process`
             found = lookup_key(self.engine, key)
         else:
             found = await asyncio.to_thread(lookup_key, self.engine, key)

@@ -100,6 +100,14 @@ def database_url(db: str) -> str:
     return f"sqlite:///{path}"
 
 
+def in_process(engine: Engine) -> bool:
+    """Whether the database is a local SQLite file, with no network round trip: the gateway
+    runs its quick statements on it (log inserts, key lookups) on the event loop, since a
+    thread hand-off can wait a whole GIL switch interval (5 ms) behind a busy loop. A server
+    database's round trip would stall the loop instead, so those go to a thread."""
+    return engine.dialect.name == "sqlite"
+
+
 def open_db(db: str, *, migrate: bool = True) -> Engine:
     """An engine on the gateway database, migrated to the latest schema."""
     url = database_url(db)

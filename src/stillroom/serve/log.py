@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from stillroom.serve.db import requests
+from stillroom.serve.db import in_process, requests
 
 MAX_GROUP = 256
 
@@ -56,11 +56,8 @@ class RequestLog:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.written = 0
-        # SQLite commits a group in well under a millisecond without a network round trip:
-        # done on the event loop it skips two thread hand-offs, each of which can wait a
-        # whole GIL switch interval behind the model's thread. A server database's round
-        # trip would stall the loop instead, so it gets a thread.
-        self._inline = engine.dialect.name == "sqlite"
+        # SQLite commits a group in well under a millisecond: see `in_process`.
+        self._inline = in_process(engine)
         # And on SQLite the rows go straight to the driver: one prepared INSERT run over
         # plain tuples costs about half of what SQLAlchemy's statement execution does, and
         # this runs on the event loop, in the burst of replies a finished batch releases.
