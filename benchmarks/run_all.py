@@ -220,6 +220,29 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
                 "reading_mode.all_watermarked.p_value",
                 "p",
             ),
+            (
+                "trace, mass mode, same texts, teacher baseline: 10% student p vs 100% student p",
+                "mass_mode.mixed.p_value",
+                "mass_mode.all_watermarked.p_value",
+                "p",
+            ),
+        ],
+    ),
+    "trace_mass_null": (
+        ["benchmarks/trace_mass_null.py"],
+        [
+            (
+                "trace null, mass mode: 2 null models x 2 baselines vs 100 foreign keys, KS p",
+                "pooled_nulls.ks_p",
+                None,
+                "p",
+            ),
+            (
+                "trace null, mass mode: share of the 400 with p <= 0.01",
+                "pooled_nulls.share_p_at_most_1pct",
+                None,
+                "fraction",
+            ),
         ],
     ),
     "trace_match_demo": (

@@ -10,7 +10,9 @@ demo's settings, and traces it with the key, both ways:
 - reading (open weights): the student reads fresh, unwatermarked teacher answers to other
   held-out questions, and its next-token predictions are scored (Sander et al. 2024's
   reading mode; see `stillroom.trace.reading` for why unwatermarked texts keep the null
-  exact).
+  exact);
+- mass (open weights): the same texts, scored on the student's whole next-token
+  distribution net of the teacher's (`stillroom.trace.mass`).
 
 The story's two students, 100% and 0% watermarked, are the baselines, traced the same two
 ways in the same run (generating: read from the story's own trace).
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from stillroom.demo.story import FULL, MODEL, _harvest_config
+from stillroom.trace.mass import mass_test
 from stillroom.trace.radioactivity import radioactivity_test
 from stillroom.trace.reading import read_mode_test
 from stillroom.trace.suspects import LocalSuspect
@@ -141,6 +144,13 @@ def read(student: Path, texts: list[str], key: Any, tokenizer: Any, budget: int)
             "tuples": r.tuples_scored}  # fmt: skip
 
 
+def mass(student: Path, texts: list[str], key: Any, tokenizer: Any, teacher: Any) -> dict[str, Any]:
+    r = mass_test(str(student), texts, key, tokenizer, budget=len(texts), baseline_model=teacher)
+    return {"texts_read": r.queries, "z": round(r.z, 3), "p_value": r.p_value,
+            "p_bound": r.p_bound, "green_mass": round(r.green_mass, 4),
+            "teacher_green_mass": round(r.baseline_green_mass or 0.0, 4)}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--story", type=Path, default=Path("runs/story"))
@@ -195,6 +205,13 @@ def main() -> None:
         n: read(story / d / "student", texts, key, tokenizer, args.budget)
         for n, d in (("mixed", name), ("all_watermarked", "distiller"), ("none", "control"))
     }
+    from stillroom.teachers.local import LocalTeacher
+
+    teacher = LocalTeacher.load(MODEL, batch_size=8)  # the baseline: never saw the watermark
+    by_mass = {
+        n: mass(story / d / "student", texts, key, tokenizer, teacher)
+        for n, d in (("mixed", name), ("all_watermarked", "distiller"), ("none", "control"))
+    }
     base = {
         n: json.loads((story / f"trace-{n}.json").read_text()) for n in ("distiller", "control")
     }
@@ -210,6 +227,8 @@ def main() -> None:
                 "green_rate": round(found["green_rate"], 4),
                 "stopped": found["stopped"],
                 "reading_mode": reading,
+                "mass_mode": by_mass,
+                "mass_p_value": by_mass["mixed"]["p_value"],
                 "baseline_all_watermarked": {
                     "queries": base["distiller"]["queries"],
                     "p_value": base["distiller"]["p_value"],

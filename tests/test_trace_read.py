@@ -4,21 +4,16 @@ which predicts our texts well, is not convicted."""
 
 from __future__ import annotations
 
-import random
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from stillroom.errors import InputError
-from stillroom.teachers.local import LocalTeacher
 from stillroom.trace.reading import read_mode_test, vocab_map
-from stillroom.trace.suspects import LocalSuspect
 from stillroom.watermark.key import WatermarkKey
-from tests.tiny_models import SENTENCES, fit_on_answers, make_tiny_tokenizer, make_wordy_tiny_lm
+from tests.tiny_models import make_tiny_tokenizer, watermarked_student
 
-WORDS = sorted({w for s in SENTENCES for w in s.split()})
 # Width 1: at this tiny scale (192 short training texts) the student learns pairs, not the
 # triples a width-2 key would need; the width that traces best at Gemma scale is measured
 # separately.
@@ -27,23 +22,7 @@ KEY = WatermarkKey(b"r" * 32, delta=3.0, context_width=1)
 
 @pytest.fixture(scope="module")
 def setting(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """A watermarked writer's answers to 256 prompts: 192 teach a fine-tuned copy of the
-    writer, 64 stay fresh for reading."""
-    root = tmp_path_factory.mktemp("read")
-    teacher = make_wordy_tiny_lm(root / "teacher")
-    rng = random.Random(0)
-    prompts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8))) for _ in range(256)]
-    writer = LocalTeacher.load(str(teacher), batch_size=64, watermark=KEY)
-    writer.model = "writer"  # sampling seeds derive from the name: not from a temp path
-    suspect = LocalSuspect.__new__(LocalSuspect)
-    suspect.teacher, suspect.name = writer, "writer"
-    texts = suspect.answer(prompts, max_tokens=48, temperature=1.0, seed=0)
-    shutil.copytree(teacher, root / "student")
-    fit_on_answers(root / "student", prompts[:192], texts[:192], steps=80, lr=3e-3)
-    suspect.teacher = LocalTeacher.load(str(teacher), batch_size=64)  # no key
-    suspect.teacher.model = "writer"
-    plain = suspect.answer(prompts[192:], max_tokens=48, temperature=1.0, seed=1)
-    return {"root": root, "texts": texts, "plain": plain, "tokenizer": writer.tokenizer}
+    return watermarked_student(tmp_path_factory.mktemp("read"), KEY)
 
 
 def test_a_student_of_our_texts_is_caught_reading_fresh_ones(setting: dict) -> None:

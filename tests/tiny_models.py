@@ -8,6 +8,7 @@ and full attention layers, scaled embeddings, and final-logit softcapping.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -184,3 +185,30 @@ def make_wordy_tiny_lm(directory: Path, *, scale: float = 3.0, seed: int = 0) ->
                 head[i] = 0.0
     lm.save_pretrained(path)
     return path
+
+
+def watermarked_student(root: Path, key: Any) -> dict[str, Any]:
+    """A wordy tiny teacher in root/teacher writes answers to 256 random prompts with `key`:
+    192 teach a fine-tuned copy of it (root/student), 64 stay fresh for reading ("texts").
+    "plain" holds the unwatermarked teacher's answers to those 64 prompts."""
+    import random
+    import shutil
+
+    from stillroom.teachers.local import LocalTeacher
+    from stillroom.trace.suspects import LocalSuspect
+
+    words = sorted({w for s in SENTENCES for w in s.split()})
+    teacher = make_wordy_tiny_lm(root / "teacher")
+    rng = random.Random(0)
+    prompts = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 8))) for _ in range(256)]
+    writer = LocalTeacher.load(str(teacher), batch_size=64, watermark=key)
+    writer.model = "writer"  # sampling seeds derive from the name: not from a temp path
+    suspect = LocalSuspect.__new__(LocalSuspect)
+    suspect.teacher, suspect.name = writer, "writer"
+    texts = suspect.answer(prompts, max_tokens=48, temperature=1.0, seed=0)
+    shutil.copytree(teacher, root / "student")
+    fit_on_answers(root / "student", prompts[:192], texts[:192], steps=80, lr=3e-3)
+    suspect.teacher = LocalTeacher.load(str(teacher), batch_size=64)  # no key
+    suspect.teacher.model = "writer"
+    plain = suspect.answer(prompts[192:], max_tokens=48, temperature=1.0, seed=1)
+    return {"root": root, "texts": texts, "plain": plain, "tokenizer": writer.tokenizer}

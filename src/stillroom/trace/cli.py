@@ -23,13 +23,26 @@ def trace(
     ] = None,
     mode: Annotated[
         str,
-        typer.Option(help="Radioactivity: 'generate' (score its answers) or 'read' (folders)."),
+        typer.Option(
+            help="Radioactivity: 'generate' (score its answers), 'read' (its argmax on our "
+            "texts) or 'mass' (its whole next-token distribution on unwatermarked texts)."
+        ),
     ] = "generate",
     texts: Annotated[
         Path | None,
-        typer.Option(help="--mode read: JSONL of the teacher's answers, watermarked or not."),
+        typer.Option(
+            help="--mode read: JSONL of the teacher's answers, watermarked or not; --mode "
+            "mass: unwatermarked ones."
+        ),
     ] = None,
-    text_field: Annotated[str, typer.Option(help="--mode read: the text field.")] = "text",
+    text_field: Annotated[str, typer.Option(help="--mode read/mass: the text field.")] = "text",
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="--mode mass: a model folder (or gemma-3-270m) that never saw watermarked "
+            "text, the teacher for one; its predictions are subtracted, for more power."
+        ),
+    ] = None,
     candidate: Annotated[
         list[str] | None,
         typer.Option(help="Possible parent NAME=FOLDER_OR_URL (repeat); an API is asked NAME."),
@@ -67,6 +80,9 @@ def trace(
 
     Example: stillroom trace runs/rival/student --key-file wm.json --mode read --texts ours.jsonl
 
+    Example: stillroom trace runs/rival/student --key-file wm.json --mode mass
+    --texts plain.jsonl --baseline gemma-3-270m
+
     Example: stillroom trace URL --model rival-1 --candidate ours=gemma-3-270m
     --reference a=models/a --reference b=models/b --html trace.html
     """
@@ -82,16 +98,18 @@ def trace(
             "nothing to test: give --key-file (radioactivity) and/or --candidate and "
             "--reference (output match)"
         )
-    if mode not in ("generate", "read"):
-        raise InputError(f"--mode {mode!r}: use 'generate' or 'read'")
-    if mode == "read" and texts is None:
+    if mode not in ("generate", "read", "mass"):
+        raise InputError(f"--mode {mode!r}: use 'generate', 'read' or 'mass'")
+    if mode != "generate" and texts is None:
         raise InputError(
-            "--mode read needs texts to read: give --texts FILE (teacher answers, JSONL)"
+            f"--mode {mode} needs texts to read: give --texts FILE (teacher answers, JSONL)"
         )
-    if mode == "read" and suspect.startswith(("http://", "https://")):
+    if mode != "generate" and suspect.startswith(("http://", "https://")):
         raise InputError(
-            "--mode read needs the suspect's weights; for an API suspect use --mode generate"
+            f"--mode {mode} needs the suspect's weights; for an API suspect use --mode generate"
         )
+    if baseline is not None and mode != "mass":
+        raise InputError("--baseline is for --mode mass; drop it or add --mode mass")
     api_key = os.environ.get(api_key_env)
     asked: list[str] = []
     if cands or (key_file is not None and mode == "generate"):  # reading needs none
@@ -108,7 +126,7 @@ def trace(
     verdict: dict[str, Any] = {"suspect": getattr(who, "name", suspect)}
     if key_file is not None:
         verdict["radioactivity"] = _radioactivity(
-            who, suspect, key_file, mode, texts, text_field, asked, tokenizer,
+            who, suspect, key_file, mode, texts, text_field, asked, tokenizer, baseline,
             budget=budget, target_p=target_p, max_tokens=max_tokens, seed=seed,
         )  # fmt: skip
     if cands:
@@ -150,6 +168,7 @@ def _radioactivity(
     text_field: str,
     asked: list[str],
     tokenizer: str,
+    baseline: str | None,
     **opts: Any,
 ) -> dict[str, Any]:
     from stillroom.trace.radioactivity import radioactivity_test
@@ -158,13 +177,25 @@ def _radioactivity(
 
     key = load_key(key_file)
     tok = load_tokenizer(tokenizer)
+    if mode == "mass":
+        from stillroom.trace.mass import mass_test
+
+        ours = _texts(texts, text_field, opts["budget"])
+        found = mass_test(
+            spec,
+            ours,
+            key,
+            tok,
+            baseline=baseline,
+            budget=opts["budget"],
+            target_p=opts["target_p"],
+            model=getattr(who, "teacher", None),
+        )
+        return asdict(found) | {"statement": mass_statement(found)}
     if mode == "read":
         from stillroom.trace.reading import read_mode_test
-        from stillroom.watermark.cli import _jsonl_chunks
 
-        assert texts is not None
-        ours = [t for _, chunk in _jsonl_chunks(texts, text_field) for t in chunk]
-        sys.stderr.write(f"reading {min(len(ours), opts['budget'])} of our texts\n")
+        ours = _texts(texts, text_field, opts["budget"])
         result = read_mode_test(
             spec,
             ours,
@@ -178,6 +209,15 @@ def _radioactivity(
     else:
         result = radioactivity_test(who, asked, key, tok, progress=_show, **opts)
     return asdict(result) | {"statement": statement(result)}
+
+
+def _texts(texts: Path | None, field: str, budget: int) -> list[str]:
+    from stillroom.watermark.cli import _jsonl_chunks
+
+    assert texts is not None  # checked with the other options
+    ours = [t for _, chunk in _jsonl_chunks(texts, field) for t in chunk]
+    sys.stderr.write(f"reading {min(len(ours), budget)} of our texts\n")
+    return ours
 
 
 def _say_greedy(name: str) -> None:
@@ -239,4 +279,26 @@ def statement(r: Any) -> str:
         f"{r.tuples_scored} pairs green vs {r.gamma:.0%} expected). This does not show the "
         "suspect never saw our outputs: little watermarked data, a different domain, or "
         "filtering can leave too weak a trace for this budget."
+    )
+
+
+def mass_statement(r: Any) -> str:
+    """What the green-mass result proves, and what it does not, in plain words."""
+    against = f", net of the baseline {r.baseline}'s" if r.baseline else ""
+    where = (
+        f"Reading {r.queries} unwatermarked texts ({r.positions:,} positions), the suspect put "
+        f"{r.green_mass:.1%} of its probability on tokens green for key {r.key_id} "
+        f"({r.gamma:.0%} by chance{against}): z = {r.z:.2f}"
+    )
+    if r.stopped == "significant":
+        return (
+            f"{where}, p = {r.p_value:.2g} (at most {r.p_bound:.2g} with no approximation). "
+            "A model that never saw text watermarked with this key would score this high with "
+            "at most that probability. It shows the suspect learned from such text; it does "
+            "not show how it obtained it, nor how much of its training data it was."
+        )
+    return (
+        f"{where}, p = {r.p_value:.2g}: no evidence at p < {r.target_p:g}. This does not show "
+        "the suspect never saw our outputs: a small watermarked share of its data can leave "
+        "too weak a trace."
     )

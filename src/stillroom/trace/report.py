@@ -42,6 +42,8 @@ def _p(v: float) -> str:
 def _radio(r: dict[str, Any] | None) -> dict[str, Any] | None:
     if not r:
         return None
+    if r.get("mode") == "mass":
+        return _radio_mass(r)
     read = r.get("mode") == "read"
     unit = "texts read" if read else "queries"
     rows = [
@@ -55,6 +57,21 @@ def _radio(r: dict[str, Any] | None) -> dict[str, Any] | None:
         ("stopped", "p below the target" if r["stopped"] == "significant" else "budget spent"),
     ]
     return {"rows": rows, "statement": r.get("statement", ""), "plot": _plot_looks(r, unit)}
+
+
+def _radio_mass(r: dict[str, Any]) -> dict[str, Any]:
+    base = r.get("baseline")
+    rows = [
+        ("mode", "the suspect's next-token distributions on unwatermarked texts"),
+        ("key", r["key_id"]),
+        ("texts read / positions", f"{r['queries']:,} / {r['positions']:,}"),
+        ("green mass", f"{r['green_mass']:.2%} ({r['gamma']:.0%} by chance)"),
+        ("baseline", f"{base}: green mass {r['baseline_green_mass']:.2%}" if base else "none"),
+        ("z-score", f"{r['z']:.2f}"),
+        ("p-value (saddlepoint)", _p(r["p_value"])),
+        ("p-value bound (Chernoff, exact)", _p(r["p_bound"])),
+    ]
+    return {"rows": rows, "statement": r.get("statement", ""), "plot": None}
 
 
 def _plot_looks(r: dict[str, Any], unit: str) -> _Plot:
@@ -171,8 +188,8 @@ TEMPLATE = (
 {% if radio %}<h2 id="radioactivity">Radioactivity: does it carry our watermark?</h2>
 <p class="statement">{{ radio.statement }}</p>
 <table>{% for k, v in radio.rows %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
-<figure><img src="{{ radio.plot.data_uri }}" alt="{{ radio.plot.title }}">
-<figcaption>{{ radio.plot.caption }}</figcaption></figure>{% endif %}
+{% if radio.plot %}<figure><img src="{{ radio.plot.data_uri }}" alt="{{ radio.plot.title }}">
+<figcaption>{{ radio.plot.caption }}</figcaption></figure>{% endif %}{% endif %}
 {% if match %}<h2 id="output-match">Output match: which candidate is its parent?</h2>
 <p class="statement">{{ match.statement }}</p>
 <p>{{ match.prompts }} random prompts, greedy answers of up to {{ match.max_tokens }} tokens from

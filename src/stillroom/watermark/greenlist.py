@@ -140,6 +140,11 @@ class GreenList:
 
     def green_pairs(self, contexts: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         """(N, w) contexts and (N,) tokens -> (N,) bool: one token after each context."""
-        seeds = np.array([self.context_seed(c) for c in contexts.tolist()], dtype=np.uint64)
-        mixed = np.bitwise_xor(self.token_values(np.asarray(tokens)), seeds)
+        if len(tokens) == 0:
+            return np.zeros(0, dtype=bool)
+        # One keyed hash per distinct context: scoring repeats few contexts over many tokens.
+        distinct, where = np.unique(np.asarray(contexts).reshape(len(tokens), -1), axis=0,
+                                    return_inverse=True)  # fmt: skip
+        seeds = np.array([self.context_seed(c) for c in distinct.tolist()], dtype=np.uint64)
+        mixed = np.bitwise_xor(self.token_values(np.asarray(tokens)), seeds[where.reshape(-1)])
         return _mix_inplace(mixed) < np.uint64(self.threshold)
