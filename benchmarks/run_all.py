@@ -319,6 +319,8 @@ def table(results: dict[str, Any]) -> str:
             continue
         for label, key, base_key, unit in rows:
             value = dig(results[name], key)
+            if value is None:  # a row added since this benchmark last ran
+                continue
             base = dig(results[name], base_key) if base_key else None
             ratio = f"{value / base:.2f}x" if base and value is not None else ""
             base_txt = f"{base:g} {unit}" if base is not None else ""

@@ -71,8 +71,8 @@ def main() -> None:
         for i in range(args.keys)
     ]
     suspects = {"control": story / "control" / "student"}
-    if (story / "match" / "dict-indep").is_dir():
-        suspects["dict-indep"] = story / "match" / "dict-indep"
+    if (story / "match" / "dict-indep" / "student").is_dir():
+        suspects["dict-indep"] = story / "match" / "dict-indep" / "student"
     suspects["rival"] = story / "distiller" / "student"  # power reference, not a null
     teacher = LocalTeacher.load("gemma-3-270m", batch_size=8)
     out: dict[str, Any] = {"benchmark": "trace_mass_null", "keys": args.keys,
