@@ -26,7 +26,8 @@ read once, where a student learned least, dilute the rest. a(t) scales each cont
 to a null variance proportional to the number of positions read after it: S is Stouffer's
 combination of per-context z-scores weighted by the square root of those counts. The scaling
 depends on the models and texts only, never the key, so the null above still holds. It was
-chosen on the demo's fully watermarked student and a tiny test model (z 9.0 and 9.2, against
+chosen (with counts approximated by summed top-k probability) on the demo's fully watermarked
+student and a tiny test model (z 9.0 and 9.2, against
 7.9 and 1.2 with a(t) = 1 and 3.4 and 11.6 with equal weights, both with the teacher as
 baseline) before it was applied to any other suspect.
 
@@ -291,11 +292,13 @@ def mass_test(
 
     texts = list(texts[:budget])
     green_list = GreenList(key)
+    # Checked on the teacher's encoding before any model loads: a refusal costs no reading.
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    refuse_marked_texts([np.asarray(x, dtype=np.int64) for x in encoded], green_list)
     if model is None:
         model = LocalTeacher.load(folder, batch_size=batch_size)
     opts = {"top_k": top_k, "batch_size": batch_size, "max_length": max_length}
     ours, sequences = read_distributions(model, texts, tokenizer, green_list.width, **opts)
-    refuse_marked_texts(sequences, green_list)
     base = None
     if baseline is not None or baseline_model is not None:
         if baseline_model is None:
