@@ -245,6 +245,30 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
         ],
     ),
+    "trace_served": (
+        ["benchmarks/trace_served.py"],
+        [
+            (
+                "trace, served answers, teacher baseline: 10% student p vs 100% student p",
+                "mixed10_p",
+                "rival_p",
+                "p",
+            ),
+            ("trace, served answers: texts read for it", "mixed10_texts_read", None, "texts"),
+            (
+                "trace null, served answers: 3 null models x 2 scorings x 100 runs, KS p",
+                "pooled_nulls.ks_p",
+                None,
+                "p",
+            ),
+            (
+                "trace null, served answers: share of the 600 with p <= 0.01",
+                "pooled_nulls.share_p_at_most_1pct",
+                None,
+                "fraction",
+            ),
+        ],
+    ),
     "trace_match_demo": (
         ["benchmarks/trace_match_demo.py"],
         [

@@ -45,3 +45,13 @@ def test_no_evidence_and_impossible_scores() -> None:
     top = (1 - GAMMA) * 3.0 + GAMMA * 0.5  # every positive weight green, the negative red
     assert upper_tail(c, top + 1e-6, GAMMA).p_value == 0.0
     assert upper_tail(np.zeros(3), 0.0, GAMMA).p_value == 1.0
+
+
+def test_the_largest_score_gets_its_exact_probability() -> None:
+    # Every sign agreeing: P(S >= top) is gamma^(n+) (1 - gamma)^(n-), far below the normal.
+    rng = np.random.default_rng(1)
+    c = rng.lognormal(0, 0.5, 96)
+    exact = 0.5**96
+    tail = upper_tail(c, 0.5 * c.sum(), 0.5)
+    assert tail.p_value <= tail.p_bound
+    assert exact * (1 - 1e-9) <= tail.p_bound < exact * 1.01

@@ -43,6 +43,41 @@ def trace(
             "text, the teacher for one; its predictions are subtracted, for more power."
         ),
     ] = None,
+    served: Annotated[
+        str | None,
+        typer.Option(
+            help="Served-answer test: the gateway database (SQLite file or URL) that logged "
+            "what we served; with --account."
+        ),
+    ] = None,
+    account: Annotated[
+        list[str] | None,
+        typer.Option(help="--served: whose answers to test, a name or id (repeat)."),
+    ] = None,
+    replay: Annotated[
+        str,
+        typer.Option(
+            help="--served: the gateway's model, to draw a fresh twin of each served answer "
+            "(watermarked with --key-file if the served ones were)."
+        ),
+    ] = DEFAULT_TEACHER,
+    replay_dtype: Annotated[
+        str, typer.Option(help="--served: the precision the gateway ran its model at.")
+    ] = "float32",
+    replays: Annotated[
+        Path | None,
+        typer.Option(help="--served: keep the twins in this JSONL file and reuse them."),
+    ] = None,
+    served_limit: Annotated[
+        int, typer.Option(help="--served: test at most this many served answers (0: all).")
+    ] = 0,
+    served_by: Annotated[
+        str | None,
+        typer.Option(
+            help="--served: 'likelihood' (open weights, the default for a folder) or "
+            "'answers' (its greedy answers, the only way for an API)."
+        ),
+    ] = None,
     candidate: Annotated[
         list[str] | None,
         typer.Option(help="Possible parent NAME=FOLDER_OR_URL (repeat); an API is asked NAME."),
@@ -68,6 +103,10 @@ def trace(
     match_prompts: Annotated[int, typer.Option(help="Output match: random prompts.")] = 200,
     match_tokens: Annotated[int, typer.Option(help="Output match: tokens per answer.")] = 32,
     alpha: Annotated[float, typer.Option(help="Output match: name a parent below this.")] = 0.01,
+    radioactivity: Annotated[
+        bool,
+        typer.Option(help="With --key-file, test radioactivity (off: the key only marks replays)."),
+    ] = True,
     probes: Annotated[bool, typer.Option(help="Also ask who made it.")] = True,
     html: Annotated[Path | None, typer.Option(help="Also write an HTML report here.")] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
@@ -83,6 +122,9 @@ def trace(
     Example: stillroom trace runs/rival/student --key-file wm.json --mode mass
     --texts plain.jsonl --baseline gemma-3-270m
 
+    Example: stillroom trace runs/rival/student --served gateway.sqlite --account nimbus-1
+    --key-file wm.json --baseline gemma-3-270m
+
     Example: stillroom trace URL --model rival-1 --candidate ours=gemma-3-270m
     --reference a=models/a --reference b=models/b --html trace.html
     """
@@ -93,14 +135,14 @@ def trace(
 
     cands = parse_named(candidate or [], "--candidate")
     refs = parse_named(reference or [], "--reference")
-    if key_file is None and not cands:
+    if key_file is None and not cands and served is None:
         raise InputError(
-            "nothing to test: give --key-file (radioactivity) and/or --candidate and "
-            "--reference (output match)"
+            "nothing to test: give --key-file (radioactivity), --served and --account "
+            "(served answers) and/or --candidate and --reference (output match)"
         )
     if mode not in ("generate", "read", "mass"):
         raise InputError(f"--mode {mode!r}: use 'generate', 'read' or 'mass'")
-    if mode != "generate" and texts is None:
+    if mode != "generate" and texts is None and radioactivity:
         raise InputError(
             f"--mode {mode} needs texts to read: give --texts FILE (teacher answers, JSONL)"
         )
@@ -108,11 +150,22 @@ def trace(
         raise InputError(
             f"--mode {mode} needs the suspect's weights; for an API suspect use --mode generate"
         )
-    if baseline is not None and mode != "mass":
-        raise InputError("--baseline is for --mode mass; drop it or add --mode mass")
+    if baseline is not None and mode != "mass" and served is None:
+        raise InputError("--baseline is for --mode mass or --served; drop it or add one of them")
+    api_suspect = suspect.startswith(("http://", "https://"))
+    served_by = served_by or ("answers" if api_suspect else "likelihood")
+    if served_by not in ("likelihood", "answers"):
+        raise InputError(f"--served-by {served_by!r}: use 'likelihood' or 'answers'")
+    if served_by == "likelihood" and api_suspect:
+        raise InputError(
+            "--served-by likelihood needs the suspect's weights; for an API suspect use "
+            "--served-by answers"
+        )
+    if account and served is None:
+        raise InputError("--account picks whose served answers to test: add --served LOG")
     api_key = os.environ.get(api_key_env)
     asked: list[str] = []
-    if cands or (key_file is not None and mode == "generate"):  # reading needs none
+    if cands or (key_file is not None and radioactivity and mode == "generate"):
         # A repeated question adds nothing but cost: it is asked once, and said so.
         items, report = load_prompts(PromptSource(path=prompts, field=field), SplitConfig(),
                                      skip_bad=True)  # fmt: skip
@@ -122,9 +175,21 @@ def trace(
         if repeats:
             sys.stderr.write(f"{prompts}: {len(repeats)} repeated prompts asked once\n")
         asked = [item.prompt or "" for item in items]
+    served_items = None
+    if served is not None:  # the log and the key are checked before any model loads
+        from stillroom.trace.served import check_key, read_served
+        from stillroom.watermark.key import load_key
+
+        served_items = read_served(served, account or [], limit=served_limit or None)
+        check_key(served_items, load_key(key_file) if key_file is not None else None)
     who = open_suspect(suspect, model=model, api_key=api_key)
     verdict: dict[str, Any] = {"suspect": getattr(who, "name", suspect)}
-    if key_file is not None:
+    if served_items is not None:
+        verdict["served"] = _served(
+            who, suspect, served_items, account or [], key_file, replay, replay_dtype, replays,
+            served_by, baseline, tokenizer, seed=seed,
+        )  # fmt: skip
+    if key_file is not None and radioactivity:
         verdict["radioactivity"] = _radioactivity(
             who, suspect, key_file, mode, texts, text_field, asked, tokenizer, baseline,
             budget=budget, target_p=target_p, max_tokens=max_tokens, seed=seed,
@@ -209,6 +274,44 @@ def _radioactivity(
     else:
         result = radioactivity_test(who, asked, key, tok, progress=_show, **opts)
     return asdict(result) | {"statement": statement(result)}
+
+
+def _served(
+    who: Any,
+    spec: str,
+    items: list[Any],
+    accounts: list[str],
+    key_file: Path | None,
+    replay_model: str,
+    dtype: str,
+    cache: Path | None,
+    served_by: str,
+    baseline: str | None,
+    tokenizer: str,
+    *,
+    seed: int,
+) -> dict[str, Any]:
+    from stillroom.teachers.local import LocalTeacher
+    from stillroom.trace import served as st
+    from stillroom.watermark.key import load_key
+
+    key = load_key(key_file) if key_file is not None else None
+    sys.stderr.write(f"served answers: {len(items)}; replaying each with {replay_model}\n")
+    fresh = st.replays(
+        items,
+        lambda: LocalTeacher.load(replay_model, dtype=dtype, batch_size=32, watermark=key),
+        seed=seed,
+        cache=cache,
+    )
+    if served_by == "likelihood":
+        result = st.likelihood_test(spec, items, fresh, accounts=accounts, baseline=baseline)
+    else:
+        from stillroom.watermark.detect import load_tokenizer
+
+        result = st.answers_test(
+            who, items, fresh, load_tokenizer(tokenizer), accounts=accounts, seed=seed
+        )
+    return asdict(result) | {"statement": served_statement(result)}
 
 
 def _texts(texts: Path | None, field: str, budget: int) -> list[str]:
@@ -300,5 +403,31 @@ def mass_statement(r: Any) -> str:
     return (
         f"{where}, p = {r.p_value:.2g}: no evidence at p < {r.target_p:g}. This does not show "
         "the suspect never saw our outputs: a small watermarked share of its data can leave "
+        "too weak a trace."
+    )
+
+
+def served_statement(r: Any) -> str:
+    """What the served-answer result proves, and what it does not, in plain words."""
+    how = (
+        "found it likelier" + (f", net of {r.baseline}," if r.baseline else "")
+        if r.scoring == "likelihood"
+        else "answered closer to it"
+    )
+    where = (
+        f"Of {r.pairs} answers served to {', '.join(r.accounts)}, each paired with a fresh "
+        f"answer to the same request, the suspect {how} than its twin in {r.wins} "
+        f"(z = {r.z:.2f}, p = {r.p_value:.2g}, at most {r.p_bound:.2g} with no approximation)"
+    )
+    if r.p_value < 1e-3:
+        return (
+            f"{where}. A model that never trained on those served answers prefers them over "
+            "equally likely twins this strongly with at most that probability. It shows the "
+            "suspect learned from what these accounts received; it does not show how much of "
+            "its training data that was, nor who trained it."
+        )
+    return (
+        f"{where}: no strong evidence. This does not show the suspect never saw them: a "
+        "small share of its data, or a model that learned little from each answer, leaves "
         "too weak a trace."
     )

@@ -26,6 +26,7 @@ def write_html(verdict: dict[str, Any], path: Path) -> Path:
         raise InputError(f"--html {path}: folder {path.parent} does not exist; create it first")
     ctx = {
         "suspect": verdict.get("suspect", ""),
+        "served": _served(verdict.get("served")),
         "radio": _radio(verdict.get("radioactivity")),
         "match": _match(verdict.get("output_match")),
         "identity": verdict.get("identity"),
@@ -72,6 +73,29 @@ def _radio_mass(r: dict[str, Any]) -> dict[str, Any]:
         ("p-value bound (Chernoff, exact)", _p(r["p_bound"])),
     ]
     return {"rows": rows, "statement": r.get("statement", ""), "plot": None}
+
+
+def _served(r: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not r:
+        return None
+    net = f", net of {r['baseline']}'s" if r["baseline"] else ""
+    scoring = (
+        f"its log-likelihood of each answer{net}"
+        if r["scoring"] == "likelihood"
+        else "the overlap of its greedy answer with each"
+    )
+    rows = [
+        ("accounts", ", ".join(r["accounts"])),
+        ("answers served, each with a fresh twin", f"{r['pairs']:,}"),
+        ("scored by", scoring),
+        ("served answer preferred", f"{r['wins']:,} of {r['pairs']:,} ({r['ties']} ties)"),
+        ("mean preference", f"{r['mean_diff']:.4g}"),
+        ("z-score", f"{r['z']:.2f}"),
+        ("p-value (paired randomization, saddlepoint)", _p(r["p_value"])),
+        ("p-value bound (Chernoff, exact)", _p(r["p_bound"])),
+        ("queries" if r["scoring"] == "answers" else "texts read", f"{r['queries']:,}"),
+    ]
+    return {"rows": rows, "statement": r.get("statement", "")}
 
 
 def _plot_looks(r: dict[str, Any], unit: str) -> _Plot:
@@ -185,6 +209,10 @@ TEMPLATE = (
     + """<body>
 <main>
 <h1>Trace report: {{ suspect }}</h1>
+{% if served %}<h2 id="served">Served answers: did it train on what we served?</h2>
+<p class="statement">{{ served.statement }}</p>
+<table>{% for k, v in served.rows %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
+{% endif %}
 {% if radio %}<h2 id="radioactivity">Radioactivity: does it carry our watermark?</h2>
 <p class="statement">{{ radio.statement }}</p>
 <table>{% for k, v in radio.rows %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>

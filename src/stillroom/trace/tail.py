@@ -78,7 +78,10 @@ def upper_tail(c: np.ndarray, s: float, gamma: float) -> Tail:
     bound = math.exp(min(exponent, 0.0))
     w = math.sqrt(max(-2.0 * exponent, 0.0))
     u = lam * math.sqrt(k2)
-    if w < 1e-3 or u < 1e-3:  # near the centre Lugannani-Rice divides 0 by 0: use normal
-        return Tail(z, float(norm.sf(z)), bound)
+    if w < 1e-3 or u < 1e-3:
+        # Near the centre Lugannani-Rice divides 0 by 0: use the normal. At S's largest
+        # value (every sign agreeing) the tilted law is a point mass, the bound is exact and
+        # the normal far too large: the smaller of the two is right in both places.
+        return Tail(z, min(float(norm.sf(z)), bound), bound)
     p = float(norm.sf(w) + norm.pdf(w) * (1 / u - 1 / w))
     return Tail(z, min(max(p, 0.0), bound), bound)

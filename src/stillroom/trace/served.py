@@ -1,0 +1,377 @@
+"""Served-answer test: did the suspect train on the very answers we served to an account?
+
+The gateway logs every answer it served. For each one, S, the teacher is asked the same
+request again with a new seed, which gives F: another draw from the same distribution, which
+nobody has seen. Whatever the suspect is, if it never trained on S, then S and F are
+exchangeable from its point of view. Its preference between them, D = g(S) - g(F), is then
+symmetric about 0, and the signs of the D's are independent fair coins given their sizes.
+
+That is Fisher's paired randomization test. It holds exactly, whatever the suspect learned
+from the teacher, the prompts or other outputs, and whatever g is, as long as g is fixed
+before the signs are seen. The statistic is sum(D) = sum |D| (2B - 1), with B = 1[D > 0];
+its null tail comes from the exact cumulant generating function (`stillroom.trace.tail`,
+gamma = 1/2).
+
+Two choices of g:
+
+- likelihood (open weights): the suspect's mean log-probability per token of the answer
+  after its prompt, optionally minus the same figure under a reference model (the teacher),
+  which cancels how likely an answer is in itself. A model trained on S finds S likelier:
+  membership inference (Shokri et al. 2017; the reference-model form is that of Carlini et
+  al. 2022), made exact by the replayed twin F;
+- answers (black box): the suspect answers the prompt greedily, and g(x) is the share of
+  its answer's token trigrams found in x. A model that learned S repeats some of it.
+
+What it needs is what makes it exact: F must come from the same model, sampling parameters
+and watermark key that served S. The log records the parameters and the key's id; the test
+refuses a key that does not match.
+
+What it proves is narrower than radioactivity in one way and stronger in another. It needs
+the served texts, and says nothing about a model that learned only from other accounts. But
+it needs no watermark, and what it detects is this account's particular draws, not merely
+the teacher's style.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stillroom.errors import InputError
+from stillroom.trace.tail import Tail, upper_tail
+
+Messages = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Served:
+    """One answer the gateway served: the request as logged, and the text of one choice."""
+
+    request_id: str
+    choice: int
+    messages: Messages
+    params: dict[str, Any]
+    text: str
+    key_id: str | None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.request_id}/{self.choice}"
+
+
+@dataclass(frozen=True)
+class ServedResult:
+    scoring: str  # "likelihood" or "answers"
+    accounts: tuple[str, ...]
+    pairs: int  # answers served, each paired with its replay
+    queries: int  # suspect answers asked (answers) or texts read (likelihood)
+    wins: int  # pairs where the suspect prefers what we served
+    ties: int
+    mean_diff: float
+    z: float
+    p_value: float
+    p_bound: float
+    baseline: str | None = None
+
+
+def read_served(log: str, accounts: Sequence[str], *, limit: int | None = None) -> list[Served]:
+    """The chat answers the gateway served to `accounts` (names or ids), oldest first."""
+    import sqlalchemy as sa
+
+    from stillroom.serve.db import accounts as accounts_table
+    from stillroom.serve.db import open_db, requests
+
+    if "://" not in log and not Path(log).expanduser().is_file():
+        raise InputError(
+            f"--served {log}: no such gateway database; give the SQLite file or database "
+            "URL that `stillroom serve --db` wrote"
+        )
+    if not accounts:
+        raise InputError("--served needs --account NAME: whose answers to test")
+    engine = open_db(log, migrate=False)
+    try:
+        with engine.connect() as conn:
+            known = {
+                row.name: row.id
+                for row in conn.execute(sa.select(accounts_table.c.name, accounts_table.c.id))
+            }
+            ids = []
+            for a in accounts:
+                if a in known:
+                    ids.append(known[a])
+                elif a in known.values():
+                    ids.append(a)
+                else:
+                    raise InputError(
+                        f"--account {a!r}: no such account in {log}; it has "
+                        f"{', '.join(sorted(known)[:10]) or 'none'}"
+                        + (" ..." if len(known) > 10 else "")
+                    )
+            query = (
+                sa.select(
+                    requests.c.id,
+                    requests.c.messages,
+                    requests.c.params,
+                    requests.c.response_text,
+                    requests.c.watermark_key_id,
+                )
+                .where(requests.c.account_id.in_(ids))
+                .where(requests.c.status == 200)
+                .where(requests.c.endpoint == "chat.completions")
+                .order_by(requests.c.created_at, requests.c.id)
+            )
+            rows = list(conn.execute(query))
+    finally:
+        engine.dispose()
+    out: list[Served] = []
+    for row in rows:
+        messages = tuple((m["role"], m["content"]) for m in json.loads(row.messages or "[]"))
+        texts = json.loads(row.response_text or "[]")
+        for choice, text in enumerate(texts):
+            if messages and text:
+                params = json.loads(row.params or "{}")
+                out.append(Served(row.id, choice, messages, params, text, row.watermark_key_id))
+    if not out:
+        raise InputError(
+            f"--served {log}: no answered chat requests from {', '.join(accounts)}; check "
+            "the account names (`stillroom admin accounts list`)"
+        )
+    return out[:limit] if limit else out
+
+
+def replay_seed(served: Sequence[Served], seed: int) -> int:
+    """The replays' seed: one for all of them, so a local teacher batches them (it derives
+    each row's own seed from this and the request), and never one the accounts sent, which
+    would give S again."""
+    sent = {s.params.get("seed") for s in served}
+    for attempt in range(100):
+        material = f"stillroom-replay|{seed}|{attempt}".encode()
+        mine = int.from_bytes(hashlib.sha256(material).digest()[:8], "big") >> 1
+        if mine not in sent:
+            return mine
+    raise AssertionError("unreachable: 100 distinct 63-bit seeds were all sent")
+
+
+def check_key(served: Sequence[Served], key: Any) -> None:
+    """The replay must be watermarked exactly as S was, or S and F are not exchangeable."""
+    key_ids = {s.key_id for s in served}
+    if len(key_ids) > 1:
+        raise InputError(
+            f"the served answers carry different watermark keys ({sorted(map(str, key_ids))}); "
+            "test one key at a time: pick the accounts, or --served-limit, accordingly"
+        )
+    (wanted,) = key_ids
+    got = getattr(key, "key_id", None) if key is not None else None
+    if wanted != got:
+        raise InputError(
+            f"the served answers were watermarked with key {wanted or '(none)'} but the "
+            f"replay would use {got or 'no key'}: give --key-file with the gateway's key"
+            + (" file" if wanted else ", or drop --key-file")
+            + ", so that each replay is drawn exactly as the served answer was"
+        )
+
+
+def replay(served: Sequence[Served], teacher: Any, *, seed: int) -> list[str]:
+    """A fresh answer to each served request, from `teacher` (the gateway's own model and
+    key) with the logged sampling parameters and a new seed."""
+    from stillroom.teachers.base import GenerationParams, TeacherRequest
+
+    asked = []
+    repeats: dict[tuple[Messages, GenerationParams], int] = {}
+    mine = replay_seed(served, seed)
+    for item in served:
+        p = item.params
+        params = GenerationParams(
+            max_tokens=p.get("max_tokens"),
+            temperature=p.get("temperature"),
+            top_p=p.get("top_p"),
+            n=1,
+            seed=mine,
+            stop=tuple([p["stop"]] if isinstance(p.get("stop"), str) else p.get("stop") or ()),
+        )
+        # The same request served twice (or n > 1 choices) gets twins of its own.
+        seen = repeats.get((item.messages, params), 0)
+        repeats[(item.messages, params)] = seen + 1
+        asked.append(TeacherRequest(messages=item.messages, params=params, sample_index=seen))
+    return [c.choices[0].text for c in teacher.generate(asked)]
+
+
+def replays(
+    served: Sequence[Served],
+    make_teacher: Callable[[], Any],
+    *,
+    seed: int,
+    cache: Path | None = None,
+) -> list[str]:
+    """`replay`, kept in `cache` (JSONL, one row per served answer) when given: replaying
+    costs a teacher call per answer, and one set serves every suspect tested against it."""
+    done: dict[str, str] = {}
+    if cache is not None and cache.is_file():
+        for n, line in enumerate(cache.read_text().splitlines(), 1):
+            try:
+                row = json.loads(line)
+                if row.get("seed") == seed:
+                    done[row["ref"]] = row["text"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise InputError(
+                    f"{cache}:{n}: not a replay row ({e}); delete the file to replay again"
+                ) from e
+    missing = [s for s in served if s.ref not in done]
+    if missing:
+        drawn = replay(missing, make_teacher(), seed=seed)
+        done.update(zip((s.ref for s in missing), drawn, strict=True))
+        if cache is not None:
+            rows = [{"ref": ref, "seed": seed, "text": text} for ref, text in done.items()]
+            tmp = cache.with_suffix(cache.suffix + ".tmp")
+            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            tmp.replace(cache)
+    return [done[s.ref] for s in served]
+
+
+def answer_logprobs(model: Any, messages: Sequence[Messages], answers: Sequence[str]) -> np.ndarray:
+    """Mean log-probability per token of each answer after its chat prompt, under `model`
+    (a loaded LocalTeacher). Padded on the right; the output layer runs only on answer
+    positions."""
+    import torch
+
+    tok = model.tokenizer
+    rows = []
+    for msgs, answer in zip(messages, answers, strict=True):
+        head = tok.apply_chat_template(
+            [{"role": r, "content": c} for r, c in msgs], tokenize=False, add_generation_prompt=True
+        )
+        prompt = tok(head, add_special_tokens=False)["input_ids"]
+        body = tok(answer, add_special_tokens=False)["input_ids"]
+        rows.append((prompt, body))
+    out = np.full(len(rows), np.nan)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
+    lm, softcap = model.lm, getattr(model.lm.config, "final_logit_softcapping", None)
+    pad = model.pad_token_id
+    for start in range(0, len(order), 8):
+        chunk = [i for i in order[start : start + 8] if rows[i][1]]
+        if not chunk:
+            continue
+        seqs = [rows[i][0] + rows[i][1] for i in chunk]
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, seq in enumerate(seqs):
+            ids[r, : len(seq)] = torch.tensor(seq)
+            mask[r, : len(seq)] = 1
+        with torch.inference_mode():
+            hidden = lm.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+            for r, i in enumerate(chunk):
+                prompt_len, body = len(rows[i][0]), rows[i][1]
+                h = hidden[r, prompt_len - 1 : prompt_len - 1 + len(body)]
+                logits = lm.get_output_embeddings()(h).float()
+                if softcap:
+                    logits = torch.tanh(logits / softcap) * softcap
+                target = torch.tensor(body)[:, None]
+                picked = logits.gather(1, target)[:, 0] - logits.logsumexp(dim=-1)
+                out[i] = float(picked.mean())
+    return out
+
+
+def trigram_overlap(tokenizer: Any, answer: str, text: str) -> float:
+    """Share of `answer`'s distinct token trigrams that occur in `text`."""
+
+    def grams(s: str) -> set[tuple[int, ...]]:
+        ids = tokenizer(s, add_special_tokens=False)["input_ids"]
+        return {tuple(ids[i : i + 3]) for i in range(len(ids) - 2)}
+
+    mine = grams(answer)
+    return len(mine & grams(text)) / len(mine) if mine else 0.0
+
+
+def paired_test(d: np.ndarray) -> Tail:
+    """P(sum D >= observed) when each D's sign is a fair coin given |D|."""
+    d = np.asarray(d, dtype=np.float64)
+    d = d[np.isfinite(d) & (d != 0)]
+    if d.size == 0:
+        return Tail(0.0, 1.0, 1.0)
+    return upper_tail(np.abs(d), float(d.sum()) / 2, 0.5)
+
+
+def summarize(
+    d: np.ndarray, *, scoring: str, accounts: Sequence[str], queries: int, baseline: str | None
+) -> ServedResult:
+    tail = paired_test(d)
+    finite = d[np.isfinite(d)]
+    return ServedResult(
+        scoring=scoring,
+        accounts=tuple(accounts),
+        pairs=len(d),
+        queries=queries,
+        wins=int((finite > 0).sum()),
+        ties=int((finite == 0).sum()),
+        mean_diff=float(finite.mean()) if finite.size else 0.0,
+        z=tail.z,
+        p_value=tail.p_value,
+        p_bound=tail.p_bound,
+        baseline=baseline,
+    )
+
+
+def likelihood_test(
+    suspect: str,
+    served: Sequence[Served],
+    fresh: Sequence[str],
+    *,
+    accounts: Sequence[str],
+    baseline: str | None = None,
+) -> ServedResult:
+    """Open weights: does the suspect find the served answers likelier than their twins?"""
+    from stillroom.teachers.local import LocalTeacher
+
+    messages = [s.messages for s in served]
+
+    def preference(model: str) -> np.ndarray:
+        lm = LocalTeacher.load(model)
+        try:
+            return answer_logprobs(lm, messages, [s.text for s in served]) - answer_logprobs(
+                lm, messages, list(fresh)
+            )
+        finally:
+            del lm
+
+    d = preference(suspect)
+    if baseline is not None:
+        d = d - preference(baseline)
+    return summarize(
+        d, scoring="likelihood", accounts=accounts, queries=2 * len(served), baseline=baseline
+    )
+
+
+def answers_test(
+    suspect: Any,
+    served: Sequence[Served],
+    fresh: Sequence[str],
+    tokenizer: Any,
+    *,
+    accounts: Sequence[str],
+    seed: int = 0,
+) -> ServedResult:
+    """Black box: are the suspect's greedy answers closer to what we served than to the
+    twins? One query per served answer; only single-message requests can be asked."""
+    usable = [i for i, s in enumerate(served) if [r for r, _ in s.messages] == ["user"]]
+    if not usable:
+        raise InputError(
+            "the served requests all have several messages; a black-box suspect is asked one "
+            "user message, so test its weights instead (a model folder)"
+        )
+    max_tokens = max(int(served[i].params.get("max_tokens") or 128) for i in usable)
+    asked = [served[i].messages[0][1] for i in usable]
+    said = suspect.answer(asked, max_tokens=max_tokens, temperature=0.0, seed=seed)
+    d = np.array(
+        [
+            trigram_overlap(tokenizer, a, served[i].text) - trigram_overlap(tokenizer, a, fresh[i])
+            for a, i in zip(said, usable, strict=True)
+        ]
+    )
+    return summarize(d, scoring="answers", accounts=accounts, queries=len(usable), baseline=None)
