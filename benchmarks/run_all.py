@@ -346,7 +346,8 @@ def table(results: dict[str, Any]) -> str:
             if value is None:  # a row added since this benchmark last ran
                 continue
             base = dig(results[name], base_key) if base_key else None
-            ratio = f"{value / base:.2f}x" if base and value is not None else ""
+            # A ratio of two p-values means nothing: they are shown side by side.
+            ratio = f"{value / base:.2f}x" if base and value is not None and unit != "p" else ""
             base_txt = f"{base:g} {unit}" if base is not None else ""
             lines.append(
                 f"| {label} | {value:g} {unit} | {base_txt} | {ratio} | `python {' '.join(cmd)}` |"
