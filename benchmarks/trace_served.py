@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stillroom.teachers.local import LocalTeacher
 from stillroom.trace.served import (
@@ -49,6 +50,7 @@ from stillroom.trace.served import (
 from stillroom.trace.suspects import LocalSuspect
 from stillroom.watermark.detect import load_tokenizer
 from stillroom.watermark.key import load_key
+from trace_mass_null import calibration
 
 
 def rival_accounts(story: Path) -> list[str]:
@@ -67,17 +69,6 @@ def tested(d: np.ndarray) -> dict[str, Any]:
         "z": round(tail.z, 3),
         "p_value": tail.p_value,
         "p_bound": tail.p_bound,
-    }
-
-
-def calibration(p: list[float]) -> dict[str, Any]:
-    arr = np.asarray(p)
-    return {
-        "runs": len(arr),
-        "ks_p": float(stats.kstest(arr, "uniform").pvalue),
-        "share_p_at_most_1pct": float(np.mean(arr <= 0.01)),
-        "share_p_at_most_5pct": float(np.mean(arr <= 0.05)),
-        "min_p": float(arr.min()),
     }
 
 

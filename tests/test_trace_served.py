@@ -229,3 +229,19 @@ def test_the_cli_gives_the_verdict_and_report(world: dict[str, Any], tmp_path: P
     keyless = [a for a in args if a not in ("--key-file", str(root / "wm.json"))]
     bad = CliRunner().invoke(app, keyless)
     assert isinstance(bad.exception, InputError) and "give --key-file" in str(bad.exception)
+
+
+def test_options_that_cannot_work_are_refused_before_any_model_loads(
+    world: dict[str, Any],
+) -> None:
+    base = ["trace", str(world["root"] / "student"), "--no-probes"]
+    cases = [
+        (["--served", world["db"], "--served-by", "answers", "--baseline", "x"], "drop --baseline"),
+        (["--account", "harvester", "--key-file", str(world["root"] / "wm.json")], "add --served"),
+        (["--served", world["db"], "--served-by", "sideways"], "use 'likelihood' or 'answers'"),
+        (["--served", world["db"], "--account", "nobody"], "no such account"),
+    ]
+    for extra, message in cases:
+        res = CliRunner().invoke(app, base + extra)
+        assert isinstance(res.exception, InputError) and message in str(res.exception), extra
+        assert "Loading weights" not in res.output

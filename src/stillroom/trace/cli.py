@@ -146,7 +146,7 @@ def trace(
         raise InputError(
             f"--mode {mode} needs texts to read: give --texts FILE (teacher answers, JSONL)"
         )
-    if mode != "generate" and suspect.startswith(("http://", "https://")):
+    if mode != "generate" and radioactivity and suspect.startswith(("http://", "https://")):
         raise InputError(
             f"--mode {mode} needs the suspect's weights; for an API suspect use --mode generate"
         )
@@ -160,6 +160,11 @@ def trace(
         raise InputError(
             "--served-by likelihood needs the suspect's weights; for an API suspect use "
             "--served-by answers"
+        )
+    if baseline is not None and served is not None and served_by == "answers" and mode != "mass":
+        raise InputError(
+            "--baseline nets out another model's likelihood; --served-by answers has none: "
+            "drop --baseline"
         )
     if account and served is None:
         raise InputError("--account picks whose served answers to test: add --served LOG")
