@@ -180,18 +180,19 @@ def trace(
         if repeats:
             sys.stderr.write(f"{prompts}: {len(repeats)} repeated prompts asked once\n")
         asked = [item.prompt or "" for item in items]
-    served_items = None
+    served_items, served_key = None, None
     if served is not None:  # the log and the key are checked before any model loads
         from stillroom.trace.served import check_key, read_served
         from stillroom.watermark.key import load_key
 
         served_items = read_served(served, account or [], limit=served_limit or None)
-        check_key(served_items, load_key(key_file) if key_file is not None else None)
+        served_key = load_key(key_file) if key_file is not None else None
+        check_key(served_items, served_key)
     who = open_suspect(suspect, model=model, api_key=api_key)
     verdict: dict[str, Any] = {"suspect": getattr(who, "name", suspect)}
     if served_items is not None:
         verdict["served"] = _served(
-            who, suspect, served_items, account or [], key_file, replay, replay_dtype, replays,
+            who, suspect, served_items, account or [], served_key, replay, replay_dtype, replays,
             served_by, baseline, tokenizer, seed=seed,
         )  # fmt: skip
     if key_file is not None and radioactivity:
@@ -286,7 +287,7 @@ def _served(
     spec: str,
     items: list[Any],
     accounts: list[str],
-    key_file: Path | None,
+    key: Any,
     replay_model: str,
     dtype: str,
     cache: Path | None,
@@ -298,9 +299,7 @@ def _served(
 ) -> dict[str, Any]:
     from stillroom.teachers.local import LocalTeacher
     from stillroom.trace import served as st
-    from stillroom.watermark.key import load_key
 
-    key = load_key(key_file) if key_file is not None else None
     sys.stderr.write(f"served answers: {len(items)}; replaying each with {replay_model}\n")
     fresh = st.replays(
         items,

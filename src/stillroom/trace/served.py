@@ -240,6 +240,8 @@ def answer_logprobs(model: Any, messages: Sequence[Messages], answers: Sequence[
     positions."""
     import torch
 
+    from stillroom.teachers.local import _pad
+
     tok = model.tokenizer
     rows = []
     for msgs, answer in zip(messages, answers, strict=True):
@@ -251,30 +253,19 @@ def answer_logprobs(model: Any, messages: Sequence[Messages], answers: Sequence[
         rows.append((prompt, body))
     out = np.full(len(rows), np.nan)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
-    lm, softcap = model.lm, getattr(model.lm.config, "final_logit_softcapping", None)
-    pad = model.pad_token_id
     for start in range(0, len(order), 8):
         chunk = [i for i in order[start : start + 8] if rows[i][1]]
         if not chunk:
             continue
-        seqs = [rows[i][0] + rows[i][1] for i in chunk]
-        width = max(map(len, seqs))
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, seq in enumerate(seqs):
-            ids[r, : len(seq)] = torch.tensor(seq)
-            mask[r, : len(seq)] = 1
+        # The teacher's own padding and output layer (softcapped, 64 rows at a time).
+        ids, mask = _pad([rows[i][0] + rows[i][1] for i in chunk], model.pad_token_id, model.device)
         with torch.inference_mode():
-            hidden = lm.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+            hidden = model.lm.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
             for r, i in enumerate(chunk):
                 prompt_len, body = len(rows[i][0]), rows[i][1]
                 h = hidden[r, prompt_len - 1 : prompt_len - 1 + len(body)]
-                logits = lm.get_output_embeddings()(h).float()
-                if softcap:
-                    logits = torch.tanh(logits / softcap) * softcap
-                target = torch.tensor(body)[:, None]
-                picked = logits.gather(1, target)[:, 0] - logits.logsumexp(dim=-1)
-                out[i] = float(picked.mean())
+                target = torch.tensor(body, device=model.device)[:, None]
+                out[i] = float(model._log_probs(h, target)[:, 0].mean())
     return out
 
 
