@@ -70,6 +70,7 @@ def test_a_watermarked_writer_is_caught_and_stops_early(tiny: Path) -> None:
 
 def test_p_values_are_uniform_for_a_model_that_never_saw_the_key(tiny: Path) -> None:
     clean = LocalTeacher.load(str(tiny), batch_size=16)
+    clean.model = "tiny"  # sampling seeds derive from the name: not from a temp path
     suspect = Suspect(clean)
     answers = suspect.answer(PROMPTS * 4, max_tokens=32, temperature=1.0, seed=0)
     ids = clean.tokenizer(answers, add_special_tokens=False)["input_ids"]
