@@ -1,16 +1,21 @@
-"""Detection quality of `stillroom audit` on simulated traffic, against a volume baseline.
+"""Detection quality of `stillroom audit` on simulated traffic, seeds and workloads held out.
 
-Each seed is one simulated log (>= 1,000 accounts, >= 1M requests), audited as a user would:
-no labels anywhere in the audit, the calibration comes from the log itself
-(`self_calibrate`). Labels are read only afterwards, to count. Reported per distiller
-strategy: actors caught (an actor is caught when at least half of its accounts are flagged),
-hydra accounts linked into their actor's cluster, and the measured false-positive rate among
-benign accounts, at each requested --fpr. Seeds 1, 2, 3 and 100 were used while designing
-the score and 4, 5, 6 to check it; 7, 8, 9 were held out until the final run and are the
-figures to quote. Baseline, same run: a per-account request-volume threshold at the same
-FPR, set on the same log's accounts.
+Each seed is one simulated log (1,000 accounts, ~1.5M requests: chat users, developers,
+enterprise pipelines, evaluators, ten production workloads, eight distiller strategies, two
+kinds of hydra), audited as a user would: no labels anywhere in the audit, the calibration
+comes from the log itself (`self_calibrate`). Labels are read only afterwards, to count.
 
-    python benchmarks/audit_detection.py [--seeds 7 8 9] [--accounts 1000]
+Reported at each requested --fpr: the measured benign FPR, overall and per benign kind;
+actors caught per strategy (an actor is caught when at least half of its accounts are
+flagged); hydra accounts in one unit with their siblings; benign accounts in a unit with a
+distiller. Leave-one-workload-out: for each benign kind W, the calibration is fitted without
+W's units, and W's own FPR is measured against it: what a provider gets when a customer
+arrives with a workload its reference has never seen.
+
+Baseline, same run: a per-account request-volume threshold at the same FPR, set on the same
+log's accounts.
+
+    python benchmarks/audit_detection.py [--seeds 11 12 13] [--accounts 1000]
 """
 
 from __future__ import annotations
@@ -24,8 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-STRATEGIES = ("bulk_harvest", "low_and_slow", "hydra", "cot_extraction", "mixed_harvest")
 
 
 def ensure(data: Path, seed: int, accounts: int) -> dict[str, Any]:
@@ -46,49 +49,72 @@ def labels(m: dict[str, Any]) -> dict[str, dict[str, str]]:
 
 
 def evaluate(flagged: set[str], lab: dict[str, dict[str, str]]) -> dict[str, Any]:
-    benign = [a for a, r in lab.items() if r["label"] == "benign"]
-    fp = [a for a in benign if a in flagged]
+    """False positives by benign kind, actors caught by strategy."""
+    fp: Counter[str] = Counter()
+    benign: Counter[str] = Counter()
     actors: dict[tuple[str, str], list[str]] = defaultdict(list)
     for a, r in lab.items():
-        if r["label"] == "distiller":
+        if r["label"] == "benign":
+            benign[r["kind"]] += 1
+            fp[r["kind"]] += a in flagged
+        else:
             actors[(r["kind"], r["actor_id"])].append(a)
     caught: Counter[str] = Counter()
     total: Counter[str] = Counter()
     for (kind, _), accts in actors.items():
         total[kind] += 1
         caught[kind] += sum(a in flagged for a in accts) * 2 >= len(accts)
-    return {
-        "benign": len(benign),
-        "fp": len(fp),
-        "fp_kinds": dict(Counter(lab[a]["kind"] for a in fp)),
-        "caught": dict(caught),
-        "actors": dict(total),
-    }
+    return {"fp": fp, "benign": benign, "caught": caught, "actors": total}
 
 
-def linkage(units: dict[str, str], lab: dict[str, dict[str, str]]) -> dict[str, int]:
+def linkage(units: dict[str, str], lab: dict[str, dict[str, str]]) -> Counter[str]:
+    """Hydra accounts in their actor's largest unit; benign accounts in a distiller's unit."""
     members: dict[str, list[str]] = defaultdict(list)
     for a, u in units.items():
         members[u].append(a)
+    out: Counter[str] = Counter()
     hydra: dict[str, list[str]] = defaultdict(list)
     for a, r in lab.items():
-        if r["kind"] == "hydra":
+        if r["kind"].startswith("hydra"):
             hydra[r["actor_id"]].append(a)
-    linked = total = impure = 0
     for accts in hydra.values():
-        top, n = Counter(units[a] for a in accts).most_common(1)[0]
-        total += len(accts)
-        linked += n if n > 1 else 0
-        impure += sum(lab[a]["label"] == "benign" for a in members[top])
-    return {"hydra_accounts": total, "linked": linked, "benign_in_hydra_clusters": impure}
+        _, n = Counter(units[a] for a in accts).most_common(1)[0]
+        out["hydra_accounts"] += len(accts)
+        out["hydra_with_siblings"] += n if n > 1 else 0
+    for accts in members.values():
+        labels_here = {lab[a]["label"] for a in accts}
+        if labels_here == {"benign", "distiller"}:
+            out["mixed_units"] += 1
+            out["benign_in_distiller_units"] += sum(lab[a]["label"] == "benign" for a in accts)
+    return out
+
+
+def lowo(meas: Any, lab: dict[str, dict[str, str]], fprs: tuple[float, ...]) -> dict[str, Any]:
+    """Leave one benign kind out of the calibration; that kind's FPR at each rate."""
+    from stillroom.audit.run import decide
+    from stillroom.audit.score import self_calibrate
+
+    kinds = sorted({r["kind"] for r in lab.values() if r["label"] == "benign"})
+    out: dict[str, Any] = {}
+    for w in kinds:
+        mine = {a for a, r in lab.items() if r["kind"] == w}
+        rest = [f for f in meas.units.values() if not set(f["members"]) & mine]
+        cal = self_calibrate(rest)
+        res = {}
+        for p in fprs:
+            flagged = decide(meas, cal, p).flagged_accounts()
+            res[f"{p}"] = [len(flagged & mine), len(mine)]
+        out[w] = res
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13])
     ap.add_argument("--fpr", type=float, nargs="+", default=[0.001, 0.003, 0.01])
     ap.add_argument("--accounts", type=int, default=1000)
     ap.add_argument("--data", type=Path, default=Path("/tmp/stillroom-audit-detect"))
+    ap.add_argument("--no-lowo", action="store_true", help="Skip leave-one-workload-out.")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from stillroom.audit.run import decide, measure
@@ -96,13 +122,13 @@ def main() -> None:
     from stillroom.audit.text import Embedder
 
     emb = Embedder()
-    load_before = os.getloadavg()
     t0 = time.perf_counter()
     fprs = tuple(args.fpr)
     agg: dict[str, Any] = {f"{p}": defaultdict(Counter) for p in fprs}
     base: dict[str, Any] = {f"{p}": defaultdict(Counter) for p in fprs}
+    held: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     link_tot: Counter[str] = Counter()
-    per_seed = []
+    warnings: list[str] = []
     rows = 0
     for seed in args.seeds:
         m = ensure(args.data, seed, args.accounts)
@@ -113,25 +139,19 @@ def main() -> None:
         lab = labels(m)  # read only from here on, to count
         link_tot.update(linkage(meas.links.units, lab))
         for p in fprs:
-            res = evaluate(decide(meas, cal, p).flagged_accounts(), lab)
+            result = decide(meas, cal, p)
+            warnings.extend(f"seed {seed}, fpr {p}: {w}" for w in result.warnings)
+            res = evaluate(result.flagged_accounts(), lab)
             thr = float(np.quantile(volume_ref, 1 - p))
             volume = {a for a, n in meas.account_requests.items() if np.log10(n) > thr}
-            bres = evaluate(volume, lab)
-            for target, r in ((agg[f"{p}"], res), (base[f"{p}"], bres)):
-                target["fp"]["fp"] += r["fp"]
-                target["fp"]["benign"] += r["benign"]
-                target["caught"].update(r["caught"])
-                target["actors"].update(r["actors"])
-                target["fp_kinds"].update(r["fp_kinds"])
-            per_seed.append(
-                {
-                    "seed": seed,
-                    "fpr": p,
-                    "requests": m["requests"],
-                    "screened_out": cal.screened_out,
-                    **res,
-                }
-            )
+            for target, r in ((agg[f"{p}"], res), (base[f"{p}"], evaluate(volume, lab))):
+                for key in ("fp", "benign", "caught", "actors"):
+                    target[key].update(r[key])
+        if not args.no_lowo:
+            for w, res in lowo(meas, lab, fprs).items():
+                for p, (k, n) in res.items():
+                    held[w][p][0] += k
+                    held[w][p][1] += n
     print(
         json.dumps(
             {
@@ -140,39 +160,43 @@ def main() -> None:
                 "calibration": "self (no labels), per log",
                 "accounts_per_seed": args.accounts,
                 "requests_total": rows,
-                "audit": {p: {**summary(v), "requested_fpr": float(p)} for p, v in agg.items()},
-                "baseline_volume_threshold": {
-                    p: {**summary(v), "requested_fpr": float(p)} for p, v in base.items()
-                },
-                "hydra_linkage": {
+                "audit": {p: summary(v, float(p)) for p, v in agg.items()},
+                "baseline_volume_threshold": {p: summary(v, float(p)) for p, v in base.items()},
+                "linkage": {
                     **link_tot,
-                    "share": round(link_tot["linked"] / max(1, link_tot["hydra_accounts"]), 3),
+                    "hydra_share": round(
+                        link_tot["hydra_with_siblings"] / max(1, link_tot["hydra_accounts"]), 3
+                    ),
                 },
-                "per_seed": per_seed,
+                "leave_one_workload_out": {
+                    w: {p: f"{k}/{n} = {k / max(1, n):.2%}" for p, (k, n) in r.items()}
+                    for w, r in held.items()
+                },
+                "warnings": sorted(set(warnings)),
                 "wall_s": round(time.perf_counter() - t0, 1),
-                "load_average_1_5_15": {
-                    "before": [round(x, 2) for x in load_before],
-                    "after": [round(x, 2) for x in os.getloadavg()],
-                },
                 "command": "python benchmarks/audit_detection.py --seeds "
                 + " ".join(map(str, args.seeds)),
             },
             indent=2,
-            default=dict,
         )
     )
 
 
-def summary(v: dict[str, Counter[str]]) -> dict[str, Any]:
-    recall = {k: f"{v['caught'][k]}/{v['actors'][k]}" for k in STRATEGIES}
+def summary(v: dict[str, Counter[str]], asked: float) -> dict[str, Any]:
+    from stillroom.audit.simulate import STRATEGIES
+
     caught, total = sum(v["caught"].values()), sum(v["actors"].values())
+    fp, benign = sum(v["fp"].values()), sum(v["benign"].values())
     return {
-        "recall_by_strategy": recall,
+        "requested_fpr": asked,
+        "measured_fpr": round(fp / max(1, benign), 4),
+        "false_positives": fp,
+        "benign_accounts": benign,
+        "fpr_by_kind": {
+            k: f"{v['fp'][k]}/{n} = {v['fp'][k] / n:.1%}" for k, n in sorted(v["benign"].items())
+        },
         "recall_actors": round(caught / max(1, total), 3),
-        "measured_fpr": round(v["fp"]["fp"] / max(1, v["fp"]["benign"]), 4),
-        "false_positives": v["fp"]["fp"],
-        "benign_accounts": v["fp"]["benign"],
-        "false_positive_kinds": dict(v["fp_kinds"]),
+        "recall_by_strategy": {k: f"{v['caught'][k]}/{v['actors'][k]}" for k in STRATEGIES},
     }
 
 

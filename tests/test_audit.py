@@ -66,9 +66,12 @@ def test_audit_links_hydra_and_flags_distillers(
 ) -> None:
     m = measure(sim["log"], embedder=embedder)
     lab = labels(sim)
-    hydra = [a for a, r in lab.items() if r["kind"] == "hydra"]
-    assert len({m.links.units[a] for a in hydra}) == 1  # one actor, scored as one
-    assert m.units[m.links.units[hydra[0]]]["accounts"] == len(hydra)
+    for kind in ("hydra", "hydra_thin"):
+        hydra = [a for a, r in lab.items() if r["kind"] == kind]
+        assert len({m.links.units[a] for a in hydra}) == 1  # one actor, scored as one
+        members = m.units[m.links.units[hydra[0]]]["members"]
+        assert set(hydra) <= set(members)
+        assert all(lab[a]["label"] == "distiller" for a in members)  # no customer joined
     r = decide(m, self_calibrate(list(m.units.values())), 0.01)  # no labels
     flagged = r.flagged_accounts()
     bulk = [a for a, x in lab.items() if x["kind"] == "bulk_harvest"]
@@ -93,20 +96,34 @@ def test_min_requests_keeps_small_accounts_unflagged(
     assert 0 < len(gated.flagged) < len(every.flagged)
 
 
-def test_score_is_zero_inside_the_benign_population_and_grows_outside() -> None:
-    units = [{"log_requests": float(i % 7), "frac_logprobs": (i % 5) / 5} for i in range(50)]
-    cal = fit(units, ["log_requests", "frac_logprobs"])
+def test_score_is_zero_inside_the_benign_population_and_needs_several_features() -> None:
+    feats = ["a", "b", "c"]
+    units = [{"a": float(i % 7), "b": (i % 5) / 5, "c": float(i % 3)} for i in range(60)]
+    cal = fit(units, feats)
     s, _ = score(
         cal,
         [
-            {"log_requests": 3.0, "frac_logprobs": 0.2},
-            {"log_requests": 20.0, "frac_logprobs": 1.0},
-            {"log_requests": 40.0, "frac_logprobs": 1.0},
+            {"a": 3.0, "b": 0.2, "c": 1.0},  # ordinary
+            {"a": 90.0, "b": 0.2, "c": 1.0},  # extreme on one feature only
+            {"a": 20.0, "b": 5.0, "c": 9.0},  # above the ordinary on all three
+            {"a": 40.0, "b": 9.0, "c": 19.0},  # further still
         ],
     )
-    assert s[0] == 0.0 and s[1] > cal.threshold(0.01)
-    assert s[2] == s[1]  # one feature counts at most CLIP: no single feature decides
-    assert cal.threshold(0.001) > cal.threshold(0.01)
+    assert s[0] == 0.0 and s[1] == 0.0  # no single feature decides
+    assert s[2] > cal.threshold(0.01)
+    assert s[3] == s[2]  # each feature's excess is capped
+    assert cal.threshold(0.001) >= cal.threshold(0.01)
+
+
+def test_evidence_cites_a_feature_only_above_the_percentile_it_quotes() -> None:
+    from stillroom.audit.report import evidence_lines
+
+    feats = ["frac_cot", "prompt_exclusivity"]
+    units = [{"frac_cot": i / 100, "prompt_exclusivity": i / 100} for i in range(100)]
+    cal = fit(units, feats)
+    unit = {"members": ["a"], "frac_cot": 0.95, "prompt_exclusivity": 0.2}
+    lines = evidence_lines(unit, feats, cal, None)
+    assert len(lines) == 1 and "benign 90th percentile 89%" in lines[0]
 
 
 def test_tail_threshold_is_never_below_the_empirical_quantile_and_extrapolates() -> None:
@@ -119,24 +136,32 @@ def test_tail_threshold_is_never_below_the_empirical_quantile_and_extrapolates()
 
 
 def test_self_calibration_is_not_fooled_by_harvesters_that_look_alike() -> None:
-    """Twelve near-identical harvesters among 600 benign units: with k = 3 they would vouch
-    for each other; the robust screen leaves them out of the reference, so they are flagged."""
+    """Twelve harvesters far above 600 benign units on every feature: the screen finds the
+    gap and leaves them out of the reference, so they are flagged and the rate holds."""
     rng = np.random.default_rng(1)
     feats = ["a", "b", "c", "d"]
     benign = [dict(zip(feats, rng.normal(0, 1, 4).tolist(), strict=True)) for _ in range(600)]
     bad = [
-        dict(zip(feats, (3.0 + rng.normal(0, 0.05, 4)).tolist(), strict=True)) for _ in range(12)
+        dict(zip(feats, (6.0 + rng.normal(0, 0.05, 4)).tolist(), strict=True)) for _ in range(12)
     ]
     units = benign + bad
     cal = self_calibrate(units, feats)
-    assert cal.screened_out >= 12
+    assert cal.screened_out == 12 and cal.gap is not None
     s, _ = score(cal, units)
     thr = cal.threshold(0.003)
     assert (s[600:] > thr).all()
-    # benign units flagged: the reference's own tail (about the FPR asked for) plus at most
-    # the benign units the screen left out (scored against a reference without them)
-    benign_out = cal.screened_out - 12
-    assert (s[:600] > thr).sum() <= 0.003 * 600 + 1 + benign_out
+    assert (s[:600] > thr).sum() <= 0.003 * 600 + 1
+    assert cal.warnings(0.01) == []
+    assert "fewer than the 3,000" in cal.warnings(0.001)[0]  # 600 units cannot show 0.1%
+
+
+def test_self_calibration_warns_when_no_gap_separates_the_tail() -> None:
+    rng = np.random.default_rng(2)
+    feats = ["a", "b", "c"]
+    units = [dict(zip(feats, rng.normal(0, 1, 3).tolist(), strict=True)) for _ in range(2000)]
+    cal = self_calibrate(units, feats)
+    assert cal.screened_out == 0 and cal.gap is None
+    assert any("no gap" in w for w in cal.warnings(0.01))
 
 
 def test_template_reuse_sees_a_template_and_not_free_text() -> None:

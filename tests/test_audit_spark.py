@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.mark.integration
 def test_spark_gives_the_same_flags_as_duckdb_on_100k_rows(tmp_path: Path) -> None:
     pytest.importorskip("pyspark")
-    m = simulate(tmp_path, accounts=150, seed=5, days=3, volume=0.6)
+    m = simulate(tmp_path, accounts=150, seed=5, days=3, volume=0.9)
     assert m["requests"] >= 100_000
     emb = Embedder()
     duck = measure(m["log"], engine="duckdb", embedder=emb)

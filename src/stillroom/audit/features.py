@@ -35,6 +35,9 @@ SELECT unit,
   sum(CAST(completion_tokens AS DOUBLE)) AS completion_tokens,
   avg(CAST(logprobs AS DOUBLE)) AS frac_logprobs,
   avg(CASE WHEN logprobs = 1 THEN top_logprobs END) AS mean_top_logprobs,
+  avg(CASE WHEN logprobs = 1
+      THEN greatest(top_logprobs, 1e0) * CAST(completion_tokens AS DOUBLE) / n ELSE 0e0 END)
+    AS logprob_values,
   avg(CASE WHEN n > 1 THEN 1e0 ELSE 0e0 END) AS frac_n_gt1,
   avg(n) AS mean_n,
   avg(COALESCE(temperature, 1e0)) AS mean_temperature,
@@ -90,28 +93,33 @@ PART_COLUMNS = {
 
 
 # The features the score uses, each with the direction in which it looks more like harvesting.
-# (Temperature settings are reported, not scored: harvesters and benign users both use every
-# setting.)
+# They describe what a unit takes from the model (how many answer tokens, how long, with how
+# many log-probabilities, to what prompts), not how it uses the API: a harvest wants long
+# answers (and their log-probs) to many distinct prompts nobody else sends; a production
+# workload repeats one narrow task, however heavy, regular or templated it is. Request
+# counts, timing and sampling habits (n, temperature, single turns, templates) are reported,
+# not scored: every one of them is also some ordinary workload's signature.
 SCORED: dict[str, str] = {
-    "log_requests": "requests in the window",
     "log_completion_tokens": "completion tokens received",
+    "log_mean_completion": "completion tokens per returned choice",
     "log_output_input_ratio": "completion tokens (per choice) per prompt token",
-    "frac_logprobs": "share of requests asking for log-probabilities",
-    "top_logprobs": "top-k log-probabilities asked for",
-    "frac_n_gt1": "share of requests with n > 1",
+    "log_logprob_values": "log-probability values received per request",
     "mean_log_max_tokens": "max_tokens asked for",
-    "frac_single_turn": "share of single-turn requests",
     "frac_cot": "share of prompts eliciting step-by-step reasoning",
     "prompt_uniqueness": "share of distinct prompts",
     "prompt_exclusivity": "share of prompts no other account sends",
-    "log_mean_completion": "completion tokens per returned choice",
-    "template_reuse": "share of prompts on a repeated template",
     "topic_breadth": "topic breadth (embedding dispersion)",
-    "hour_entropy": "activity spread around the clock",
-    "active_hours_frac": "share of the window's hours with activity",
-    "regularity": "regularity of inter-arrival times",
 }
 REPORTED = (
+    "frac_single_turn",
+    "log_requests",
+    "frac_logprobs",
+    "top_logprobs",
+    "frac_n_gt1",
+    "template_reuse",
+    "hour_entropy",
+    "active_hours_frac",
+    "regularity",
     "frac_rate_limited",
     "mean_temperature",
     "frac_temperature_zero",
@@ -153,6 +161,7 @@ def derive(r: dict[str, Any], window_hours: float) -> dict[str, Any]:
         log_output_input_ratio=math.log10((1.0 + ct / n) / (1.0 + pt)),
         log_mean_completion=math.log10(1.0 + ct / (f["requests"] * n)),
         top_logprobs=f["mean_top_logprobs"] or 0.0,
+        log_logprob_values=math.log10(1.0 + (f["logprob_values"] or 0.0)),
         active_hours_frac=(f["active_hours"] or 0.0) / window_hours,
         regularity=1.0 / (1.0 + cv),  # 1: clockwork, 0.5: Poisson, lower: bursty
         hour_entropy=f["hour_entropy"] or 0.0,
@@ -161,20 +170,29 @@ def derive(r: dict[str, Any], window_hours: float) -> dict[str, Any]:
     return f
 
 
-def activity(engine: SQLEngine) -> list[dict[str, Any]]:
-    """(account, hour bucket, requests) rows, for synchronised-timing links."""
+def activity(engine: SQLEngine, bucket_s: float) -> list[dict[str, Any]]:
+    """(account, time bucket) pairs with activity, for synchronised-timing links."""
     return engine.rows(
-        "SELECT account_id, CAST(floor(ts / 3600) AS BIGINT) AS hb, count(*) AS c FROM log "
-        "GROUP BY account_id, CAST(floor(ts / 3600) AS BIGINT)"
+        f"SELECT DISTINCT account_id, CAST(floor(ts / {bucket_s!r}) AS BIGINT) AS bucket FROM log"
     )
 
 
+# The /24 block of an IPv4 address ('' for anything else); no backslashes, for Spark's parser.
+BLOCK = "regexp_extract(client_addr, '^([0-9]+[.][0-9]+[.][0-9]+)[.][0-9]+$', 1)"
+
+
 def shared_values(engine: SQLEngine, max_accounts: int) -> list[dict[str, Any]]:
-    """(kind, value, account) for keys, addresses and user agents that 2..max accounts share."""
+    """(kind, value, account) for keys, addresses, /24 blocks and user agents that 2..max
+    accounts share."""
     parts = " UNION ALL ".join(
         f"SELECT DISTINCT '{kind}' AS kind, {col} AS value, account_id FROM log "
-        f"WHERE {col} IS NOT NULL"
-        for kind, col in (("key", "key_id"), ("address", "client_addr"), ("agent", "user_agent"))
+        f"WHERE {col} IS NOT NULL AND {col} <> ''"
+        for kind, col in (
+            ("key", "key_id"),
+            ("address", "client_addr"),
+            ("block", BLOCK),
+            ("agent", "user_agent"),
+        )
     )
     return engine.rows(
         f"SELECT kind, value, account_id FROM (SELECT kind, value, account_id, "

@@ -1,11 +1,20 @@
 """Cross-account links that join sybil accounts into one actor.
 
-Evidence between two accounts, one point per kind: a shared API key (two points: a key is
-one account's), a shared client address, a shared user agent, a shared template signature
-(each only when few accounts share the value: a corporate NAT or a popular SDK's user agent
-is not evidence), and synchronised timing (the same hours active, Jaccard >= 0.6, among
-accounts that are not simply always on). Two points join two accounts; actors are the
-connected components.
+Evidence between two accounts comes in independent families:
+
+- **key**: a shared API key (a key is one account's): joins on its own;
+- **infrastructure**: a shared client address, a shared /24 address block, a rare user agent
+  (each only when few accounts share the value: a corporate NAT, a cloud range or a popular
+  SDK's user agent is not evidence);
+- **content**: the same system prompt, or the same prompt-template signature, among few
+  accounts (a generic "You are a helpful assistant." is everyone's);
+- **timing**: synchronised working windows (the same 2-hour buckets active, overlap >= 0.6 of
+  the smaller account's, among accounts that are not simply always on).
+
+Two accounts join only on a key, or on two different families: a shared address or NAT alone
+never joins a customer to anyone, and neither does working the same hours. Actors are the
+connected components. Timing is tested only for pairs that already share other evidence,
+since it cannot join on its own; that keeps the pair count small on large logs.
 """
 
 from __future__ import annotations
@@ -15,11 +24,19 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
-import numpy as np
-
-WEIGHTS = {"key": 2, "address": 1, "agent": 1, "template": 1, "timing": 1}
-JOIN_AT = 2
-SYNC_JACCARD = 0.6
+FAMILY = {
+    "key": "key",
+    "address": "infrastructure",
+    "block": "infrastructure",
+    "agent": "infrastructure",
+    "system": "content",
+    "template": "content",
+    "timing": "timing",
+}
+MAX_SHARE = {"address": 25, "block": 40, "agent": 25, "system": 40, "template": 25, "key": 25}
+SYNC_BUCKET_S = 7200.0
+SYNC_OVERLAP = 0.6
+SYNC_MIN_BUCKETS = 3
 
 
 @dataclass
@@ -55,33 +72,36 @@ def link(
     accounts: list[str],
     shared: list[dict[str, Any]],
     signatures: dict[str, set[int]],
+    systems: dict[str, set[str]],
     activity: list[dict[str, Any]],
     window_hours: float,
-    max_share: int = 25,
 ) -> Links:
     """Join accounts by the evidence above; returns the account -> actor map and why."""
-    pair_kinds: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for row in shared:
         groups[(str(row["kind"]), str(row["value"]))].append(str(row["account_id"]))
-    owners: dict[int, list[str]] = defaultdict(list)
-    for acct, sig in signatures.items():
-        for k in sig:
-            owners[k].append(acct)
-    for k, accts in owners.items():
-        if 2 <= len(accts) <= max_share:
-            groups[("template", str(k))] = accts
+    for kind, values in (("template", signatures), ("system", systems)):
+        for acct, vals in values.items():
+            for v in vals:
+                groups[(kind, str(v))].append(acct)
+    pair_kinds: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
     for (kind, value), accts in groups.items():
-        for a, b in combinations(sorted(set(accts)), 2):
+        members = sorted(set(accts))
+        if not 2 <= len(members) <= MAX_SHARE[kind]:
+            continue
+        for a, b in combinations(members, 2):
             pair_kinds[(a, b)].setdefault(kind, value)
-    for a, b in _synchronised(activity, window_hours):
-        pair_kinds[(a, b)].setdefault("timing", "same active hours")
+    buckets = _buckets(activity, window_hours)
+    for (a, b), kinds in pair_kinds.items():
+        if _synchronised(buckets.get(a), buckets.get(b)):
+            kinds["timing"] = "same working windows"
     uf = _UF()
     for a in accounts:
         uf.find(a)
     joined: list[tuple[str, str, dict[str, str]]] = []
     for (a, b), kinds in pair_kinds.items():
-        if sum(WEIGHTS[k] for k in kinds) >= JOIN_AT:
+        families = {FAMILY[k] for k in kinds}
+        if "key" in families or len(families) >= 2:
             uf.union(a, b)
             joined.append((a, b, kinds))
     roots = {a: uf.find(a) for a in accounts}
@@ -96,27 +116,18 @@ def link(
     return Links(units, {u: dict(v) for u, v in evidence.items()})
 
 
-def _synchronised(activity: list[dict[str, Any]], window_hours: float) -> list[tuple[str, str]]:
-    """Pairs active in mostly the same hours (Jaccard of active-hour sets >= SYNC_JACCARD)."""
-    hours: dict[str, set[int]] = defaultdict(set)
+def _buckets(activity: list[dict[str, Any]], window_hours: float) -> dict[str, set[int]]:
+    """Each account's active 2-hour buckets, for accounts active in at most half of them
+    (an always-on service is synchronised with everyone and so with no one)."""
+    out: dict[str, set[int]] = defaultdict(set)
     for r in activity:
-        hours[str(r["account_id"])].add(int(r["hb"]))
-    cand = sorted(a for a, h in hours.items() if 6 <= len(h) <= 0.5 * window_hours)
-    if len(cand) < 2:
-        return []
-    base = min(min(hours[a]) for a in cand)
-    width = max(max(hours[a]) for a in cand) - base + 1
-    m = np.zeros((len(cand), width), dtype=np.float32)  # (A, H)
-    for i, a in enumerate(cand):
-        m[i, [h - base for h in hours[a]]] = 1.0
-    size = m.sum(1)
-    out = []
-    for start in range(0, len(cand), 1024):
-        inter = m[start : start + 1024] @ m.T  # (b, A)
-        union = size[start : start + 1024, None] + size[None, :] - inter
-        jac = inter / np.maximum(union, 1.0)
-        ii, jj = np.nonzero(jac >= SYNC_JACCARD)
-        for i, j in zip((ii + start).tolist(), jj.tolist(), strict=True):
-            if i < j:
-                out.append((cand[i], cand[j]))
-    return out
+        out[str(r["account_id"])].add(int(r["bucket"]))
+    limit = 0.5 * window_hours * 3600.0 / SYNC_BUCKET_S
+    return {a: b for a, b in out.items() if len(b) <= limit}
+
+
+def _synchronised(a: set[int] | None, b: set[int] | None) -> bool:
+    if not a or not b:
+        return False
+    shared = len(a & b)
+    return shared >= SYNC_MIN_BUCKETS and shared >= SYNC_OVERLAP * min(len(a), len(b))

@@ -13,14 +13,16 @@ if TYPE_CHECKING:
 LINK_WORDS = {
     "key": "share API keys",
     "address": "share client addresses",
+    "block": "share a /24 address block",
+    "system": "share a system prompt",
     "agent": "share a rare user agent",
     "template": "share prompt templates",
-    "timing": "are active in the same hours",
+    "timing": "work in the same time windows",
 }
 
 
 def _fmt(feature: str, v: float) -> str:
-    if feature in ("log_requests", "log_completion_tokens"):
+    if feature in ("log_requests", "log_completion_tokens", "log_logprob_values"):
         return f"{10**v:,.0f}"
     if feature == "log_output_input_ratio":
         return f"{10**v:.1f}x"
@@ -44,46 +46,54 @@ def _fmt(feature: str, v: float) -> str:
 
 
 PHRASES = {
-    "log_requests": "sent {v} requests (benign median {p50}, 99th percentile {p99})",
-    "log_completion_tokens": "received {v} completion tokens (benign 99th percentile {p99})",
-    "log_output_input_ratio": "gets {v} more completion than prompt tokens (benign median {p50})",
-    "frac_logprobs": "asks for log-probabilities on {v} of requests (benign median {p50})",
-    "top_logprobs": "asks for the top {v} log-probabilities per token (benign 90th pct {p90})",
-    "frac_n_gt1": "asks for several samples (n > 1) on {v} of requests (benign median {p50})",
-    "mean_log_max_tokens": "asks for up to {v} tokens per reply (benign median {p50})",
-    "frac_single_turn": "{v} of requests are single-turn, no conversation (benign median {p50})",
-    "frac_cot": "{v} of prompts ask for step-by-step reasoning (benign 90th pct {p90})",
-    "prompt_uniqueness": "{v} of prompts are distinct, none asked twice (benign median {p50})",
+    "log_requests": "sent {v} requests",
+    "log_completion_tokens": "received {v} completion tokens",
+    "log_output_input_ratio": "gets {v} more completion than prompt tokens",
+    "log_logprob_values": "receives {v} log-probability values per request",
+    "frac_logprobs": "asks for log-probabilities on {v} of requests",
+    "top_logprobs": "asks for the top {v} log-probabilities per token",
+    "frac_n_gt1": "asks for several samples (n > 1) on {v} of requests",
+    "mean_log_max_tokens": "asks for up to {v} tokens per reply",
+    "frac_single_turn": "{v} of requests are single-turn, no conversation",
+    "frac_cot": "{v} of prompts ask for step-by-step reasoning",
+    "prompt_uniqueness": "{v} of prompts are distinct, none asked twice",
     "prompt_exclusivity": "{v} of prompts are sent by no other account, unlike public "
-    "benchmark items (benign median {p50})",
-    "log_mean_completion": "receives {v} completion tokens per reply (benign 90th pct {p90})",
-    "template_reuse": "{v} of prompts fill a repeated template (benign median {p50})",
-    "topic_breadth": "prompts span many topics: dispersion {v} (benign median {p50})",
-    "hour_entropy": "active around the clock: hour-of-day spread {v} (benign median {p50})",
-    "active_hours_frac": "active in {v} of the window's hours (benign median {p50})",
-    "regularity": "machine-regular timing: regularity {v} (benign median {p50})",
-    "frac_rate_limited": "{v} of requests hit the rate limit (benign 90th pct {p90})",
+    "benchmark items",
+    "log_mean_completion": "receives {v} completion tokens per reply",
+    "template_reuse": "{v} of prompts fill a repeated template",
+    "topic_breadth": "prompts span many topics: dispersion {v}",
+    "hour_entropy": "active around the clock: hour-of-day spread {v}",
+    "active_hours_frac": "active in {v} of the window's hours",
+    "regularity": "machine-regular timing: regularity {v}",
+    "frac_rate_limited": "{v} of requests hit the rate limit",
 }
 
 
 def evidence_lines(
     f: dict[str, Any], top: list[str], cal: Calibration, linked: dict[str, int] | None
 ) -> list[str]:
-    """The strongest evidence for one flagged unit, in plain words."""
+    """The strongest evidence for one flagged unit, in plain words. A feature is cited only
+    with the highest benign percentile the unit stands above; one where it stands at or
+    below the benign median is not evidence and is left out."""
     out = []
     if len(f["members"]) > 1:
-        why = ", ".join(LINK_WORDS[k] for k in sorted(linked or {}))
+        why = ", ".join(LINK_WORDS.get(k, k) for k in sorted(linked or {}))
         out.append(f"{len(f['members'])} accounts acting as one: they {why or 'are linked'}")
     for feat in top:
-        p50, p90, p99 = cal.percentiles.get(feat, [0.0, 0.0, 0.0])
-        out.append(
-            PHRASES[feat].format(
-                v=_fmt(feat, float(f.get(feat) or 0.0)),
-                p50=_fmt(feat, p50),
-                p90=_fmt(feat, p90),
-                p99=_fmt(feat, p99),
+        v = float(f.get(feat) or 0.0)
+        above = [
+            (name, q)
+            for name, q in zip(
+                ("99th percentile", "90th percentile", "median"),
+                reversed(cal.percentiles.get(feat, [])),
+                strict=False,
             )
-        )
+            if v > q
+        ]
+        if not above:
+            continue
+        name, q = above[0]
+        out.append(f"{PHRASES[feat].format(v=_fmt(feat, v))} (benign {name} {_fmt(feat, q)})")
     return out
 
 
@@ -107,6 +117,12 @@ def as_json(r: AuditResult) -> dict[str, Any]:
         "timings": m.timings,
         "flagged": r.flagged,
         "flagged_accounts": sorted(r.flagged_accounts()),
+        "warnings": r.warnings,
+        "calibration": {
+            "reference_units": len(r.calibration.ref_scores),
+            "screened_out": r.calibration.screened_out,
+            "gap": r.calibration.gap,
+        },
     }
 
 
@@ -126,6 +142,7 @@ def table(r: AuditResult) -> str:
         f"{sum(s.garbage.values()):,} garbage"
         + (f" ({', '.join(f'{k}: {v:,}' for k, v in s.garbage.items())})" if s.garbage else "")
     )
+    lines.extend(f"warning: {w}" for w in r.warnings)
     return "\n".join(lines) + "\n"
 
 

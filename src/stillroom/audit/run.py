@@ -54,6 +54,7 @@ class AuditResult:
     fpr: float
     scores: dict[str, float]
     flagged: list[dict[str, Any]]  # strongest first
+    warnings: list[str] = field(default_factory=list)  # where the rate asked is not supported
 
     def flagged_accounts(self) -> set[str]:
         return {a for f in self.flagged for a in f["accounts"]}
@@ -82,7 +83,9 @@ def measure(
         stats = ingest.load(eng, src, mapping or {}, work, since, until)
         clock.lap("ingest")
         say(f"read {stats.rows:,} rows, {stats.used:,} usable")
-        samples = text.by_account(F.sample_texts(eng, sample))
+        sampled = F.sample_texts(eng, sample)
+        samples = text.by_account(sampled)
+        systems = text.system_prompts(sampled)
         emb = embedder or text.Embedder()
         tfeat, vecs = text.account_text_features(samples, emb)
         clock.lap("text")
@@ -95,7 +98,9 @@ def measure(
         hours = max(1.0, (float(span["hi"]) - float(span["lo"])) / 3600.0)
         if link:
             sig = {a: f["signature"] for a, f in tfeat.items()}
-            lk = links.link(accounts, F.shared_values(eng, 25), sig, F.activity(eng), hours)
+            shared = F.shared_values(eng, max(links.MAX_SHARE.values()))
+            activity = F.activity(eng, links.SYNC_BUCKET_S)
+            lk = links.link(accounts, shared, sig, systems, activity, hours)
         else:
             lk = links.Links({a: a for a in accounts})
         clock.lap("links")
@@ -230,4 +235,12 @@ def decide(m: Measured, cal: Calibration, fpr: float, min_requests: int = 1) -> 
                 },
             }
         )
-    return AuditResult(m, cal, thr, fpr, dict(zip(names, scores.tolist(), strict=True)), flagged)
+    return AuditResult(
+        m,
+        cal,
+        thr,
+        fpr,
+        dict(zip(names, scores.tolist(), strict=True)),
+        flagged,
+        cal.warnings(fpr),
+    )

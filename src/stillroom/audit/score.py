@@ -1,31 +1,37 @@
 """Score units against the benign population; the threshold is set by a chosen FPR.
 
-A unit's score is its *one-sided* distance to the benign population: for a benign reference
-unit b, d(x, b) = sqrt(sum_f min(2, max(0, z_f(x) - z_f(b)))^2) over standardised features
-oriented so that higher looks more like harvesting, and the score is the distance to the
-k-th nearest reference unit. A unit that k benign units match or exceed on every feature
-scores 0; being extreme on one feature counts at most 2 (no single feature decides), so a
-high score needs a combination no benign unit shows, which is what separates an enterprise
-batch pipeline (high volume, templated, regular) or a benchmark evaluator (log-probs, n > 1,
-broad, step-by-step, prompts that other accounts send too) from a harvester.
+The score asks how far a unit stands *above the ordinary* on what it extracts (features.py
+SCORED: answer tokens received, answer length, answer per prompt, log-probability values,
+max_tokens, step-by-step prompts, distinct and exclusive prompts, topic breadth). Each is
+standardised by the population's median and a robust spread (interquartile range, never
+below a floor: a difference below the floor is not evidence), only the excess above the
+median counts, each excess is capped at CLIP, and the largest one is dropped before the
+excesses are summed in quadrature. So no single feature decides: a labeling job that asks
+for log-probs, an evaluation harness with step-by-step benchmark items, a summariser with
+long answers, each extreme on one thing, stay low; a harvest, which wants long, broad,
+exclusive answers (and often their log-probs), is high on several at once.
+
+Why global and not nearest-neighbour: a unit scored against its nearest benign units is
+judged by whether its *kind* was in the reference; a customer with a workload the log has
+few of (or none, yet) is then novel, and novel is not harvesting. A global one-sided score
+only asks "above the ordinary on several extraction features at once", which holds for a
+workload nobody designed the score on (benchmarks/audit_detection.py measures this by
+leaving each benign workload out of the calibration).
 
 Calibration without labels (`self_calibrate`): the audited population is mostly benign, but
-its harvesters would vouch for each other (a strategy's accounts look alike), so a robust
-screen first scores every unit against its 20th nearest neighbour (more than any one
-strategy's accounts in a log of this size) and drops the units past that screen's 1%
-threshold; the reference is what remains, scored with k = 5.
-
-Threshold for FPR p: the (1 - p) quantile of the reference's leave-one-out scores, its tail
-beyond the data extrapolated by an exponential matched to the 90th and 99th percentiles (so
---fpr 0.001 works with a few hundred reference units), and never below the empirical
-quantile: an exponential over-states a light tail, so the threshold errs towards fewer flags.
+its harvesters sit in the top tail. The screen looks for the widest gap in the top
+SCREEN_TOP of scores; if the gap is wide (GAP_MIN, in score units), the units above it are
+left out of the reference. The threshold for FPR p is the reference's (1 - p) quantile, its
+tail past the 99th percentile extrapolated by an exponential matched to the 90th and 99th
+percentiles, never below the empirical quantile. `warnings` says when the reference cannot
+support the rate asked (too few units, or no gap between the tail and the body).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,53 +41,86 @@ from stillroom.audit.features import SCORED
 from stillroom.errors import InputError
 
 CLIP = 2.0
-K = 5  # neighbours in the final score
-K_SCREEN = 20  # neighbours in the robust screen: more than one strategy's accounts
-SCREEN_FPR = 0.01  # the screen drops units past this threshold before the final fit
-SCREEN_TRIM = 0.05  # the screen's own reference leaves out the top 5% first
+DROP_TOP = 1  # the largest per-feature excess does not count: no single feature decides
+SCREEN_TOP = 0.15  # the screen looks for its gap among the top 15% of scores
+GAP_MIN = 0.4  # ... and cuts there only when the gap is at least this wide
 ANCHORS = (0.90, 0.99)  # reference quantiles the exponential tail is matched to
+MIN_PER_RATE = 3.0  # the reference should hold 3/p units for rate p to be measured, not guessed
+
+# The smallest spread a feature is standardised by: a difference below it is not evidence
+# (a population whose units almost all send only distinct prompts would otherwise make 0.98
+# against 1.0 a difference of several spreads).
+SCALE_FLOOR = {
+    "log_completion_tokens": 0.3,
+    "log_mean_completion": 0.15,
+    "log_output_input_ratio": 0.15,
+    "log_logprob_values": 0.3,
+    "mean_log_max_tokens": 0.5,
+    "frac_cot": 0.1,
+    "prompt_uniqueness": 0.15,
+    "prompt_exclusivity": 0.15,
+    "topic_breadth": 0.05,
+}
 
 
 @dataclass
 class Calibration:
     features: list[str]
-    mean: np.ndarray  # (F,)
-    scale: np.ndarray  # (F,)
-    ref: np.ndarray  # (B, F) standardised reference units
-    ref_scores: np.ndarray  # (B,) leave-one-out
+    center: np.ndarray  # (F,) median of each feature
+    scale: np.ndarray  # (F,) robust spread, floored
+    ref_scores: np.ndarray  # (B,) scores of the reference units
     percentiles: dict[str, list[float]]  # feature -> benign [p50, p90, p99] (raw units)
-
-    k: int = K
-    screened_out: int = 0  # units the robust screen left out of the reference
+    screened_out: int = 0  # units the screen left out of the reference
+    gap: float | None = None  # the screen's gap (score units); None: no cut was made
+    notes: list[str] = field(default_factory=list)
 
     def threshold(self, fpr: float) -> float:
         if not 0 < fpr < 1:
             raise InputError(f"--fpr {fpr}: give a false-positive rate between 0 and 1")
         return tail_threshold(self.ref_scores, fpr)
 
+    def warnings(self, fpr: float) -> list[str]:
+        """Why the measured rate may differ from `fpr` on this log, in plain words."""
+        out = list(self.notes)
+        n = len(self.ref_scores)
+        if n < MIN_PER_RATE / fpr:
+            out.append(
+                f"the reference has {n:,} units, fewer than the {MIN_PER_RATE / fpr:,.0f} a "
+                f"rate of {fpr:g} needs to be measured; the threshold extrapolates its tail, "
+                "so the rate is an estimate: audit a longer window, or calibrate on a larger "
+                "known-benign log (--calibrate)"
+            )
+        return out
+
     def to_json(self) -> dict[str, Any]:
         return {
+            "version": 2,
             "features": self.features,
-            "mean": self.mean.tolist(),
+            "center": self.center.tolist(),
             "scale": self.scale.tolist(),
-            "ref": self.ref.tolist(),
             "ref_scores": self.ref_scores.tolist(),
             "percentiles": self.percentiles,
-            "k": self.k,
             "screened_out": self.screened_out,
+            "gap": self.gap,
+            "notes": self.notes,
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Calibration:
+        if d.get("version") != 2:
+            raise InputError(
+                "the saved calibration was made by an earlier audit whose score differs; "
+                "make a new one with --save-calibration"
+            )
         return cls(
             d["features"],
-            np.array(d["mean"]),
+            np.array(d["center"]),
             np.array(d["scale"]),
-            np.array(d["ref"]).reshape(-1, len(d["features"])),
             np.array(d["ref_scores"]),
             d["percentiles"],
-            int(d.get("k", K)),
             int(d.get("screened_out", 0)),
+            d.get("gap"),
+            list(d.get("notes", [])),
         )
 
     def save(self, path: Path) -> None:
@@ -108,94 +147,70 @@ def tail_threshold(scores: np.ndarray, fpr: float) -> float:
     return max(empirical, float(qa) + math.log((1 - lo) / fpr) / rate)
 
 
-def _pot_threshold(scores: np.ndarray, fpr: float, tail: float = 0.10) -> float:
-    """The screen's cut: an exponential fitted to the top `tail` of scores (peaks over
-    threshold), extrapolated to `fpr`; generous, so the screen drops few benign units."""
-    t0 = float(np.quantile(scores, 1 - tail))
-    excess = scores[scores > t0] - t0
-    beta = float(excess.mean()) if excess.size else 1e-6
-    return t0 + max(beta, 1e-6) * math.log(tail / fpr)
+def _excess(cal: Calibration, x: np.ndarray) -> np.ndarray:
+    """(U, F) squared excess of raw features `x` above the centre, capped, largest dropped."""
+    e = np.clip((x - cal.center) / cal.scale, 0.0, CLIP) ** 2
+    if DROP_TOP and e.shape[1] > DROP_TOP:
+        top = np.argsort(-e, axis=1)[:, :DROP_TOP]
+        np.put_along_axis(e, top, 0.0, axis=1)
+    return e
 
 
-def fit(units: list[dict[str, Any]], features: list[str] | None = None, k: int = K) -> Calibration:
-    """A calibration from units believed benign."""
-    feats = list(features or SCORED)
+def score(cal: Calibration, units: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """(scores (U,), per-feature contributions (U, F)) of units against the calibration."""
+    if not units:
+        return np.zeros(0), np.zeros((0, len(cal.features)))
+    e = _excess(cal, matrix(units, cal.features))
+    return np.sqrt(e.sum(1)), e
+
+
+def _centre(units: list[dict[str, Any]], feats: list[str]) -> Calibration:
     if len(units) < 10:
         raise InputError(
             f"calibration needs at least 10 benign units, got {len(units)}; audit a longer "
             "window or give --calibrate a larger benign log"
         )
     x = matrix(units, feats)
-    mean = x.mean(0)
-    scale = np.maximum(x.std(0), 1e-3)
-    ref = (x - mean) / scale
+    q25, q50, q75 = np.quantile(x, [0.25, 0.5, 0.75], axis=0)
+    floor = np.array([SCALE_FLOOR.get(f, 1e-3) for f in feats])
     pct = {f: np.quantile(x[:, i], [0.5, 0.9, 0.99]).tolist() for i, f in enumerate(feats)}
-    cal = Calibration(feats, mean, scale, ref, np.zeros(len(ref)), pct, k)
-    cal.ref_scores = _scores(cal, ref, leave_one_out=True)[0]
+    return Calibration(feats, q50, np.maximum((q75 - q25) / 1.349, floor), np.zeros(0), pct)
+
+
+def fit(units: list[dict[str, Any]], features: list[str] | None = None) -> Calibration:
+    """A calibration from units believed benign (a known-benign log): every one is reference."""
+    cal = _centre(units, list(features or SCORED))
+    cal.ref_scores = score(cal, units)[0]
     return cal
-
-
-def _scores(
-    cal: Calibration, z: np.ndarray, leave_one_out: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """(scores (U,), per-feature contributions (U, F)) of standardised units z."""
-    scores = np.zeros(len(z))
-    contrib = np.zeros_like(z)
-    k = min(cal.k, len(cal.ref) - 1)
-    ref = cal.ref.astype(np.float32)
-    own = {} if leave_one_out else {row.tobytes(): i for i, row in enumerate(cal.ref)}
-    for s in range(0, len(z), 512):
-        block = z[s : s + 512]  # (b, F)
-        b32 = block.astype(np.float32)
-        d2 = np.zeros((len(block), len(ref)), dtype=np.float32)  # (b, B)
-        for f in range(ref.shape[1]):  # one feature at a time: no (b, B, F) array
-            e = np.clip(b32[:, f, None] - ref[None, :, f], 0.0, CLIP)
-            d2 += e * e
-        rows = np.arange(len(block))
-        if leave_one_out:
-            d2[rows, np.arange(s, s + len(block))] = np.inf
-        else:  # a unit that is itself in the reference does not vouch for itself
-            for r, x in enumerate(block):
-                i = own.get(x.tobytes())
-                if i is not None:
-                    d2[r, i] = np.inf
-        near = np.argpartition(d2, k - 1, axis=1)[:, :k]  # (b, k)
-        excess = np.clip(block[:, None, :] - cal.ref[near], 0.0, CLIP) ** 2  # (b, k, F)
-        scores[s : s + len(block)] = np.sqrt(excess.sum(-1)).max(1)
-        contrib[s : s + len(block)] = excess.mean(1)
-    return scores, contrib
-
-
-def score(cal: Calibration, units: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """(scores (U,), contributions (U, F)) of units against the calibration."""
-    if not units:
-        return np.zeros(0), np.zeros((0, len(cal.features)))
-    z = (matrix(units, cal.features) - cal.mean) / cal.scale
-    return _scores(cal, z)
 
 
 def self_calibrate(units: list[dict[str, Any]], features: list[str] | None = None) -> Calibration:
-    """No labels: calibrate on the audited population itself, after a robust screen (module
-    docstring) has left out the units its harvesters would otherwise vouch for."""
-    if len(units) < 10:
-        return fit(units, features)  # raises with the fix
-    first = fit(units, features, k=K_SCREEN)
-    kept = first.ref_scores <= np.quantile(first.ref_scores, 1 - SCREEN_TRIM)
-    inner = [u for u, keep in zip(units, kept.tolist(), strict=True) if keep]
-    screen = fit(inner, first.features, k=K_SCREEN) if len(inner) >= 10 else first
-    s = _screen_scores(screen, units, kept if screen is not first else None)
-    ok = s <= _pot_threshold(screen.ref_scores, SCREEN_FPR)
-    cal = fit([u for u, keep in zip(units, ok.tolist(), strict=True) if keep], first.features)
-    cal.screened_out = int((~ok).sum())
+    """No labels: calibrate on the audited population itself, leaving out the units above
+    the widest gap in its top tail (module docstring)."""
+    cal = _centre(units, list(features or SCORED))
+    s = score(cal, units)[0]
+    order = np.sort(s)[::-1]  # descending
+    top = max(1, int(SCREEN_TOP * len(order)))
+    gaps = order[:top] - order[1 : top + 1]
+    i = int(np.argmax(gaps)) if len(gaps) else 0
+    if len(gaps) and gaps[i] >= GAP_MIN:
+        cut = order[i + 1]
+        cal.ref_scores = s[s <= cut]
+        cal.screened_out = int((s > cut).sum())
+        cal.gap = float(gaps[i])
+        cal.percentiles = _percentiles(units, cal.features, s <= cut)
+    else:
+        cal.ref_scores = s
+        cal.notes.append(
+            "no gap separates this log's highest scores from the rest, so the reference may "
+            "hold harvesters and the threshold sits higher than the rate asked implies: "
+            "fewer flags, not more; calibrate on a known-benign log (--calibrate) to be sure"
+        )
     return cal
 
 
-def _screen_scores(
-    screen: Calibration, units: list[dict[str, Any]], in_ref: np.ndarray | None
-) -> np.ndarray:
-    """Every unit's screen score: leave-one-out for the screen's own reference units."""
-    if in_ref is None:
-        return screen.ref_scores
-    s, _ = score(screen, units)
-    s[in_ref] = screen.ref_scores
-    return s
+def _percentiles(
+    units: list[dict[str, Any]], feats: list[str], keep: np.ndarray
+) -> dict[str, list[float]]:
+    x = matrix([u for u, k in zip(units, keep.tolist(), strict=True) if k], feats)
+    return {f: np.quantile(x[:, i], [0.5, 0.9, 0.99]).tolist() for i, f in enumerate(feats)}

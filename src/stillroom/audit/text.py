@@ -53,6 +53,30 @@ def prompt_of(text: str | None, endpoint: str | None) -> str:
         return text
 
 
+def system_of(text: str | None, endpoint: str | None) -> str | None:
+    """The system prompt of a chat request (None for completions or when there is none)."""
+    if not text or endpoint == "completions" or not text.lstrip().startswith("["):
+        return None
+    try:
+        msgs = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    for m in msgs if isinstance(msgs, list) else []:
+        if isinstance(m, dict) and m.get("role") == "system" and m.get("content"):
+            return str(m["content"])
+    return None
+
+
+def system_prompts(rows: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
+    """{account: the system prompts its sampled requests carry}."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        sp = system_of(r["text"], r["endpoint"])
+        if sp:
+            out[str(r["account_id"])].add(sp)
+    return dict(out)
+
+
 def tokens(text: str) -> list[str]:
     return ["0" if t.isdigit() else t for t in WORD.findall(text.lower())]
 
