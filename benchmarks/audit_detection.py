@@ -1,16 +1,23 @@
 """Detection quality of `stillroom audit` on simulated traffic, seeds and workloads held out.
 
-Each seed is one simulated log (1,000 accounts, ~1.5M requests: chat users, developers,
+Each seed is one simulated log (1,000 accounts, ~3M requests: chat users, developers,
 enterprise pipelines, evaluators, ten production workloads, eight distiller strategies, two
-kinds of hydra), audited as a user would: no labels anywhere in the audit, the calibration
-comes from the log itself (`self_calibrate`). Labels are read only afterwards, to count.
+kinds of hydra), audited as a user would, two ways:
+
+- self: no labels anywhere, the log calibrates itself (`self_calibrate`);
+- reference: calibrated on a known-benign log, as a provider has one (its vetted customers,
+  or last month's log without the accounts it blocked): here the benign accounts of another
+  seed's log (--reference-seed), which shares no account, org or prompt with the audited one.
+
+Labels are read only afterwards, to count.
 
 Reported at each requested --fpr: the measured benign FPR, overall and per benign kind;
 actors caught per strategy (an actor is caught when at least half of its accounts are
 flagged); hydra accounts in one unit with their siblings; benign accounts in a unit with a
-distiller. Leave-one-workload-out: for each benign kind W, the calibration is fitted without
-W's units, and W's own FPR is measured against it: what a provider gets when a customer
-arrives with a workload its reference has never seen.
+distiller. Leave-one-workload-out (reference calibration): for each benign kind W, the
+reference is fitted without W's units, and W's own FPR in the audited log is measured against
+it: what a provider gets when a customer arrives with a workload its reference has never
+seen.
 
 Baseline, same run: a per-account request-volume threshold at the same FPR, set on the same
 log's accounts.
@@ -32,13 +39,21 @@ import numpy as np
 
 
 def ensure(data: Path, seed: int, accounts: int) -> dict[str, Any]:
-    from stillroom.audit.simulate import simulate
+    """The simulated log of `seed` (made once), with its accounts table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stillroom.audit.simulate import account_metadata, population, simulate
 
     d = data / f"seed{seed}"
     if (d / "manifest.json").exists():
         m = json.loads((d / "manifest.json").read_text())
         if m["accounts"] == accounts:
-            return m
+            table = d / "accounts.parquet"
+            if not table.exists():  # a log made before accounts tables: the same population
+                rows = account_metadata(population(accounts, seed, m["days"]), seed)
+                pq.write_table(pa.Table.from_pylist(rows), table)
+            return {**m, "accounts_table": str(table)}
     return simulate(d, accounts=accounts, seed=seed)
 
 
@@ -89,17 +104,43 @@ def linkage(units: dict[str, str], lab: dict[str, dict[str, str]]) -> Counter[st
     return out
 
 
-def lowo(meas: Any, lab: dict[str, dict[str, str]], fprs: tuple[float, ...]) -> dict[str, Any]:
-    """Leave one benign kind out of the calibration; that kind's FPR at each rate."""
+def reference(data: Path, seed: int, accounts: int, emb: Any) -> tuple[Any, dict[str, Any]]:
+    """The benign accounts of another seed's log, measured: a known-benign reference."""
+    import duckdb
+
+    from stillroom.audit.run import measure
+
+    m = ensure(data, seed, accounts)
+    out = data / f"seed{seed}" / "benign.parquet"
+    if not out.exists():
+        benign = [a for a, r in labels(m).items() if r["label"] == "benign"]
+        con = duckdb.connect()
+        con.execute("CREATE TABLE keep (account_id VARCHAR)")
+        con.executemany("INSERT INTO keep VALUES (?)", [[a] for a in benign])
+        con.execute(
+            f"COPY (SELECT * FROM read_parquet('{m['log']}') WHERE account_id IN "
+            f"(SELECT account_id FROM keep)) TO '{out}' (FORMAT parquet)"
+        )
+    return measure(str(out), embedder=emb, accounts_table=m["accounts_table"]), labels(m)
+
+
+def lowo(
+    meas: Any,
+    lab: dict[str, dict[str, str]],
+    ref: Any,
+    ref_lab: dict[str, dict[str, str]],
+    fprs: tuple[float, ...],
+) -> dict[str, Any]:
+    """Leave one benign kind out of the reference; that kind's FPR in the audited log."""
     from stillroom.audit.run import decide
-    from stillroom.audit.score import self_calibrate
+    from stillroom.audit.score import fit
 
     kinds = sorted({r["kind"] for r in lab.values() if r["label"] == "benign"})
     out: dict[str, Any] = {}
     for w in kinds:
         mine = {a for a, r in lab.items() if r["kind"] == w}
-        rest = [f for f in meas.units.values() if not set(f["members"]) & mine]
-        cal = self_calibrate(rest)
+        rest = [f for f in ref.units.values() if all(ref_lab[a]["kind"] != w for a in f["members"])]
+        cal = fit(rest)
         res = {}
         for p in fprs:
             flagged = decide(meas, cal, p).flagged_accounts()
@@ -110,58 +151,64 @@ def lowo(meas: Any, lab: dict[str, dict[str, str]], fprs: tuple[float, ...]) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[21, 22, 23])
+    ap.add_argument("--reference-seed", type=int, default=99)
     ap.add_argument("--fpr", type=float, nargs="+", default=[0.001, 0.003, 0.01])
     ap.add_argument("--accounts", type=int, default=1000)
     ap.add_argument("--data", type=Path, default=Path("/tmp/stillroom-audit-detect"))
-    ap.add_argument("--no-lowo", action="store_true", help="Skip leave-one-workload-out.")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from stillroom.audit.run import decide, measure
-    from stillroom.audit.score import self_calibrate
+    from stillroom.audit.score import fit, self_calibrate
     from stillroom.audit.text import Embedder
 
     emb = Embedder()
     t0 = time.perf_counter()
     fprs = tuple(args.fpr)
-    agg: dict[str, Any] = {f"{p}": defaultdict(Counter) for p in fprs}
-    base: dict[str, Any] = {f"{p}": defaultdict(Counter) for p in fprs}
+    ways = ("self", "reference", "volume_baseline")
+    agg: dict[str, Any] = {w: {f"{p}": defaultdict(Counter) for p in fprs} for w in ways}
     held: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     link_tot: Counter[str] = Counter()
     warnings: list[str] = []
     rows = 0
+    ref, ref_lab = reference(args.data, args.reference_seed, args.accounts, emb)
+    known = fit(list(ref.units.values()))
     for seed in args.seeds:
         m = ensure(args.data, seed, args.accounts)
         rows += m["requests"]
-        meas = measure(m["log"], embedder=emb)
-        cal = self_calibrate(list(meas.units.values()))  # no labels: the log itself
+        meas = measure(m["log"], embedder=emb, accounts_table=m["accounts_table"])
+        own = self_calibrate(list(meas.units.values()))  # no labels: the log itself
         volume_ref = np.log10(np.array(list(meas.account_requests.values()), dtype=float))
         lab = labels(m)  # read only from here on, to count
         link_tot.update(linkage(meas.links.units, lab))
         for p in fprs:
-            result = decide(meas, cal, p)
-            warnings.extend(f"seed {seed}, fpr {p}: {w}" for w in result.warnings)
-            res = evaluate(result.flagged_accounts(), lab)
             thr = float(np.quantile(volume_ref, 1 - p))
-            volume = {a for a, n in meas.account_requests.items() if np.log10(n) > thr}
-            for target, r in ((agg[f"{p}"], res), (base[f"{p}"], evaluate(volume, lab))):
+            flagged = {
+                "volume_baseline": {
+                    a for a, n in meas.account_requests.items() if np.log10(n) > thr
+                }
+            }
+            for way, cal in (("self", own), ("reference", known)):
+                result = decide(meas, cal, p)
+                warnings.extend(f"{way}, seed {seed}, fpr {p}: {w}" for w in result.warnings)
+                flagged[way] = result.flagged_accounts()
+            for way, accounts in flagged.items():
+                r = evaluate(accounts, lab)
                 for key in ("fp", "benign", "caught", "actors"):
-                    target[key].update(r[key])
-        if not args.no_lowo:
-            for w, res in lowo(meas, lab, fprs).items():
-                for p, (k, n) in res.items():
-                    held[w][p][0] += k
-                    held[w][p][1] += n
+                    agg[way][f"{p}"][key].update(r[key])
+        for w, res in lowo(meas, lab, ref, ref_lab, fprs).items():
+            for p, (k, n) in res.items():
+                held[w][p][0] += k
+                held[w][p][1] += n
     print(
         json.dumps(
             {
                 "benchmark": "audit_detection",
                 "seeds": args.seeds,
-                "calibration": "self (no labels), per log",
+                "reference_seed": args.reference_seed,
                 "accounts_per_seed": args.accounts,
                 "requests_total": rows,
-                "audit": {p: summary(v, float(p)) for p, v in agg.items()},
-                "baseline_volume_threshold": {p: summary(v, float(p)) for p, v in base.items()},
+                **{way: {p: summary(v, float(p)) for p, v in agg[way].items()} for way in ways},
                 "linkage": {
                     **link_tot,
                     "hydra_share": round(
@@ -175,7 +222,8 @@ def main() -> None:
                 "warnings": sorted(set(warnings)),
                 "wall_s": round(time.perf_counter() - t0, 1),
                 "command": "python benchmarks/audit_detection.py --seeds "
-                + " ".join(map(str, args.seeds)),
+                + " ".join(map(str, args.seeds))
+                + f" --reference-seed {args.reference_seed}",
             },
             indent=2,
         )

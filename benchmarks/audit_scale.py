@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-ROWS_PER_1000_ACCOUNTS = 1_600_000  # what the default persona mix sends in 7 days
+ROWS_PER_1000_ACCOUNTS = 3_200_000  # what the default population sends in 7 days
 
 
 def ensure_log(data: Path, rows: int) -> dict:

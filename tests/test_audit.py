@@ -64,18 +64,28 @@ def test_simulator_is_seeded(tmp_path: Path) -> None:
 def test_audit_links_hydra_and_flags_distillers(
     sim: dict[str, Any], embedder: text.Embedder
 ) -> None:
-    m = measure(sim["log"], embedder=embedder)
     lab = labels(sim)
+    bare = measure(sim["log"], embedder=embedder)
+    m = measure(sim["log"], embedder=embedder, accounts_table=sim["accounts_table"])
     for kind in ("hydra", "hydra_thin"):
-        hydra = [a for a, r in lab.items() if r["kind"] == kind]
-        assert len({m.links.units[a] for a in hydra}) == 1  # one actor, scored as one
-        members = m.units[m.links.units[hydra[0]]]["members"]
-        assert set(hydra) <= set(members)
-        assert all(lab[a]["label"] == "distiller" for a in members)  # no customer joined
-    r = decide(m, self_calibrate(list(m.units.values())), 0.01)  # no labels
+        accts = [a for a, r in lab.items() if r["kind"] == kind]
+        unit = m.units[m.links.units[accts[0]]]
+        assert sorted(unit["members"]) == sorted(accts)  # one actor, scored as one
+    thin = [a for a, r in lab.items() if r["kind"] == "hydra_thin"]
+    assert len({bare.links.units[a] for a in thin}) == 1  # /24 block + system prompt + windows
+    # without the accounts table, the other hydra's address pools are joined only by timing,
+    # which alone is not enough: one unit per pool, with siblings, never with a customer
+    for unit in {bare.links.units[a] for a, r in lab.items() if r["kind"] == "hydra"}:
+        members = bare.units[unit]["members"]
+        assert len(members) > 1 and all(lab[a]["kind"] == "hydra" for a in members)
+    for f in m.units.values():  # no unit joins a customer to a distiller
+        assert len({lab[a]["label"] for a in f["members"]}) == 1
+    # calibrated on the log's benign units, as on a provider's known-benign log
+    benign = [f for f in m.units.values() if all(lab[a]["label"] == "benign" for a in f["members"])]
+    r = decide(m, fit(benign), 0.01)
     flagged = r.flagged_accounts()
-    bulk = [a for a, x in lab.items() if x["kind"] == "bulk_harvest"]
-    assert set(bulk) <= flagged
+    bulk = [a for a, x in lab.items() if x["kind"] in ("bulk_harvest", "cot_extraction")]
+    assert set(bulk) <= flagged and set(thin) <= flagged
     for f in r.flagged:
         assert f["evidence"] and f["examples"] and f["score"] > r.threshold
 
@@ -126,11 +136,13 @@ def test_evidence_cites_a_feature_only_above_the_percentile_it_quotes() -> None:
     assert len(lines) == 1 and "benign 90th percentile 89%" in lines[0]
 
 
-def test_tail_threshold_is_never_below_the_empirical_quantile_and_extrapolates() -> None:
+def test_tail_threshold_is_an_upper_confidence_bound_on_the_quantile() -> None:
     rng = np.random.default_rng(0)
+    true = np.log(1 / 0.01)  # the 99th percentile of Exp(1)
+    below = [tail_threshold(rng.exponential(1.0, 2000), 0.01) < true for _ in range(300)]
+    assert 0.02 < np.mean(below) <= 0.13  # about 1 - CONFIDENCE of the time, not half
     s = rng.exponential(1.0, 400)
-    assert tail_threshold(s, 0.01) == pytest.approx(np.quantile(s, 0.99))
-    assert tail_threshold(s, 0.003) >= np.quantile(s, 0.997)
+    assert tail_threshold(s, 0.01) >= np.quantile(s, 0.99)
     assert tail_threshold(s, 0.0001) > s.max()  # past the data: the exponential tail
     assert tail_threshold(s, 0.0001) == pytest.approx(np.log(1e4), rel=0.25)
 
@@ -375,3 +387,53 @@ def test_prompt_exclusivity_sees_prompts_other_accounts_send(tmp_path: Path) -> 
     g = unit_features(eng, {"eval1": "actor:e", "eval2": "actor:e"})
     eng.close()
     assert g["actor:e"]["prompt_exclusivity"] == pytest.approx(5 / 6)
+
+
+def test_incremental_state_reads_only_new_rows_and_matches_a_full_audit(
+    sim: dict[str, Any], tmp_path: Path
+) -> None:
+    import pyarrow.compute as pc
+
+    times = pq.read_table(sim["log"], columns=["created_at"]).column("created_at")
+    lo, hi = pc.min(times).as_py(), pc.max(times).as_py()
+    state = tmp_path / "audit.state"
+    steps = [lo + (hi - lo) * f for f in (0.4, 0.7)] + [None]
+    runs = [audit(sim["log"], fpr=0.01, until=u, state=state) for u in steps]
+    full = audit(sim["log"], fpr=0.01)
+    assert runs[-1].flagged_accounts() == full.flagged_accounts() != set()
+    assert runs[-1].scores == pytest.approx(full.scores)
+    last = runs[-1].measured.stats
+    assert last.rows < sim["requests"] / 2  # the last run read only the rows since the second
+    first = {a: f["first_flagged"] for r in runs for f in r.flagged for a in f["accounts"]}
+    for f in runs[-1].flagged:  # a first flag never moves later, and lies inside the log
+        assert lo <= f["first_flagged"] <= hi
+        assert f["first_flagged"] == min(first[a] for a in f["accounts"])
+    again = audit(sim["log"], fpr=0.01, state=state)  # nothing new: the stored window again
+    assert again.measured.stats.rows < 10  # only the newest instant, read again and de-duplicated
+    assert again.flagged_accounts() == full.flagged_accounts()
+    assert again.scores == pytest.approx(full.scores)
+
+
+def test_accounts_table_problems_are_named(sim: dict[str, Any], tmp_path: Path) -> None:
+    bad = _write(tmp_path, "SELECT 'a' AS who, 1.0 AS created_at", "acc.parquet")
+    with pytest.raises(InputError, match="no account_id column.*who"):
+        audit(sim["log"], accounts_table=bad)
+    with pytest.raises(InputError, match="no such file"):
+        audit(sim["log"], accounts_table=str(tmp_path / "missing.parquet"))
+
+
+def test_cli_state_shows_first_flag_times_and_refuses_spark(
+    sim: dict[str, Any], tmp_path: Path
+) -> None:
+    state = tmp_path / "a.state"
+    args = ["audit", sim["log"], "--fpr", "0.01", "--state", str(state)]
+    first = runner.invoke(app, [*args, "--format", "json"])
+    assert first.exit_code == 0, first.output
+    flagged = json.loads(first.stdout)["flagged"]
+    assert flagged and all(f["first_flagged"] > 0 for f in flagged)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "first flagged (UTC)" in again.stdout
+    bad = runner.invoke(app, [*args, "--engine", "spark"])
+    assert isinstance(bad.exception, InputError) and "--state" in str(bad.exception)
+    watch = runner.invoke(app, ["audit", sim["log"], "--watch", "5"])
+    assert isinstance(watch.exception, InputError)

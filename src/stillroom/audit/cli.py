@@ -5,8 +5,10 @@ Heavy imports (duckdb, pyspark, the embedder) wait inside the functions: `--help
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,7 +42,10 @@ def _when(value: str | None, option: str) -> float | None:
 def audit(
     source: Annotated[
         str,
-        typer.Argument(help="Gateway DB (SQLite path or postgresql:// URL), or Parquet/JSONL."),
+        typer.Argument(
+            help="Gateway DB (SQLite path or postgresql:// URL; a LiteLLM proxy's DB too), "
+            "or Parquet/JSONL: the request log, a LiteLLM spend-log export, OTel GenAI spans."
+        ),
     ],
     engine: Annotated[str, typer.Option(help="SQL engine: duckdb or spark.")] = "duckdb",
     fpr: Annotated[
@@ -64,8 +69,17 @@ def audit(
     ] = None,
     map_: Annotated[
         list[str] | None,
-        typer.Option("--map", help="Rename a column: OLD=NEW (repeatable), e.g. ts=created_at."),
+        typer.Option(
+            "--map",
+            help="Rename a column: OLD=NEW (repeatable), e.g. ts=created_at; NEW may be "
+            "params.KEY (temp=params.temperature). LiteLLM/OTel: the column or span attribute "
+            "to read, e.g. user=account_id.",
+        ),
     ] = None,
+    schema: Annotated[
+        str,
+        typer.Option(help="Log schema: auto (told by its columns), stillroom, litellm, otel."),
+    ] = "auto",
     since: Annotated[str | None, typer.Option(help="Window start (epoch or ISO).")] = None,
     until: Annotated[str | None, typer.Option(help="Window end (epoch or ISO).")] = None,
     sample: Annotated[int, typer.Option(help="Prompts sampled per account for text.")] = 24,
@@ -81,13 +95,32 @@ def audit(
     db: Annotated[
         str | None, typer.Option("--db", help="Gateway DB for --block (default: SOURCE).")
     ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            help="Incremental: keep what was read in this file; later runs read only new rows "
+            "and report when each unit was first flagged."
+        ),
+    ] = None,
+    accounts: Annotated[
+        str | None,
+        typer.Option(
+            "--accounts",
+            help="Accounts table (Parquet/CSV/JSONL: account_id, created_at, organization, "
+            "email_domain, payment_fingerprint) for links; a gateway DB's own is read unasked.",
+        ),
+    ] = None,
+    watch: Annotated[
+        float | None,
+        typer.Option(help="With --state: audit again every this many seconds, until Ctrl-C."),
+    ] = None,
 ) -> None:
     """Find the accounts that harvest the API for distillation, with evidence.
 
     Example: stillroom audit gateway.sqlite --fpr 0.001 --html audit.html
+    Early warning: stillroom audit gateway.sqlite --state audit.state --watch 3600
     """
-    from stillroom.audit import report
-    from stillroom.audit.ingest import parse_map
+    from stillroom.audit.ingest import check_schema, parse_map
     from stillroom.audit.run import audit as run_audit
     from stillroom.audit.score import Calibration
 
@@ -97,6 +130,10 @@ def audit(
         raise InputError(f"--embedder {embedder!r}: use static or transformer")
     if sample < 2:
         raise InputError(f"--sample {sample}: sample at least 2 prompts per account")
+    if watch is not None and (state is None or watch <= 0):
+        raise InputError("--watch SECONDS needs --state FILE and a positive interval")
+    if state is not None and engine != "duckdb":
+        raise InputError("--state keeps its tables in DuckDB: drop --engine spark")
     cal = None
     if calibration is not None:
         try:
@@ -105,7 +142,8 @@ def audit(
             raise InputError(
                 f"{calibration}: not a saved calibration ({e}); make one with --save-calibration"
             ) from None
-    result = run_audit(
+    run = functools.partial(
+        run_audit,
         source,
         engine=engine,
         fpr=fpr,
@@ -113,17 +151,38 @@ def audit(
         calibration=cal,
         calibrate=calibrate,
         mapping=parse_map(map_),
+        schema=check_schema(schema),
         since=_when(since, "--since"),
         until=_when(until, "--until"),
         sample=sample,
         embedder=embedder,
         link=not no_links,
+        state=state,
+        accounts_table=accounts,
     )
+    while True:
+        _report(run(), save_calibration, block, db or source, json_out, html_out, format)
+        if watch is None:
+            return
+        time.sleep(watch)
+
+
+def _report(
+    result: Any,
+    save_calibration: Path | None,
+    block: bool,
+    db: str,
+    json_out: Path | None,
+    html_out: Path | None,
+    format: str,
+) -> None:
+    from stillroom.audit import report
+
     if save_calibration is not None:
         result.calibration.save(save_calibration)
     data = report.as_json(result)
     if block:
-        data["blocked"] = _block(db or source, result.flagged)
+        data["blocked"] = _block(db, result.flagged)
     if json_out is not None:
         tmp = json_out.with_suffix(json_out.suffix + ".tmp")
         tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
@@ -147,7 +206,15 @@ def _block(db: str, flagged: list[dict[str, Any]]) -> list[str]:
         raise StillroomError(
             f"--block needs the gateway database; {db!r} is a log file: add --db gateway.sqlite"
         )
+    import sqlalchemy as sa
+
     engine = open_db(db, migrate=False)
+    if not sa.inspect(engine).has_table("accounts"):
+        raise StillroomError(
+            f"--block blocks accounts in a stillroom gateway database, and {db!r} has no "
+            "`accounts` table (a LiteLLM or other gateway's log?); block the flagged accounts "
+            "in that gateway, or give the stillroom gateway's database with --db"
+        )
     done = []
     for f in flagged:
         reason = f"audit: {f['evidence'][0] if f['evidence'] else 'harvesting pattern'}"

@@ -103,10 +103,22 @@ class DuckDBEngine:
         return [(r[0], str(r[1])) for r in self.con.execute(f"DESCRIBE {name}").fetchall()]
 
     def view(self, name: str, sql: str) -> None:
+        self._drop(name, "table")
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")
 
     def materialize(self, name: str, sql: str) -> None:
+        self._drop(name, "view")
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+
+    def _drop(self, name: str, kind: str) -> None:
+        """Drop a temporary `kind` (table or view) called `name`, if there is one: a second
+        log read on this engine may make a view where the first made a table."""
+        catalog = "duckdb_tables()" if kind == "table" else "duckdb_views()"
+        column = "table_name" if kind == "table" else "view_name"
+        if self.con.execute(
+            f"SELECT 1 FROM {catalog} WHERE {column} = ? AND temporary", [name]
+        ).fetchall():
+            self.con.execute(f"DROP {kind.upper()} {name}")
 
     def register(self, name: str, rows: dict[str, list[Any]]) -> None:
         import pyarrow as pa

@@ -33,6 +33,7 @@ SELECT unit,
   sum(CASE WHEN status = 429 THEN 1e0 ELSE 0e0 END) / count(*) AS frac_rate_limited,
   sum(CAST(prompt_tokens AS DOUBLE)) AS prompt_tokens,
   sum(CAST(completion_tokens AS DOUBLE)) AS completion_tokens,
+  sum(CAST(completion_tokens AS DOUBLE) / n) AS choice_tokens,
   avg(CAST(logprobs AS DOUBLE)) AS frac_logprobs,
   avg(CASE WHEN logprobs = 1 THEN top_logprobs END) AS mean_top_logprobs,
   avg(CASE WHEN logprobs = 1
@@ -61,10 +62,12 @@ GROUP BY unit""",
     "prompts": """
 SELECT unit,
   CAST(count(*) AS DOUBLE) / sum(c) AS prompt_uniqueness,
-  sum(CASE WHEN senders = 1 THEN CAST(c AS DOUBLE) ELSE 0e0 END) / sum(c) AS prompt_exclusivity
+  sum(CASE WHEN senders = 1 THEN CAST(c AS DOUBLE) ELSE 0e0 END) / sum(c) AS prompt_exclusivity,
+  sum(CASE WHEN senders = 1 THEN answer ELSE 0e0 END) AS novel_tokens
 FROM (
-  SELECT unit, c, count(*) OVER (PARTITION BY phash) AS senders
-  FROM (SELECT unit, phash, count(*) AS c FROM ev GROUP BY unit, phash) up
+  SELECT unit, c, answer, count(*) OVER (PARTITION BY phash) AS senders
+  FROM (SELECT unit, phash, count(*) AS c, avg(CAST(completion_tokens AS DOUBLE) / n) AS answer
+        FROM ev GROUP BY unit, phash) up
 ) t
 GROUP BY unit""",
     "hours": """
@@ -87,7 +90,7 @@ FROM hod_entropy e JOIN active a ON e.unit = a.unit""",
 }
 PART_COLUMNS = {
     "gaps": ("gap_mean", "gap_std"),
-    "prompts": ("prompt_uniqueness", "prompt_exclusivity"),
+    "prompts": ("prompt_uniqueness", "prompt_exclusivity", "novel_tokens"),
     "hours": ("hour_entropy", "active_hours"),
 }
 
@@ -100,17 +103,20 @@ PART_COLUMNS = {
 # counts, timing and sampling habits (n, temperature, single turns, templates) are reported,
 # not scored: every one of them is also some ordinary workload's signature.
 SCORED: dict[str, str] = {
-    "log_completion_tokens": "completion tokens received",
+    "log_novel_tokens": "answer tokens to distinct prompts no other account sends",
     "log_mean_completion": "completion tokens per returned choice",
     "log_output_input_ratio": "completion tokens (per choice) per prompt token",
     "log_logprob_values": "log-probability values received per request",
-    "mean_log_max_tokens": "max_tokens asked for",
     "frac_cot": "share of prompts eliciting step-by-step reasoning",
     "prompt_uniqueness": "share of distinct prompts",
     "prompt_exclusivity": "share of prompts no other account sends",
-    "topic_breadth": "topic breadth (embedding dispersion)",
+    "lexical_breadth": "subjects spanned (distinct content words)",
 }
 REPORTED = (
+    "log_choice_tokens",
+    "mean_log_max_tokens",
+    "log_completion_tokens",
+    "topic_breadth",
     "frac_single_turn",
     "log_requests",
     "frac_logprobs",
@@ -157,6 +163,11 @@ def derive(r: dict[str, Any], window_hours: float) -> dict[str, Any]:
     f.update(
         log_requests=math.log10(f["requests"]),
         log_completion_tokens=math.log10(1.0 + ct),
+        # distinct answers are what a harvest keeps; n samples of one prompt count once
+        log_choice_tokens=math.log10(1.0 + (f.get("choice_tokens") or 0.0)),
+        # one answer per distinct prompt that no other account sends: the text a harvest
+        # takes away and nobody else has (repeats, n > 1 and public benchmark items add none)
+        log_novel_tokens=math.log10(1.0 + (f.get("novel_tokens") or 0.0)),
         # per returned choice: n > 1 is its own feature, not counted twice
         log_output_input_ratio=math.log10((1.0 + ct / n) / (1.0 + pt)),
         log_mean_completion=math.log10(1.0 + ct / (f["requests"] * n)),
@@ -220,7 +231,7 @@ WHERE rn <= {int(per_account)}""",
     )
     return engine.rows(
         f"""
-SELECT s.account_id, s.rid, t.endpoint, {text} AS text
+SELECT s.account_id, s.rid, s.phash, t.endpoint, {text} AS text
 FROM sample_rows s JOIN src_typed t ON {rid} = s.rid
 ORDER BY s.account_id, s.phash, s.rid"""
     )

@@ -2,7 +2,11 @@
 
 Sources: a gateway database (SQLite path or postgresql:// URL, read with SQLAlchemy in chunks
 into a staged Parquet file), Parquet files, or JSONL files, in the gateway's schema (README,
-"Request log schema"); `--map old=new` renames another export's columns. Columns of the wrong
+"Request log schema"); `--map old=new` renames another export's columns, and `--map
+col=params.KEY` builds `params` from separate columns (done unasked when a log has no
+`params` but columns named like the parameters). Two foreign schemas are recognised by their
+shape, or named with `--schema`: LiteLLM's spend log (its database or an export;
+litellm_log.py) and OpenTelemetry GenAI spans in JSONL (otel_spans.py). Columns of the wrong
 type are converted where the meaning is clear (ISO timestamps, JSON objects instead of JSON
 text, numbers as text) and refused with the column's name otherwise. Rows that cannot be
 used (no time, params that are not JSON, negative tokens) are counted by reason, not fatal.
@@ -15,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stillroom.audit import litellm_log, otel_spans
 from stillroom.audit.engine import DuckDBEngine, SQLEngine
+from stillroom.audit.source import Source
 from stillroom.errors import InputError
 
 REQUIRED = ("created_at", "account_id", "params")
@@ -48,6 +54,9 @@ STRINGS = (
     "watermark_key_id",
 )
 JSONS = ("messages", "params", "response_text")
+PARAM_KEYS = tuple(litellm_log.BODY_PARAMS)  # n, temperature, top_p, max_tokens, stop, ...
+AUTO_PARAMS = ("n", "temperature", "top_p", "max_tokens", "seed", "logprobs", "top_logprobs")
+SCHEMAS = ("auto", "stillroom", "litellm", "otel")
 INTS = ("prompt_tokens", "completion_tokens", "status")
 NESTED = re.compile(r"^(struct|map|array|list|json)|\[\]$|^STRUCT|^MAP|\[\]", re.IGNORECASE)
 NUMERIC = re.compile(
@@ -66,16 +75,6 @@ COT_PHRASES = (
     "think carefully",
     "explain your thinking",
 )
-
-
-@dataclass
-class Source:
-    """Where the log is, as files one engine can read; `label` names it in messages."""
-
-    label: str
-    kind: str  # parquet | jsonl
-    paths: list[Path]
-    staged: Path | None = None  # a temporary folder we made and remove
 
 
 @dataclass
@@ -99,25 +98,40 @@ class IngestStats:
         }
 
 
+def check_schema(schema: str) -> str:
+    """`--schema`, checked before anything is read."""
+    if schema not in SCHEMAS:
+        raise InputError(f"--schema {schema!r}: use {', '.join(SCHEMAS)}")
+    return schema
+
+
 def parse_map(items: list[str] | None) -> dict[str, str]:
-    """`--map old=new` pairs into {old: new}."""
+    """`--map old=new` pairs into {old: new}; NEW is a request-log column or params.KEY (a
+    sampling parameter)."""
     out: dict[str, str] = {}
+    targets = (*REQUIRED, *TEXT_COLUMNS, *OPTIONAL)
     for item in items or []:
-        old, sep, new = item.partition("=")
-        if not sep or not old.strip() or not new.strip():
+        old, sep, new = (part.strip() for part in item.partition("="))
+        if not sep or not old or not new:
             raise InputError(f"--map {item!r}: give OLD=NEW, e.g. --map ts=created_at")
-        if new.strip() not in (*REQUIRED, *TEXT_COLUMNS, *OPTIONAL):
+        key = new.removeprefix("params.")
+        if new.startswith("params.") and key not in PARAM_KEYS:
             raise InputError(
-                f"--map {item!r}: {new.strip()!r} is not a column of the request log; "
-                f"targets are {', '.join((*REQUIRED, *TEXT_COLUMNS, *OPTIONAL))}"
+                f"--map {item!r}: {key!r} is not a sampling parameter the request log keeps; "
+                f"use params.KEY with KEY one of {', '.join(PARAM_KEYS)}"
             )
-        out[old.strip()] = new.strip()
+        if not new.startswith("params.") and new not in targets:
+            raise InputError(
+                f"--map {item!r}: {new!r} is not a column of the request log; targets are "
+                f"{', '.join(targets)}, or params.KEY (e.g. temp=params.temperature)"
+            )
+        out[old] = new
     return out
 
 
 def resolve(source: str, workdir: Path) -> Source:
     """A Source from what the user typed: a DB URL or SQLite file, a file, a folder, a glob."""
-    if source.startswith(("postgresql://", "postgres://", "sqlite://")) or _is_sqlite(source):
+    if is_gateway_db(source):
         return _stage_db(source, workdir)
     path = Path(source).expanduser()
     if any(ch in source for ch in "*?["):
@@ -136,6 +150,11 @@ def resolve(source: str, workdir: Path) -> Source:
     if len(kinds) != 1:
         raise InputError(f"{source}: mixes Parquet and JSONL files; audit one kind at a time")
     return Source(source, kinds.pop(), paths)
+
+
+def is_gateway_db(source: str) -> bool:
+    """A database URL or an SQLite file (a gateway's, or a LiteLLM proxy's)."""
+    return source.startswith(("postgresql://", "postgres://", "sqlite://")) or _is_sqlite(source)
 
 
 def _glob(pattern: str) -> list[str]:
@@ -161,45 +180,12 @@ def _is_sqlite(source: str) -> bool:
 
 
 def _stage_db(source: str, workdir: Path) -> Source:
-    """Copy a gateway database's `requests` table into Parquet, 100k rows at a time."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    import sqlalchemy as sa
+    """The gateway's `requests` table (or LiteLLM's spend log) copied into Parquet."""
+    from stillroom.audit.dbstage import copy_log
 
-    from stillroom.serve.db import database_url
-
-    url = source if source.startswith("sqlite://") else database_url(source)
-    engine = sa.create_engine(url)
     out = workdir / "staged.parquet"
-    try:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table("requests"):
-                raise InputError(
-                    f"{source}: no `requests` table; is this a stillroom gateway database "
-                    "(stillroom serve --db)? For other exports use Parquet/JSONL with --map"
-                )
-            result = conn.execution_options(stream_results=True).execute(
-                sa.text("SELECT * FROM requests")
-            )
-            names = list(result.keys())
-            writer = None
-            while chunk := result.fetchmany(100_000):
-                cols = {n: [row[i] for row in chunk] for i, n in enumerate(names)}
-                table = pa.table(cols)
-                if writer is None:
-                    writer = pq.ParquetWriter(out, table.schema)
-                writer.write_table(table.cast(writer.schema))
-            if writer is None:
-                raise InputError(f"{source}: the request log is empty; nothing to audit")
-            writer.close()
-    except sa.exc.SQLAlchemyError as e:
-        raise InputError(
-            f"{source}: cannot read the request log ({e.__class__.__name__}: "
-            f"{str(e).splitlines()[0]}); check the path or URL"
-        ) from None
-    finally:
-        engine.dispose()
-    return Source(source, "parquet", [out], staged=workdir)
+    schema = copy_log(source, out)
+    return Source(source, "parquet", [out], staged=workdir, schema=schema)
 
 
 def load(
@@ -209,27 +195,124 @@ def load(
     workdir: Path,
     since: float | None = None,
     until: float | None = None,
+    schema: str = "auto",
+    allow_empty: bool = False,
+    read_from: float | None = None,
 ) -> IngestStats:
-    """Create `log` (typed, one row per usable request) on `engine`; return what was read."""
-    if src.kind == "jsonl":
-        if isinstance(engine, DuckDBEngine):
-            engine.read_jsonl("src_raw", src.paths)
-        else:  # Spark reads Parquet; DuckDB stages JSONL once
-            staged = workdir / "staged_jsonl.parquet"
-            duck = DuckDBEngine()
-            duck.read_jsonl("src_raw", src.paths)
-            _check_columns(src, duck.columns("src_raw"), mapping)
-            duck.con.execute(f"COPY (SELECT * FROM src_raw) TO '{staged}' (FORMAT parquet)")
-            duck.close()
-            engine.read_parquet("src_raw", [staged])
-    else:
-        engine.read_parquet("src_raw", src.paths)
-    cols = _check_columns(src, engine.columns("src_raw"), mapping)
+    """Create `log` (typed, one row per usable request) on `engine`; return what was read.
+    `schema`: auto (told by the columns), stillroom, litellm or otel. `allow_empty`: a window
+    with no usable row is not an error (an incremental audit with nothing new); `read_from`:
+    rows logged before this time are not read at all (they were, by an earlier run)."""
+    if isinstance(engine, DuckDBEngine):  # zoned timestamps and ISO text as UTC instants
+        engine.con.execute("SET TimeZone = 'UTC'")
     stats = IngestStats()
-    engine.view("src_typed", _typed_sql(engine, src, cols, stats))
-    total = engine.rows("SELECT count(*) AS n FROM src_typed")[0]["n"]
-    if total == 0:
-        raise InputError(f"{src.label}: the request log is empty; nothing to audit")
+    src, schema, renames, early = _prepare(
+        src, mapping, check_schema(schema), workdir, stats.converted
+    )
+    schema = _read(engine, src, workdir, renames, schema)
+    have = engine.columns("src_file")
+    if schema == "litellm":
+        engine.view("src_raw", litellm_log.adapt_sql(engine.dialect, have, renames))
+        stats.converted.extend(litellm_log.describe(engine, have, renames))
+        renames = {}
+    else:
+        engine.view("src_raw", "SELECT * FROM src_file")
+    cols, parts = _check_columns(src, engine.columns("src_raw"), renames)
+    if parts:
+        how = "--map" if any(v.startswith("params.") for v in renames.values()) else "unasked"
+        columns = ", ".join(parts.values())
+        stats.converted.append(
+            f"params: JSON built from columns {columns} ({how}; the log has no params column)"
+        )
+    typed = _typed_sql(engine, src, cols, parts, stats)
+    if read_from is not None:
+        typed = f"SELECT * FROM ({typed}) t WHERE created_at >= {read_from!r}"
+    engine.view("src_typed", typed)
+    if engine.rows("SELECT count(*) AS n FROM src_typed")[0]["n"] == 0 and not allow_empty:
+        left = [c for c in stats.converted if c.startswith("left out")]
+        raise InputError(
+            f"{src.label}: the request log is empty{' (' + left[0] + ')' if left else ''}; "
+            "nothing to audit"
+        )
+    _count(engine, stats, since, until, early)
+    if stats.used == 0 and not allow_empty:
+        hint = "check --since/--until and --map"
+        if schema == "litellm" and stats.garbage.get("no messages or prompt") == stats.rows:
+            hint = litellm_log.NO_TEXT_HINT
+        raise InputError(
+            f"{src.label}: none of its {stats.rows:,} rows is usable (garbage: "
+            f"{stats.garbage or 'none'}, unattributed: {stats.unattributed:,}, outside the "
+            f"window: {stats.outside_window:,}); {hint}"
+        )
+    return stats
+
+
+def _prepare(
+    src: Source, mapping: dict[str, str], asked: str, workdir: Path, converted: list[str]
+) -> tuple[Source, str, dict[str, str], dict[str, int]]:
+    """(source, schema, renames, early garbage): the schema asked for or known, with OTel
+    spans already staged as a request log (their unreadable lines are the early garbage)."""
+    renames = dict(mapping)
+    schema = asked if asked != "auto" else src.schema or "auto"
+    if src.schema is not None and schema != src.schema:
+        raise InputError(
+            f"{src.label}: --schema {schema}, but the database holds a {src.schema} log "
+            f"({litellm_log.TABLE if src.schema == 'litellm' else 'requests'}); drop --schema"
+        )
+    if schema == "otel" and src.kind != "jsonl":
+        raise InputError(
+            f"{src.label}: OpenTelemetry spans are read from JSONL (OTLP/JSON, one export or "
+            "span per line); export them as JSONL, or drop --schema otel"
+        )
+    if src.kind == "jsonl" and (
+        schema == "otel"
+        or (schema == "auto" and otel_spans.looks_like(otel_spans.first_record(src)[1]))
+    ):
+        staged, early = otel_spans.stage(src, workdir, renames, converted)
+        return staged, "stillroom", {}, early
+    return src, schema, renames, {}
+
+
+def _read(
+    engine: SQLEngine, src: Source, workdir: Path, mapping: dict[str, str], schema: str
+) -> str:
+    """The source's files as the view `src_file`; its schema, told by its columns when
+    `schema` is auto, and its columns checked for that schema before any row is read."""
+    if src.kind == "parquet":
+        engine.read_parquet("src_file", src.paths)
+    elif isinstance(engine, DuckDBEngine):
+        engine.read_jsonl("src_file", src.paths)
+    else:  # Spark reads Parquet; DuckDB stages the JSONL once, after checking its columns
+        staged = workdir / "staged_jsonl.parquet"
+        duck = DuckDBEngine()
+        duck.read_jsonl("src_file", src.paths)
+        schema = _check_source(src, duck.columns("src_file"), mapping, schema)
+        duck.con.execute(f"COPY (SELECT * FROM src_file) TO '{staged}' (FORMAT parquet)")
+        duck.close()
+        engine.read_parquet("src_file", [staged])
+    return _check_source(src, engine.columns("src_file"), mapping, schema)
+
+
+def _check_source(
+    src: Source, have: list[tuple[str, str]], mapping: dict[str, str], schema: str
+) -> str:
+    if schema == "auto":
+        schema = "litellm" if litellm_log.looks_like([n for n, _ in have]) else "stillroom"
+    if schema == "litellm":
+        litellm_log.check(src.label, have, mapping)
+    else:
+        _check_columns(src, have, mapping)
+    return schema
+
+
+def _count(
+    engine: SQLEngine,
+    stats: IngestStats,
+    since: float | None,
+    until: float | None,
+    early: dict[str, int],
+) -> None:
+    """Materialise `log_all` and `log`; count rows, garbage by reason, unattributed, outside."""
     lo, hi = since if since is not None else -1e18, until if until is not None else 1e18
     engine.materialize("log_all", _normalised_sql(engine))
     counts = engine.rows(
@@ -238,15 +321,16 @@ def load(
         f"sum(CASE WHEN bad IS NULL AND account_id IS NOT NULL AND (ts < {lo!r} OR ts >= {hi!r})"
         " THEN 1 ELSE 0 END) AS outside FROM log_all"
     )[0]
-    stats.rows = int(counts["rows"])
+    stats.rows = int(counts["rows"]) + sum(early.values())
     stats.unattributed = int(counts["unattributed"] or 0)
     stats.outside_window = int(counts["outside"] or 0)
+    stats.garbage.update(early)
     for r in engine.rows(
         "SELECT bad, count(*) AS n FROM log_all WHERE bad IS NOT NULL GROUP BY bad"
     ):
         stats.garbage[str(r["bad"])] = int(r["n"])
     dropped = sum(stats.garbage.values()) + stats.unattributed + stats.outside_window
-    if dropped:
+    if dropped > sum(early.values()):
         engine.materialize(
             "log",
             f"SELECT * FROM log_all WHERE bad IS NULL AND account_id IS NOT NULL "
@@ -255,19 +339,13 @@ def load(
     else:  # every row is usable: no second copy
         engine.view("log", "SELECT * FROM log_all")
     stats.used = stats.rows - dropped
-    if stats.used == 0:
-        raise InputError(
-            f"{src.label}: none of its {stats.rows:,} rows is usable (garbage: "
-            f"{stats.garbage or 'none'}, unattributed: {stats.unattributed:,}, outside the "
-            f"window: {stats.outside_window:,}); check --since/--until and --map"
-        )
-    return stats
 
 
 def _check_columns(
     src: Source, have: list[tuple[str, str]], mapping: dict[str, str]
-) -> dict[str, tuple[str, str]]:
-    """{log column: (source column, source type)} after --map; names every missing column."""
+) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+    """({log column: (source column, source type)} after --map, {params key: source column}
+    when `params` is built from separate columns); names every missing column."""
     present = {name for name, _ in have}
     for old in mapping:
         if old not in present:
@@ -276,11 +354,23 @@ def _check_columns(
                 f"its columns are {', '.join(sorted(present))}"
             )
     renamed: dict[str, tuple[str, str]] = {}
+    parts: dict[str, str] = {}
     for name, typ in have:
         new = mapping.get(name, name)
-        if new not in renamed or name in mapping:
+        if new.startswith("params.") and name in mapping:
+            parts[new.removeprefix("params.")] = name
+        elif new not in renamed or name in mapping:
             renamed[new] = (name, typ)
-    missing = [c for c in REQUIRED if c not in renamed]
+    if parts and "params" in renamed:
+        col = next(iter(parts.values()))
+        raise InputError(
+            f"{src.label}: --map {col}={mapping[col]} builds params from separate columns, "
+            "but the log has a params column too; use one: drop the params.* maps, or "
+            "export the log without its params column"
+        )
+    if not parts and "params" not in renamed:  # separate columns named like the parameters
+        parts = {k: k for k in AUTO_PARAMS if k in present and k not in mapping}
+    missing = [c for c in REQUIRED if c not in renamed and not (c == "params" and parts)]
     if not any(c in renamed for c in TEXT_COLUMNS):
         missing.append("messages or prompt")
     if missing:
@@ -288,29 +378,40 @@ def _check_columns(
             f"{src.label}: missing column{'s' if len(missing) > 1 else ''} "
             f"{', '.join(missing)}; the audit reads the gateway's request log schema (README, "
             "'Request log schema'); map other names with --map OLD=NEW, e.g. --map ts=created_at"
+            + (
+                " (params may be built from separate columns: --map temp=params.temperature)"
+                if "params" in missing
+                else ""
+            )
         )
-    return renamed
+    return renamed, parts
 
 
 def _q(d: Any, name: str) -> str:
-    if name.isidentifier():
-        return name
-    return f'"{name}"' if d.name == "duckdb" else f"`{name}`"
+    return litellm_log.quote(d, name)  # always quoted: a column may be named `limit`
 
 
 def _typed_sql(
-    engine: SQLEngine, src: Source, cols: dict[str, tuple[str, str]], stats: IngestStats
+    engine: SQLEngine,
+    src: Source,
+    cols: dict[str, tuple[str, str]],
+    params: dict[str, str],
+    stats: IngestStats,
 ) -> str:
-    """SELECT every log column with its documented type from the (renamed) source columns."""
+    """SELECT every log column with its documented type from the (renamed) source columns;
+    `params` from separate columns ({key: column}) when given."""
     d = engine.dialect
-    parts = []
+    out = []
     for col in ("id", *REQUIRED, *TEXT_COLUMNS, *OPTIONAL[1:]):
-        if col not in cols:
-            parts.append(_null(d, col))
+        if col == "params" and params:
+            pairs = [(k, _q(d, c)) for k, c in params.items()]
+            out.append(f"{litellm_log.json_object(d, pairs)} AS params")
+        elif col not in cols:
+            out.append(_null(d, col))
         else:
             old, typ = cols[col]
-            parts.append(_coerce(d, src.label, _q(d, old), col, typ, stats))
-    return f"SELECT {', '.join(parts)} FROM src_raw"
+            out.append(_coerce(d, src.label, _q(d, old), col, typ, stats))
+    return f"SELECT {', '.join(out)} FROM src_raw"
 
 
 def _null(d: Any, col: str) -> str:
@@ -335,10 +436,11 @@ def _coerce(d: Any, label: str, expr: str, col: str, typ: str, stats: IngestStat
         if timestamp:
             stats.converted.append(f"created_at: {typ} to epoch seconds")
             return f"{d.epoch(expr)} AS created_at"
-        if stringy:
+        if stringy:  # DuckDB's TIMESTAMP drops an ISO offset; TIMESTAMPTZ applies it
+            zoned = "TIMESTAMPTZ" if d.name == "duckdb" else "TIMESTAMP"
             return (
                 f"COALESCE(TRY_CAST({expr} AS DOUBLE), "
-                f"{d.epoch(f'TRY_CAST({expr} AS TIMESTAMP)')}) AS created_at"
+                f"{d.epoch(f'TRY_CAST({expr} AS {zoned})')}) AS created_at"
             )
         raise _type_error(label, col, typ, "epoch seconds (a number) or a timestamp")
     if col in JSONS:

@@ -6,13 +6,19 @@ Evidence between two accounts comes in independent families:
 - **infrastructure**: a shared client address, a shared /24 address block, a rare user agent
   (each only when few accounts share the value: a corporate NAT, a cloud range or a popular
   SDK's user agent is not evidence);
-- **content**: the same system prompt, or the same prompt-template signature, among few
-  accounts (a generic "You are a helpful assistant." is everyone's);
-- **timing**: synchronised working windows (the same 2-hour buckets active, overlap >= 0.6 of
-  the smaller account's, among accounts that are not simply always on).
+- **content**: the same system prompt among few accounts (a generic "You are a helpful
+  assistant." is everyone's). Prompt-template signatures are not evidence: everyday phrasings
+  ("explain X like I'm five") are shared by strangers;
+- **account** (when the provider has an accounts table, accounts_meta.py): created within
+  the same 6 hours, the same organization, the same (non-free-mail) email domain, the same
+  payment method;
+- **timing**: synchronised working windows (at least 3 and at least 60% of the smaller
+  account's active 2-hour buckets in common, among accounts not active in most of them).
 
-Two accounts join only on a key, or on two different families: a shared address or NAT alone
-never joins a customer to anyone, and neither does working the same hours. Actors are the
+Two accounts join only on a key, or on two different families of which at least one kind is
+specific (not a user agent, a sign-up hour or working hours, which strangers share by
+chance): a shared address or NAT alone never joins a customer to anyone, and neither does
+signing up and working in the same hours. Actors are the
 connected components. Timing is tested only for pairs that already share other evidence,
 since it cannot join on its own; that keeps the pair count small on large logs.
 """
@@ -20,6 +26,7 @@ since it cannot join on its own; that keeps the pair count small on large logs.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
@@ -30,13 +37,36 @@ FAMILY = {
     "block": "infrastructure",
     "agent": "infrastructure",
     "system": "content",
-    "template": "content",
     "timing": "timing",
+    "created": "account",
+    "organization": "account",
+    "email": "account",
+    "payment": "account",
 }
-MAX_SHARE = {"address": 25, "block": 40, "agent": 25, "system": 40, "template": 25, "key": 25}
+MAX_SHARE = {
+    "address": 25,
+    "block": 40,
+    "agent": 25,
+    "system": 40,
+    "key": 25,
+    "created": 40,
+    "organization": 40,
+    "email": 40,
+    "payment": 40,
+}
+# User agents and sign-up hours are shared by strangers at a rate that grows with the log:
+# one counts only when under this share of the log's accounts share it as well (in a small
+# log, every SDK version is "rare" by count, and a whole cohort signs up in one afternoon).
+COMMON_SHARE = 0.05
+COMMON_KINDS = ("agent", "created")
+# Kinds that strangers share by chance often enough (a popular client, a busy sign-up day,
+# office hours) that two of them together are still not enough: a join needs one specific
+# kind (a key, an address or block, a system prompt, an organization, email domain or card).
+WEAK = ("agent", "created", "timing")
 SYNC_BUCKET_S = 7200.0
 SYNC_OVERLAP = 0.6
 SYNC_MIN_BUCKETS = 3
+ALWAYS_ON = 0.75  # active in more of the window's buckets than this: always on, not a shift
 
 
 @dataclass
@@ -71,23 +101,26 @@ class _UF:
 def link(
     accounts: list[str],
     shared: list[dict[str, Any]],
-    signatures: dict[str, set[int]],
     systems: dict[str, set[str]],
     activity: list[dict[str, Any]],
     window_hours: float,
+    metadata: Sequence[tuple[str, str, str]] = (),
 ) -> Links:
     """Join accounts by the evidence above; returns the account -> actor map and why."""
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for row in shared:
         groups[(str(row["kind"]), str(row["value"]))].append(str(row["account_id"]))
-    for kind, values in (("template", signatures), ("system", systems)):
-        for acct, vals in values.items():
-            for v in vals:
-                groups[(kind, str(v))].append(acct)
+    for acct, prompts in systems.items():
+        for v in prompts:
+            groups[("system", v)].append(acct)
+    for kind, value, acct in metadata:
+        groups[(kind, value)].append(acct)
     pair_kinds: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+    common_cap = max(2, int(COMMON_SHARE * len(accounts)))
     for (kind, value), accts in groups.items():
         members = sorted(set(accts))
-        if not 2 <= len(members) <= MAX_SHARE[kind]:
+        cap = min(MAX_SHARE[kind], common_cap) if kind in COMMON_KINDS else MAX_SHARE[kind]
+        if not 2 <= len(members) <= cap:
             continue
         for a, b in combinations(members, 2):
             pair_kinds[(a, b)].setdefault(kind, value)
@@ -101,7 +134,8 @@ def link(
     joined: list[tuple[str, str, dict[str, str]]] = []
     for (a, b), kinds in pair_kinds.items():
         families = {FAMILY[k] for k in kinds}
-        if "key" in families or len(families) >= 2:
+        specific = any(k not in WEAK for k in kinds)
+        if "key" in families or (len(families) >= 2 and specific):
             uf.union(a, b)
             joined.append((a, b, kinds))
     roots = {a: uf.find(a) for a in accounts}
@@ -117,12 +151,12 @@ def link(
 
 
 def _buckets(activity: list[dict[str, Any]], window_hours: float) -> dict[str, set[int]]:
-    """Each account's active 2-hour buckets, for accounts active in at most half of them
+    """Each account's active 2-hour buckets, for accounts active in at most ALWAYS_ON of them
     (an always-on service is synchronised with everyone and so with no one)."""
     out: dict[str, set[int]] = defaultdict(set)
     for r in activity:
         out[str(r["account_id"])].add(int(r["bucket"]))
-    limit = 0.5 * window_hours * 3600.0 / SYNC_BUCKET_S
+    limit = ALWAYS_ON * window_hours * 3600.0 / SYNC_BUCKET_S
     return {a: b for a, b in out.items() if len(b) <= limit}
 
 

@@ -15,6 +15,10 @@ LINK_WORDS = {
     "address": "share client addresses",
     "block": "share a /24 address block",
     "system": "share a system prompt",
+    "created": "were created within the same hours",
+    "organization": "belong to one organization",
+    "email": "share an email domain",
+    "payment": "share a payment method",
     "agent": "share a rare user agent",
     "template": "share prompt templates",
     "timing": "work in the same time windows",
@@ -22,7 +26,12 @@ LINK_WORDS = {
 
 
 def _fmt(feature: str, v: float) -> str:
-    if feature in ("log_requests", "log_completion_tokens", "log_logprob_values"):
+    if feature in (
+        "log_requests",
+        "log_completion_tokens",
+        "log_logprob_values",
+        "log_choice_tokens",
+    ):
         return f"{10**v:,.0f}"
     if feature == "log_output_input_ratio":
         return f"{10**v:.1f}x"
@@ -38,6 +47,7 @@ def _fmt(feature: str, v: float) -> str:
         "regularity",
         "hour_entropy",
         "topic_breadth",
+        "lexical_breadth",
     ):
         return f"{v:.0%}"
     if feature == "top_logprobs":
@@ -62,6 +72,9 @@ PHRASES = {
     "log_mean_completion": "receives {v} completion tokens per reply",
     "template_reuse": "{v} of prompts fill a repeated template",
     "topic_breadth": "prompts span many topics: dispersion {v}",
+    "lexical_breadth": "prompts range over many subjects: {v} of content words distinct",
+    "log_choice_tokens": "received {v} completion tokens (one choice per request)",
+    "log_novel_tokens": "received {v} answer tokens to prompts no other account sends",
     "hour_entropy": "active around the clock: hour-of-day spread {v}",
     "active_hours_frac": "active in {v} of the window's hours",
     "regularity": "machine-regular timing: regularity {v}",
@@ -128,12 +141,15 @@ def as_json(r: AuditResult) -> dict[str, Any]:
 
 def table(r: AuditResult) -> str:
     """A plain-text table of the flagged units, strongest first."""
-    lines = [f"{'unit':<34} {'accts':>5} {'requests':>10} {'score':>7}  strongest evidence"]
+    since = any("first_flagged" in f for f in r.flagged)
+    head = f"{'unit':<34} {'accts':>5} {'requests':>10} {'score':>7}"
+    lines = [head + ("  first flagged (UTC)" if since else "") + "  strongest evidence"]
     for f in r.flagged:
         ev = f["evidence"][0] if f["evidence"] else ""
+        first = f"  {_utc(f['first_flagged']):<19}" if since else ""
         lines.append(
             f"{f['unit'][:34]:<34} {len(f['accounts']):>5} "
-            f"{int(f['features']['requests'] or 0):>10,} {f['score']:>7.2f}  {ev}"
+            f"{int(f['features']['requests'] or 0):>10,} {f['score']:>7.2f}{first}  {ev}"
         )
     s = r.measured.stats
     lines.append(
@@ -144,6 +160,12 @@ def table(r: AuditResult) -> str:
     )
     lines.extend(f"warning: {w}" for w in r.warnings)
     return "\n".join(lines) + "\n"
+
+
+def _utc(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def write_html(r: AuditResult, path: Path) -> None:

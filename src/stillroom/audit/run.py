@@ -13,10 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from stillroom.audit import accounts_meta, ingest, links, text
 from stillroom.audit import features as F
-from stillroom.audit import ingest, links, text
 from stillroom.audit.engine import SQLEngine, make_engine
-from stillroom.audit.score import Calibration, score, self_calibrate
+from stillroom.audit.score import Calibration, fit, score, self_calibrate
+from stillroom.audit.state import AuditState
+from stillroom.errors import InputError
 
 
 class _Clock:
@@ -44,6 +46,7 @@ class Measured:
     stats: ingest.IngestStats
     account_requests: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    window: tuple[float, float] = (0.0, 0.0)  # first and last request time measured
 
 
 @dataclass
@@ -65,14 +68,19 @@ def measure(
     *,
     engine: str | SQLEngine = "duckdb",
     mapping: dict[str, str] | None = None,
+    schema: str = "auto",
     since: float | None = None,
     until: float | None = None,
     sample: int = 24,
     embedder: text.Embedder | None = None,
     link: bool = True,
     log: Callable[[str], None] | None = None,
+    state: AuditState | None = None,
+    accounts_table: str | None = None,
 ) -> Measured:
-    """Features of every unit (account, or linked actor) in the log at `source`."""
+    """Features of every unit (account, or linked actor) in the log at `source`; with
+    `state`, only the rows since its newest are read, and the units are those of every row
+    stored."""
     say = log or (lambda m: None)
     eng = make_engine(engine) if isinstance(engine, str) else engine
     work = Path(tempfile.mkdtemp(prefix="stillroom-audit-"))
@@ -80,10 +88,27 @@ def measure(
     try:
         clock = _Clock(t)
         src = ingest.resolve(source, work)
-        stats = ingest.load(eng, src, mapping or {}, work, since, until)
+        mark = state.watermark() if state is not None else None
+        if mark is not None:
+            since = mark if since is None else max(since, mark)
+        stats = ingest.load(
+            eng,
+            src,
+            mapping or {},
+            work,
+            since,
+            until,
+            schema,
+            allow_empty=state is not None,
+            read_from=mark,
+        )
         clock.lap("ingest")
         say(f"read {stats.rows:,} rows, {stats.used:,} usable")
         sampled = F.sample_texts(eng, sample)
+        if state is not None:
+            sampled = state.absorb(sampled, sample)
+            if not sampled:
+                raise InputError(f"{source}: no usable rows yet; nothing to audit")
         samples = text.by_account(sampled)
         systems = text.system_prompts(sampled)
         emb = embedder or text.Embedder()
@@ -97,10 +122,10 @@ def measure(
         span = eng.rows("SELECT min(ts) AS lo, max(ts) AS hi FROM log")[0]
         hours = max(1.0, (float(span["hi"]) - float(span["lo"])) / 3600.0)
         if link:
-            sig = {a: f["signature"] for a, f in tfeat.items()}
             shared = F.shared_values(eng, max(links.MAX_SHARE.values()))
             activity = F.activity(eng, links.SYNC_BUCKET_S)
-            lk = links.link(accounts, shared, sig, systems, activity, hours)
+            meta = accounts_meta.evidence(accounts_meta.load(accounts_table, source))
+            lk = links.link(accounts, shared, systems, activity, hours, meta)
         else:
             lk = links.Links({a: a for a in accounts})
         clock.lap("links")
@@ -110,7 +135,8 @@ def measure(
             f["members"] = members.get(unit, [unit])
             _text_of_unit(f, tfeat, vecs, samples, sample)
         clock.lap("features")
-        return Measured(units, lk, samples, stats, volume, t)
+        window = (float(span["lo"]), float(span["hi"]))
+        return Measured(units, lk, samples, stats, volume, t, window)
     finally:
         if isinstance(engine, str):
             eng.close()
@@ -124,18 +150,20 @@ def _text_of_unit(
     samples: dict[str, list[str]],
     k: int,
 ) -> None:
-    """Template reuse and topic breadth of a unit: its members' samples together."""
+    """Template reuse and breadth of a unit: its members' samples together."""
     members = f["members"]
     if len(members) == 1:
         a = members[0]
         f["template_reuse"] = tfeat.get(a, {}).get("template_reuse", 0.0)
         f["topic_breadth"] = text.dispersion(vecs.get(a, np.zeros((0, 384))))
+        f["lexical_breadth"] = text.lexical_breadth(samples.get(a, []))
         return
     per = max(2, (4 * k) // len(members))
     prompts = [p for a in members for p in samples.get(a, [])[:per]]
     v = [vecs[a][:per] for a in members if a in vecs]
     f["template_reuse"] = text.template_features(prompts)[0]
     f["topic_breadth"] = text.dispersion(np.concatenate(v)) if v else 0.0
+    f["lexical_breadth"] = text.lexical_breadth(prompts)
 
 
 def audit(
@@ -146,6 +174,7 @@ def audit(
     calibration: Calibration | None = None,
     calibrate: str | None = None,
     mapping: dict[str, str] | None = None,
+    schema: str = "auto",
     since: float | None = None,
     until: float | None = None,
     sample: int = 24,
@@ -153,42 +182,56 @@ def audit(
     link: bool = True,
     min_requests: int = 1,
     log: Callable[[str], None] | None = None,
+    state: Path | None = None,
+    accounts_table: str | None = None,
 ) -> AuditResult:
     """Flag the units whose score passes the benign threshold for `fpr`; units with fewer
-    than `min_requests` requests in the window are scored but not flagged."""
+    than `min_requests` requests in the window are scored but not flagged. With `state` (a
+    file), read only what is new since the last run on it, and give each flagged unit the
+    time it was first flagged (`first_flagged`, in log time)."""
     say = log or _stderr
     emb = text.Embedder(embedder)
     eng = make_engine(engine)
+    st = AuditState(state, eng) if state is not None else None
     try:
         m = measure(
             source,
             engine=eng,
             mapping=mapping,
+            schema=schema,
             since=since,
             until=until,
             sample=sample,
             embedder=emb,
             link=link,
             log=say,
+            state=st,
+            accounts_table=accounts_table,
         )
         if calibration is None and calibrate is not None:
             ref = measure(
                 calibrate,
                 engine=eng,
                 mapping=mapping,
+                schema=schema,
                 sample=sample,
                 embedder=emb,
                 link=link,
                 log=say,
             )
-            calibration = self_calibrate(list(ref.units.values()))
+            calibration = fit(list(ref.units.values()))  # known benign: all of it is reference
+        clock = _Clock(m.timings)
+        cal = calibration or self_calibrate(list(m.units.values()))
+        result = decide(m, cal, fpr, min_requests)
+        clock.lap("score")
+        if st is not None:
+            first = st.record(result.flagged, as_of=m.window[1])
+            for f in result.flagged:
+                f["first_flagged"] = min(first[a] for a in f["accounts"])
     finally:
+        if st is not None:
+            st.close()
         eng.close()
-    clock = _Clock(m.timings)
-    units = list(m.units.values())
-    cal = calibration or self_calibrate(units)
-    result = decide(m, cal, fpr, min_requests)
-    clock.lap("score")
     return result
 
 

@@ -1,8 +1,8 @@
 """Score units against the benign population; the threshold is set by a chosen FPR.
 
 The score asks how far a unit stands *above the ordinary* on what it extracts (features.py
-SCORED: answer tokens received, answer length, answer per prompt, log-probability values,
-max_tokens, step-by-step prompts, distinct and exclusive prompts, topic breadth). Each is
+SCORED: answer tokens to private prompts, answer length, answer per prompt, log-prob values,
+step-by-step prompts, distinct and exclusive prompts, subjects spanned). Each is
 standardised by the population's median and a robust spread (interquartile range, never
 below a floor: a difference below the floor is not evidence), only the excess above the
 median counts, each excess is capped at CLIP, and the largest one is dropped before the
@@ -21,10 +21,10 @@ leaving each benign workload out of the calibration).
 Calibration without labels (`self_calibrate`): the audited population is mostly benign, but
 its harvesters sit in the top tail. The screen looks for the widest gap in the top
 SCREEN_TOP of scores; if the gap is wide (GAP_MIN, in score units), the units above it are
-left out of the reference. The threshold for FPR p is the reference's (1 - p) quantile, its
-tail past the 99th percentile extrapolated by an exponential matched to the 90th and 99th
-percentiles, never below the empirical quantile. `warnings` says when the reference cannot
-support the rate asked (too few units, or no gap between the tail and the body).
+left out of the reference. The threshold for FPR p is a 90% upper confidence bound on the
+reference's (1 - p) quantile (`tail_threshold`), so that the rate holds for benign units
+like the reference's with 90% confidence, not merely on average. `warnings` says when the
+reference cannot support the rate asked (too few units, or no gap between tail and body).
 """
 
 from __future__ import annotations
@@ -45,21 +45,21 @@ DROP_TOP = 1  # the largest per-feature excess does not count: no single feature
 SCREEN_TOP = 0.15  # the screen looks for its gap among the top 15% of scores
 GAP_MIN = 0.4  # ... and cuts there only when the gap is at least this wide
 ANCHORS = (0.90, 0.99)  # reference quantiles the exponential tail is matched to
+CONFIDENCE = 0.9  # the threshold is an upper confidence bound on the (1 - p) quantile
 MIN_PER_RATE = 3.0  # the reference should hold 3/p units for rate p to be measured, not guessed
 
 # The smallest spread a feature is standardised by: a difference below it is not evidence
 # (a population whose units almost all send only distinct prompts would otherwise make 0.98
 # against 1.0 a difference of several spreads).
 SCALE_FLOOR = {
-    "log_completion_tokens": 0.3,
+    "log_novel_tokens": 0.3,
     "log_mean_completion": 0.15,
     "log_output_input_ratio": 0.15,
     "log_logprob_values": 0.3,
-    "mean_log_max_tokens": 0.5,
-    "frac_cot": 0.1,
+    "frac_cot": 0.25,
     "prompt_uniqueness": 0.15,
     "prompt_exclusivity": 0.15,
-    "topic_breadth": 0.05,
+    "lexical_breadth": 0.1,
 }
 
 
@@ -135,16 +135,29 @@ def matrix(units: list[dict[str, Any]], features: list[str]) -> np.ndarray:
 
 
 def tail_threshold(scores: np.ndarray, fpr: float) -> float:
-    """The (1 - fpr) quantile of `scores`, its tail past the 99th percentile extrapolated by
-    an exponential matched to the ANCHORS quantiles, never below the empirical quantile."""
-    s = np.sort(np.asarray(scores, dtype=np.float64))
-    empirical = float(np.quantile(s, 1 - fpr))
+    """A threshold that benign units pass at most `fpr` of the time, with CONFIDENCE, when
+    they are like the reference `scores`: the reference score with k scores above it, k the
+    largest count such that a (1 - fpr) quantile would have more than k above it with that
+    confidence (the number above is Binomial(n, fpr)). Where the reference is too small for
+    any of its scores to be that bound, its tail past the 99th percentile is extrapolated by
+    an exponential matched to the ANCHORS quantiles (never below the highest score)."""
+    from scipy.stats import binom
+
+    s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]  # descending
+    n = len(s)
+    if n == 0:
+        return math.inf
+    k = int(binom.ppf(1 - CONFIDENCE, n, fpr)) - 1  # P(X <= k) <= 1 - CONFIDENCE
+    while k >= 0 and binom.cdf(k, n, fpr) > 1 - CONFIDENCE:
+        k -= 1
+    if k >= 0:
+        return float(s[k])
     lo, hi = ANCHORS
-    if len(s) < 20 or fpr >= 1 - hi:
-        return empirical
+    if n < 20:
+        return float(s[0])
     qa, qb = np.quantile(s, [lo, hi])
     rate = math.log((1 - lo) / (1 - hi)) / max(float(qb - qa), 1e-9)
-    return max(empirical, float(qa) + math.log((1 - lo) / fpr) / rate)
+    return max(float(s[0]), float(qa) + math.log((1 - lo) / fpr) / rate)
 
 
 def _excess(cal: Calibration, x: np.ndarray) -> np.ndarray:

@@ -299,6 +299,53 @@ def population(accounts: int, seed: int, days: float = 7.0) -> list[Persona]:
     return cast.people
 
 
+EMAIL_DOMAINS = ("gmail.com", "outlook.com", "yahoo.com", "proton.me", "icloud.com")
+
+
+def account_metadata(people: list[Persona], seed: int) -> list[dict[str, Any]]:
+    """What a provider knows of each account at sign-up (created_at, organization, email
+    domain, a hash of the payment method), from a random stream of its own (the traffic of a
+    seed does not change with it). An organisation's accounts share its name, domain and
+    card, created over months; a hydra's accounts are made in one sitting, some on a
+    throwaway domain, paid with a few cards between them; everyone else signs up alone."""
+    r = random.Random(f"accounts:{seed}")
+    orgs: dict[str, dict[str, Any]] = {}
+    actors: dict[str, dict[str, Any]] = {}
+    rows = []
+    for p in people:
+        created = START - r.uniform(1, 400) * DAY
+        org, domain, card = None, r.choice(EMAIL_DOMAINS), hex_id(r, 12)
+        if p.label == "benign" and "org" in p.extra and p.kind not in ("chat_user",):
+            o = orgs.setdefault(
+                p.extra["org"],
+                {"created": created, "card": card, "domain": f"org{hex_id(r, 6)}.com"},
+            )
+            org, domain, card = p.extra["org"], o["domain"], o["card"]
+            created = o["created"] + r.uniform(0, 120) * DAY
+        elif p.actor_id != p.account_id:  # one actor, many accounts
+            a = actors.setdefault(
+                p.actor_id,
+                {
+                    "created": START - r.uniform(2, 30) * DAY,
+                    "cards": [hex_id(r, 12) for _ in range(r.randint(1, 4))],
+                    "domain": f"mail{hex_id(r, 4)}.net" if r.random() < 0.5 else None,
+                },
+            )
+            created = a["created"] + r.uniform(0, 4) * 3600.0
+            card = r.choice(a["cards"]) if r.random() < 0.6 else card
+            domain = a["domain"] or domain
+        rows.append(
+            {
+                "account_id": p.account_id,
+                "created_at": min(created, START - 3600.0),
+                "organization": org,
+                "email_domain": domain,
+                "payment_fingerprint": card,
+            }
+        )
+    return rows
+
+
 def simulate(
     out: Path,
     *,
@@ -336,6 +383,7 @@ def simulate(
         }
     )
     pq.write_table(labels, out / "labels.parquet")
+    pq.write_table(pa.Table.from_pylist(account_metadata(people, seed)), out / "accounts.parquet")
     manifest = {
         "seed": seed,
         "accounts": len(people),
@@ -345,6 +393,7 @@ def simulate(
         "accounts_by_kind": {k: sum(p.kind == k for p in people) for k in BEHAVIOURS},
         "log": str(out / "requests.parquet"),
         "labels": str(out / "labels.parquet"),
+        "accounts_table": str(out / "accounts.parquet"),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

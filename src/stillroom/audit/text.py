@@ -97,6 +97,24 @@ def content(prompts: list[str], toks: list[list[str]] | None = None) -> list[str
     return out
 
 
+BREADTH_WORDS, BREADTH_PER_PROMPT, BREADTH_MIN = 96, 6, 24
+
+
+def lexical_breadth(prompts: list[str]) -> float:
+    """Distinct share of the first BREADTH_WORDS content words (the first few of each prompt,
+    template words left out): near 1 when the prompts range over many subjects, low when
+    they keep to one product, one document type, one domain. A fixed number of words, so
+    that accounts with more or longer prompts are not broader for it; 0 (the unsuspicious
+    end) when the sample has too few words to tell."""
+    words: list[str] = []
+    for c in content(prompts):
+        words.extend(w for w in c.split()[:BREADTH_PER_PROMPT] if len(w) > 2)
+    words = words[:BREADTH_WORDS]
+    if len(words) < BREADTH_MIN:
+        return 0.0
+    return len(set(words)) / len(words)
+
+
 def skeletons(prompts: list[str], toks: list[list[str]] | None = None) -> list[list[str]]:
     """Each prompt with the words that are rare in this sample masked as '_'."""
     toks = toks if toks is not None else [tokens(p) for p in prompts]
