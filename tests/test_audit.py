@@ -33,6 +33,20 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def benign_log(sim: dict[str, Any]) -> str:
+    """The simulated log's benign accounts alone: a known-benign log to calibrate on."""
+    out = str(Path(sim["log"]).with_name("benign.parquet"))
+    keep = [a for a, r in labels(sim).items() if r["label"] == "benign"]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE keep AS SELECT unnest(?) AS account_id", [keep])
+    con.execute(
+        f"COPY (SELECT * FROM read_parquet('{sim['log']}') WHERE account_id IN "
+        f"(SELECT account_id FROM keep)) TO '{out}' (FORMAT parquet)"
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
 def embedder() -> text.Embedder:
     return text.Embedder()
 
@@ -65,19 +79,14 @@ def test_audit_links_hydra_and_flags_distillers(
     sim: dict[str, Any], embedder: text.Embedder
 ) -> None:
     lab = labels(sim)
-    bare = measure(sim["log"], embedder=embedder)
     m = measure(sim["log"], embedder=embedder, accounts_table=sim["accounts_table"])
-    for kind in ("hydra", "hydra_thin"):
-        accts = [a for a, r in lab.items() if r["kind"] == kind]
-        unit = m.units[m.links.units[accts[0]]]
-        assert sorted(unit["members"]) == sorted(accts)  # one actor, scored as one
     thin = [a for a, r in lab.items() if r["kind"] == "hydra_thin"]
-    assert len({bare.links.units[a] for a in thin}) == 1  # /24 block + system prompt + windows
-    # without the accounts table, the other hydra's address pools are joined only by timing,
-    # which alone is not enough: one unit per pool, with siblings, never with a customer
-    for unit in {bare.links.units[a] for a, r in lab.items() if r["kind"] == "hydra"}:
-        members = bare.units[unit]["members"]
-        assert len(members) > 1 and all(lab[a]["kind"] == "hydra" for a in members)
+    unit = m.units[m.links.units[thin[0]]]
+    assert sorted(unit["members"]) == sorted(thin)  # /24 block + system prompt: one actor
+    # the other hydra's address pools share only a card or a throwaway domain across pools,
+    # one family: a unit per pool, each with siblings
+    for unit in {m.links.units[a] for a, r in lab.items() if r["kind"] == "hydra"}:
+        assert len(m.units[unit]["members"]) > 1
     for f in m.units.values():  # no unit joins a customer to a distiller
         assert len({lab[a]["label"] for a in f["members"]}) == 1
     # calibrated on the log's benign units, as on a provider's known-benign log
@@ -94,7 +103,8 @@ def test_min_requests_keeps_small_accounts_unflagged(
     sim: dict[str, Any], embedder: text.Embedder
 ) -> None:
     m = measure(sim["log"], embedder=embedder)
-    cal = self_calibrate(list(m.units.values()))
+    lab = labels(sim)
+    cal = fit([f for f in m.units.values() if lab[f["members"][0]]["label"] == "benign"])
     every = decide(m, cal, 0.01)
     sizes = sorted(m.units[f["unit"]]["requests"] for f in every.flagged)
     cut = sizes[len(sizes) // 2]  # half the flagged units fall below this
@@ -236,14 +246,14 @@ def _gateway_db(sim: dict[str, Any], path: Path) -> None:
     db.close()
 
 
-def test_gateway_db_source_and_block(sim: dict[str, Any], tmp_path: Path) -> None:
+def test_gateway_db_source_and_block(sim: dict[str, Any], benign_log: str, tmp_path: Path) -> None:
     from stillroom.serve.accounts import get_account
     from stillroom.serve.db import open_db
 
     path = tmp_path / "gateway.sqlite"
     _gateway_db(sim, path)
-    parquet = audit(sim["log"], fpr=0.01)
-    db = audit(str(path), fpr=0.01)
+    parquet = audit(sim["log"], fpr=0.01, calibrate=benign_log)
+    db = audit(str(path), fpr=0.01, calibrate=benign_log)
     assert db.flagged_accounts() == parquet.flagged_accounts() != set()
     # --block: the flagged accounts exist in the gateway's accounts table (made here), then
     # the audit blocks them with its evidence as the reason.
@@ -253,7 +263,9 @@ def test_gateway_db_source_and_block(sim: dict[str, Any], tmp_path: Path) -> Non
     with engine.begin() as conn:
         for i, a in enumerate(sorted(db.flagged_accounts())):
             conn.execute(accounts.insert().values(id=a, name=f"x{i}", created_at=0.0))
-    res = runner.invoke(app, ["audit", str(path), "--fpr", "0.01", "--block"])
+    res = runner.invoke(
+        app, ["audit", str(path), "--fpr", "0.01", "--calibrate", benign_log, "--block"]
+    )
     assert res.exit_code == 0, res.output
     some = sorted(db.flagged_accounts())[0]
     blocked = get_account(engine, some)
@@ -390,7 +402,7 @@ def test_prompt_exclusivity_sees_prompts_other_accounts_send(tmp_path: Path) -> 
 
 
 def test_incremental_state_reads_only_new_rows_and_matches_a_full_audit(
-    sim: dict[str, Any], tmp_path: Path
+    sim: dict[str, Any], benign_log: str, tmp_path: Path
 ) -> None:
     import pyarrow.compute as pc
 
@@ -398,8 +410,9 @@ def test_incremental_state_reads_only_new_rows_and_matches_a_full_audit(
     lo, hi = pc.min(times).as_py(), pc.max(times).as_py()
     state = tmp_path / "audit.state"
     steps = [lo + (hi - lo) * f for f in (0.4, 0.7)] + [None]
-    runs = [audit(sim["log"], fpr=0.01, until=u, state=state) for u in steps]
-    full = audit(sim["log"], fpr=0.01)
+    known = audit(benign_log, fpr=0.01).calibration  # a known-benign reference, made once
+    runs = [audit(sim["log"], fpr=0.01, until=u, state=state, calibration=known) for u in steps]
+    full = audit(sim["log"], fpr=0.01, calibration=known)
     assert runs[-1].flagged_accounts() == full.flagged_accounts() != set()
     assert runs[-1].scores == pytest.approx(full.scores)
     last = runs[-1].measured.stats
@@ -408,7 +421,7 @@ def test_incremental_state_reads_only_new_rows_and_matches_a_full_audit(
     for f in runs[-1].flagged:  # a first flag never moves later, and lies inside the log
         assert lo <= f["first_flagged"] <= hi
         assert f["first_flagged"] == min(first[a] for a in f["accounts"])
-    again = audit(sim["log"], fpr=0.01, state=state)  # nothing new: the stored window again
+    again = audit(sim["log"], fpr=0.01, state=state, calibration=known)  # nothing new
     assert again.measured.stats.rows < 10  # only the newest instant, read again and de-duplicated
     assert again.flagged_accounts() == full.flagged_accounts()
     assert again.scores == pytest.approx(full.scores)
@@ -423,10 +436,10 @@ def test_accounts_table_problems_are_named(sim: dict[str, Any], tmp_path: Path) 
 
 
 def test_cli_state_shows_first_flag_times_and_refuses_spark(
-    sim: dict[str, Any], tmp_path: Path
+    sim: dict[str, Any], benign_log: str, tmp_path: Path
 ) -> None:
     state = tmp_path / "a.state"
-    args = ["audit", sim["log"], "--fpr", "0.01", "--state", str(state)]
+    args = ["audit", sim["log"], "--fpr", "0.01", "--state", str(state), "--calibrate", benign_log]
     first = runner.invoke(app, [*args, "--format", "json"])
     assert first.exit_code == 0, first.output
     flagged = json.loads(first.stdout)["flagged"]

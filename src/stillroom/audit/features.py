@@ -63,10 +63,13 @@ GROUP BY unit""",
 SELECT unit,
   CAST(count(*) AS DOUBLE) / sum(c) AS prompt_uniqueness,
   sum(CASE WHEN senders = 1 THEN CAST(c AS DOUBLE) ELSE 0e0 END) / sum(c) AS prompt_exclusivity,
-  sum(CASE WHEN senders = 1 THEN answer ELSE 0e0 END) AS novel_tokens
+  sum(CASE WHEN senders = 1 THEN answer ELSE 0e0 END) AS novel_tokens,
+  sum(CASE WHEN senders = 1 THEN asked ELSE 0e0 END) AS novel_prompt_tokens,
+  sum(CASE WHEN senders = 1 THEN 1e0 ELSE 0e0 END) AS novel_prompts
 FROM (
-  SELECT unit, c, answer, count(*) OVER (PARTITION BY phash) AS senders
-  FROM (SELECT unit, phash, count(*) AS c, avg(CAST(completion_tokens AS DOUBLE) / n) AS answer
+  SELECT unit, c, answer, asked, count(*) OVER (PARTITION BY phash) AS senders
+  FROM (SELECT unit, phash, count(*) AS c, avg(CAST(completion_tokens AS DOUBLE) / n) AS answer,
+          avg(CAST(prompt_tokens AS DOUBLE)) AS asked
         FROM ev GROUP BY unit, phash) up
 ) t
 GROUP BY unit""",
@@ -90,7 +93,13 @@ FROM hod_entropy e JOIN active a ON e.unit = a.unit""",
 }
 PART_COLUMNS = {
     "gaps": ("gap_mean", "gap_std"),
-    "prompts": ("prompt_uniqueness", "prompt_exclusivity", "novel_tokens"),
+    "prompts": (
+        "prompt_uniqueness",
+        "prompt_exclusivity",
+        "novel_tokens",
+        "novel_prompt_tokens",
+        "novel_prompts",
+    ),
     "hours": ("hour_entropy", "active_hours"),
 }
 
@@ -104,8 +113,8 @@ PART_COLUMNS = {
 # not scored: every one of them is also some ordinary workload's signature.
 SCORED: dict[str, str] = {
     "log_novel_tokens": "answer tokens to distinct prompts no other account sends",
-    "log_mean_completion": "completion tokens per returned choice",
-    "log_output_input_ratio": "completion tokens (per choice) per prompt token",
+    "log_novel_answer": "answer tokens per prompt no other account sends",
+    "log_novel_ratio": "answer tokens per prompt token, on prompts no other account sends",
     "log_logprob_values": "log-probability values received per request",
     "frac_cot": "share of prompts eliciting step-by-step reasoning",
     "prompt_uniqueness": "share of distinct prompts",
@@ -113,6 +122,8 @@ SCORED: dict[str, str] = {
     "lexical_breadth": "subjects spanned (distinct content words)",
 }
 REPORTED = (
+    "log_mean_completion",
+    "log_output_input_ratio",
     "log_choice_tokens",
     "mean_log_max_tokens",
     "log_completion_tokens",
@@ -159,6 +170,7 @@ def derive(r: dict[str, Any], window_hours: float) -> dict[str, Any]:
     pt, ct = f["prompt_tokens"] or 0.0, f["completion_tokens"] or 0.0
     n = f["mean_n"] or 1.0
     gap_mean, gap_std = f.get("gap_mean"), f.get("gap_std")
+    novel = max(1.0, float(f.get("novel_prompts") or 0.0))
     cv = gap_std / gap_mean if gap_mean and gap_std is not None and gap_mean > 0 else 1.0
     f.update(
         log_requests=math.log10(f["requests"]),
@@ -168,6 +180,15 @@ def derive(r: dict[str, Any], window_hours: float) -> dict[str, Any]:
         # one answer per distinct prompt that no other account sends: the text a harvest
         # takes away and nobody else has (repeats, n > 1 and public benchmark items add none)
         log_novel_tokens=math.log10(1.0 + (f.get("novel_tokens") or 0.0)),
+        # answer length, and answer per prompt token, on those prompts only: long answers to
+        # public benchmark items (an evaluation harness) are not what a harvest keeps
+        log_novel_answer=math.log10(1.0 + (f.get("novel_tokens") or 0.0) / novel),
+        log_novel_ratio=math.log10(
+            (1.0 + (f.get("novel_tokens") or 0.0) / novel)
+            / (1.0 + (f.get("novel_prompt_tokens") or 0.0) / novel)
+        )
+        if f.get("novel_prompts")
+        else 0.0,
         # per returned choice: n > 1 is its own feature, not counted twice
         log_output_input_ratio=math.log10((1.0 + ct / n) / (1.0 + pt)),
         log_mean_completion=math.log10(1.0 + ct / (f["requests"] * n)),

@@ -15,12 +15,13 @@ Evidence between two accounts comes in independent families:
 - **timing**: synchronised working windows (at least 3 and at least 60% of the smaller
   account's active 2-hour buckets in common, among accounts not active in most of them).
 
-Two accounts join only on a key, or on two different families of which at least one kind is
-specific (not a user agent, a sign-up hour or working hours, which strangers share by
-chance): a shared address or NAT alone never joins a customer to anyone, and neither does
-signing up and working in the same hours. Actors are the
-connected components. Timing is tested only for pairs that already share other evidence,
-since it cannot join on its own; that keeps the pair count small on large logs.
+Two accounts join only on a key, or on specific evidence of two different families: an
+address or block and a system prompt, an address and an organization, email domain or card.
+A user agent, a sign-up hour and working hours are shared by strangers too often (a carrier
+NAT's users are awake at the same hours) and never make a join; they are reported beside the
+evidence that does. So a shared address or NAT alone never joins a customer to anyone.
+Actors are the connected components. Timing is tested only for pairs that already share
+other evidence; that keeps the pair count small on large logs.
 """
 
 from __future__ import annotations
@@ -60,8 +61,7 @@ MAX_SHARE = {
 COMMON_SHARE = 0.05
 COMMON_KINDS = ("agent", "created")
 # Kinds that strangers share by chance often enough (a popular client, a busy sign-up day,
-# office hours) that two of them together are still not enough: a join needs one specific
-# kind (a key, an address or block, a system prompt, an organization, email domain or card).
+# office hours) that they never make a join: they are reported beside the evidence that does.
 WEAK = ("agent", "created", "timing")
 SYNC_BUCKET_S = 7200.0
 SYNC_OVERLAP = 0.6
@@ -133,9 +133,8 @@ def link(
         uf.find(a)
     joined: list[tuple[str, str, dict[str, str]]] = []
     for (a, b), kinds in pair_kinds.items():
-        families = {FAMILY[k] for k in kinds}
-        specific = any(k not in WEAK for k in kinds)
-        if "key" in families or (len(families) >= 2 and specific):
+        families = {FAMILY[k] for k in kinds if k not in WEAK}
+        if "key" in families or len(families) >= 2:
             uf.union(a, b)
             joined.append((a, b, kinds))
     roots = {a: uf.find(a) for a in accounts}

@@ -33,9 +33,9 @@ def _fmt(feature: str, v: float) -> str:
         "log_choice_tokens",
     ):
         return f"{10**v:,.0f}"
-    if feature == "log_output_input_ratio":
+    if feature in ("log_output_input_ratio", "log_novel_ratio"):
         return f"{10**v:.1f}x"
-    if feature == "log_mean_completion":
+    if feature in ("log_mean_completion", "log_novel_answer"):
         return f"{10**v - 1:,.0f}"
     if feature == "mean_log_max_tokens":
         return f"{2.718281828**v:,.0f}"
@@ -75,6 +75,8 @@ PHRASES = {
     "lexical_breadth": "prompts range over many subjects: {v} of content words distinct",
     "log_choice_tokens": "received {v} completion tokens (one choice per request)",
     "log_novel_tokens": "received {v} answer tokens to prompts no other account sends",
+    "log_novel_answer": "receives {v} tokens per answer to prompts no other account sends",
+    "log_novel_ratio": "gets {v} more answer than prompt tokens on prompts no one else sends",
     "hour_entropy": "active around the clock: hour-of-day spread {v}",
     "active_hours_frac": "active in {v} of the window's hours",
     "regularity": "machine-regular timing: regularity {v}",

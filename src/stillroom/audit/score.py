@@ -53,8 +53,8 @@ MIN_PER_RATE = 3.0  # the reference should hold 3/p units for rate p to be measu
 # against 1.0 a difference of several spreads).
 SCALE_FLOOR = {
     "log_novel_tokens": 0.3,
-    "log_mean_completion": 0.15,
-    "log_output_input_ratio": 0.15,
+    "log_novel_answer": 0.15,
+    "log_novel_ratio": 0.15,
     "log_logprob_values": 0.3,
     "frac_cot": 0.25,
     "prompt_uniqueness": 0.15,

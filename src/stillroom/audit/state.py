@@ -109,7 +109,8 @@ class AuditState:
         rows = [(a, f["unit"], as_of, f["score"]) for f in flagged for a in f["accounts"]]
         c.execute("BEGIN")
         try:
-            c.executemany("INSERT OR IGNORE INTO st.flags VALUES (?, ?, ?, ?)", rows)
+            if rows:
+                c.executemany("INSERT OR IGNORE INTO st.flags VALUES (?, ?, ?, ?)", rows)
             c.execute("COMMIT")
         except Exception:
             c.execute("ROLLBACK")
