@@ -117,11 +117,11 @@ SCORED: dict[str, str] = {
     "log_novel_ratio": "answer tokens per prompt token, on prompts no other account sends",
     "log_logprob_values": "log-probability values received per request",
     "frac_cot": "share of prompts eliciting step-by-step reasoning",
-    "prompt_uniqueness": "share of distinct prompts",
-    "prompt_exclusivity": "share of prompts no other account sends",
     "lexical_breadth": "subjects spanned (distinct content words)",
 }
 REPORTED = (
+    "prompt_uniqueness",
+    "prompt_exclusivity",
     "log_mean_completion",
     "log_output_input_ratio",
     "log_choice_tokens",
