@@ -15,13 +15,13 @@ Evidence between two accounts comes in independent families:
 - **timing**: synchronised working windows (at least 3 and at least 60% of the smaller
   account's active 2-hour buckets in common, among accounts not active in most of them).
 
-Two accounts join only on a key, or on specific evidence of two different families: an
-address or block and a system prompt, an address and an organization, email domain or card.
-A user agent, a sign-up hour and working hours are shared by strangers too often (a carrier
-NAT's users are awake at the same hours) and never make a join; they are reported beside the
-evidence that does. So a shared address or NAT alone never joins a customer to anyone.
-Actors are the connected components. Timing is tested only for pairs that already share
-other evidence; that keeps the pair count small on large logs.
+Two accounts join only on a key or a payment method (one payer), or on specific evidence of
+two different families: an address or block and a system prompt, an address and an
+organization or email domain. A user agent, a sign-up hour and working hours are shared by
+strangers too often (a carrier NAT's users are awake at the same hours) and never make a
+join; they are reported beside the evidence that does. So a shared address or NAT alone
+never joins a customer to anyone. Actors are the connected components. Timing is tested
+only for pairs that already share other evidence; that keeps the pair count small.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def link(
     joined: list[tuple[str, str, dict[str, str]]] = []
     for (a, b), kinds in pair_kinds.items():
         families = {FAMILY[k] for k in kinds if k not in WEAK}
-        if "key" in families or len(families) >= 2:
+        if "key" in families or "payment" in kinds or len(families) >= 2:
             uf.union(a, b)
             joined.append((a, b, kinds))
     roots = {a: uf.find(a) for a in accounts}
