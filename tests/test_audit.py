@@ -10,6 +10,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -425,6 +426,18 @@ def test_incremental_state_reads_only_new_rows_and_matches_a_full_audit(
     assert again.measured.stats.rows < 10  # only the newest instant, read again and de-duplicated
     assert again.flagged_accounts() == full.flagged_accounts()
     assert again.scores == pytest.approx(full.scores)
+
+
+def test_accounts_table_may_list_accounts_with_no_traffic(
+    sim: dict[str, Any], embedder: text.Embedder, tmp_path: Path
+) -> None:
+    table = pq.read_table(sim["accounts_table"]).to_pylist()
+    card = table[0]["payment_fingerprint"]
+    extra = [{**table[0], "account_id": f"idle_{i}", "payment_fingerprint": card} for i in range(3)]
+    path = tmp_path / "accounts.parquet"
+    pq.write_table(pa.Table.from_pylist(table + extra), path)
+    m = measure(sim["log"], embedder=embedder, accounts_table=str(path))
+    assert not any(a.startswith("idle_") for a in m.links.units)
 
 
 def test_accounts_table_problems_are_named(sim: dict[str, Any], tmp_path: Path) -> None:

@@ -113,8 +113,10 @@ def link(
     for acct, prompts in systems.items():
         for v in prompts:
             groups[("system", v)].append(acct)
-    for kind, value, acct in metadata:
-        groups[(kind, value)].append(acct)
+    present = set(accounts)
+    for kind, value, acct in metadata:  # the table may list accounts with no traffic here
+        if acct in present:
+            groups[(kind, value)].append(acct)
     pair_kinds: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
     common_cap = max(2, int(COMMON_SHARE * len(accounts)))
     for (kind, value), accts in groups.items():
