@@ -22,7 +22,7 @@ seen.
 Baseline, same run: a per-account request-volume threshold at the same FPR, set on the same
 log's accounts.
 
-    python benchmarks/audit_detection.py [--seeds 11 12 13] [--accounts 1000]
+    python benchmarks/audit_detection.py [--seeds 41 42 43] [--reference-seed 99]
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def lowo(
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, nargs="+", default=[21, 22, 23])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[41, 42, 43])
     ap.add_argument("--reference-seed", type=int, default=99)
     ap.add_argument("--fpr", type=float, nargs="+", default=[0.001, 0.003, 0.01])
     ap.add_argument("--accounts", type=int, default=1000)

@@ -8,7 +8,7 @@ Reported per strategy: median and worst time to detect, and actors never detecte
 of looking early, same run: the benign accounts flagged by any run (a cumulative FPR, higher
 than one run's), beside the last run's own FPR.
 
-    python benchmarks/audit_early.py [--seed 21] [--step-hours 12] [--fpr 0.003]
+    python benchmarks/audit_early.py [--seed 41] [--step-hours 12] [--fpr 0.003]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def first_requests(log: str) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seed", type=int, default=21)
+    ap.add_argument("--seed", type=int, default=41)
     ap.add_argument("--reference-seed", type=int, default=99)
     ap.add_argument("--self-calibrate", action="store_true", help="No known-benign reference.")
     ap.add_argument("--step-hours", type=float, default=12.0)
