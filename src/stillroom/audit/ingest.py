@@ -21,7 +21,7 @@ from typing import Any
 
 from stillroom.audit import litellm_log, otel_spans
 from stillroom.audit.engine import DuckDBEngine, SQLEngine
-from stillroom.audit.source import Source
+from stillroom.audit.source import Source, check_mapped
 from stillroom.errors import InputError
 
 REQUIRED = ("created_at", "account_id", "params")
@@ -347,12 +347,7 @@ def _check_columns(
     """({log column: (source column, source type)} after --map, {params key: source column}
     when `params` is built from separate columns); names every missing column."""
     present = {name for name, _ in have}
-    for old in mapping:
-        if old not in present:
-            raise InputError(
-                f"{src.label}: --map names column {old!r}, which the log does not have; "
-                f"its columns are {', '.join(sorted(present))}"
-            )
+    check_mapped(src.label, present, mapping, "the log")
     renamed: dict[str, tuple[str, str]] = {}
     parts: dict[str, str] = {}
     for name, typ in have:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from stillroom.audit.source import check_mapped
 from stillroom.errors import InputError
 
 if TYPE_CHECKING:
@@ -67,12 +68,7 @@ def looks_like(columns: list[str]) -> bool:
 def check(label: str, have: list[tuple[str, str]], mapping: dict[str, str]) -> None:
     """Stop early, naming the LiteLLM columns that are missing and the fix."""
     names = {n for n, _ in have}
-    for old in mapping:
-        if old not in names:
-            raise InputError(
-                f"{label}: --map names column {old!r}, which this LiteLLM spend log does not "
-                f"have; its columns are {', '.join(sorted(names))}"
-            )
+    check_mapped(label, names, mapping, "this LiteLLM spend log")
     targets = set(mapping.values())
     missing = []
     if "startTime" not in names and "created_at" not in targets:
