@@ -106,21 +106,13 @@ def linkage(units: dict[str, str], lab: dict[str, dict[str, str]]) -> Counter[st
 
 def reference(data: Path, seed: int, accounts: int, emb: Any) -> tuple[Any, dict[str, Any]]:
     """The benign accounts of another seed's log, measured: a known-benign reference."""
-    import duckdb
-
     from stillroom.audit.run import measure
+    from stillroom.audit.simulate import write_benign_log
 
     m = ensure(data, seed, accounts)
     out = data / f"seed{seed}" / "benign.parquet"
     if not out.exists():
-        benign = [a for a, r in labels(m).items() if r["label"] == "benign"]
-        con = duckdb.connect()
-        con.execute("CREATE TABLE keep (account_id VARCHAR)")
-        con.executemany("INSERT INTO keep VALUES (?)", [[a] for a in benign])
-        con.execute(
-            f"COPY (SELECT * FROM read_parquet('{m['log']}') WHERE account_id IN "
-            f"(SELECT account_id FROM keep)) TO '{out}' (FORMAT parquet)"
-        )
+        write_benign_log(m, out)
     return measure(str(out), embedder=emb, accounts_table=m["accounts_table"]), labels(m)
 
 

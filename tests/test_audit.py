@@ -20,7 +20,7 @@ from stillroom.audit.cli import app
 from stillroom.audit.ingest import parse_map
 from stillroom.audit.run import audit, decide, measure
 from stillroom.audit.score import fit, score, self_calibrate, tail_threshold
-from stillroom.audit.simulate import simulate
+from stillroom.audit.simulate import simulate, write_benign_log
 from stillroom.errors import InputError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,15 +36,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def benign_log(sim: dict[str, Any]) -> str:
     """The simulated log's benign accounts alone: a known-benign log to calibrate on."""
-    out = str(Path(sim["log"]).with_name("benign.parquet"))
-    keep = [a for a, r in labels(sim).items() if r["label"] == "benign"]
-    con = duckdb.connect()
-    con.execute("CREATE TABLE keep AS SELECT unnest(?) AS account_id", [keep])
-    con.execute(
-        f"COPY (SELECT * FROM read_parquet('{sim['log']}') WHERE account_id IN "
-        f"(SELECT account_id FROM keep)) TO '{out}' (FORMAT parquet)"
-    )
-    return out
+    return str(write_benign_log(sim, Path(sim["log"]).with_name("benign.parquet")))
 
 
 @pytest.fixture(scope="module")

@@ -98,8 +98,7 @@ def _from_gateway(source: str) -> dict[str, dict[str, Any]]:
 
     from stillroom.serve.db import database_url
 
-    url = source if source.startswith(("postgresql://", "postgres://", "sqlite://")) else None
-    engine = sa.create_engine(url or database_url(source))
+    engine = sa.create_engine(database_url(source))
     try:
         with engine.connect() as conn:
             if not sa.inspect(conn).has_table("accounts"):

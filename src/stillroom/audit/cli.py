@@ -11,11 +11,14 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from stillroom.errors import InputError, StillroomError
+
+if TYPE_CHECKING:
+    from stillroom.audit.run import AuditResult
 
 
 def _emit(data: Any) -> None:
@@ -168,7 +171,7 @@ def audit(
 
 
 def _report(
-    result: Any,
+    result: AuditResult,
     save_calibration: Path | None,
     block: bool,
     db: str,

@@ -22,7 +22,7 @@ def copy_log(source: str, out: Path) -> str:
 
     from stillroom.serve.db import database_url
 
-    url = source if source.startswith("sqlite://") else database_url(source)
+    url = database_url(source)  # a URL as it is (postgresql:// with its driver), or a file
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:

@@ -88,9 +88,7 @@ def measure(
     try:
         clock = _Clock(t)
         src = ingest.resolve(source, work)
-        mark = state.watermark() if state is not None else None
-        if mark is not None:
-            since = mark if since is None else max(since, mark)
+        mark = state.watermark() if state is not None else None  # rows before it: read
         stats = ingest.load(
             eng,
             src,

@@ -399,6 +399,26 @@ def simulate(
     return manifest
 
 
+def write_benign_log(manifest: dict[str, Any], out: Path) -> Path:
+    """The simulated log's benign accounts alone, as Parquet: a known-benign log to calibrate
+    an audit on (`stillroom audit --calibrate`), as a provider's vetted customers would be."""
+    import duckdb
+
+    keep = [
+        r["account_id"] for r in iter_labels(Path(manifest["labels"])) if r["label"] == "benign"
+    ]
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE TABLE keep AS SELECT unnest(?) AS account_id", [keep])
+        con.execute(
+            f"COPY (SELECT * FROM read_parquet('{manifest['log']}') WHERE account_id IN "
+            f"(SELECT account_id FROM keep)) TO '{out}' (FORMAT parquet)"
+        )
+    finally:
+        con.close()
+    return out
+
+
 def iter_labels(path: Path) -> Iterator[dict[str, str]]:
     import pyarrow.parquet as pq
 

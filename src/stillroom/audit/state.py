@@ -77,9 +77,8 @@ class AuditState:
                 "(SELECT rid FROM st.seen WHERE ts >= (SELECT min(ts) FROM log))"
             )
             if sampled:
-                import pyarrow as pa
-
-                fresh = pa.Table.from_pylist(sampled)  # noqa: F841 (read by name below)
+                names = ("account_id", "rid", "phash", "endpoint", "text")
+                self.engine.register("fresh", {k: [r[k] for r in sampled] for k in names})
                 c.execute(
                     "INSERT INTO st.samples SELECT account_id, rid, phash, endpoint, text "
                     "FROM fresh WHERE rid NOT IN (SELECT rid FROM st.samples)"

@@ -2,8 +2,7 @@
 
 Template reuse: each prompt's *skeleton* keeps the words that recur in the account's sample
 (the template's own words) and masks the rest (the slots); skeletons are MinHashed, and LSH
-bands shared by two prompts mark a near-duplicate template. Bands repeated within an account
-are its template signature, which links.py compares across accounts.
+bands shared by two prompts mark a near-duplicate template (reported, not scored).
 
 Topic breadth: the dispersion (1 - mean resultant length) of the prompts' embeddings. The
 default embedder is all-MiniLM-L6-v2's own word-piece embedding table (from the offline
@@ -292,7 +291,7 @@ def by_account(rows: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
 def account_text_features(
     samples: dict[str, list[str]], embedder: Embedder, chunk: int = 500
 ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
-    """Per account: template reuse, template signature, and the sample's embeddings."""
+    """Per account: template reuse, and the sample's embeddings."""
     feats: dict[str, dict[str, Any]] = {}
     accounts = sorted(samples)
     flat: list[str] = []
@@ -307,8 +306,7 @@ def account_text_features(
         i = 0
         for a in part:
             n = len(samples[a])
-            reuse, signature = _reuse(samples[a], keys[i : i + n])
-            feats[a] = {"template_reuse": reuse, "signature": signature}
+            feats[a] = {"template_reuse": _reuse(samples[a], keys[i : i + n])[0]}
             i += n
     vecs = embedder.encode(flat)
     if len(vecs):  # remove the direction every prompt shares (anisotropy), renormalise
