@@ -55,7 +55,7 @@ from stillroom.tasks.wordnet import (
 )
 from stillroom.teachers.base import Choice, GenerationParams, TeacherRequest
 from stillroom.teachers.gemma import DEFAULT_TEACHER
-from stillroom.teachers.local import LocalTeacher, _pad
+from stillroom.teachers.local import LocalTeacher, pad_batch
 from stillroom.watermark.detect import Detection, detect_many, detect_texts
 from stillroom.watermark.greenlist import GreenList
 from stillroom.watermark.key import WatermarkKey
@@ -243,7 +243,7 @@ def first_token_logits(teacher: LocalTeacher, prompts: list[str]) -> torch.Tenso
         for i in range(0, len(encoded), teacher.batch_size):
             chunk = encoded[i : i + teacher.batch_size]
             n_prefix, cache = teacher._prefix_cache(chunk)
-            ids, suffix_mask = _pad(
+            ids, suffix_mask = pad_batch(
                 [t[n_prefix:] for t in chunk], teacher.pad_token_id, teacher.device
             )
             mask = torch.cat([suffix_mask.new_ones(len(chunk), n_prefix), suffix_mask], dim=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stillroom.evaluate.report import _new_figure, _Plot, _png, _write_atomic
+from stillroom.evaluate.report import Plot, figure_png, new_figure, write_atomic
 from stillroom.trace.report import page_head
 
 DISTILLER_COLOR, BENIGN_COLOR, CONTROL_COLOR, TARGET_COLOR = "#c44e52", "#4c72b0", "#55a868", "#888"
@@ -26,7 +26,7 @@ def write_story(story: dict[str, Any], path: Path) -> Path:
         "p": _p,
     }
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    _write_atomic(path, env.from_string(TEMPLATE).render(**ctx).encode("utf-8"))
+    write_atomic(path, env.from_string(TEMPLATE).render(**ctx).encode("utf-8"))
     return path
 
 
@@ -67,8 +67,8 @@ def _p(v: float) -> str:
     return f"{v:.3g}" if v >= 1e-4 or v == 0 else f"{v:.2e}"
 
 
-def _plot_traffic(audit: dict[str, Any]) -> _Plot:
-    fig = _new_figure(6.8, 3.4)
+def _plot_traffic(audit: dict[str, Any]) -> Plot:
+    fig = new_figure(6.8, 3.4)
     ax = fig.subplots()
     for role, color in (("distiller", DISTILLER_COLOR), ("benign", BENIGN_COLOR)):
         ts = [t for t, r in audit["requests"] if r == role]
@@ -81,12 +81,12 @@ def _plot_traffic(audit: dict[str, Any]) -> _Plot:
         "Every request the gateway logged, as it arrived. The audit sees only this log: "
         "accounts, keys, times, prompts, parameters and answers; never who is who."
     )
-    return _Plot("traffic", "Traffic through the gateway", caption, _png(fig))
+    return Plot("traffic", "Traffic through the gateway", caption, figure_png(fig))
 
 
-def _plot_scores(audit: dict[str, Any]) -> _Plot:
+def _plot_scores(audit: dict[str, Any]) -> Plot:
     units = audit["units"]
-    fig = _new_figure(6.8, 3.4)
+    fig = new_figure(6.8, 3.4)
     ax = fig.subplots()
     colors = [DISTILLER_COLOR if u["role"] == "distiller" else BENIGN_COLOR for u in units]
     ax.bar(range(len(units)), [u["score"] for u in units], color=colors)
@@ -100,11 +100,11 @@ def _plot_scores(audit: dict[str, Any]) -> _Plot:
         f"without labels for a {audit['fpr']:.1%} false-positive rate, and accounts with fewer "
         f"than {audit['min_requests']} requests are not flagged."
     )
-    return _Plot("audit", "Audit scores", caption, _png(fig))
+    return Plot("audit", "Audit scores", caption, figure_png(fig))
 
 
-def _plot_traces(traces: dict[str, Any]) -> _Plot:
-    fig = _new_figure(6.8, 3.6)
+def _plot_traces(traces: dict[str, Any]) -> Plot:
+    fig = new_figure(6.8, 3.6)
     ax = fig.subplots()
     floor = 1e-300
     for name, color, label in (
@@ -127,7 +127,7 @@ def _plot_traces(traces: dict[str, Any]) -> _Plot:
         "pairs are scored with the key, each pair once, pairs in the prompt skipped; exact "
         "binomial p-value, multiplied by the looks taken."
     )
-    return _Plot("trace", "Did the student learn from our outputs?", caption, _png(fig))
+    return Plot("trace", "Did the student learn from our outputs?", caption, figure_png(fig))
 
 
 TEMPLATE = (

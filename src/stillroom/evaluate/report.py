@@ -64,7 +64,7 @@ class ReportPaths(TypedDict):
 
 
 @dataclass(frozen=True)
-class _Plot:
+class Plot:
     name: str  # file stem under plots/
     title: str
     caption: str
@@ -86,13 +86,13 @@ def write_report(run_dir: Path, result: dict[str, Any]) -> ReportPaths:
     plots = [p for p in [*made, _plot_training(logs, notes)] if p is not None]
     plot_paths = [plots_dir / f"{p.name}.png" for p in plots]
     for plot, path in zip(plots, plot_paths, strict=True):
-        _write_atomic(path, plot.png)
+        write_atomic(path, plot.png)
     for name in set(PLOT_NAMES) - {p.name for p in plots}:
         (plots_dir / f"{name}.png").unlink(missing_ok=True)  # from an earlier eval of this run
     ctx = _context(result, plots, notes)
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
-    _write_atomic(md_path, _render_md(ctx).encode("utf-8"))
-    _write_atomic(html_path, _render_html(ctx).encode("utf-8"))
+    write_atomic(md_path, _render_md(ctx).encode("utf-8"))
+    write_atomic(html_path, _render_html(ctx).encode("utf-8"))
     return {"md": md_path, "html": html_path, "plots": plot_paths}
 
 
@@ -254,7 +254,7 @@ def _load_training_logs(run_dir: Path, given: dict[str, Any], notes: list[str]) 
 # ---------------------------------------------------------------- figures
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -263,7 +263,7 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _png(fig: Figure) -> bytes:
+def figure_png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, facecolor="white", metadata={"Software": None})
     return buf.getvalue()
@@ -273,7 +273,7 @@ def _color(role: str) -> str:
     return COLORS.get(role, OTHER_COLOR)
 
 
-def _plot_quality_cost(result: dict[str, Any], notes: list[str]) -> _Plot | None:
+def _plot_quality_cost(result: dict[str, Any], notes: list[str]) -> Plot | None:
     from matplotlib.ticker import FuncFormatter
 
     metric = (result.get("task") or {}).get("metric") or "accuracy"
@@ -285,7 +285,7 @@ def _plot_quality_cost(result: dict[str, Any], notes: list[str]) -> _Plot | None
     if not points:
         notes.append(f"No model has a cost and a {_label(metric)} score: no quality/cost figure.")
         return None
-    fig = _new_figure(7.5, 4.6)
+    fig = new_figure(7.5, 4.6)
     ax = fig.subplots()
     costs = [p[2] for p in points]
     for role, name, cost, q in points:
@@ -317,7 +317,7 @@ def _plot_quality_cost(result: dict[str, Any], notes: list[str]) -> _Plot | None
         f"Test-set {_label(metric)} against the cost of serving one million requests; "
         "up and to the left is better."
     )
-    return _Plot("quality_cost", "Quality against cost", caption, _png(fig))
+    return Plot("quality_cost", "Quality against cost", caption, figure_png(fig))
 
 
 def _quality_axis(ax: Axes, result: dict[str, Any], metric: str, values: list[float]) -> None:
@@ -364,7 +364,7 @@ def _matrices(result: dict[str, Any], notes: list[str]) -> tuple[list[str], list
     return labels, found
 
 
-def _plot_confusion(result: dict[str, Any], notes: list[str]) -> _Plot | None:
+def _plot_confusion(result: dict[str, Any], notes: list[str]) -> Plot | None:
 
     if not result.get("confusion"):
         return None
@@ -375,7 +375,7 @@ def _plot_confusion(result: dict[str, Any], notes: list[str]) -> _Plot | None:
     side = min(12.0, max(3.0, 0.36 * n + 1.2))  # inches per matrix; at most ~11 across
     ncols = max(1, min(k, int(11 // side)))
     nrows = math.ceil(k / ncols)
-    fig = _new_figure(side * ncols + 0.9, (side + 0.5) * nrows)
+    fig = new_figure(side * ncols + 0.9, (side + 0.5) * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     models = dict(_models(result))
     images = []
@@ -391,7 +391,7 @@ def _plot_confusion(result: dict[str, Any], notes: list[str]) -> _Plot | None:
         "Rows are the true labels, columns the predictions; colour is the share of each true "
         "class, the number the count of test items."
     )
-    return _Plot("confusion", "Confusion matrices", caption, _png(fig))
+    return Plot("confusion", "Confusion matrices", caption, figure_png(fig))
 
 
 def _draw_matrix(ax: Axes, title: str, color: str, labels: list[str], m: Any) -> AxesImage:
@@ -423,7 +423,7 @@ def _annotate_counts(ax: Axes, counts: Any, share: Any) -> None:
             ax.text(j, i, text, ha="center", va="center", fontsize=size, color=color)
 
 
-def _plot_training(logs: dict[str, Log], notes: list[str]) -> _Plot | None:
+def _plot_training(logs: dict[str, Log], notes: list[str]) -> Plot | None:
     keys = ["loss"] if any("loss" in r for rows in logs.values() for r in rows) else []
     keys += sorted({k for rows in logs.values() for r in rows for k in r if k.startswith("val_")})
     if not keys:
@@ -432,7 +432,7 @@ def _plot_training(logs: dict[str, Log], notes: list[str]) -> _Plot | None:
         return None
     ncols = min(len(keys), 2)
     nrows = math.ceil(len(keys) / ncols)
-    fig = _new_figure(5.4 * ncols, 3.3 * nrows)
+    fig = new_figure(5.4 * ncols, 3.3 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, key in zip(axes, keys, strict=False):
         for role, rows in logs.items():
@@ -451,7 +451,7 @@ def _plot_training(logs: dict[str, Log], notes: list[str]) -> _Plot | None:
         "distillation objective, the baseline's the cross-entropy on gold labels: compare "
         "their shapes, not their levels."
     )
-    return _Plot("training_curves", "Training curves", caption, _png(fig))
+    return Plot("training_curves", "Training curves", caption, figure_png(fig))
 
 
 def _plot_series(ax: Axes, role: str, pts: list[tuple[Any, Any]], smooth: bool) -> None:
@@ -531,7 +531,7 @@ def _task_line(task: dict[str, Any]) -> str:
     return text + "."
 
 
-def _context(result: dict[str, Any], plots: list[_Plot], notes: list[str]) -> dict[str, Any]:
+def _context(result: dict[str, Any], plots: list[Plot], notes: list[str]) -> dict[str, Any]:
     roles, rows = _table(result)
     settings = result.get("settings") or {}
     items = [(k, str(settings[k])) for k in ("machine", "command") if settings.get(k)]
@@ -672,7 +672,7 @@ def _render_html(ctx: dict[str, Any]) -> str:
     return env.from_string(HTML_TEMPLATE).render(**ctx)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temp file beside `path`, flush it to disk, then rename over `path`."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

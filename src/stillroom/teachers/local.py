@@ -139,7 +139,7 @@ class LocalTeacher(QueuedTeacher):
         """
         if dtype not in _DTYPES:
             raise TeacherFatalError(f"dtype {dtype!r} is not supported; use one of {list(_DTYPES)}")
-        source, name = _resolve_model(path_or_name)
+        source, name = resolve_model(path_or_name)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         try:
@@ -212,7 +212,7 @@ class LocalTeacher(QueuedTeacher):
         """The sampling loop: prefill once, then one token per step for the rows still open."""
         from transformers import DynamicCache
 
-        ids, mask = _pad(prompts, self.pad_token_id, self.device, left=True)  # (B, L)
+        ids, mask = pad_batch(prompts, self.pad_token_id, self.device, left=True)  # (B, L)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, L): left padding shifts them
         cache = DynamicCache(config=self.lm.config)
         logits = self._logits(ids, mask, positions, cache)  # (B, V)
@@ -412,7 +412,9 @@ class LocalTeacher(QueuedTeacher):
         n_prefix, cache = self._prefix_cache(prompts)
         p = len(prompts)
         # Prompt suffixes after the shared prefix, right-padded: (P, S).
-        ids, suffix_mask = _pad([t[n_prefix:] for t in prompts], self.pad_token_id, self.device)
+        ids, suffix_mask = pad_batch(
+            [t[n_prefix:] for t in prompts], self.pad_token_id, self.device
+        )
         mask = torch.cat([suffix_mask.new_ones(p, n_prefix), suffix_mask], dim=1)  # (P, Lp+S)
         positions = n_prefix + torch.arange(ids.shape[1], device=self.device).expand(p, -1)
         hidden = self._hidden(ids, mask, positions, cache)  # (P, S, H)
@@ -441,8 +443,8 @@ class LocalTeacher(QueuedTeacher):
         Rows are prompt-major (row p*G + g). Returns (P, G).
         """
         p, g = mask.shape[0], len(targets)
-        inputs, input_mask = _pad([t[:-1] for t in targets], self.pad_token_id, self.device)
-        nexts, _ = _pad([t[1:] for t in targets], self.pad_token_id, self.device)  # (G, M)
+        inputs, input_mask = pad_batch([t[:-1] for t in targets], self.pad_token_id, self.device)
+        nexts, _ = pad_batch([t[1:] for t in targets], self.pad_token_id, self.device)  # (G, M)
         cache.batch_repeat_interleave(g)
         mask = torch.cat([mask.repeat_interleave(g, 0), input_mask.repeat(p, 1)], dim=1)
         steps = torch.arange(inputs.shape[1], device=self.device)  # (M,)
@@ -532,7 +534,7 @@ class LocalTeacher(QueuedTeacher):
         return ids
 
 
-def _resolve_model(path_or_name: str) -> tuple[str | Path, str]:
+def resolve_model(path_or_name: str) -> tuple[str | Path, str]:
     """(what to pass to from_pretrained, the model name requests are keyed by)."""
     if path_or_name in DEFAULT_TEACHER_ALIASES:
         return default_teacher_dir(), DEFAULT_TEACHER
@@ -572,7 +574,7 @@ def _pad_id(tokenizer: Any, eos_ids: frozenset[int]) -> int:
     return min(eos_ids) if eos_ids else 0  # masked out anyway; any valid id does
 
 
-def _pad(
+def pad_batch(
     seqs: list[list[int]], pad_id: int, device: torch.device, *, left: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad id lists to (B, L) ids and a (B, L) 0/1 mask; an empty list is all padding."""

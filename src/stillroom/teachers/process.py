@@ -133,7 +133,7 @@ def _serve(
     """The child: load the model, say what the parent needs, then answer until told to stop."""
     import torch
 
-    from stillroom.teachers.local import LocalTeacher, _resolve_model
+    from stillroom.teachers.local import LocalTeacher, resolve_model
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -145,7 +145,7 @@ def _serve(
         teacher = LocalTeacher.load(
             path_or_name, dtype=dtype, batch_size=batch_size, watermark=watermark
         )
-        source, _ = _resolve_model(path_or_name)
+        source, _ = resolve_model(path_or_name)
     except Exception as e:
         conn.send(("error", _portable(e)))
         return

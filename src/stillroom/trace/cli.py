@@ -319,10 +319,10 @@ def _served(
 
 
 def _texts(texts: Path | None, field: str, budget: int) -> list[str]:
-    from stillroom.watermark.cli import _jsonl_chunks
+    from stillroom.watermark.cli import jsonl_chunks
 
     assert texts is not None  # checked with the other options
-    ours = [t for _, chunk in _jsonl_chunks(texts, field) for t in chunk]
+    ours = [t for _, chunk in jsonl_chunks(texts, field) for t in chunk]
     sys.stderr.write(f"reading {min(len(ours), budget)} of our texts\n")
     return ours
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stillroom.evaluate.report import _new_figure, _Plot, _png, _write_atomic
+from stillroom.evaluate.report import Plot, figure_png, new_figure, write_atomic
 
 TARGET_COLOR, RAW_COLOR, ADJ_COLOR = "#c44e52", "#8da0cb", "#4c72b0"
 
@@ -32,7 +32,7 @@ def write_html(verdict: dict[str, Any], path: Path) -> Path:
         "identity": verdict.get("identity"),
     }
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    _write_atomic(path, env.from_string(TEMPLATE).render(**ctx).encode("utf-8"))
+    write_atomic(path, env.from_string(TEMPLATE).render(**ctx).encode("utf-8"))
     return path
 
 
@@ -98,9 +98,9 @@ def _served(r: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"rows": rows, "statement": r.get("statement", "")}
 
 
-def _plot_looks(r: dict[str, Any], unit: str) -> _Plot:
+def _plot_looks(r: dict[str, Any], unit: str) -> Plot:
     looks = r["looks"]
-    fig = _new_figure(6.8, 3.8)
+    fig = new_figure(6.8, 3.8)
     ax = fig.subplots()
     xs = [lk["queries"] for lk in looks]
     floor = 1e-300  # a p-value of exactly 0 (underflow) still plots, at the bottom
@@ -124,7 +124,7 @@ def _plot_looks(r: dict[str, Any], unit: str) -> _Plot:
         "whose p-value, multiplied by the number of looks taken (Bonferroni), is below the "
         "target, so stopping early does not inflate significance."
     )
-    return _Plot("looks", "p-value against queries", caption, _png(fig))
+    return Plot("looks", "p-value against queries", caption, figure_png(fig))
 
 
 def _match(m: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -153,9 +153,9 @@ def _match(m: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _plot_match(m: dict[str, Any]) -> _Plot:
+def _plot_match(m: dict[str, Any]) -> Plot:
     models = [*m["candidates"], *m["references"]]
-    fig = _new_figure(6.8, max(2.4, 0.42 * len(models) + 1.2))
+    fig = new_figure(6.8, max(2.4, 0.42 * len(models) + 1.2))
     ax = fig.subplots()
     names = [c["name"] for c in models][::-1]
     rates = [c["match_rate"] for c in models][::-1]
@@ -175,7 +175,7 @@ def _plot_match(m: dict[str, Any]) -> _Plot:
         "Candidates in blue (the named parent in red), references in grey. The test compares "
         "each candidate with the closest reference prompt by prompt, not these averages."
     )
-    return _Plot("match", "Token match with the suspect", caption, _png(fig))
+    return Plot("match", "Token match with the suspect", caption, figure_png(fig))
 
 
 # The page style of the trace report, shared by the demo's story.

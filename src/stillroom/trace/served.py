@@ -240,7 +240,7 @@ def answer_logprobs(model: Any, messages: Sequence[Messages], answers: Sequence[
     positions."""
     import torch
 
-    from stillroom.teachers.local import _pad
+    from stillroom.teachers.local import pad_batch
 
     tok = model.tokenizer
     rows = []
@@ -258,7 +258,9 @@ def answer_logprobs(model: Any, messages: Sequence[Messages], answers: Sequence[
         if not chunk:
             continue
         # The teacher's own padding and output layer (softcapped, 64 rows at a time).
-        ids, mask = _pad([rows[i][0] + rows[i][1] for i in chunk], model.pad_token_id, model.device)
+        ids, mask = pad_batch(
+            [rows[i][0] + rows[i][1] for i in chunk], model.pad_token_id, model.device
+        )
         with torch.inference_mode():
             hidden = model.lm.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
             for r, i in enumerate(chunk):

@@ -96,7 +96,7 @@ def detect(
         path = Path(text_or_file)
         if not path.is_file():
             raise InputError(f"{path}: no such file; --jsonl-field reads a JSONL file")
-        for lines, texts in _jsonl_chunks(path, jsonl_field):
+        for lines, texts in jsonl_chunks(path, jsonl_field):
             for line, found in zip(lines, detect_texts(texts, green_list, tok), strict=True):
                 _emit({"line": line, **found.to_dict()}, indent=None)
         return
@@ -128,7 +128,7 @@ def _read_text(arg: str) -> tuple[str, str]:
     return arg, "argument"
 
 
-def _jsonl_chunks(path: Path, field: str) -> Iterator[tuple[list[int], list[str]]]:
+def jsonl_chunks(path: Path, field: str) -> Iterator[tuple[list[int], list[str]]]:
     """(line numbers, texts) of a JSONL file, _CHUNK rows at a time; blank lines skipped."""
     lines: list[int] = []
     texts: list[str] = []

@@ -133,14 +133,14 @@ def load_tokenizer(name_or_dir: str = DEFAULT_TEACHER) -> Any:
     from transformers import AutoTokenizer
 
     from stillroom.teachers.gemma import DEFAULT_TEACHER_ALIASES, cache_root_dir
-    from stillroom.teachers.local import _resolve_model
+    from stillroom.teachers.local import resolve_model
 
     if name_or_dir in DEFAULT_TEACHER_ALIASES:
         cached = cache_root_dir() / DEFAULT_TEACHER
         if not (cached / "config.json").is_file():
             return _gguf_tokenizer()
     try:
-        source, _ = _resolve_model(name_or_dir)
+        source, _ = resolve_model(name_or_dir)
         return AutoTokenizer.from_pretrained(source, local_files_only=True)
     except StillroomError as e:
         raise InputError(f"tokenizer: {e}") from e
