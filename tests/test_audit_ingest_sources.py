@@ -457,3 +457,20 @@ def test_params_column_and_params_maps_conflict_in_one_line(tmp_path: Path) -> N
     assert res.exit_code != 0 and isinstance(res.exception, InputError)
     assert "has a params column too" in str(res.exception)
     assert "\n" not in str(res.exception)
+
+
+def test_user_turns_are_counted_in_either_json_spacing(tmp_path: Path) -> None:
+    """A chat's user turns, whether its JSON was written with spaces after the colons
+    (Python's json.dumps) or without them (most other writers)."""
+    one = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
+    two = [*one, {"role": "assistant", "content": "a"}, {"role": "user", "content": "r"}]
+    texts = [json.dumps(one), json.dumps(two), json.dumps(one, separators=(",", ":")),
+             json.dumps(two, separators=(",", ":"))]  # fmt: skip
+    path = tmp_path / "log.parquet"
+    columns = {"created_at": [1.0e9 + i for i in range(4)], "account_id": ["a"] * 4,
+               "params": ["{}"] * 4, "messages": texts}  # fmt: skip
+    pq.write_table(pa.table(columns), path)
+    engine = DuckDBEngine()
+    ingest.load(engine, ingest.resolve(str(path), tmp_path), {}, tmp_path)
+    got = [r["turns"] for r in engine.rows("SELECT turns FROM log ORDER BY ts")]
+    assert got == [1, 2, 1, 2]

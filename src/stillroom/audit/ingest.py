@@ -499,8 +499,9 @@ SELECT
   CASE WHEN {lp} = 'true' OR TRY_CAST({lp} AS DOUBLE) > 0 THEN 1 ELSE 0 END AS logprobs,
   COALESCE(TRY_CAST({tlp} AS DOUBLE), TRY_CAST({lp} AS DOUBLE), 0e0) AS top_logprobs,
   CASE WHEN messages IS NULL THEN 1
-       ELSE (length(messages) - length(replace(replace(messages, '"role":"user"', ''),
-             '"role": "user"', ''))) / 13 END AS turns,
+       ELSE (length(messages) - length(replace(messages, '"role":"user"', ''))) / 13
+          + (length(messages) - length(replace(messages, '"role": "user"', ''))) / 14
+  END AS turns,
   CASE WHEN {d.matches(COT_TEXT, COT_PATTERN)} THEN 1 ELSE 0 END AS cot,
   CASE
     WHEN created_at IS NULL THEN 'created_at missing or not a time'
