@@ -16,20 +16,25 @@ setup: $(VENV)/.installed system-deps
 # browser test). Installed once; skipped when present.
 system-deps:
 	@if [ ! -f /usr/share/wordnet/data.noun ] || [ ! -x /usr/bin/chromium ]; then \
+		echo "setup: Debian packages wordnet-base and chromium"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base chromium >/dev/null; \
 	fi
 
 # torch first, pinned: 2.13.0 is the CPU wheel on this machine's disk; an unpinned torch
 # pulls a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
+	@echo "setup: a virtualenv in $(VENV) (about 3 minutes the first time, then skipped)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
+	@echo "setup: torch 2.13.0, the CPU wheel"
 	$(PIP) install -q torch==2.13.0
+	@echo "setup: stillroom and its dependencies (transformers, duckdb, fastapi, ...)"
 	$(PIP) install -q -e '.[dev]'
 	touch $@
 
 # The default task end to end: WordNet glosses, Gemma 3 270M teacher, a shrunk student.
 demo: setup $(TASK_FILE)
+	@echo "demo: stillroom distill examples/wordnet.yaml (the two-sided story is 'stillroom demo')"
 	$(VENV)/bin/stillroom distill examples/wordnet.yaml
 
 # Built once from WordNet (Debian wordnet-base), like the converted model; rebuilt when the

@@ -58,7 +58,7 @@ def main() -> None:
     cmd = [
         sys.executable,
         "-c",
-        "from stillroom.audit.cli import app; app()",
+        "from stillroom.cli import main; main()",
         "audit",
         str(log),
         "--format",

@@ -16,11 +16,11 @@ import pytest
 from typer.testing import CliRunner
 
 from stillroom.audit import text
-from stillroom.audit.cli import app
 from stillroom.audit.ingest import parse_map
 from stillroom.audit.run import audit, decide, measure
 from stillroom.audit.score import fit, score, self_calibrate, tail_threshold
 from stillroom.audit.simulate import simulate, write_benign_log
+from stillroom.cli import app
 from stillroom.errors import InputError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

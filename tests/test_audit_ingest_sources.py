@@ -21,10 +21,10 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from stillroom.audit import ingest, text
-from stillroom.audit.cli import app
 from stillroom.audit.engine import DuckDBEngine, SQLEngine
 from stillroom.audit.ingest import check_schema, parse_map
 from stillroom.audit.run import Measured, measure
+from stillroom.cli import app
 from stillroom.errors import InputError
 from tests.serve_helpers import PG_URL_ENV, fresh_pg_database
 

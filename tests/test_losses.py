@@ -508,3 +508,14 @@ def test_soft_label_gradients_and_errors() -> None:
         soft_label_loss(student, teacher, alpha=0.5)
     with pytest.raises(ValueError, match=r"\(B, C\)"):
         soft_label_loss(student, teacher[:, :3])
+
+
+def test_every_divergence_config_accepts_is_registered() -> None:
+    """A divergence is added in one place in losses.py and named in the config's choices."""
+    import typing
+
+    from stillroom.config import TrainSection
+    from stillroom.train.losses import DIVERGENCES, Divergence
+
+    accepted = typing.get_args(TrainSection.model_fields["divergence"].annotation)
+    assert set(accepted) == set(typing.get_args(Divergence)) == set(DIVERGENCES)

@@ -75,7 +75,6 @@ def test_read_mode_output_match_and_html_in_one_verdict(world: dict[str, Path]) 
     [
         ([], "nothing to test"),
         (["--key-file", "wm.json", "--mode", "read"], "--texts"),
-        (["--key-file", "wm.json", "--mode", "sing"], "'generate', 'read' or 'mass'"),
         (["--key-file", "wm.json", "--baseline", "b"], "--mode mass"),
         (["--candidate", "nameless"], "NAME=FOLDER_OR_URL"),
     ],

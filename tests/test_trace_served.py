@@ -238,7 +238,6 @@ def test_options_that_cannot_work_are_refused_before_any_model_loads(
     cases = [
         (["--served", world["db"], "--served-by", "answers", "--baseline", "x"], "drop --baseline"),
         (["--account", "harvester", "--key-file", str(world["root"] / "wm.json")], "add --served"),
-        (["--served", world["db"], "--served-by", "sideways"], "use 'likelihood' or 'answers'"),
         (["--served", world["db"], "--account", "nobody"], "no such account"),
     ]
     for extra, message in cases:

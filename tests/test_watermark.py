@@ -18,10 +18,10 @@ import typer
 from scipy import stats
 from typer.testing import CliRunner
 
+from stillroom.cli import watermark as watermark_cli
 from stillroom.errors import InputError
 from stillroom.teachers.base import GenerationParams, TeacherRequest
 from stillroom.teachers.local import LocalTeacher
-from stillroom.watermark import cli as watermark_cli
 from stillroom.watermark.detect import detect, detect_many, detect_text, detect_texts
 from stillroom.watermark.greenlist import GreenList
 from stillroom.watermark.key import WatermarkKey, generate_key, load_key, save_key
@@ -427,7 +427,7 @@ def test_cli_detect_text_file_and_jsonl(tmp_path: Path, tiny_dir: Path) -> None:
 
 
 def test_cli_module_imports_without_torch() -> None:
-    code = "import sys, stillroom.watermark.cli; print('torch' in sys.modules)"
+    code = "import sys, stillroom.cli.watermark; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -464,28 +464,23 @@ def _trace(out: Path, scale: Scale, model: str, name: str, say: Any) -> dict[str
     done = out / f"trace-{name}.json"
     if done.is_file():
         return dict(json.loads(done.read_text()))
-    from stillroom.trace.radioactivity import radioactivity_test
-    from stillroom.trace.suspects import LocalSuspect
-    from stillroom.watermark.detect import load_tokenizer
-    from stillroom.watermark.key import load_key
+    from stillroom.trace.options import TraceOptions
+    from stillroom.trace.run import run_trace
 
-    prompts = [json.loads(x)["question"] for x in (out / "trace.jsonl").read_text().splitlines()]
-    suspect = LocalSuspect(str(out / name / "student"))
-
-    def progress(look: Any) -> None:
-        say(f"  {name}: {look.queries} queries, p = {look.p_adjusted:.3g}")
-
-    result = radioactivity_test(
-        suspect,
-        prompts,
-        load_key(out / "watermark-key.json"),
-        load_tokenizer(model),
+    # the same call `stillroom trace` makes: radioactivity of the student's own answers
+    options = TraceOptions.parse(
+        suspect=str(out / name / "student"),
+        key_file=out / "watermark-key.json",
+        prompts=out / "trace.jsonl",
+        prompt_field="question",
+        tokenizer=model,
         budget=scale.trace_budget,
         target_p=1e-6,
         max_tokens=scale.max_tokens,
-        progress=progress,
+        probes=False,
     )
-    found = asdict(result)
+    found = run_trace(options, progress=lambda line: say(f"  {name}:{line}")).radioactivity
+    assert found is not None
     _write_json(done, found)
     return found
 

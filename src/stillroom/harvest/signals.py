@@ -269,7 +269,7 @@ def _rest_codes(rest: np.ndarray) -> np.ndarray:
     return np.where(neg_log < REST_LOG_FLOOR, 1 + np.rint(neg_log * REST_SCALE), 0).astype(np.int64)
 
 
-def encode_topk(
+def encode_topk(  # long: the byte layout, written in the order it is read
     ids: np.ndarray, logprobs: np.ndarray, rest_mass: np.ndarray | None = None
 ) -> bytes:
     """Encode (T, k) top-k ids and logprobs, plus the (T,) mass outside them, into bytes.
@@ -361,7 +361,7 @@ def _corrupt(what: str) -> StoreError:
     return StoreError(f"top-k signal blob is corrupt ({what})")
 
 
-def _decode_body(buf: bytes) -> TopKSignals:
+def _decode_body(buf: bytes) -> TopKSignals:  # long: the byte layout, read in order
     rd = _Reader(buf, len(buf) - 4)
     rd.take(4)
     flags = rd.take(1)[0]

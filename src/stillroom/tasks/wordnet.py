@@ -279,13 +279,15 @@ def build_wordnet_task(
     per_class: int,
     seed: int = 0,
     source: Path | None = None,
+    with_prompts: bool = False,
 ) -> Path:
     """Write `per_class` items of each class to out_dir/wordnet-nouns.jsonl; return its path.
 
     Rows: {"id": "n02084071", "text": definition, "label": "animal", "lexname":
     "noun.animal", "headword": "dog"}, shuffled (so a prefix of the file stays about
     balanced). The same source, classes, per_class and seed give the same file byte for
-    byte. `source` is a data.noun file (default: `find_wordnet()`). The file is written to
+    byte. `source` is a data.noun file (default: `find_wordnet()`); `with_prompts` adds each
+    row's `prompt`, the teacher's few-shot prompt for it. The file is written to
     a temporary name and renamed, so a crash never leaves half a dataset under the name.
     """
     unknown = [c for c in classes if c not in VERBALIZERS]
@@ -318,6 +320,8 @@ def build_wordnet_task(
         }
         for s in chosen
     ]
+    if with_prompts:
+        rows = [r | {"prompt": prompt_for(r["text"])} for r in rows]
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / TASK_FILE
     _write_jsonl_atomic(target, rows)

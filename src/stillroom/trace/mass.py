@@ -99,6 +99,37 @@ class Weights:
         return int(self.counts.sum())
 
 
+def _top_rows(
+    logits: Any, cap: float | None, k: int, col_ids: Any, contexts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(context + token rows, their probabilities) of the k likeliest tokens at each position."""
+    import torch
+
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    p, idx = torch.softmax(logits.float(), -1).topk(k, dim=-1)
+    tokens = col_ids[idx].numpy()
+    rows = np.concatenate([np.repeat(contexts, k, axis=0), tokens.reshape(-1, 1)], axis=1)
+    return rows, p.numpy().reshape(-1).astype(np.float64)
+
+
+def _own_ids(
+    batch: Sequence[np.ndarray], inverse: np.ndarray, fallback: int, bos: int | None, pad: int
+) -> tuple[Any, Any]:
+    """(ids, attention mask) of teacher-id sequences in the reading model's own ids, padded."""
+    import torch
+
+    ids = torch.full((len(batch), max(len(s) for s in batch)), pad)
+    mask = torch.zeros_like(ids)
+    for r, seq in enumerate(batch):
+        own = np.where(seq >= 0, inverse[np.maximum(seq, 0)], fallback)
+        if bos is not None and len(seq) and seq[0] < 0:
+            own[0] = bos  # the suspect's own <bos>, which has no teacher id
+        ids[r, : len(seq)] = torch.from_numpy(own)
+        mask[r, : len(seq)] = 1
+    return ids, mask
+
+
 def read_distributions(
     model: Any,
     texts: Sequence[str],
@@ -140,31 +171,17 @@ def read_distributions(
     with torch.no_grad():
         for start in range(0, len(sequences), batch_size):
             batch = sequences[start : start + batch_size]
-            ids = torch.full((len(batch), max(len(s) for s in batch)), model.pad_token_id)
-            mask = torch.zeros_like(ids)
-            for r, seq in enumerate(batch):
-                own = np.where(seq >= 0, inverse[np.maximum(seq, 0)], fallback)
-                if bos is not None and len(seq) and seq[0] < 0:
-                    own[0] = bos  # the suspect's own <bos>, which has no teacher id
-                ids[r, : len(seq)] = torch.from_numpy(own)
-                mask[r, : len(seq)] = 1
+            ids, mask = _own_ids(batch, inverse, fallback, bos, model.pad_token_id)
             hidden = lm.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
             for r, seq in enumerate(batch):
                 ctx = _contexts(seq, width)  # (T - w + 1, w): context ending at each position
                 keep = np.nonzero((ctx >= 0).all(axis=1))[0]
-                if not len(keep):
-                    continue
-                logits = hidden[r, keep + width - 1] @ weight.T
-                if cap:
-                    logits = torch.tanh(logits / cap) * cap
-                p, idx = torch.softmax(logits.float(), -1).topk(k, dim=-1)
-                tokens = col_ids[idx].numpy()
-                rows = np.concatenate(
-                    [np.repeat(ctx[keep], k, axis=0), tokens.reshape(-1, 1)], axis=1
-                )
-                chunks.append(rows)
-                probs.append(p.numpy().reshape(-1).astype(np.float64))
-                read.append(ctx[keep])
+                if len(keep):
+                    logits = hidden[r, keep + width - 1] @ weight.T
+                    rows, p = _top_rows(logits, cap, k, col_ids, ctx[keep])
+                    chunks.append(rows)
+                    probs.append(p)
+                    read.append(ctx[keep])
             if sum(len(x) for x in chunks) > _COMPACT_AT:  # bound memory on long reads
                 chunks, probs = _compact(chunks, probs)
     if not chunks:

@@ -80,6 +80,22 @@ class ServedResult:
     baseline: str | None = None
 
 
+def _account_ids(known: dict[str, str], accounts: Sequence[str], log: str) -> list[str]:
+    """The ids of `accounts`, each given by name or id; an unknown one is refused by name."""
+    ids = []
+    for a in accounts:
+        if a in known:
+            ids.append(known[a])
+        elif a in known.values():
+            ids.append(a)
+        else:
+            raise InputError(
+                f"--account {a!r}: no such account in {log}; it has "
+                f"{', '.join(sorted(known)[:10]) or 'none'}" + (" ..." if len(known) > 10 else "")
+            )
+    return ids
+
+
 def read_served(log: str, accounts: Sequence[str], *, limit: int | None = None) -> list[Served]:
     """The chat answers the gateway served to `accounts` (names or ids), oldest first."""
     import sqlalchemy as sa
@@ -97,22 +113,8 @@ def read_served(log: str, accounts: Sequence[str], *, limit: int | None = None) 
     engine = open_db(log, migrate=False)
     try:
         with engine.connect() as conn:
-            known = {
-                row.name: row.id
-                for row in conn.execute(sa.select(accounts_table.c.name, accounts_table.c.id))
-            }
-            ids = []
-            for a in accounts:
-                if a in known:
-                    ids.append(known[a])
-                elif a in known.values():
-                    ids.append(a)
-                else:
-                    raise InputError(
-                        f"--account {a!r}: no such account in {log}; it has "
-                        f"{', '.join(sorted(known)[:10]) or 'none'}"
-                        + (" ..." if len(known) > 10 else "")
-                    )
+            names = sa.select(accounts_table.c.name, accounts_table.c.id)
+            ids = _account_ids({row.name: row.id for row in conn.execute(names)}, accounts, log)
             query = (
                 sa.select(
                     requests.c.id,

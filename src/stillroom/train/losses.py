@@ -39,14 +39,14 @@ top-k, both rest buckets are 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
-DIVERGENCES: tuple[str, ...] = ("forward_kl", "reverse_kl", "jsd")
+Divergence = Literal["forward_kl", "reverse_kl", "jsd"]  # what config accepts
 LOG_REST_FLOOR = -100.0  # log of the smallest teacher rest mass the harvest can represent
 NEG_INF = float("-inf")
 
@@ -92,6 +92,18 @@ def generalized_jsd(student_logq: Tensor, teacher_logp: Tensor, beta: float = 0.
     b = torch.where(both_zero, 0.0, s + math.log1p(-beta))
     log_m = torch.where(both_zero, NEG_INF, torch.logaddexp(a, b))  # (N, K)
     return beta * _kl(t, log_m) + (1.0 - beta) * _kl(s, log_m)
+
+
+# Divergences by the name `train.divergence` gives: (student_logq, teacher_logp, beta) -> per
+# row. A new one is a function registered here and its name added to `Divergence` (config's
+# choices); a test checks the two agree.
+PerRowDivergence = Callable[[Tensor, Tensor, float], Tensor]
+DIVERGENCE_FNS: dict[str, PerRowDivergence] = {
+    "forward_kl": lambda q, p, beta: forward_kl(q, p),
+    "reverse_kl": lambda q, p, beta: reverse_kl(q, p),
+    "jsd": generalized_jsd,
+}
+DIVERGENCES: tuple[str, ...] = tuple(DIVERGENCE_FNS)
 
 
 def _kl(log_a: Tensor, log_b: Tensor) -> Tensor:
@@ -260,13 +272,7 @@ def logit_kd_loss(
     s_logq, t_logp = topk_buckets(
         logits, teacher_ids[mask], teacher_logprobs[mask], rest, temperature
     )  # (M, k+1) each
-    if divergence == "forward_kl":
-        per_row = forward_kl(s_logq, t_logp)  # (M,)
-    elif divergence == "reverse_kl":
-        per_row = reverse_kl(s_logq, t_logp)
-    else:
-        per_row = generalized_jsd(s_logq, t_logp, beta)
-    kd = _mean(per_row)
+    kd = _mean(DIVERGENCE_FNS[divergence](s_logq, t_logp, beta))  # per row (M,), then mean
     if alpha == 1.0:  # pure KD: the CE term has weight 0, so spend nothing on it
         return LossParts(temperature**2 * kd, kd, None)
     ce = _mean(_token_ce(logits, target_ids[mask]))

@@ -1,47 +1,16 @@
-"""The `stillroom` command: parse, call the library, map errors to exit codes.
-
-Data goes to stdout (JSON); progress and logs to stderr. Heavy imports (torch, pyarrow) wait
-until a command needs them, so `stillroom --help` starts fast.
-"""
+"""The distill face from the shell: harvest, train, eval, distill, demo, task, export."""
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from stillroom.errors import StillroomError
-
-app = typer.Typer(
-    name="stillroom",
-    help="Distill large language models into small ones, and find out who distilled yours.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-_state = {"debug": False}
+from stillroom.cli.output import emit, say
 
 
-@app.callback()
-def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
-) -> None:
-    _state["debug"] = debug
-
-
-def _emit(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _err(message: str) -> None:
-    sys.stderr.write(message + "\n")
-
-
-@app.command()
 def harvest(
     config: Annotated[Path, typer.Argument(help="Harvest config (YAML).")],
     limit: Annotated[int | None, typer.Option(help="Make at most N teacher calls.")] = None,
@@ -76,23 +45,22 @@ def harvest(
         overrides.append(f"cost.budget_usd={budget}")
     cfg = load_config(config, overrides)
     if dry_run:
-        _emit(asdict(estimate(cfg, limit=limit, skip_bad=skip_bad)))
+        emit(asdict(estimate(cfg, limit=limit, skip_bad=skip_bad)))
         return
     result = run_harvest(
         cfg, limit=limit, skip_bad=skip_bad, retry_errors=retry_errors, show_progress=not quiet
     )
-    _emit(asdict(result))
+    emit(asdict(result))
     if result.skipped_rows:
-        _err(f"skipped {len(result.skipped_rows)} bad rows; first: {result.skipped_rows[0]}")
+        say(f"skipped {len(result.skipped_rows)} bad rows; first: {result.skipped_rows[0]}")
     if result.stopped == "budget":
-        _err(
+        say(
             f"stopped at the budget (${cfg.cost.budget_usd}): the next call's worst case would "
             "exceed it; raise --budget to continue"
         )
         raise typer.Exit(3)
 
 
-@app.command()
 def train(
     config: Annotated[Path, typer.Argument(help="Run config (YAML) with a train section.")],
     resume: Annotated[
@@ -113,10 +81,9 @@ def train(
     from stillroom.train.trainer import train as run_train
 
     cfg = load_config(config, list(set_ or []))
-    _emit(asdict(run_train(cfg, resume=resume, quiet=quiet)))
+    emit(asdict(run_train(cfg, resume=resume, quiet=quiet)))
 
 
-@app.command(name="eval")
 def eval_(
     config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key.")] = None,
@@ -134,12 +101,11 @@ def eval_(
     result = evaluate(cfg)
     write_json(cfg.run_dir / "eval.json", result)
     paths = write_report(cfg.run_dir, result)
-    _emit(result)
-    _err(result["headline"])
-    _err(f"report: {paths['html']}")
+    emit(result)
+    say(result["headline"])
+    say(f"report: {paths['html']}")
 
 
-@app.command()
 def distill(
     config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key.")] = None,
@@ -154,12 +120,11 @@ def distill(
 
     cfg = load_config(config, list(set_ or []))
     out = run_distill(cfg, show_progress=not quiet)
-    _emit({"headline": out["headline"], "report": out["report"]})
-    _err(out["headline"])
-    _err(f"report: {out['report']}")
+    emit({"headline": out["headline"], "report": out["report"]})
+    say(out["headline"])
+    say(f"report: {out['report']}")
 
 
-@app.command()
 def demo(
     quick: Annotated[
         bool, typer.Option("--quick", help="A small version: fewer users, prompts, steps.")
@@ -180,10 +145,9 @@ def demo(
     story = run_demo(folder, quick=quick)
     from stillroom.demo.report import headline
 
-    _emit({"headline": headline(story), "report": story["report"]})
+    emit({"headline": headline(story), "report": story["report"]})
 
 
-@app.command()
 def task(
     name: Annotated[str, typer.Argument(help="The built-in task: wordnet.")],
     out: Annotated[Path, typer.Option(help="Folder for the task's JSONL.")] = Path("examples/data"),
@@ -196,19 +160,15 @@ def task(
     Example: stillroom task wordnet --out examples/data
     """
     from stillroom.errors import InputError
-    from stillroom.tasks.wordnet import build_wordnet_task, prompt_for
+    from stillroom.tasks.wordnet import build_wordnet_task
 
     if name != "wordnet":
         raise InputError(f"no built-in task {name!r}; the built-in task is: wordnet")
-    path = build_wordnet_task(out, per_class=per_class, seed=seed)
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r | {"prompt": prompt_for(r["text"])}) + "\n" for r in rows))
-    tmp.replace(path)
-    _emit({"path": str(path), "items": len(rows)})
+    path = build_wordnet_task(out, per_class=per_class, seed=seed, with_prompts=True)
+    with path.open(encoding="utf-8") as f:
+        emit({"path": str(path), "items": sum(1 for _ in f)})
 
 
-@app.command()
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder, e.g. runs/my-run.")],
     format: Annotated[str, typer.Option("--format", help="parquet or jsonl.")] = "parquet",
@@ -227,47 +187,4 @@ def export(
     if format not in ("parquet", "jsonl"):
         raise InputError(f"--format {format!r}: use parquet or jsonl")
     path = export_run(run, format, out, split)
-    _emit({"path": str(path)})
-
-
-from stillroom.audit.cli import audit as _audit  # noqa: E402
-from stillroom.audit.cli import simulate_traffic as _simulate_traffic  # noqa: E402
-from stillroom.serve.cli import accounts_app  # noqa: E402  (typer only: --help stays fast)
-from stillroom.serve.cli import serve as _serve  # noqa: E402
-from stillroom.trace.cli import trace as _trace  # noqa: E402
-from stillroom.watermark.cli import app as watermark_app  # noqa: E402
-
-app.command(name="serve")(_serve)
-app.add_typer(accounts_app, name="accounts")
-app.add_typer(watermark_app, name="watermark")
-app.command(name="trace")(_trace)
-app.command(name="audit")(_audit)
-app.command(name="simulate-traffic")(_simulate_traffic)
-
-
-def main() -> None:
-    try:
-        app(standalone_mode=False)
-    except StillroomError as e:
-        if _state["debug"]:
-            raise
-        _err(f"error: {e}")
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        _err("interrupted: finished calls are stored; rerun the same command to continue")
-        sys.exit(130)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
-        raise
-
-
-if __name__ == "__main__":
-    main()
+    emit({"path": str(path)})

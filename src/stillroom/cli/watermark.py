@@ -1,20 +1,19 @@
-"""`stillroom watermark keygen|detect`: a typer app the main CLI mounts as a sub-command.
+"""`stillroom watermark keygen|detect`, a group the main command mounts.
 
-Data (JSON) goes to stdout, messages to stderr; user errors are `StillroomError`s, which the
-main CLI prints as one line. Heavy imports (scipy, transformers) wait until `detect` runs.
+Heavy imports (scipy, transformers) wait until `detect` runs.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from stillroom.cli.output import emit
 from stillroom.errors import InputError
+from stillroom.jsonl_texts import jsonl_chunks
 from stillroom.teachers.gemma import DEFAULT_TEACHER
 
 app = typer.Typer(
@@ -25,14 +24,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Texts scored per tokenizer call when reading a JSONL file.
-_CHUNK = 256
 # An argument with no whitespace and one of these endings is a file name, never text to score.
 _FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".md")
-
-
-def _emit(data: Any, *, indent: int | None = 2) -> None:
-    sys.stdout.write(json.dumps(data, indent=indent) + "\n")
 
 
 @app.command()
@@ -53,7 +46,7 @@ def keygen(
 
     key = generate_key(gamma=gamma, delta=delta, context_width=context_width)
     save_key(key, out, overwrite=force)
-    _emit(
+    emit(
         {
             "key_id": key.key_id,
             "path": str(out),
@@ -98,11 +91,11 @@ def detect(
             raise InputError(f"{path}: no such file; --jsonl-field reads a JSONL file")
         for lines, texts in jsonl_chunks(path, jsonl_field):
             for line, found in zip(lines, detect_texts(texts, green_list, tok), strict=True):
-                _emit({"line": line, **found.to_dict()}, indent=None)
+                emit({"line": line, **found.to_dict()}, indent=None)
         return
     text, source = _read_text(text_or_file)
     found = detect_texts([text], green_list, tok)[0]
-    _emit({"source": source, **found.to_dict()})
+    emit({"source": source, **found.to_dict()})
 
 
 def _read_text(arg: str) -> tuple[str, str]:
@@ -126,31 +119,3 @@ def _read_text(arg: str) -> tuple[str, str]:
             f"{arg}: no such file; give an existing file, or quote the text itself to score it"
         )
     return arg, "argument"
-
-
-def jsonl_chunks(path: Path, field: str) -> Iterator[tuple[list[int], list[str]]]:
-    """(line numbers, texts) of a JSONL file, _CHUNK rows at a time; blank lines skipped."""
-    lines: list[int] = []
-    texts: list[str] = []
-    with path.open(encoding="utf-8", errors="replace") as f:  # a bad byte costs one char
-        for number, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{number}: not valid JSON ({e.msg})") from None
-            value = row.get(field) if isinstance(row, dict) else None
-            if not isinstance(value, str):
-                raise InputError(
-                    f"{path}:{number}: no text field {field!r}; "
-                    + (f"the row has {sorted(row)}" if isinstance(row, dict) else "not an object")
-                    + "; choose the field with --jsonl-field"
-                )
-            lines.append(number)
-            texts.append(value)
-            if len(texts) == _CHUNK:
-                yield lines, texts
-                lines, texts = [], []
-    if texts:
-        yield lines, texts

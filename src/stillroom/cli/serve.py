@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import asdict
@@ -11,7 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from stillroom.errors import StillroomError
+from stillroom.cli.output import emit, read_secret
+from stillroom.errors import InputError
 
 DEFAULT_DB = "gateway.sqlite"
 
@@ -20,25 +20,7 @@ DbOption = Annotated[
 ]
 
 
-def _emit(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _read_secret(path: Path | None, what: str) -> str | None:
-    if path is None:
-        return None
-    try:
-        value = path.read_text().strip()
-    except OSError as e:
-        raise StillroomError(
-            f"{path}: cannot read the {what} ({e.strerror}); check the path"
-        ) from None
-    if not value:
-        raise StillroomError(f"{path}: the {what} file is empty; put the {what} in it")
-    return value
-
-
-def serve(
+def serve(  # long: typer reads the options from this signature
     model: Annotated[
         str | None,
         typer.Option(help="A local HF model folder, or 'gemma-3-270m' (the default teacher)."),
@@ -91,9 +73,9 @@ def serve(
     from stillroom.serve.db import open_db
 
     if (model is None) == (upstream is None):
-        raise StillroomError("give exactly one of --model DIR and --upstream URL")
+        raise InputError("give exactly one of --model DIR and --upstream URL")
     if upstream is not None and watermark_key_file is not None:
-        raise StillroomError(
+        raise InputError(
             "--watermark-key-file needs --model: an upstream's sampling cannot be watermarked"
         )
     engine = open_db(db)
@@ -119,7 +101,7 @@ def serve(
     else:
         backend = UpstreamBackend(str(upstream), api_key=os.environ.get(upstream_key_env))
     settings = ServeSettings(
-        admin_token=_read_secret(admin_token_file, "admin token"),
+        admin_token=read_secret(admin_token_file, "admin token"),
         default_rpm=rpm,
         default_tpm=tpm,
         default_max_tokens=max_tokens,
@@ -152,7 +134,7 @@ def accounts_create(
     from stillroom.serve.accounts import create_account
 
     account, key = create_account(_engine(db), name, rpm_limit=rpm, tpm_limit=tpm)
-    _emit({"account": asdict(account), "key": key.key, "key_id": key.info.id})
+    emit({"account": asdict(account), "key": key.key, "key_id": key.info.id})
 
 
 @accounts_app.command("list")
@@ -160,7 +142,7 @@ def accounts_list(db: DbOption = DEFAULT_DB) -> None:
     """List accounts (no keys). Example: stillroom accounts list --db gateway.sqlite"""
     from stillroom.serve.accounts import list_accounts
 
-    _emit([asdict(a) for a in list_accounts(_engine(db))])
+    emit([asdict(a) for a in list_accounts(_engine(db))])
 
 
 @accounts_app.command("block")
@@ -175,7 +157,7 @@ def accounts_block(
     """
     from stillroom.serve.accounts import set_blocked
 
-    _emit(asdict(set_blocked(_engine(db), account, True, reason)))
+    emit(asdict(set_blocked(_engine(db), account, True, reason)))
 
 
 @accounts_app.command("unblock")
@@ -186,7 +168,7 @@ def accounts_unblock(
     """Unblock an account. Example: stillroom accounts unblock acme"""
     from stillroom.serve.accounts import set_blocked
 
-    _emit(asdict(set_blocked(_engine(db), account, False)))
+    emit(asdict(set_blocked(_engine(db), account, False)))
 
 
 @accounts_app.command("keys")
@@ -205,8 +187,8 @@ def accounts_keys(
     engine = _engine(db)
     if new:
         key = acc.create_key(engine, account)
-        _emit({"key": key.key, "key_id": key.info.id})
+        emit({"key": key.key, "key_id": key.info.id})
     elif revoke:
-        _emit(asdict(acc.revoke_key(engine, revoke)))
+        emit(asdict(acc.revoke_key(engine, revoke)))
     else:
-        _emit([asdict(k) for k in acc.list_keys(engine, account)])
+        emit([asdict(k) for k in acc.list_keys(engine, account)])

@@ -1,4 +1,4 @@
-"""`stillroom audit` and `stillroom simulate-traffic`: typer functions, registered by cli.py.
+"""`stillroom audit` and `stillroom simulate-traffic`.
 
 Heavy imports (duckdb, pyspark, the embedder) wait inside the functions: `--help` stays fast.
 """
@@ -9,40 +9,19 @@ import functools
 import json
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from stillroom.errors import InputError, StillroomError
+from stillroom.cli.output import emit, parse_when, say
+from stillroom.errors import InputError
 
 if TYPE_CHECKING:
     from stillroom.audit.run import AuditResult
 
 
-def _emit(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _when(value: str | None, option: str) -> float | None:
-    """Epoch seconds from a number or an ISO date/time (UTC unless it says otherwise)."""
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        raise InputError(
-            f"{option} {value!r}: give epoch seconds or an ISO time, e.g. 2026-03-02T00:00"
-        ) from None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
-
-
-def audit(
+def audit(  # long: typer reads the options from this signature
     source: Annotated[
         str,
         typer.Argument(
@@ -155,8 +134,8 @@ def audit(
         calibrate=calibrate,
         mapping=parse_map(map_),
         schema=check_schema(schema),
-        since=_when(since, "--since"),
-        until=_when(until, "--until"),
+        since=parse_when(since, "--since"),
+        until=parse_when(until, "--until"),
         sample=sample,
         embedder=embedder,
         link=not no_links,
@@ -185,7 +164,15 @@ def _report(
         result.calibration.save(save_calibration)
     data = report.as_json(result)
     if block:
-        data["blocked"] = _block(db, result.flagged)
+        from stillroom.audit.block import block_flagged
+
+        try:
+            blocked = block_flagged(db, result.flagged)
+        except InputError as e:
+            raise InputError(f"--block: {e} (with --db)") from None
+        for account, why in blocked.refused.items():
+            say(f"not blocked: {account}: {why}")
+        data["blocked"] = blocked.accounts
     if json_out is not None:
         tmp = json_out.with_suffix(json_out.suffix + ".tmp")
         tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
@@ -193,41 +180,9 @@ def _report(
     if html_out is not None:
         report.write_html(result, html_out)
     if format == "json":
-        _emit(data)
+        emit(data)
     else:
         sys.stdout.write(report.table(result))
-
-
-def _block(db: str, flagged: list[dict[str, Any]]) -> list[str]:
-    from stillroom.serve.accounts import AccountError, set_blocked
-    from stillroom.serve.db import open_db
-
-    if not (
-        db.startswith(("postgresql://", "postgres://", "sqlite://"))
-        or db.endswith((".sqlite", ".db", ".sqlite3"))
-    ):
-        raise StillroomError(
-            f"--block needs the gateway database; {db!r} is a log file: add --db gateway.sqlite"
-        )
-    import sqlalchemy as sa
-
-    engine = open_db(db, migrate=False)
-    if not sa.inspect(engine).has_table("accounts"):
-        raise StillroomError(
-            f"--block blocks accounts in a stillroom gateway database, and {db!r} has no "
-            "`accounts` table (a LiteLLM or other gateway's log?); block the flagged accounts "
-            "in that gateway, or give the stillroom gateway's database with --db"
-        )
-    done = []
-    for f in flagged:
-        reason = f"audit: {f['evidence'][0] if f['evidence'] else 'harvesting pattern'}"
-        for acct in f["accounts"]:
-            try:
-                set_blocked(engine, acct, True, reason[:500])
-                done.append(acct)
-            except AccountError as e:
-                sys.stderr.write(f"not blocked: {acct}: {e}\n")
-    return done
 
 
 def simulate_traffic(
@@ -246,9 +201,4 @@ def simulate_traffic(
         raise InputError(f"--accounts {accounts}: simulate at least 10 accounts")
     if not 1 <= days <= 90:
         raise InputError(f"--days {days}: give 1 to 90 days")
-    _emit(simulate(out, accounts=accounts, seed=seed, days=days))
-
-
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
-app.command(name="audit")(audit)
-app.command(name="simulate-traffic")(simulate_traffic)
+    emit(simulate(out, accounts=accounts, seed=seed, days=days))
