@@ -8,13 +8,13 @@ measurement). A rerun after a crash continues where it stopped.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from stillroom.config import HarvestConfig, dump_config
+from stillroom.reportkit.files import write_atomic
 
 
 def distill(cfg: HarvestConfig, *, show_progress: bool = True) -> dict[str, Any]:
@@ -82,9 +82,7 @@ def _train_once(cfg: HarvestConfig, out_dir: Path) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2))
 
 
 def _log(message: str) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from stillroom.audit.run import AuditResult
-    from stillroom.audit.score import Calibration
+from stillroom.audit.result import AuditResult
+from stillroom.audit.score import Calibration
+from stillroom.reportkit.files import write_atomic
+from stillroom.reportkit.pages import render
 
 LINK_WORDS = {
     "key": "share API keys",
@@ -172,33 +172,30 @@ def _utc(ts: float) -> str:
 
 def write_html(r: AuditResult, path: Path) -> None:
     """A self-contained HTML report: one card per flagged unit."""
-    e = html.escape
-    cards = []
-    for f in r.flagged:
-        ev = "".join(f"<li>{e(x)}</li>" for x in f["evidence"])
-        ex = "".join(f"<pre>{e(x)}</pre>" for x in f["examples"])
-        accts = ", ".join(e(a) for a in f["accounts"][:20])
-        more = f" and {len(f['accounts']) - 20} more" if len(f["accounts"]) > 20 else ""
-        cards.append(
-            f"<section><h2>{e(f['unit'])} <small>score {f['score']:.2f}</small></h2>"
-            f"<p class=acc>accounts: {accts}{more}</p><ul>{ev}</ul>"
-            f"<h3>example prompts</h3>{ex}</section>"
-        )
     s = r.measured.stats
-    body = (
-        f"<h1>stillroom audit</h1><p>{len(r.flagged)} of {len(r.measured.units)} units flagged "
-        f"at an expected false-positive rate of {r.fpr:g} (score threshold {r.threshold:.2f}). "
-        f"{s.used:,} of {s.rows:,} rows used; {sum(s.garbage.values()):,} garbage rows"
-        f"{': ' + e(str(s.garbage)) if s.garbage else ''}.</p>" + "".join(cards)
+    page = render(
+        "audit.html.j2",
+        flagged=len(r.flagged),
+        units=len(r.measured.units),
+        fpr=f"{r.fpr:g}",
+        threshold=f"{r.threshold:.2f}",
+        used=f"{s.used:,}",
+        rows=f"{s.rows:,}",
+        garbage=f"{sum(s.garbage.values()):,}",
+        garbage_kinds=str(s.garbage) if s.garbage else "",
+        cards=[_card(f) for f in r.flagged],
     )
-    style = (
-        "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}"
-        "section{border:1px solid #ddd;border-radius:6px;padding:0 1rem;margin:1rem 0}"
-        "pre{background:#f6f6f6;padding:.5rem;white-space:pre-wrap}.acc{color:#666}"
-    )
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(
-        f"<!doctype html><meta charset=utf-8><title>stillroom audit</title>"
-        f"<style>{style}</style>{body}\n"
-    )
-    tmp.replace(path)
+    write_atomic(path, page + "\n")
+
+
+def _card(f: dict[str, Any]) -> dict[str, Any]:
+    shown = 20  # accounts named on a card; a large actor's full list is in the JSON
+    extra = len(f["accounts"]) - shown
+    return {
+        "unit": f["unit"],
+        "score": f"{f['score']:.2f}",
+        "accounts": f["accounts"][:shown],
+        "more": f" and {extra} more" if extra > 0 else "",
+        "evidence": f["evidence"],
+        "examples": f["examples"],
+    }

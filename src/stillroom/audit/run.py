@@ -7,7 +7,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,8 @@ import numpy as np
 from stillroom.audit import accounts_meta, ingest, links, text
 from stillroom.audit import features as F
 from stillroom.audit.engine import SQLEngine, make_engine
+from stillroom.audit.report import evidence_lines, examples
+from stillroom.audit.result import AuditResult, Measured
 from stillroom.audit.score import Calibration, fit, score, self_calibrate
 from stillroom.audit.state import AuditState
 from stillroom.errors import InputError
@@ -34,33 +35,6 @@ class _Clock:
         self.into[f"{stage}_s"] = wall - self.wall
         self.into[f"{stage}_cpu_s"] = cpu - self.cpu
         self.wall, self.cpu = wall, cpu
-
-
-@dataclass
-class Measured:
-    """One log's units with their features, before scoring."""
-
-    units: dict[str, dict[str, Any]]  # unit -> features (+ "members")
-    links: links.Links
-    samples: dict[str, list[str]]  # account -> sampled prompts
-    stats: ingest.IngestStats
-    account_requests: dict[str, int] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    window: tuple[float, float] = (0.0, 0.0)  # first and last request time measured
-
-
-@dataclass
-class AuditResult:
-    measured: Measured
-    calibration: Calibration
-    threshold: float
-    fpr: float
-    scores: dict[str, float]
-    flagged: list[dict[str, Any]]  # strongest first
-    warnings: list[str] = field(default_factory=list)  # where the rate asked is not supported
-
-    def flagged_accounts(self) -> set[str]:
-        return {a for f in self.flagged for a in f["accounts"]}
 
 
 def measure(
@@ -255,8 +229,6 @@ def decide(m: Measured, cal: Calibration, fpr: float, min_requests: int = 1) -> 
         if f["requests"] < min_requests:
             continue
         top = [cal.features[j] for j in np.argsort(-contrib[i]).tolist()[:4] if contrib[i, j] > 0]
-        from stillroom.audit.report import evidence_lines, examples
-
         flagged.append(
             {
                 "unit": unit,

@@ -1,20 +1,20 @@
-"""The story's HTML report: one page, in the order things happened, figures inline."""
+"""The story's HTML report: one page, in the order things happened, figures inline
+(reportkit/templates/demo.html.j2)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from stillroom.evaluate.report import Plot, figure_png, new_figure, write_atomic
-from stillroom.trace.report import page_head
+from stillroom.reportkit.figures import Plot, figure_png, new_figure
+from stillroom.reportkit.files import write_atomic
+from stillroom.reportkit.pages import render
 
 DISTILLER_COLOR, BENIGN_COLOR, CONTROL_COLOR, TARGET_COLOR = "#c44e52", "#4c72b0", "#55a868", "#888"
 
 
 def write_story(story: dict[str, Any], path: Path) -> Path:
     """Render `story` (what `run_demo` measured) to `path`; return `path`."""
-    import jinja2
-
     ctx = {
         "s": story,
         "headline": headline(story),
@@ -25,8 +25,7 @@ def write_story(story: dict[str, Any], path: Path) -> Path:
         ],
         "p": _p,
     }
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    write_atomic(path, env.from_string(TEMPLATE).render(**ctx).encode("utf-8"))
+    write_atomic(path, render("demo.html.j2", **ctx))
     return path
 
 
@@ -128,73 +127,3 @@ def _plot_traces(traces: dict[str, Any]) -> Plot:
         "binomial p-value, multiplied by the looks taken."
     )
     return Plot("trace", "Did the student learn from our outputs?", caption, figure_png(fig))
-
-
-TEMPLATE = (
-    page_head("stillroom demo: a distillation, found and traced")
-    + """<body>
-<main>
-<h1>A distillation, found and traced</h1>
-<div class="statement">{% for line in headline %}<p>{{ line }}</p>{% endfor %}</div>
-
-<h2>1. The API and its traffic</h2>
-<p>Gemma 3 270M served by <code>stillroom serve</code>, every answer watermarked.
-{{ s.traffic.benign_requests }} requests from {{ s.cast.benign | length }} ordinary users;
-{{ s.traffic.distiller.ok }} from the distiller's {{ s.cast.distiller | length }} accounts
-({{ s.cast.distiller | join(", ") }}).</p>
-<figure><img src="{{ plots[0].data_uri }}" alt="{{ plots[0].title }}">
-<figcaption>{{ plots[0].caption }}</figcaption></figure>
-
-<h2>2. What the distiller spent and built</h2>
-<table>
-<tr><th></th><th>rival (watermarked answers)</th>
-<th>control (same prompts, no watermark)</th></tr>
-<tr><td>answers harvested</td><td>{{ s.traffic.distiller.ok }}</td>
-<td>{{ s.control_harvest.ok }}</td></tr>
-<tr><td>answer tokens</td><td>{{ s.traffic.distiller.completion_tokens }}</td>
-<td>{{ s.control_harvest.completion_tokens }}</td></tr>
-<tr><td>harvest time</td><td>{{ "%.0f" | format(s.traffic.distiller.elapsed_s) }} s</td>
-<td>{{ "%.0f" | format(s.control_harvest.elapsed_s) }} s</td></tr>
-{% for k in ["steps", "final_train_loss", "best_val"] %}
-<tr><td>student: {{ k | replace("_", " ") }}</td>
-<td>{{ s.students.distiller[k] }}</td><td>{{ s.students.control[k] }}</td></tr>{% endfor %}
-</table>
-
-<h2>3. The audit</h2>
-<p>{{ s.audit.flagged | length }} accounts flagged:
-{{ s.audit.flagged | join(", ") or "none" }}.</p>
-<figure><img src="{{ plots[1].data_uri }}" alt="{{ plots[1].title }}">
-<figcaption>{{ plots[1].caption }}</figcaption></figure>
-<table><tr><th>log as it stood at</th><th>requests</th>
-<th>distiller accounts flagged</th><th>ordinary users flagged</th></tr>
-{% for t in s.audit.timeline %}
-<tr><td>{{ "%.0f%%" | format(100 * t.fraction_of_traffic_time) }} of the traffic's time</td>
-<td>{{ t.requests_logged }}</td>
-<td>{{ t.distiller_accounts_flagged | join(", ") or ("too few accounts yet" if t.note
-else "none") }}</td>
-<td>{{ t.benign_accounts_flagged }}</td></tr>{% endfor %}</table>
-{% for f in s.audit.evidence %}<p><b>{{ f.accounts | join(", ") }}</b> (score {{ f.score }}):</p>
-<ul>{% for e in f.evidence %}<li>{{ e }}</li>{% endfor %}</ul>{% endfor %}
-
-<h2>4. The trace</h2>
-<figure><img src="{{ plots[2].data_uri }}" alt="{{ plots[2].title }}">
-<figcaption>{{ plots[2].caption }}</figcaption></figure>
-<table><tr><th></th><th>queries</th><th>pairs scored</th><th>green</th><th>p-value</th></tr>
-{% for name, t in s.traces.items() %}
-<tr><td>{{ "rival's student" if name == "distiller" else "control student" }}</td>
-<td>{{ t.queries }}</td><td>{{ t.tuples_scored }}</td>
-<td>{{ "%.1f%%" | format(100 * t.green_rate) }} (chance {{ "%.0f%%" | format(100 * t.gamma) }})</td>
-<td>{{ p(t.p_value) }}</td></tr>{% endfor %}</table>
-<p>A small p-value says the suspect's text carries our key's green pairs more often than
-chance allows, which text never exposed to our watermarked outputs does not. It does not say
-how much of its training data was ours.</p>
-
-<h2>Run</h2>
-<table>{% for k, v in s.stage_s.items() %}
-<tr><td>{{ k }}</td><td>{{ "%.0f" | format(v) }} s</td></tr>{% endfor %}
-<tr><td>total</td><td>{{ "%.0f" | format(s.total_s) }} s</td></tr></table>
-</main>
-</body>
-</html>
-"""
-)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from stillroom.errors import InputError, StillroomError
+from stillroom.reportkit.files import write_atomic
 
 MODEL = "gemma-3-270m"
 TASK_FILE = Path("examples/data/wordnet-nouns.jsonl")
@@ -489,14 +490,9 @@ def _trace(out: Path, scale: Scale, model: str, name: str, say: Any) -> dict[str
 
 
 def _write_json(path: Path, data: Any, *, private: bool = False) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    if private:  # holds API keys
-        tmp.chmod(0o600)
-    os.replace(tmp, path)
+    # private: the cast holds API keys, so the file is 0600 from its first byte
+    write_atomic(path, json.dumps(data, indent=2, default=str), private=private)
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))

@@ -4,9 +4,9 @@
 (quality against cost per 1M requests, log x), plots/confusion.png (label tasks only:
 row-normalised, counts annotated), plots/training_curves.png (loss per step, validation
 metrics per eval step), report.md (headline, model table, figures linked), and report.html:
-the same, figures embedded as data: URIs, inline CSS, no script, no external asset. Every
-file is written crash-safely (temp file, os.replace). A figure without data is left out, and
-the notes say why.
+the same, figures embedded as data: URIs, inline CSS, no script, no external asset, from
+reportkit/templates/evaluate.html.j2. Every file is written crash-safely (reportkit's
+write_atomic). A figure without data is left out, and the notes say why.
 
 eval.json as read here (`?` marks optional parts):
 
@@ -29,26 +29,24 @@ matplotlib (an Agg canvas, no pyplot state) and jinja2 load only when a report i
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import math
-import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from stillroom.reportkit.figures import Plot, figure_png, new_figure
+from stillroom.reportkit.files import write_atomic
+from stillroom.reportkit.pages import render
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
     from matplotlib.image import AxesImage
 
 ROLES = ("teacher", "student", "baseline")
 COLORS = {"teacher": "#4c72b0", "student": "#dd8452", "baseline": "#55a868"}
 OTHER_COLOR = "#8172b3"
 PLOT_NAMES = ("quality_cost", "confusion", "training_curves")
-DPI = 110
 MISSING = "—"
 Log = list[dict[str, Any]]  # rows of a train_log.jsonl
 LABELS = {"macro_f1": "macro F1", "agreement": "agreement with teacher", "kl": "KL to teacher"}
@@ -61,18 +59,6 @@ class ReportPaths(TypedDict):
     md: Path
     html: Path
     plots: list[Path]
-
-
-@dataclass(frozen=True)
-class Plot:
-    name: str  # file stem under plots/
-    title: str
-    caption: str
-    png: bytes
-
-    @property
-    def data_uri(self) -> str:
-        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
 
 
 def write_report(run_dir: Path, result: dict[str, Any]) -> ReportPaths:
@@ -91,8 +77,8 @@ def write_report(run_dir: Path, result: dict[str, Any]) -> ReportPaths:
         (plots_dir / f"{name}.png").unlink(missing_ok=True)  # from an earlier eval of this run
     ctx = _context(result, plots, notes)
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
-    write_atomic(md_path, _render_md(ctx).encode("utf-8"))
-    write_atomic(html_path, _render_html(ctx).encode("utf-8"))
+    write_atomic(md_path, _render_md(ctx))
+    write_atomic(html_path, render("evaluate.html.j2", **ctx))
     return {"md": md_path, "html": html_path, "plots": plot_paths}
 
 
@@ -252,21 +238,6 @@ def _load_training_logs(run_dir: Path, given: dict[str, Any], notes: list[str]) 
 
 
 # ---------------------------------------------------------------- figures
-
-
-def new_figure(width: float, height: float) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)  # Agg, without touching pyplot's global backend
-    return fig
-
-
-def figure_png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, facecolor="white", metadata={"Software": None})
-    return buf.getvalue()
 
 
 def _color(role: str) -> str:
@@ -594,93 +565,3 @@ def _render_md(ctx: dict[str, Any]) -> str:
         out += ["", "## Settings", ""]
         out += [f"- {k}: `{v}`" if k == "command" else f"- {k}: {v}" for k, v in ctx["settings"]]
     return "\n".join(out) + "\n"
-
-
-HTML_TEMPLATE = """\
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Evaluation report: {{ run }}</title>
-<style>
-body { margin: 0; background: #f3f4f6; color: #1f2328;
-       font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
-main { max-width: 1180px; margin: 0 auto; padding: 28px 36px 48px; background: #fff; }
-h1 { font-size: 1.55em; margin: 0 0 .5em; }
-h2 { font-size: 1.2em; margin: 1.8em 0 .6em; border-bottom: 1px solid #d0d7de; }
-h3 { font-size: 1.02em; margin: 1.4em 0 .4em; }
-.headline { font-size: 1.25em; font-weight: 600; margin: 0 0 12px; padding: 12px 18px;
-            background: #fdf1e7; border-left: 5px solid #dd8452; }
-.task, figcaption, td:first-child { color: #57606a; }
-table { border-collapse: collapse; font-size: .93em; font-variant-numeric: tabular-nums; }
-th, td { padding: 6px 14px; text-align: right; border-bottom: 1px solid #eaeef2; }
-th:first-child, td:first-child { text-align: left; }
-thead th { border-bottom: 2px solid #d0d7de; }
-.swatch { display: inline-block; width: .7em; height: .7em; margin: 0 .35em; border-radius: 50%; }
-figure { margin: 0 0 8px; }
-figure img { display: block; max-width: 100%; height: auto; border: 1px solid #eaeef2; }
-figcaption { font-size: .9em; margin-top: 6px; max-width: 860px; }
-code { font: .9em ui-monospace, Menlo, monospace; background: #f3f4f6; padding: 1px 5px; }
-table.examples td:last-child { text-align: left; white-space: pre-wrap; font-family: ui-monospace,
-  Menlo, monospace; }
-</style>
-</head>
-<body>
-<main>
-<h1>Evaluation report: {{ run }}</h1>
-{% if headline %}<p class="headline">{{ headline }}</p>{% endif %}
-<p class="task">{{ task }}</p>
-<h2>Models</h2>
-{% if not roles %}<p>No models in the result.</p>{% else %}
-<table>
-<thead><tr><th></th>{% for role in roles %}<th><span class="swatch" \
-style="background: {{ colors[role] }}"></span>{{ role }}</th>{% endfor %}</tr></thead>
-<tbody>
-{% for label, cells in rows %}<tr><td>{{ label }}</td>{% for cell in cells %}\
-<td>{{ cell }}</td>{% endfor %}</tr>
-{% endfor %}</tbody>
-</table>{% endif %}
-{% if plots %}<h2>Figures</h2>{% endif %}
-{% for plot in plots %}<h3>{{ plot.title }}</h3>
-<figure id="{{ plot.name }}">
-<img src="{{ plot.data_uri }}" alt="{{ plot.title }}">
-<figcaption>{{ plot.caption }}</figcaption>
-</figure>
-{% endfor %}
-{% if examples %}<h2>Examples</h2>{% endif %}
-{% for rows in examples %}<h3>Test item {{ loop.index }}</h3>
-<table class="examples"><tbody>
-{% for who, text in rows %}<tr><td>{{ who }}</td><td>{{ text }}</td></tr>
-{% endfor %}</tbody></table>
-{% endfor %}
-{% if notes %}<h2>Notes</h2>
-<ul>{% for note in notes %}<li>{{ note }}</li>{% endfor %}</ul>{% endif %}
-{% if settings %}<h2>Settings</h2>
-<ul>{% for key, value in settings %}<li>{{ key }}: {% if key == "command" %}\
-<code>{{ value }}</code>{% else %}{{ value }}{% endif %}</li>{% endfor %}</ul>{% endif %}
-</main>
-</body>
-</html>
-"""
-
-
-def _render_html(ctx: dict[str, Any]) -> str:
-    import jinja2
-
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    return env.from_string(HTML_TEMPLATE).render(**ctx)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file beside `path`, flush it to disk, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -26,8 +26,9 @@ from stillroom.evaluate.efficiency import (
     folder_mb,
     measure,
 )
+from stillroom.evaluate.inputs import test_records, trained_students, training_logs
 from stillroom.evaluate.metrics import accuracy, confusion, label_kl, macro_f1
-from stillroom.harvest.store import RunStore
+from stillroom.evaluate.text import evaluate_text
 
 CPU_HOUR_USD = 0.05  # a 2-core cloud VM is ~$0.10/hour: $0.05 per core-hour
 
@@ -44,8 +45,6 @@ def evaluate(
     Items timed default to 96 (16 at batch 1) for labels, 32 (8) for text: generating an
     answer costs many forward passes where scoring labels costs one."""
     if cfg.task.kind == "generate":
-        from stillroom.evaluate.text import evaluate_text
-
         return evaluate_text(cfg, timed_items=timed_items or 32, latency_items=latency_items or 8,
                              batch=batch, cpu_hour_usd=cpu_hour_usd)  # fmt: skip
     timed_items, latency_items = timed_items or 96, latency_items or 16
@@ -105,18 +104,6 @@ def headline(models: dict[str, Any]) -> str:
     )
 
 
-def test_records(cfg: HarvestConfig) -> list[dict[str, Any]]:
-    """The harvest's test-split records; an error if there are none."""
-    store = RunStore.open_run(cfg.run_dir)
-    try:
-        records = list(store.iter_records("test"))
-    finally:
-        store.close()
-    if not records:
-        raise StoreError(f"{cfg.run_dir}: no test items in the harvest; check split.test")
-    return records
-
-
 def _test_items(cfg: HarvestConfig) -> dict[str, Any]:
     records = test_records(cfg)
     if cfg.task.gold_field is None:
@@ -166,11 +153,6 @@ def _teacher_efficiency(
     return eff.as_dict()
 
 
-def trained_students(run_dir: Path) -> list[tuple[str, Path]]:
-    found = [("student", run_dir / "student"), ("baseline", run_dir / "baseline" / "student")]
-    return [(role, path) for role, path in found if (path / "config.json").is_file()]
-
-
 def _student_run(
     cfg: HarvestConfig, folder: Path, texts: list[str], timed: int, batch: int, latency_items: int
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -200,11 +182,3 @@ def _student_run(
     eff = Efficiency(student.params_student, folder_mb(folder), p50, p95, tput, batch,
                      min(timed, len(texts)), memory.added_mb, cfg.eval.student_dtype)  # fmt: skip
     return logp, eff.as_dict()
-
-
-def training_logs(run_dir: Path) -> dict[str, str]:
-    logs = {
-        "student": run_dir / "train_log.jsonl",
-        "baseline": run_dir / "baseline" / "train_log.jsonl",
-    }
-    return {role: str(path) for role, path in logs.items() if path.is_file()}

@@ -29,6 +29,7 @@ from stillroom.evaluate.efficiency import (
     folder_mb,
     measure,
 )
+from stillroom.evaluate.inputs import test_records, trained_students, training_logs
 from stillroom.evaluate.metrics import corpus_chrf, exact_match
 from stillroom.teachers.base import GenerationParams, TeacherRequest
 
@@ -70,8 +71,6 @@ def check_text_config(cfg: HarvestConfig) -> None:
 
 def load_text_items(cfg: HarvestConfig) -> TextItems:
     params = GenerationParams(max_tokens=cfg.generation.max_tokens, stop=tuple(cfg.generation.stop))
-    from stillroom.evaluate.run import test_records
-
     first = _first_answers(iter(test_records(cfg)))
     requests, teacher, gold, missing = [], [], [], 0
     field = cfg.task.gold_field
@@ -133,8 +132,6 @@ def evaluate_text(
     batch: int,
     cpu_hour_usd: float,
 ) -> dict[str, Any]:
-    from stillroom.evaluate.run import trained_students, training_logs
-
     check_text_config(cfg)
     items = load_text_items(cfg)
     against = "gold" if items.gold is not None else "teacher"

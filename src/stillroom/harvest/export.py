@@ -8,7 +8,6 @@ probability mass outside them).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 
 from stillroom.harvest.signals import decode_topk
 from stillroom.harvest.store import RunStore
+from stillroom.reportkit.files import atomic_file
 
 
 def export_rows(store: RunStore, split: str | None = None) -> Iterator[dict[str, Any]]:
@@ -58,14 +58,13 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None, split: str | No
     store = RunStore.open_run(run_dir)
     try:
         target = out or run_dir / f"export.{fmt}"
-        tmp = target.with_name(target.name + ".tmp")
-        if fmt == "jsonl":
-            with tmp.open("w", encoding="utf-8") as f:
-                for row in export_rows(store, split):
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        else:
-            _write_parquet(export_rows(store, split), tmp)
-        os.replace(tmp, target)  # never leave a half-written export under the real name
+        with atomic_file(target) as tmp:  # never a half-written export under the real name
+            if fmt == "jsonl":
+                with tmp.open("w", encoding="utf-8") as f:
+                    for row in export_rows(store, split):
+                        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            else:
+                _write_parquet(export_rows(store, split), tmp)
         return target
     finally:
         store.close()

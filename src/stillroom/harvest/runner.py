@@ -27,6 +27,7 @@ from stillroom.harvest.cost import (
 from stillroom.harvest.progress import HarvestProgress
 from stillroom.harvest.prompts import LoadReport, PromptItem, load_prompts
 from stillroom.harvest.store import STORE_NAME, CallMeta, RunStore
+from stillroom.reportkit.files import write_atomic
 from stillroom.teachers.base import GenerationParams, Teacher, TeacherRequest
 
 
@@ -168,7 +169,7 @@ def harvest(
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(run_dir):
-        _write_atomic(run_dir / "config.yaml", dump_config(cfg))
+        write_atomic(run_dir / "config.yaml", dump_config(cfg))
         store = RunStore.open_run(run_dir, create=True)
         try:
             _, plan = build_plan(
@@ -200,7 +201,7 @@ def harvest(
         totals = store.totals()
         store.close()
         result.run_total_usd = totals.cost_usd + totals.orphaned_usd
-        _write_atomic(run_dir / "harvest_summary.json", json.dumps(asdict(result), indent=2))
+        write_atomic(run_dir / "harvest_summary.json", json.dumps(asdict(result), indent=2))
         return result
 
 
@@ -313,9 +314,3 @@ class _exclusive:
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -33,13 +33,13 @@ import json
 import os
 import random
 import re
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from stillroom.errors import InputError
+from stillroom.reportkit.files import write_atomic
 
 # Where Debian's wordnet-base puts the database; $WNSEARCHDIR is WordNet's own override.
 DEBIAN_WORDNET_DIR = Path("/usr/share/wordnet")
@@ -324,19 +324,5 @@ def build_wordnet_task(
         rows = [r | {"prompt": prompt_for(r["text"])} for r in rows]
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / TASK_FILE
-    _write_jsonl_atomic(target, rows)
+    write_atomic(target, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return target
-
-
-def _write_jsonl_atomic(target: Path, rows: list[dict[str, str]]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

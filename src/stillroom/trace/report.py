@@ -1,8 +1,9 @@
 """The trace verdict for people: one self-contained HTML file (figures inline, no script).
 
 `write_html(verdict, path)` reads the verdict exactly as `stillroom trace` prints it (JSON),
-so a report can be rebuilt from a saved verdict. Figures and the crash-safe write come from
-the evaluation report (stillroom.evaluate.report); matplotlib and jinja2 load only here.
+so a report can be rebuilt from a saved verdict. The page is reportkit/templates/
+trace.html.j2; figures and the crash-safe write come from the report kit, and matplotlib and
+jinja2 load only when a report is written.
 """
 
 from __future__ import annotations
@@ -10,19 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stillroom.evaluate.report import Plot, figure_png, new_figure, write_atomic
+from stillroom.errors import InputError
+from stillroom.reportkit.figures import Plot, figure_png, new_figure
+from stillroom.reportkit.files import write_atomic
+from stillroom.reportkit.pages import render
 
 TARGET_COLOR, RAW_COLOR, ADJ_COLOR = "#c44e52", "#8da0cb", "#4c72b0"
 
 
 def write_html(verdict: dict[str, Any], path: Path) -> Path:
     """Write the report of `verdict` to `path` (temp file, then rename); return `path`."""
-    import jinja2
-
     path = Path(path)
     if not path.parent.is_dir():
-        from stillroom.errors import InputError
-
         raise InputError(f"--html {path}: folder {path.parent} does not exist; create it first")
     ctx = {
         "suspect": verdict.get("suspect", ""),
@@ -31,8 +31,7 @@ def write_html(verdict: dict[str, Any], path: Path) -> Path:
         "match": _match(verdict.get("output_match")),
         "identity": verdict.get("identity"),
     }
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    write_atomic(path, env.from_string(TEMPLATE).render(**ctx).encode("utf-8"))
+    write_atomic(path, render("trace.html.j2", **ctx))
     return path
 
 
@@ -176,71 +175,6 @@ def _plot_match(m: dict[str, Any]) -> Plot:
         "each candidate with the closest reference prompt by prompt, not these averages."
     )
     return Plot("match", "Token match with the suspect", caption, figure_png(fig))
-
-
-# The page style of the trace report, shared by the demo's story.
-PAGE_CSS = """\
-body { margin: 0; background: #f3f4f6; color: #1f2328;
-       font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
-main { max-width: 980px; margin: 0 auto; padding: 28px 36px 48px; background: #fff; }
-h1 { font-size: 1.55em; margin: 0 0 .5em; }
-h2 { font-size: 1.2em; margin: 1.8em 0 .6em; border-bottom: 1px solid #d0d7de; }
-.statement { padding: 10px 16px; background: #eef3fb; border-left: 5px solid #4c72b0; }
-table { border-collapse: collapse; font-size: .93em; font-variant-numeric: tabular-nums; }
-th, td { padding: 5px 12px; text-align: left; border-bottom: 1px solid #eaeef2; }
-td:first-child { color: #57606a; }
-figure { margin: 12px 0; }
-figure img { display: block; max-width: 100%; height: auto; border: 1px solid #eaeef2; }
-figcaption { font-size: .9em; color: #57606a; max-width: 820px; }
-"""
-
-
-def page_head(title: str) -> str:
-    """A self-contained page's opening up to <body>, in the reports' shared style."""
-    return (
-        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{title}</title>\n<style>\n{PAGE_CSS}</style>\n</head>\n"
-    )
-
-
-TEMPLATE = (
-    page_head("Trace report: {{ suspect }}")
-    + """<body>
-<main>
-<h1>Trace report: {{ suspect }}</h1>
-{% if served %}<h2 id="served">Served answers: did it train on what we served?</h2>
-<p class="statement">{{ served.statement }}</p>
-<table>{% for k, v in served.rows %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
-{% endif %}
-{% if radio %}<h2 id="radioactivity">Radioactivity: does it carry our watermark?</h2>
-<p class="statement">{{ radio.statement }}</p>
-<table>{% for k, v in radio.rows %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
-{% if radio.plot %}<figure><img src="{{ radio.plot.data_uri }}" alt="{{ radio.plot.title }}">
-<figcaption>{{ radio.plot.caption }}</figcaption></figure>{% endif %}{% endif %}
-{% if match %}<h2 id="output-match">Output match: which candidate is its parent?</h2>
-<p class="statement">{{ match.statement }}</p>
-<p>{{ match.prompts }} random prompts, greedy answers of up to {{ match.max_tokens }} tokens from
-every model ({{ match.prompts }} queries each); closest reference: {{ match.best_reference }};
-parent named: <strong>{{ match.parent or "none" }}</strong> (Holm-corrected p below
-{{ match.alpha }}).</p>
-<table><thead><tr><th>model</th><th>role</th><th>token match</th><th>prompts won / lost</th>
-<th>p (sign test)</th><th>p (Holm)</th></tr></thead>
-<tbody>{% for row in match.rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
-{% endfor %}</tbody></table>
-<figure><img src="{{ match.plot.data_uri }}" alt="{{ match.plot.title }}">
-<figcaption>{{ match.plot.caption }}</figcaption></figure>{% endif %}
-{% if identity %}<h2 id="identity">Identity probes: who does it say made it?</h2>
-<p class="statement">{{ identity.statement }}</p>
-<p>{{ identity.answers | length }} queries, answered greedily.</p>
-<table><thead><tr><th>question</th><th>answer</th><th>makers named</th></tr></thead>
-<tbody>{% for a in identity.answers %}<tr><td>{{ a.probe }}</td><td>{{ a.answer }}</td>
-<td>{{ a.makers | join(", ") }}</td></tr>{% endfor %}</tbody></table>{% endif %}
-</main>
-</body>
-</html>
-"""
-)
 
 
 def identity_statement(claims: dict[str, int], asked: int) -> str:

@@ -19,7 +19,6 @@ import functools
 import itertools
 import json
 import math
-import os
 import shutil
 import string
 import sys
@@ -36,6 +35,7 @@ from stillroom.config import HarvestConfig, TrainSection, dump_config
 from stillroom.errors import ConfigError, StoreError
 from stillroom.harvest.signals import decode_topk
 from stillroom.harvest.store import RunStore
+from stillroom.reportkit.files import atomic_file, write_atomic
 from stillroom.train.data import (
     Batch,
     Example,
@@ -516,9 +516,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
-        tmp = target / (STATE_FILE + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, target / STATE_FILE)
+        with atomic_file(target / STATE_FILE) as tmp:
+            torch.save(state, tmp)
         for old in sorted(self.ckpt_dir.glob("step-*"))[: -self.tc.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
         return target
@@ -564,13 +563,10 @@ def train(
     """Train a student on the run's harvest; outputs go to `out_dir` (default: the run)."""
     target = out_dir or cfg.run_dir
     target.mkdir(parents=True, exist_ok=True)
-    tmp = target / "config.yaml.tmp"
-    tmp.write_text(dump_config(cfg))
-    os.replace(tmp, target / "config.yaml")
+    write_atomic(target / "config.yaml", dump_config(cfg))
     result = Trainer(cfg, resume=resume, quiet=quiet, out_dir=out_dir).run()
     out = target / "train_summary.json"
-    out.with_suffix(".tmp").write_text(json.dumps(asdict(result), indent=2))
-    os.replace(out.with_suffix(".tmp"), out)
+    write_atomic(out, json.dumps(asdict(result), indent=2))
     return result
 
 
