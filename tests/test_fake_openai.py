@@ -20,11 +20,11 @@ from stillroom.testing.fake_openai import (
     FakeServer,
     FakeServerConfig,
     FaultRule,
-    TinyLM,
     body_hash,
     fetch_stats,
     start_fake_server,
 )
+from stillroom.testing.tiny_lm import TinyLM
 
 pytestmark = pytest.mark.integration
 

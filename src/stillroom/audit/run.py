@@ -63,17 +63,8 @@ def measure(
         clock = _Clock(t)
         src = ingest.resolve(source, work)
         mark = state.watermark() if state is not None else None  # rows before it: read
-        stats = ingest.load(
-            eng,
-            src,
-            mapping or {},
-            work,
-            since,
-            until,
-            schema,
-            allow_empty=state is not None,
-            read_from=mark,
-        )
+        stats = ingest.load(eng, src, mapping or {}, work, since, until, schema,
+                            allow_empty=state is not None, read_from=mark)  # fmt: skip
         clock.lap("ingest")
         say(f"read {stats.rows:,} rows, {stats.used:,} usable")
         sampled = F.sample_texts(eng, sample)
@@ -81,25 +72,19 @@ def measure(
             sampled = state.absorb(sampled, sample)
             if not sampled:
                 raise InputError(f"{source}: no usable rows yet; nothing to audit")
-        samples = text.by_account(sampled)
-        systems = text.system_prompts(sampled)
-        emb = embedder or text.Embedder()
-        tfeat, vecs = text.account_text_features(samples, emb)
+        samples, systems = text.by_account(sampled), text.system_prompts(sampled)
+        tfeat, vecs = text.account_text_features(samples, embedder or text.Embedder())
         clock.lap("text")
         volume = {
             str(r["account_id"]): int(r["n"])
             for r in eng.rows("SELECT account_id, count(*) AS n FROM log GROUP BY account_id")
         }
-        accounts = sorted(volume)
         span = eng.rows("SELECT min(ts) AS lo, max(ts) AS hi FROM log")[0]
-        hours = max(1.0, (float(span["hi"]) - float(span["lo"])) / 3600.0)
+        window = (float(span["lo"]), float(span["hi"]))
         if link:
-            shared = F.shared_values(eng, max(links.MAX_SHARE.values()))
-            activity = F.activity(eng, links.SYNC_BUCKET_S)
-            meta = accounts_meta.evidence(accounts_meta.load(accounts_table, source))
-            lk = links.link(accounts, shared, systems, activity, hours, meta)
+            lk = _link(eng, sorted(volume), systems, window, accounts_table or None, source)
         else:
-            lk = links.Links({a: a for a in accounts})
+            lk = links.Links({a: a for a in sorted(volume)})
         clock.lap("links")
         units = F.unit_features(eng, lk.units)
         members = lk.members()
@@ -107,12 +92,27 @@ def measure(
             f["members"] = members.get(unit, [unit])
             _text_of_unit(f, tfeat, vecs, samples, sample)
         clock.lap("features")
-        window = (float(span["lo"]), float(span["hi"]))
         return Measured(units, lk, samples, stats, volume, t, window)
     finally:
         if isinstance(engine, str):
             eng.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _link(
+    eng: SQLEngine,
+    accounts: list[str],
+    systems: dict[str, set[str]],
+    window: tuple[float, float],
+    accounts_table: str | None,
+    source: str,
+) -> links.Links:
+    """Accounts joined into actors by shared values, timing, system prompts and metadata."""
+    hours = max(1.0, (window[1] - window[0]) / 3600.0)
+    shared = F.shared_values(eng, max(links.MAX_SHARE.values()))
+    activity = F.activity(eng, links.SYNC_BUCKET_S)
+    meta = accounts_meta.evidence(accounts_meta.load(accounts_table, source))
+    return links.link(accounts, shared, systems, activity, hours, meta)
 
 
 def _text_of_unit(
@@ -138,7 +138,7 @@ def _text_of_unit(
     f["lexical_breadth"] = text.lexical_breadth(prompts)
 
 
-def audit(
+def audit(  # long: the steps of one run in order: measure, calibrate, score, record
     source: str,
     *,
     engine: str = "duckdb",

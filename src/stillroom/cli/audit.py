@@ -18,7 +18,7 @@ from stillroom.cli.output import emit, parse_when, say
 from stillroom.errors import InputError
 
 if TYPE_CHECKING:
-    from stillroom.audit.run import AuditResult
+    from stillroom.audit.result import AuditResult
 
 
 def audit(  # long: typer reads the options from this signature
@@ -174,9 +174,9 @@ def _report(
             say(f"not blocked: {account}: {why}")
         data["blocked"] = blocked.accounts
     if json_out is not None:
-        tmp = json_out.with_suffix(json_out.suffix + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-        tmp.replace(json_out)
+        from stillroom.reportkit.files import write_atomic
+
+        write_atomic(json_out, json.dumps(data, indent=2, default=str) + "\n")
     if html_out is not None:
         report.write_html(result, html_out)
     if format == "json":

@@ -389,32 +389,8 @@ def _audit(out: Path, cast: dict[str, Any], traffic: dict[str, Any]) -> dict[str
     final = audit(db, fpr=FPR, min_requests=MIN_REQUESTS, log=quiet)
     ranked = sorted(final.scores.items(), key=lambda kv: -kv[1])
     flagged = sorted(final.flagged_accounts())
-    # When could it have told? The same audit on the log as it stood at earlier moments.
-    timeline = []
-    t0, t1 = times[0], times[-1]
-    for frac in (0.1, 0.25, 0.5, 0.75):
-        until = t0 + frac * (t1 - t0)
-        seen = sum(1 for t in times if t <= until)
-        try:
-            early = audit(
-                db, fpr=FPR, min_requests=MIN_REQUESTS, until=until, log=quiet
-            ).flagged_accounts()
-            note = ""
-        except InputError as e:  # too few accounts yet to calibrate on
-            early, note = set(), str(e)
-        timeline.append(
-            {
-                "fraction_of_traffic_time": frac,
-                "requests_logged": seen,
-                "note": note,
-                "distiller_accounts_flagged": sorted(
-                    names[a] for a in early if names.get(a, "").startswith("nimbus")
-                ),
-                "benign_accounts_flagged": sum(
-                    1 for a in early if names.get(a, "").startswith("user")
-                ),
-            }
-        )
+    timeline = _audit_timeline(db, times, names)
+    t0 = times[0]
     result = {
         "fpr": FPR,
         "min_requests": MIN_REQUESTS,
@@ -443,6 +419,37 @@ def _audit(out: Path, cast: dict[str, Any], traffic: dict[str, Any]) -> dict[str
     }
     _write_json(done, result)
     return result
+
+
+def _audit_timeline(db: str, times: list[float], names: dict[str, str]) -> list[dict[str, Any]]:
+    """When could it have told? The same audit on the log as it stood at earlier moments."""
+    from stillroom.audit.run import audit
+
+    timeline = []
+    t0, t1 = times[0], times[-1]
+    for frac in (0.1, 0.25, 0.5, 0.75):
+        until = t0 + frac * (t1 - t0)
+        try:
+            early = audit(
+                db, fpr=FPR, min_requests=MIN_REQUESTS, until=until, log=lambda _m: None
+            ).flagged_accounts()
+            note = ""
+        except InputError as e:  # too few accounts yet to calibrate on
+            early, note = set(), str(e)
+        timeline.append(
+            {
+                "fraction_of_traffic_time": frac,
+                "requests_logged": sum(1 for t in times if t <= until),
+                "note": note,
+                "distiller_accounts_flagged": sorted(
+                    names[a] for a in early if names.get(a, "").startswith("nimbus")
+                ),
+                "benign_accounts_flagged": sum(
+                    1 for a in early if names.get(a, "").startswith("user")
+                ),
+            }
+        )
+    return timeline
 
 
 def _unit(

@@ -148,18 +148,7 @@ def evaluate_text(
     for role, folder in trained_students(cfg.run_dir):
         answers, eff, kl, note = _student_run(cfg, folder, items.requests, timed, batch,
                                               latency_items)  # fmt: skip
-        to_teacher = text_scores(answers, items.teacher)
-        models[role] = {
-            "name": str(folder),
-            "role": role,
-            "efficiency": eff,
-            "quality": text_scores(answers, refs),
-            "fidelity": {
-                "agreement": to_teacher["exact_match"],
-                "chrf_to_teacher": to_teacher["chrf"],
-                "kl": kl,
-            },
-        }
+        models[role] = _student_entry(str(folder), role, eff, answers, refs, items.teacher, kl)
         shown[role] = answers[:EXAMPLES]
         notes += [f"{role}: {note}"] if note else []
     cores = os.cpu_count() or 1
@@ -185,6 +174,30 @@ def evaluate_text(
             "items_timed": len(timed),
             "batch": batch,
             "decoding": f"greedy, up to {cfg.generation.max_tokens} tokens",
+        },
+    }
+
+
+def _student_entry(
+    name: str,
+    role: str,
+    efficiency: dict[str, Any],
+    answers: list[str],
+    refs: list[str],
+    teacher: list[str],
+    kl: Any,
+) -> dict[str, Any]:
+    """One student's row: its quality against the references, its fidelity to the teacher."""
+    to_teacher = text_scores(answers, teacher)
+    return {
+        "name": name,
+        "role": role,
+        "efficiency": efficiency,
+        "quality": text_scores(answers, refs),
+        "fidelity": {
+            "agreement": to_teacher["exact_match"],
+            "chrf_to_teacher": to_teacher["chrf"],
+            "kl": kl,
         },
     }
 

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from stillroom.errors import InputError
+from stillroom.reportkit.files import write_atomic
 from stillroom.trace.tail import Tail, upper_tail
 
 Messages = tuple[tuple[str, str], ...]
@@ -230,9 +231,7 @@ def replays(
         done.update(zip((s.ref for s in missing), drawn, strict=True))
         if cache is not None:
             rows = [{"ref": ref, "seed": seed, "text": text} for ref, text in done.items()]
-            tmp = cache.with_suffix(cache.suffix + ".tmp")
-            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-            tmp.replace(cache)
+            write_atomic(cache, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return [done[s.ref] for s in served]
 
 
