@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import brentq
 from scipy.special import expit
 from scipy.stats import norm
 
@@ -54,26 +55,8 @@ def upper_tail(c: np.ndarray, s: float, gamma: float) -> Tail:
     top = float(c[c > 0].sum() * (1 - gamma) - c[c < 0].sum() * gamma)  # S's largest value
     if s > top:
         return Tail(z, 0.0, 0.0)
-    # K' rises from 0 (at lam = 0) to top: bracket the root of K'(lam) = s, then bisect on
-    # Newton steps that stay inside the bracket.
-    lo, hi = 0.0, 1.0 / math.sqrt(var)
-    while _cgf(c, hi, gamma)[1] < s:
-        lo, hi = hi, hi * 2
-        if hi > 1e12:
-            break
-    lam = (lo + hi) / 2
-    for _ in range(200):
-        k0, k1, k2 = _cgf(c, lam, gamma)
-        if abs(k1 - s) <= 1e-10 * abs(s):
-            break
-        if k1 < s:
-            lo = lam
-        else:
-            hi = lam
-        if hi - lo <= 1e-14 * hi:
-            break
-        step = lam - (k1 - s) / k2 if k2 > 0 else lo
-        lam = step if lo < step < hi else (lo + hi) / 2
+    lam = _saddlepoint(c, s, gamma, 1.0 / math.sqrt(var))
+    k0, _, k2 = _cgf(c, lam, gamma)
     exponent = k0 - lam * s  # <= 0: log of the Chernoff bound
     bound = math.exp(min(exponent, 0.0))
     w = math.sqrt(max(-2.0 * exponent, 0.0))
@@ -85,3 +68,14 @@ def upper_tail(c: np.ndarray, s: float, gamma: float) -> Tail:
         return Tail(z, min(float(norm.sf(z)), bound), bound)
     p = float(norm.sf(w) + norm.pdf(w) * (1 / u - 1 / w))
     return Tail(z, min(max(p, 0.0), bound), bound)
+
+
+def _saddlepoint(c: np.ndarray, s: float, gamma: float, start: float) -> float:
+    """The lam where K'(lam) = s. K' rises from 0 (at lam = 0) towards S's largest value:
+    double `start` until it brackets the root, then solve by Brent's method."""
+    lo, hi = 0.0, start
+    while _cgf(c, hi, gamma)[1] < s:
+        lo, hi = hi, hi * 2
+        if hi > 1e12:  # s is S's largest value: the root is at infinity, the bound exact
+            return hi
+    return float(brentq(lambda lam: _cgf(c, lam, gamma)[1] - s, lo, hi, xtol=1e-14 * hi))
