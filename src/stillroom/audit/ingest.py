@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,6 @@ STRINGS = (
 JSONS = ("messages", "params", "response_text")
 PARAM_KEYS = tuple(litellm_log.BODY_PARAMS)  # n, temperature, top_p, max_tokens, stop, ...
 AUTO_PARAMS = ("n", "temperature", "top_p", "max_tokens", "seed", "logprobs", "top_logprobs")
-SCHEMAS = ("auto", "stillroom", "litellm", "otel")
 INTS = ("prompt_tokens", "completion_tokens", "status")
 NESTED = re.compile(r"^(struct|map|array|list|json)|\[\]$|^STRUCT|^MAP|\[\]", re.IGNORECASE)
 NUMERIC = re.compile(
@@ -75,6 +75,18 @@ COT_PHRASES = (
     "think carefully",
     "explain your thinking",
 )
+
+
+class LogSchema(StrEnum):
+    """`--schema`: what kind of log a source holds."""
+
+    AUTO = "auto"  # told by the columns (or, for a database, by its tables)
+    STILLROOM = "stillroom"  # the gateway's request log
+    LITELLM = "litellm"  # LiteLLM's spend log
+    OTEL = "otel"  # OpenTelemetry GenAI spans, JSONL
+
+
+SCHEMAS = tuple(s.value for s in LogSchema)
 
 
 @dataclass
@@ -98,11 +110,12 @@ class IngestStats:
         }
 
 
-def check_schema(schema: str) -> str:
+def check_schema(schema: str) -> LogSchema:
     """`--schema`, checked before anything is read."""
-    if schema not in SCHEMAS:
-        raise InputError(f"--schema {schema!r}: use {', '.join(SCHEMAS)}")
-    return schema
+    try:
+        return LogSchema(schema)
+    except ValueError:
+        raise InputError(f"--schema {schema!r}: use {', '.join(SCHEMAS)}") from None
 
 
 def parse_map(items: list[str] | None) -> dict[str, str]:
@@ -211,7 +224,7 @@ def load(
     )
     schema = _read(engine, src, workdir, renames, schema)
     have = engine.columns("src_file")
-    if schema == "litellm":
+    if schema == LogSchema.LITELLM:
         engine.view("src_raw", litellm_log.adapt_sql(engine.dialect, have, renames))
         stats.converted.extend(litellm_log.describe(engine, have, renames))
         renames = {}
@@ -237,7 +250,7 @@ def load(
     _count(engine, stats, since, until, early)
     if stats.used == 0 and not allow_empty:
         hint = "check --since/--until and --map"
-        if schema == "litellm" and stats.garbage.get("no messages or prompt") == stats.rows:
+        if schema == LogSchema.LITELLM and stats.garbage.get("no messages or prompt") == stats.rows:
             hint = litellm_log.NO_TEXT_HINT
         raise InputError(
             f"{src.label}: none of its {stats.rows:,} rows is usable (garbage: "
@@ -248,34 +261,36 @@ def load(
 
 
 def _prepare(
-    src: Source, mapping: dict[str, str], asked: str, workdir: Path, converted: list[str]
-) -> tuple[Source, str, dict[str, str], dict[str, int]]:
+    src: Source, mapping: dict[str, str], asked: LogSchema, workdir: Path, converted: list[str]
+) -> tuple[Source, LogSchema, dict[str, str], dict[str, int]]:
     """(source, schema, renames, early garbage): the schema asked for or known, with OTel
     spans already staged as a request log (their unreadable lines are the early garbage)."""
     renames = dict(mapping)
-    schema = asked if asked != "auto" else src.schema or "auto"
-    if src.schema is not None and schema != src.schema:
+    known = LogSchema(src.schema) if src.schema is not None else LogSchema.AUTO
+    schema = asked if asked != LogSchema.AUTO else known
+    if src.schema is not None and schema != known:
+        table = litellm_log.TABLE if known == LogSchema.LITELLM else "requests"
         raise InputError(
-            f"{src.label}: --schema {schema}, but the database holds a {src.schema} log "
-            f"({litellm_log.TABLE if src.schema == 'litellm' else 'requests'}); drop --schema"
+            f"{src.label}: --schema {schema}, but the database holds a {known} log "
+            f"({table}); drop --schema"
         )
-    if schema == "otel" and src.kind != "jsonl":
+    if schema == LogSchema.OTEL and src.kind != "jsonl":
         raise InputError(
             f"{src.label}: OpenTelemetry spans are read from JSONL (OTLP/JSON, one export or "
             "span per line); export them as JSONL, or drop --schema otel"
         )
     if src.kind == "jsonl" and (
-        schema == "otel"
-        or (schema == "auto" and otel_spans.looks_like(otel_spans.first_record(src)[1]))
+        schema == LogSchema.OTEL
+        or (schema == LogSchema.AUTO and otel_spans.looks_like(otel_spans.first_record(src)[1]))
     ):
         staged, early = otel_spans.stage(src, workdir, renames, converted)
-        return staged, "stillroom", {}, early
+        return staged, LogSchema.STILLROOM, {}, early
     return src, schema, renames, {}
 
 
 def _read(
-    engine: SQLEngine, src: Source, workdir: Path, mapping: dict[str, str], schema: str
-) -> str:
+    engine: SQLEngine, src: Source, workdir: Path, mapping: dict[str, str], schema: LogSchema
+) -> LogSchema:
     """The source's files as the view `src_file`; its schema, told by its columns when
     `schema` is auto, and its columns checked for that schema before any row is read."""
     if src.kind == "parquet":
@@ -294,11 +309,12 @@ def _read(
 
 
 def _check_source(
-    src: Source, have: list[tuple[str, str]], mapping: dict[str, str], schema: str
-) -> str:
-    if schema == "auto":
-        schema = "litellm" if litellm_log.looks_like([n for n, _ in have]) else "stillroom"
-    if schema == "litellm":
+    src: Source, have: list[tuple[str, str]], mapping: dict[str, str], schema: LogSchema
+) -> LogSchema:
+    if schema == LogSchema.AUTO:
+        foreign = litellm_log.looks_like([n for n, _ in have])
+        schema = LogSchema.LITELLM if foreign else LogSchema.STILLROOM
+    if schema == LogSchema.LITELLM:
         litellm_log.check(src.label, have, mapping)
     else:
         _check_columns(src, have, mapping)

@@ -3,8 +3,9 @@ exact match and chrF for text."""
 
 from __future__ import annotations
 
-from collections import Counter
+import functools
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -66,39 +67,6 @@ CHRF_ORDER = 6
 CHRF_BETA = 2.0
 
 
-def chrf_stats(hyp: str, ref: str, order: int = CHRF_ORDER) -> np.ndarray:
-    """(order, 3) int64: per n-gram order n = 1..order, the hypothesis's character n-grams,
-    the reference's, and the matches (each n-gram counted at most as often as in both).
-    Whitespace is removed before n-grams are taken, as in Popović 2015."""
-    h, r = "".join(hyp.split()), "".join(ref.split())
-    out = np.zeros((order, 3), dtype=np.int64)
-    for n in range(1, order + 1):
-        hc, rc = _char_ngrams(h, n), _char_ngrams(r, n)
-        out[n - 1] = (sum(hc.values()), sum(rc.values()), sum((hc & rc).values()))
-    return out
-
-
-def chrf_score(stats: np.ndarray, beta: float = CHRF_BETA) -> float:
-    """chrF from (summed) `chrf_stats`, on a 0-100 scale.
-
-    Popović 2015: chrP and chrR are the arithmetic means over n of the n-gram precision and
-    recall, and chrF_beta = (1 + beta^2) chrP chrR / (beta^2 chrP + chrR). An order where
-    either side has no n-grams (a string shorter than n) is left out of both means, as
-    sacreBLEU does; with no order left the score is 0 (two empty strings are the callers'
-    case: `chrf` and `corpus_chrf` score them 100).
-    """
-    hyp_n, ref_n, match = (stats[:, i].astype(float) for i in range(3))
-    both = (hyp_n > 0) & (ref_n > 0)
-    if not both.any():
-        return 0.0
-    precision = float((match[both] / hyp_n[both]).mean())
-    recall = float((match[both] / ref_n[both]).mean())
-    if precision + recall == 0:
-        return 0.0
-    b2 = beta**2
-    return 100 * (1 + b2) * precision * recall / (b2 * precision + recall)
-
-
 def chrf(hyp: str, ref: str, *, order: int = CHRF_ORDER, beta: float = CHRF_BETA) -> float:
     """Sentence-level chrF of one hypothesis against one reference, 0-100; 100 for two
     strings that are both empty (or whitespace only): identical answers."""
@@ -108,27 +76,26 @@ def chrf(hyp: str, ref: str, *, order: int = CHRF_ORDER, beta: float = CHRF_BETA
 def corpus_chrf(
     hyps: Sequence[str], refs: Sequence[str], *, order: int = CHRF_ORDER, beta: float = CHRF_BETA
 ) -> float:
-    """Corpus-level chrF, 0-100, as sacreBLEU's corpus_score (identical to it but for two
-    empty strings): n-gram counts summed over pairs, then one score. A hypothesis's n-grams
-    of an order its reference is too short to have are not counted against its precision.
-    Pairs of two empty strings add nothing; if every pair is one, the score is 100. No
-    pairs give 0."""
+    """Corpus-level chrF, 0-100: sacreBLEU's `CHRF` (Popović 2015; character n-grams up to
+    `order`, whitespace removed, counts summed over pairs, then one score), with one
+    exception: if every pair is two empty strings the answers are identical and score 100,
+    where sacreBLEU gives 0. No pairs give 0."""
     pairs = _pairs(hyps, refs)
     if not pairs:
         return 0.0
-    stats = [chrf_stats(h, r, order) for h, r in pairs]  # each (order, 3)
-    if all(not s.any() for s in stats):
+    if all(not h.split() and not r.split() for h, r in pairs):
         return 100.0
-    total = np.zeros((order, 3), np.int64)
-    for s in stats:
-        counted = s.copy()
-        counted[counted[:, 1] == 0, 0] = 0  # no reference n-grams of that order
-        total += counted
-    return chrf_score(total, beta)
+    scorer = _chrf_scorer(order, beta)
+    return float(scorer.corpus_score([h for h, _ in pairs], [[r for _, r in pairs]]).score)
 
 
-def _char_ngrams(text: str, n: int) -> Counter[str]:
-    return Counter(text[i : i + n] for i in range(len(text) - n + 1))
+@functools.cache
+def _chrf_scorer(order: int, beta: float) -> Any:
+    # Imported on first use: sacreBLEU loads every metric it has, which `eval` alone needs.
+    from sacrebleu.metrics import CHRF
+
+    # Typed int there, but only squared: a float beta scores as the formula says.
+    return CHRF(char_order=order, word_order=0, beta=beta)  # type: ignore[arg-type]
 
 
 def _pairs(hyps: Sequence[str], refs: Sequence[str]) -> list[tuple[str, str]]:

@@ -15,14 +15,10 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from stillroom.errors import StillroomError
+from stillroom.errors import AccountError as AccountError  # its home before the tree
 from stillroom.serve.db import accounts, api_keys, now
 
 MAX_LIMIT = 10**12  # per-minute limits above this are "unlimited" in all but name
-
-
-class AccountError(StillroomError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,15 @@ from __future__ import annotations
 import asyncio
 import hmac
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from stillroom.errors import AccountError, APIError
 from stillroom.serve import accounts as acc
 from stillroom.serve.accounts import MAX_LIMIT
-
-if TYPE_CHECKING:
-    from stillroom.serve.app import Gateway
+from stillroom.serve.gateway import Gateway
 
 
 class NewAccount(BaseModel):
@@ -39,8 +38,6 @@ class NewKeyBody(BaseModel):
 
 
 def admin_router(gw: Gateway, token: str | None) -> APIRouter:
-    from stillroom.serve.app import APIError
-
     async def admin(request: Request) -> None:
         if token is None:
             raise APIError(
@@ -60,7 +57,7 @@ def admin_router(gw: Gateway, token: str | None) -> APIRouter:
     async def call(fn: Any, *args: Any, **kw: Any) -> Any:
         try:
             return await asyncio.to_thread(fn, gw.engine, *args, **kw)
-        except acc.AccountError as e:
+        except AccountError as e:
             status = 404 if str(e).startswith("no ") else 400
             raise APIError(status, str(e), code="account_error") from None
 

@@ -13,7 +13,6 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -21,78 +20,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.engine import Engine
 
+from stillroom.errors import APIError, BackendError, LogWriteError
 from stillroom.serve import replies
-from stillroom.serve.accounts import Principal, lookup_key
+from stillroom.serve.accounts import Principal
 from stillroom.serve.admin import admin_router
-from stillroom.serve.backends import Backend, BackendError
-from stillroom.serve.db import in_process
-from stillroom.serve.limits import Limiter
-from stillroom.serve.log import LogRow, LogWriteError, RequestLog, as_json
+from stillroom.serve.backends import Backend
+from stillroom.serve.gateway import Gateway, ServeSettings
+from stillroom.serve.log import LogRow, as_json
 from stillroom.serve.schemas import ChatRequest, CompletionRequest
 
-KEY_CACHE_S = 1.0  # a block or revoke made from another process takes effect within this
-
-
-@dataclass
-class ServeSettings:
-    admin_token: str | None = None
-    default_rpm: int | None = None
-    default_tpm: int | None = None
-    default_max_tokens: int = 256
-
-
-class APIError(Exception):
-    """An error answered in OpenAI's envelope: {"error": {message, type, param, code}}."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        code: str | None = None,
-        param: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.status, self.message, self.type = status, message, type
-        self.code, self.param, self.headers = code, param, headers or {}
-        super().__init__(message)
-
-    def response(self) -> JSONResponse:
-        err = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
-        return JSONResponse({"error": err}, status_code=self.status, headers=self.headers)
-
-
-class Gateway:
-    def __init__(self, engine: Engine, backend: Backend, settings: ServeSettings) -> None:
-        self.engine = engine
-        self.backend = backend
-        self.settings = settings
-        self.log = RequestLog(engine)
-        self.limiter = Limiter(settings.default_rpm, settings.default_tpm)
-        self._keys: dict[str, tuple[float, Principal | None]] = {}
-        self._inline_db = in_process(engine)
-
-    def forget_account(self, account_id: str) -> None:
-        """Drop cached keys of an account, so a block or limit change applies at once."""
-        self._keys = {
-            k: v for k, v in self._keys.items() if v[1] is None or v[1].account.id != account_id
-        }
-
-    async def principal(self, key: str) -> Principal | None:
-        import asyncio
-
-        cached = self._keys.get(key)
-        if cached and time.monotonic() - cached[0] < KEY_CACHE_S:
-            return cached[1]
-        if self._inline_db:  # an indexed read: see `in_process`
-            found = lookup_key(self.engine, key)
-        else:
-            found = await asyncio.to_thread(lookup_key, self.engine, key)
-        if len(self._keys) > 100_000:  # a flood of random keys must not grow memory forever
-            self._keys.clear()
-        self._keys[key] = (time.monotonic(), found)
-        return found
+# APIError, Gateway and ServeSettings moved out; their old import path here keeps working.
+__all__ = ["APIError", "Gateway", "ServeSettings", "create_app"]
 
 
 def create_app(engine: Engine, backend: Backend, settings: ServeSettings | None = None) -> FastAPI:
@@ -141,7 +79,7 @@ def create_app(engine: Engine, backend: Backend, settings: ServeSettings | None 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, e: APIError) -> JSONResponse:
         await _log_failure(gw, request, e.status, e.message)
-        return e.response()
+        return _response(e)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -154,7 +92,7 @@ def create_app(engine: Engine, backend: Backend, settings: ServeSettings | None 
             msg = f"{param or 'body'}: {first.get('msg', 'invalid value')}"
         err = APIError(400, msg, param=param, code="invalid_request")
         await _log_failure(gw, request, 400, msg)
-        return err.response()
+        return _response(err)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -244,15 +182,15 @@ async def _generate(
     try:
         await gw.log.write(row)
     except LogWriteError as e:
-        # No silent loss: the client is told, and may retry.
-        err = {
-            "message": f"the request log could not be written ({e}); the request was not "
-            "served, retry later",
-            "type": "api_error",
-            "param": None,
-            "code": "log_failed",
-        }
-        return JSONResponse({"error": err}, status_code=500)
+        # No silent loss: the client is told, and may retry. Returned, not raised: the
+        # failure log row would meet the same broken log.
+        failed = APIError(
+            500,
+            f"the request log could not be written ({e}); the request was not served, retry later",
+            type="api_error",
+            code="log_failed",
+        )
+        return _response(failed)
     # What the gateway added to the backend's time, log commit included: for clients and
     # for benchmarks (Server-Timing is a standard header browsers and tools read).
     total_ms = (time.perf_counter() - request.state.started) * 1e3
@@ -267,6 +205,10 @@ async def _generate(
         return StreamingResponse(stream, media_type="text/event-stream", headers=timing)
     reply = (replies.chat_body if chat else replies.completion_body)(answer, rid, created)
     return JSONResponse(reply, headers=timing)
+
+
+def _response(e: APIError) -> JSONResponse:
+    return JSONResponse(e.envelope(), status_code=e.status, headers=e.headers)
 
 
 def _token_estimate(body: ChatRequest | CompletionRequest, default_max: int) -> int:

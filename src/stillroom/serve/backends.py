@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from stillroom.errors import BackendError as BackendError  # its home before the tree
 from stillroom.serve.schemas import ChatRequest, CompletionRequest
 
 
@@ -39,15 +40,6 @@ class Answer:
     prompt_tokens: int
     completion_tokens: int
     watermark_key_id: str | None = None
-
-
-class BackendError(Exception):
-    """The backend could not answer. `status` is what the client should get."""
-
-    def __init__(self, message: str, status: int = 502, code: str = "backend_error") -> None:
-        self.status = status
-        self.code = code
-        super().__init__(message)
 
 
 class Backend(Protocol):

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from stillroom.errors import StillroomError
+from stillroom.errors import GatewayDBError as GatewayDBError  # its home before the tree
 
 metadata = sa.MetaData()
 
@@ -83,10 +83,6 @@ def _initial(conn: Connection) -> None:
 
 # Append-only: (version, what it does). Never edit a released entry; add a new one.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _initial)]
-
-
-class GatewayDBError(StillroomError):
-    pass
 
 
 def database_url(db: str) -> str:

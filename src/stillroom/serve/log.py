@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from stillroom.errors import LogWriteError as LogWriteError  # its home before the tree
 from stillroom.serve.db import in_process, requests
 
 MAX_GROUP = 256
@@ -126,7 +127,3 @@ class RequestLog:
         if self._raw is not None:
             self._raw.close()
             self._raw = None
-
-
-class LogWriteError(Exception):
-    pass

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import brentq
 from scipy.special import expit
 from scipy.stats import norm
 
@@ -54,27 +55,9 @@ def upper_tail(c: np.ndarray, s: float, gamma: float) -> Tail:
     top = float(c[c > 0].sum() * (1 - gamma) - c[c < 0].sum() * gamma)  # S's largest value
     if s > top:
         return Tail(z, 0.0, 0.0)
-    # K' rises from 0 (at lam = 0) to top: bracket the root of K'(lam) = s, then bisect on
-    # Newton steps that stay inside the bracket.
-    lo, hi = 0.0, 1.0 / math.sqrt(var)
-    while _cgf(c, hi, gamma)[1] < s:
-        lo, hi = hi, hi * 2
-        if hi > 1e12:
-            break
-    lam = (lo + hi) / 2
-    for _ in range(200):
-        k0, k1, k2 = _cgf(c, lam, gamma)
-        if abs(k1 - s) <= 1e-10 * abs(s):
-            break
-        if k1 < s:
-            lo = lam
-        else:
-            hi = lam
-        if hi - lo <= 1e-14 * hi:
-            break
-        step = lam - (k1 - s) / k2 if k2 > 0 else lo
-        lam = step if lo < step < hi else (lo + hi) / 2
-    exponent = k0 - lam * s  # <= 0: log of the Chernoff bound
+    lam = _saddlepoint(c, s, gamma, 1.0 / math.sqrt(var))
+    k2 = _cgf(c, lam, gamma)[2]
+    exponent = _log_chernoff(c, lam, gamma, top - s)  # <= 0
     bound = math.exp(min(exponent, 0.0))
     w = math.sqrt(max(-2.0 * exponent, 0.0))
     u = lam * math.sqrt(k2)
@@ -85,3 +68,23 @@ def upper_tail(c: np.ndarray, s: float, gamma: float) -> Tail:
         return Tail(z, min(float(norm.sf(z)), bound), bound)
     p = float(norm.sf(w) + norm.pdf(w) * (1 / u - 1 / w))
     return Tail(z, min(max(p, 0.0), bound), bound)
+
+
+def _log_chernoff(c: np.ndarray, lam: float, gamma: float, slack: float) -> float:
+    """K(lam) - lam s for s = top - slack, as lam slack + sum_i log(q_i + (1 - q_i) e^(-lam |c_i|))
+    with q_i the chance of term i's largest value: the same sum as K's, but with the terms
+    that grow like lam (and would cancel against lam s) taken out, so a large lam near S's
+    largest value loses no precision and the bound stays above the true tail."""
+    q = np.where(c > 0, gamma, 1 - gamma)
+    return lam * slack + float(np.log1p((1 - q) * np.expm1(-lam * np.abs(c))).sum())
+
+
+def _saddlepoint(c: np.ndarray, s: float, gamma: float, start: float) -> float:
+    """The lam where K'(lam) = s. K' rises from 0 (at lam = 0) towards S's largest value:
+    double `start` until it brackets the root, then solve by Brent's method."""
+    lo, hi = 0.0, start
+    while _cgf(c, hi, gamma)[1] < s:
+        lo, hi = hi, hi * 2
+        if hi > 1e12:  # s is S's largest value: the root is at infinity
+            return hi
+    return float(brentq(lambda lam: _cgf(c, lam, gamma)[1] - s, lo, hi, xtol=1e-14 * hi))

@@ -20,13 +20,9 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import torch
 
-from stillroom.errors import StillroomError
+from stillroom.errors import VocabMismatch as VocabMismatch  # its home before the tree
 from stillroom.harvest.signals import decode_topk
 from stillroom.harvest.store import RunStore
-
-
-class VocabMismatch(StillroomError):
-    """The harvest's token ids cannot be expressed in the student's vocabulary."""
 
 
 @dataclass

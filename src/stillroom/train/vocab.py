@@ -41,15 +41,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stillroom.errors import VocabTrimError as VocabTrimError  # its home before the tree
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 UNUSED_TOKEN = re.compile(r"<unused\d+>")
 BYTE_TOKEN = re.compile(r"<0x[0-9A-F]{2}>")
-
-
-class VocabTrimError(ValueError):
-    """The tokenizer cannot be trimmed (not a plain BPE model); the message says the fix."""
 
 
 @dataclass(frozen=True)

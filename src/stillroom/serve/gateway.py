@@ -1,0 +1,59 @@
+"""`Gateway`: the state one gateway process shares between its routes (database, backend,
+request log, limiter, key cache), and `ServeSettings`, what an operator chose at start.
+
+Its own module so that the app and the admin router both import it, and neither the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from stillroom.serve.accounts import Principal, lookup_key
+from stillroom.serve.backends import Backend
+from stillroom.serve.db import in_process
+from stillroom.serve.limits import Limiter
+from stillroom.serve.log import RequestLog
+
+KEY_CACHE_S = 1.0  # a block or revoke made from another process takes effect within this
+
+
+@dataclass
+class ServeSettings:
+    admin_token: str | None = None
+    default_rpm: int | None = None
+    default_tpm: int | None = None
+    default_max_tokens: int = 256
+
+
+class Gateway:
+    def __init__(self, engine: Engine, backend: Backend, settings: ServeSettings) -> None:
+        self.engine = engine
+        self.backend = backend
+        self.settings = settings
+        self.log = RequestLog(engine)
+        self.limiter = Limiter(settings.default_rpm, settings.default_tpm)
+        self._keys: dict[str, tuple[float, Principal | None]] = {}
+        self._inline_db = in_process(engine)
+
+    def forget_account(self, account_id: str) -> None:
+        """Drop cached keys of an account, so a block or limit change applies at once."""
+        self._keys = {
+            k: v for k, v in self._keys.items() if v[1] is None or v[1].account.id != account_id
+        }
+
+    async def principal(self, key: str) -> Principal | None:
+        cached = self._keys.get(key)
+        if cached and time.monotonic() - cached[0] < KEY_CACHE_S:
+            return cached[1]
+        if self._inline_db:  # an indexed read: see `in_process`
+            found = lookup_key(self.engine, key)
+        else:
+            found = await asyncio.to_thread(lookup_key, self.engine, key)
+        if len(self._keys) > 100_000:  # a flood of random keys must not grow memory forever
+            self._keys.clear()
+        self._keys[key] = (time.monotonic(), found)
+        return found
