@@ -23,8 +23,8 @@ from stillroom.errors import (
     TeacherReplyError,
     TeacherUnavailable,
 )
-from stillroom.harvest.cost import input_tokens_upper_bound
 from stillroom.teachers.base import Choice, Completion, TeacherKind, TeacherRequest, Usage
+from stillroom.teachers.estimates import input_tokens_upper_bound
 from stillroom.teachers.ratelimit import TokenBucket
 
 _RETRYABLE = (
