@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from stillroom.runtime.gemma import DEFAULT_TEACHER, cache_root_dir, default_teacher_dir
 from stillroom.teachers.base import GenerationParams, TeacherRequest
-from stillroom.teachers.gemma import DEFAULT_TEACHER, cache_root_dir, default_teacher_dir
 from stillroom.teachers.local import LocalTeacher
 
 TOPICS = [

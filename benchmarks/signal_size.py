@@ -44,7 +44,7 @@ def gemma_records(n_tokens: int, n_prompts: int) -> list[Record]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from stillroom.teachers.gemma import default_teacher_dir
+    from stillroom.runtime.gemma import default_teacher_dir
 
     folder = default_teacher_dir()
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)

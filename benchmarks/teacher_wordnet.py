@@ -32,6 +32,7 @@ import torch
 
 from stillroom.config import SplitConfig
 from stillroom.harvest.prompts import split_of
+from stillroom.runtime.gemma import DEFAULT_TEACHER
 from stillroom.tasks.wordnet import (
     CANDIDATES,
     DEFAULT_CLASSES,
@@ -42,7 +43,6 @@ from stillroom.tasks.wordnet import (
     few_shot_prefix,
     format_item,
 )
-from stillroom.teachers.gemma import DEFAULT_TEACHER
 from stillroom.teachers.local import LocalTeacher
 
 SPLIT = SplitConfig(train=0.8, validation=0.05, test=0.15, seed=0)

@@ -41,9 +41,9 @@ from typing import Any
 
 from stillroom.demo.story import DISTILL_TEMPLATE
 from stillroom.harvest.store import CallMeta, RunStore
+from stillroom.runtime.gemma import default_teacher_dir
 from stillroom.tasks.wordnet import find_wordnet, parse_data_noun
 from stillroom.teachers.base import Choice, Completion, GenerationParams, TeacherRequest, Usage
-from stillroom.teachers.gemma import default_teacher_dir
 from stillroom.trace.match import compare, random_prompts
 from stillroom.trace.suspects import LocalSuspect
 from stillroom.train.trainer import encode_record, train

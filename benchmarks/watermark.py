@@ -45,6 +45,8 @@ import numpy as np
 import torch
 from scipy import stats
 
+from stillroom.runtime.gemma import DEFAULT_TEACHER
+from stillroom.runtime.tensors import pad_batch
 from stillroom.tasks.wordnet import (
     CANDIDATES,
     LABELS,
@@ -54,8 +56,7 @@ from stillroom.tasks.wordnet import (
     prompt_for,
 )
 from stillroom.teachers.base import Choice, GenerationParams, TeacherRequest
-from stillroom.teachers.gemma import DEFAULT_TEACHER
-from stillroom.teachers.local import LocalTeacher, pad_batch
+from stillroom.teachers.local import LocalTeacher
 from stillroom.watermark.detect import Detection, detect_many, detect_texts
 from stillroom.watermark.greenlist import GreenList
 from stillroom.watermark.key import WatermarkKey

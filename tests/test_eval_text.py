@@ -17,7 +17,7 @@ from stillroom.evaluate.report import write_report
 from stillroom.evaluate.run import evaluate
 from stillroom.harvest.runner import harvest
 from stillroom.harvest.store import RunStore
-from stillroom.train.student_config import StudentConfig
+from stillroom.student_config import StudentConfig
 from stillroom.train.students import build_student, save_student
 from stillroom.train.trainer import train
 from tests.test_report import CHROMIUM, PROBE, _chromium, _images

@@ -14,8 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stillroom.errors import InputError, TeacherFatalError
+from stillroom.runtime.sampling import nucleus as _nucleus
+from stillroom.runtime.sampling import pick as _pick
 from stillroom.teachers.base import Completion, GenerationParams, TeacherRequest
-from stillroom.teachers.local import LocalTeacher, _nucleus, _pick
+from stillroom.teachers.local import LocalTeacher
 from tests.tiny_models import make_tiny_lm
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -334,7 +336,7 @@ def test_missing_folder_says_the_fix(tmp_path: Path) -> None:
 def test_default_teacher_dir_is_cached_and_crash_safe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import stillroom.teachers.gemma as gemma
+    import stillroom.runtime.gemma as gemma
 
     calls: list[str] = []
 
@@ -371,7 +373,7 @@ def test_default_teacher_dir_is_cached_and_crash_safe(
 
 @pytest.mark.slow
 def test_gemma_teacher_end_to_end(tmp_path: Path) -> None:
-    from stillroom.teachers.gemma import assemble_gguf, load_gguf
+    from stillroom.runtime.gemma import assemble_gguf, load_gguf
 
     teacher = LocalTeacher.load("gemma-3-270m")
     prompts = ["The Eiffel Tower is located in the city of", "def fibonacci(n):"]

@@ -328,7 +328,7 @@ GEMMA_TEXTS = [
 
 @pytest.mark.slow
 def test_gemma_shrink(tmp_path: Path) -> None:
-    from stillroom.teachers.gemma import default_teacher_dir
+    from stillroom.runtime.gemma import default_teacher_dir
 
     teacher_dir = default_teacher_dir()
     teacher_tok = AutoTokenizer.from_pretrained(teacher_dir)
@@ -366,7 +366,7 @@ def test_gemma_shrink(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_gemma_trimmed_vocab_keeps_the_teachers_logits() -> None:
-    from stillroom.teachers.gemma import default_teacher_dir
+    from stillroom.runtime.gemma import default_teacher_dir
 
     teacher_dir = default_teacher_dir()
     teacher_tok = AutoTokenizer.from_pretrained(teacher_dir)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from stillroom.student_config import StudentConfig
 from stillroom.teachers.base import GenerationParams, TeacherRequest
 from stillroom.teachers.local import LocalTeacher
 from stillroom.trace.match import (
@@ -22,7 +23,6 @@ from stillroom.trace.match import (
     statement,
 )
 from stillroom.trace.suspects import LocalSuspect
-from stillroom.train.student_config import StudentConfig
 from stillroom.train.students import build_student, save_student
 from tests.tiny_models import SENTENCES, fit_on_answers, make_tiny_lm
 

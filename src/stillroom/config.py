@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from stillroom.errors import ConfigError
-from stillroom.train.student_config import StudentConfig
+from stillroom.student_config import StudentConfig
 
 
 class _Strict(BaseModel):

@@ -217,7 +217,7 @@ def _harvest_config(out: Path, name: str, url: str, scale: Scale, model: str) ->
 def _open_weights(model: str) -> Path:
     """The distiller has no access to the API's weights; it cuts its student from an open
     model. Gemma 3 270M's weights are public, so here that open model is the same one."""
-    from stillroom.teachers.gemma import DEFAULT_TEACHER_ALIASES, default_teacher_dir
+    from stillroom.runtime.gemma import DEFAULT_TEACHER_ALIASES, default_teacher_dir
 
     return default_teacher_dir() if model in DEFAULT_TEACHER_ALIASES else Path(model)
 

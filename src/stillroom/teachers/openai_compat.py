@@ -23,8 +23,8 @@ from stillroom.errors import (
     TeacherReplyError,
     TeacherUnavailable,
 )
-from stillroom.harvest.cost import input_tokens_upper_bound
 from stillroom.teachers.base import Choice, Completion, TeacherKind, TeacherRequest, Usage
+from stillroom.teachers.estimates import input_tokens_upper_bound
 from stillroom.teachers.ratelimit import TokenBucket
 
 _RETRYABLE = (
@@ -54,6 +54,12 @@ class OpenAITeacher:
             base_url=cfg.base_url,
             api_key=os.environ.get(cfg.api_key_env) or "none",
             timeout=cfg.timeout_s,
+            # Retries are ours (`_call_with_retries`). The client (openai 3.63) already honours
+            # retry-after-ms / Retry-After and retries 408/409/429/5xx with 0-25% jitter, but
+            # its retries happen inside one `post`, so they would skip the requests-per-minute
+            # bucket, go uncounted in `self.retries` (the run summary), ignore
+            # teacher.retry_backoff_s (it backs off from a fixed 0.5 s to at most 8 s) and
+            # end in an openai error rather than TeacherUnavailable naming the fix.
             max_retries=0,
         )
         self._rpm = TokenBucket(cfg.requests_per_minute) if cfg.requests_per_minute else None

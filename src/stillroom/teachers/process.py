@@ -133,7 +133,8 @@ def _serve(
     """The child: load the model, say what the parent needs, then answer until told to stop."""
     import torch
 
-    from stillroom.teachers.local import LocalTeacher, resolve_model
+    from stillroom.runtime.loading import resolve_model
+    from stillroom.teachers.local import LocalTeacher
 
     if threads is not None:
         torch.set_num_threads(threads)

@@ -241,7 +241,7 @@ def answer_logprobs(model: Any, messages: Sequence[Messages], answers: Sequence[
     positions."""
     import torch
 
-    from stillroom.teachers.local import pad_batch
+    from stillroom.runtime.tensors import pad_batch
 
     tok = model.tokenizer
     rows = []

@@ -50,7 +50,7 @@ from transformers import (
 )
 
 from stillroom.errors import ConfigError, StoreError
-from stillroom.train.student_config import LoraConfig, StudentConfig
+from stillroom.student_config import LoraConfig, StudentConfig
 from stillroom.train.vocab import (
     TrimmedVocab,
     VocabTrimError,

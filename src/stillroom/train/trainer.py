@@ -96,7 +96,7 @@ def teacher_folder(cfg: HarvestConfig) -> Path:
                 ],
             )
         return Path(st.path or ".")
-    from stillroom.teachers.gemma import DEFAULT_TEACHER_ALIASES, default_teacher_dir
+    from stillroom.runtime.gemma import DEFAULT_TEACHER_ALIASES, default_teacher_dir
 
     if cfg.teacher.model in DEFAULT_TEACHER_ALIASES:
         return default_teacher_dir()

@@ -23,18 +23,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.stats import binom
 
-from stillroom.errors import InputError, StillroomError
-from stillroom.teachers.gemma import DEFAULT_TEACHER
+from stillroom.errors import InputError
+from stillroom.runtime.loading import load_tokenizer
 from stillroom.watermark.greenlist import GreenList
 from stillroom.watermark.key import WatermarkKey
+
+__all__ = ["Detection", "detect", "detect_many", "detect_text", "detect_texts", "load_tokenizer"]
 
 # Fast tokenizers fail ("Already borrowed") when two threads encode with one at once.
 _TOKENIZER_LOCK = threading.Lock()
@@ -117,49 +117,3 @@ def _detections(
         )
         for t, n_i, g_i, z_i, p_i in zip(tokens, n, green, z, p, strict=True)
     ]
-
-
-# ---- the tokenizer ----------------------------------------------------------------------
-
-
-@lru_cache(maxsize=4)
-def load_tokenizer(name_or_dir: str = DEFAULT_TEACHER) -> Any:
-    """The tokenizer of a teacher, resolved as LocalTeacher.load resolves it; no weights load.
-
-    The built-in Gemma's tokenizer comes from its converted cache folder; before that folder
-    exists it is read from the GGUF itself (~15 s, once per process) rather than converting
-    the whole model just to tokenize.
-    """
-    from transformers import AutoTokenizer
-
-    from stillroom.teachers.gemma import DEFAULT_TEACHER_ALIASES, cache_root_dir
-    from stillroom.teachers.local import resolve_model
-
-    if name_or_dir in DEFAULT_TEACHER_ALIASES:
-        cached = cache_root_dir() / DEFAULT_TEACHER
-        if not (cached / "config.json").is_file():
-            return _gguf_tokenizer()
-    try:
-        source, _ = resolve_model(name_or_dir)
-        return AutoTokenizer.from_pretrained(source, local_files_only=True)
-    except StillroomError as e:
-        raise InputError(f"tokenizer: {e}") from e
-    except (OSError, ValueError) as e:
-        raise InputError(
-            f"could not load a tokenizer from {name_or_dir!r}: {e}. Give the teacher's model "
-            "folder (with its tokenizer files), or 'gemma-3-270m' for the built-in teacher"
-        ) from e
-
-
-def _gguf_tokenizer() -> Any:
-    import tempfile
-
-    from transformers import AutoTokenizer
-
-    from stillroom.teachers.gemma import assemble_gguf
-
-    with tempfile.TemporaryDirectory() as tmp:
-        gguf = assemble_gguf(Path(tmp))
-        return AutoTokenizer.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, local_files_only=True
-        )

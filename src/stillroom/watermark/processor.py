@@ -20,7 +20,7 @@ from stillroom.watermark.greenlist import GreenList
 from stillroom.watermark.key import WatermarkKey
 
 
-class WatermarkProcessor:
+class WatermarkProcessor:  # a stillroom.runtime.sampling.LogitsProcessor
     """`processor(logits, contexts)`: (B, V) logits and each row's last tokens -> biased logits."""
 
     def __init__(self, key: WatermarkKey, *, unbiased: Iterable[int] = ()) -> None:

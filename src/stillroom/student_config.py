@@ -1,4 +1,5 @@
-"""The student section of a config, kept free of torch so configs validate fast.
+"""The student section of a config, kept free of torch so configs validate fast; it sits below
+both `stillroom.config` and `stillroom.train`.
 
 See `stillroom.train.students` for what each init does.
 """
