@@ -9,13 +9,31 @@ import functools
 import json
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from stillroom.audit.ingest import LogSchema
 from stillroom.cli.output import emit, parse_when, say
 from stillroom.errors import InputError
+
+
+class Engine(StrEnum):
+    DUCKDB = "duckdb"
+    SPARK = "spark"
+
+
+class Shown(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+class Embedding(StrEnum):
+    STATIC = "static"
+    TRANSFORMER = "transformer"
+
 
 if TYPE_CHECKING:
     from stillroom.audit.result import AuditResult
@@ -29,14 +47,14 @@ def audit(  # long: typer reads the options from this signature
             "or Parquet/JSONL: the request log, a LiteLLM spend-log export, OTel GenAI spans."
         ),
     ],
-    engine: Annotated[str, typer.Option(help="SQL engine: duckdb or spark.")] = "duckdb",
+    engine: Annotated[Engine, typer.Option(help="SQL engine.")] = Engine.DUCKDB,
     fpr: Annotated[
         float, typer.Option(help="Expected false-positive rate among benign accounts.")
     ] = 0.001,
     min_requests: Annotated[
         int, typer.Option(help="Never flag an account (or actor) with fewer requests.")
     ] = 1,
-    format: Annotated[str, typer.Option("--format", help="stdout: table or json.")] = "table",
+    format: Annotated[Shown, typer.Option("--format", help="What stdout shows.")] = Shown.TABLE,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write JSON here.")] = None,
     html_out: Annotated[Path | None, typer.Option("--html", help="Write an HTML report.")] = None,
     calibrate: Annotated[
@@ -59,15 +77,14 @@ def audit(  # long: typer reads the options from this signature
         ),
     ] = None,
     schema: Annotated[
-        str,
-        typer.Option(help="Log schema: auto (told by its columns), stillroom, litellm, otel."),
-    ] = "auto",
+        LogSchema, typer.Option(help="Log schema (auto: told by its columns).")
+    ] = LogSchema.AUTO,
     since: Annotated[str | None, typer.Option(help="Window start (epoch or ISO).")] = None,
     until: Annotated[str | None, typer.Option(help="Window end (epoch or ISO).")] = None,
     sample: Annotated[int, typer.Option(help="Prompts sampled per account for text.")] = 24,
     embedder: Annotated[
-        str, typer.Option(help="MiniLM: static (word-piece table) or transformer.")
-    ] = "static",
+        Embedding, typer.Option(help="MiniLM: static (word-piece table) or transformer.")
+    ] = Embedding.STATIC,
     no_links: Annotated[
         bool, typer.Option("--no-links", help="Score accounts alone; do not join sybils.")
     ] = False,
@@ -106,10 +123,6 @@ def audit(  # long: typer reads the options from this signature
     from stillroom.audit.run import audit as run_audit
     from stillroom.audit.score import Calibration
 
-    if format not in ("table", "json"):
-        raise InputError(f"--format {format!r}: use table or json")
-    if embedder not in ("static", "transformer"):
-        raise InputError(f"--embedder {embedder!r}: use static or transformer")
     if sample < 2:
         raise InputError(f"--sample {sample}: sample at least 2 prompts per account")
     if watch is not None and (state is None or watch <= 0):
@@ -127,7 +140,7 @@ def audit(  # long: typer reads the options from this signature
     run = functools.partial(
         run_audit,
         source,
-        engine=engine,
+        engine=engine.value,
         fpr=fpr,
         min_requests=min_requests,
         calibration=cal,
@@ -137,7 +150,7 @@ def audit(  # long: typer reads the options from this signature
         since=parse_when(since, "--since"),
         until=parse_when(until, "--until"),
         sample=sample,
-        embedder=embedder,
+        embedder=embedder.value,
         link=not no_links,
         state=state,
         accounts_table=accounts,
@@ -179,7 +192,7 @@ def _report(
         write_atomic(json_out, json.dumps(data, indent=2, default=str) + "\n")
     if html_out is not None:
         report.write_html(result, html_out)
-    if format == "json":
+    if format == Shown.JSON:
         emit(data)
     else:
         sys.stdout.write(report.table(result))

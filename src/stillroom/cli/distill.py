@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from stillroom.cli.output import emit, say
+
+
+class ExportFormat(StrEnum):
+    PARQUET = "parquet"
+    JSONL = "jsonl"
 
 
 def harvest(
@@ -171,7 +177,7 @@ def task(
 
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder, e.g. runs/my-run.")],
-    format: Annotated[str, typer.Option("--format", help="parquet or jsonl.")] = "parquet",
+    format: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.PARQUET,
     out: Annotated[Path | None, typer.Option(help="Output file (default: in the run).")] = None,
     split: Annotated[
         str | None, typer.Option(help="Only this split: train, validation or test.")
@@ -181,10 +187,7 @@ def export(
 
     Example: stillroom export runs/my-run --format parquet
     """
-    from stillroom.errors import InputError
     from stillroom.harvest.export import export_run
 
-    if format not in ("parquet", "jsonl"):
-        raise InputError(f"--format {format!r}: use parquet or jsonl")
-    path = export_run(run, format, out, split)
+    path = export_run(run, format.value, out, split)
     emit({"path": str(path)})

@@ -10,7 +10,7 @@ import typer
 
 from stillroom.cli.options import parse_options
 from stillroom.cli.output import emit, say
-from stillroom.teachers.gemma import DEFAULT_TEACHER
+from stillroom.runtime.gemma import DEFAULT_TEACHER
 from stillroom.trace.options import ServedBy, TraceMode
 from stillroom.trace.suspects import parse_named
 

@@ -14,7 +14,7 @@ import typer
 from stillroom.cli.output import emit
 from stillroom.errors import InputError
 from stillroom.jsonl_texts import jsonl_chunks
-from stillroom.teachers.gemma import DEFAULT_TEACHER
+from stillroom.runtime.gemma import DEFAULT_TEACHER
 
 app = typer.Typer(
     name="watermark",
@@ -79,7 +79,8 @@ def detect(
     Example: stillroom watermark detect answer.txt --key-file wm.json
     Example: stillroom watermark detect harvest.jsonl --key-file wm.json --jsonl-field text
     """
-    from stillroom.watermark.detect import detect_texts, load_tokenizer
+    from stillroom.runtime.loading import load_tokenizer
+    from stillroom.watermark.detect import detect_texts
     from stillroom.watermark.greenlist import GreenList
     from stillroom.watermark.key import load_key
 

@@ -37,7 +37,9 @@ class NewKeyBody(BaseModel):
     label: str | None = Field(None, max_length=200)
 
 
-def admin_router(gw: Gateway, token: str | None) -> APIRouter:
+def admin_router(  # long: the routes are closures over one gateway's state
+    gw: Gateway, token: str | None
+) -> APIRouter:
     async def admin(request: Request) -> None:
         if token is None:
             raise APIError(

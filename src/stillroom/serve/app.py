@@ -33,7 +33,9 @@ from stillroom.serve.schemas import ChatRequest, CompletionRequest
 __all__ = ["APIError", "Gateway", "ServeSettings", "create_app"]
 
 
-def create_app(engine: Engine, backend: Backend, settings: ServeSettings | None = None) -> FastAPI:
+def create_app(  # long: the routes are closures over one gateway's state
+    engine: Engine, backend: Backend, settings: ServeSettings | None = None
+) -> FastAPI:
     settings = settings or ServeSettings()
     gw = Gateway(engine, backend, settings)
 
@@ -123,7 +125,7 @@ def create_app(engine: Engine, backend: Backend, settings: ServeSettings | None 
     return app
 
 
-async def _generate(
+async def _generate(  # long: one request from admission to its log row, in order
     gw: Gateway,
     endpoint: str,
     body: ChatRequest | CompletionRequest,

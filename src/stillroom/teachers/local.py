@@ -273,8 +273,6 @@ class LocalTeacher(QueuedTeacher):
         (N, H) and (N, C) in, (N, C) out (see `LocalModel.log_probs`)."""
         return self.runtime.log_probs(hidden, ids)
 
-    _log_probs = log_probs  # the name trace.served calls
-
     def _encode_candidate(self, candidate: str) -> list[int]:
         ids = self._encode_text(candidate, special=False)
         if not ids:

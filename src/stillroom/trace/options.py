@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 
 from stillroom.options import VerbOptions
-from stillroom.teachers.gemma import DEFAULT_TEACHER
+from stillroom.runtime.gemma import DEFAULT_TEACHER
 
 
 class TraceMode(StrEnum):

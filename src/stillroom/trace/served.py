@@ -268,7 +268,7 @@ def answer_logprobs(model: Any, messages: Sequence[Messages], answers: Sequence[
                 prompt_len, body = len(rows[i][0]), rows[i][1]
                 h = hidden[r, prompt_len - 1 : prompt_len - 1 + len(body)]
                 target = torch.tensor(body, device=model.device)[:, None]
-                out[i] = float(model._log_probs(h, target)[:, 0].mean())
+                out[i] = float(model.log_probs(h, target)[:, 0].mean())
     return out
 
 

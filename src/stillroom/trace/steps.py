@@ -61,7 +61,7 @@ def served_answers(
             o.suspect, items, fresh, accounts=o.accounts, baseline=o.baseline
         )
     else:
-        from stillroom.watermark.detect import load_tokenizer
+        from stillroom.runtime.loading import load_tokenizer
 
         result = st.answers_test(
             who, items, fresh, load_tokenizer(o.tokenizer), accounts=o.accounts, seed=o.seed
@@ -77,8 +77,8 @@ def look_line(look: Any) -> str:
 
 
 def radioactivity(who: Any, o: TraceOptions, asked: list[str], say: Progress) -> dict[str, Any]:
+    from stillroom.runtime.loading import load_tokenizer
     from stillroom.trace.statements import mass_statement, statement
-    from stillroom.watermark.detect import load_tokenizer
     from stillroom.watermark.key import load_key
 
     assert o.key_file is not None
@@ -124,9 +124,9 @@ def our_texts(o: TraceOptions, say: Progress) -> list[str]:
 
 
 def output_match(who: Any, o: TraceOptions, asked: list[str], say: Progress) -> dict[str, Any]:
+    from stillroom.runtime.loading import load_tokenizer
     from stillroom.trace import match
     from stillroom.trace.suspects import LazySuspect
-    from stillroom.watermark.detect import load_tokenizer
 
     lazy = {n: LazySuspect(s, n, o.api_key) for n, s in {**o.candidates, **o.references}.items()}
     drawn = match.random_prompts(asked, o.match_prompts, o.seed)
