@@ -31,7 +31,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     engine = open_db(str(tmp / "gateway.sqlite"))
     _auth["key"] = create_account(engine, "fuzzer")[1].key
     backend = LocalBackend(teacher, default_max_tokens=4, max_tokens_limit=8)
-    app = create_app(engine, backend, ServeSettings(admin_token=ADMIN, default_max_tokens=4))
+    app = create_app(
+        engine, backend, ServeSettings(admin_token=ADMIN, default_max_tokens=4, api_docs=True)
+    )
     with running(app) as url:
         yield schemathesis.openapi.from_url(url.removesuffix("/v1") + "/openapi.json")
 

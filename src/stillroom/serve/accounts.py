@@ -9,6 +9,7 @@ plain key is shown once, when it is made.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from stillroom.errors import AccountError as AccountError  # its home before the
 from stillroom.serve.db import accounts, api_keys, now
 
 MAX_LIMIT = 10**12  # per-minute limits above this are "unlimited" in all but name
+# Commands take an account by id or by name: a name shaped like an id would be ambiguous.
+_ID_SHAPED = re.compile(r"acct_[0-9a-f]+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,14 @@ def create_account(
             raise AccountError(
                 f"{field} is {value}; give a limit from 1 to {MAX_LIMIT}, or none for default"
             )
+    if _ID_SHAPED.fullmatch(name):
+        raise AccountError(f"{name!r} looks like an account id; pick a name that does not")
     account_id = "acct_" + secrets.token_hex(8)
     with engine.begin() as conn:
-        exists = conn.execute(sa.select(accounts.c.id).where(accounts.c.name == name)).first()
+        taken = sa.or_(accounts.c.name == name, accounts.c.id == name)
+        exists = conn.execute(sa.select(accounts.c.id, accounts.c.name).where(taken)).first()
+        if exists and exists.id == name:
+            raise AccountError(f"{name!r} is another account's account id; pick another name")
         if exists:
             raise AccountError(f"an account named {name!r} exists; pick another name")
         conn.execute(
@@ -128,10 +136,14 @@ def list_keys(engine: Engine, account: str) -> list[KeyInfo]:
 
 
 def get_account(engine: Engine, account: str) -> Account:
-    """An account by id or name."""
+    """An account by id or name; an id wins over a name that equals it (one made before such
+    names were refused)."""
+    by_id = accounts.c.id == account
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(accounts).where(sa.or_(accounts.c.id == account, accounts.c.name == account))
+            sa.select(accounts)
+            .where(sa.or_(by_id, accounts.c.name == account))
+            .order_by(sa.case((by_id, 0), else_=1))
         ).first()
     if row is None:
         raise AccountError(f"no account {account!r}; `stillroom accounts list` shows them")

@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.engine import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stillroom.errors import APIError, BackendError, LogWriteError
 from stillroom.serve import replies
@@ -26,6 +27,7 @@ from stillroom.serve.accounts import Principal
 from stillroom.serve.admin import admin_router
 from stillroom.serve.backends import Backend
 from stillroom.serve.gateway import Gateway, ServeSettings
+from stillroom.serve.intake import BodyLimit, body_schema, document_bodies, read_body
 from stillroom.serve.log import LogRow, as_json
 from stillroom.serve.schemas import ChatRequest, CompletionRequest
 
@@ -45,38 +47,115 @@ def create_app(  # long: the routes are closures over one gateway's state
         await gw.log.aclose()
         await backend.aclose()
 
-    app = FastAPI(title="stillroom gateway", version="1", lifespan=lifespan)
+    # The schema lists the admin routes: served only when the operator asks for it.
+    docs = settings.api_docs
+    app = FastAPI(
+        title="stillroom gateway",
+        version="1",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.gateway = gw
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    document_bodies(app, [ChatRequest, CompletionRequest])
+    _add_error_handlers(app, gw)
 
     async def authenticate(request: Request) -> Principal:
-        request.state.started = time.perf_counter()
-        request.state.arrived = time.time()
-        request.state.principal = None
-        header = request.headers.get("authorization", "")
-        scheme, _, key = header.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            raise APIError(
+        return await _authenticate(gw, request)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "model": backend.model_id,
+            "watermark_key_id": backend.watermark_key_id,
+        }
+
+    @app.get("/v1/models")
+    async def models(_who: Principal = Depends(authenticate)) -> dict[str, Any]:
+        entry = {"id": backend.model_id, "object": "model", "created": 0, "owned_by": "stillroom"}
+        return {"object": "list", "data": [entry]}
+
+    # The bodies are read in the routes, after `authenticate`: see `intake`.
+    @app.post("/v1/chat/completions", response_model=None, openapi_extra=body_schema(ChatRequest))
+    async def chat(
+        request: Request, who: Principal = Depends(authenticate)
+    ) -> JSONResponse | StreamingResponse:
+        body = await read_body(request, ChatRequest)
+        return await _generate(gw, "chat.completions", body, request, who)
+
+    @app.post("/v1/completions", response_model=None, openapi_extra=body_schema(CompletionRequest))
+    async def completions(
+        request: Request, who: Principal = Depends(authenticate)
+    ) -> JSONResponse | StreamingResponse:
+        body = await read_body(request, CompletionRequest)
+        return await _generate(gw, "completions", body, request, who)
+
+    app.include_router(admin_router(gw, settings.admin_token))
+    return app
+
+
+async def _authenticate(gw: Gateway, request: Request) -> Principal:
+    request.state.started = time.perf_counter()
+    request.state.arrived = time.time()
+    request.state.principal = None
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise _anonymous_refusal(
+            gw,
+            request,
+            APIError(
                 401,
                 "missing API key: send the header 'Authorization: Bearer <key>'",
                 code="missing_api_key",
-            )
-        who = await gw.principal(key.strip())
-        if who is None:
-            raise APIError(
+            ),
+        )
+    who = await gw.principal(key.strip())
+    if who is None:
+        raise _anonymous_refusal(
+            gw,
+            request,
+            APIError(
                 401,
                 "invalid API key: it is unknown or revoked; ask the operator for a key",
                 code="invalid_api_key",
-            )
-        request.state.principal = who
-        if who.account.blocked:
-            reason = f" ({who.account.blocked_reason})" if who.account.blocked_reason else ""
-            raise APIError(
-                403,
-                f"account {who.account.name!r} is blocked{reason}; contact the operator",
-                type="permission_error",
-                code="account_blocked",
-            )
-        return who
+            ),
+        )
+    request.state.principal = who
+    if who.account.blocked:
+        reason = f" ({who.account.blocked_reason})" if who.account.blocked_reason else ""
+        raise APIError(
+            403,
+            f"account {who.account.name!r} is blocked{reason}; contact the operator",
+            type="permission_error",
+            code="account_blocked",
+        )
+    return who
+
+
+def _anonymous_refusal(gw: Gateway, request: Request, refusal: APIError) -> APIError:
+    """`refusal`, or a 429 once the client's address has spent its keyless requests."""
+    addr = request.client.host if request.client else "unknown"
+    wait = gw.anonymous.admit(addr, None, None, 0)
+    if wait <= 0:
+        return refusal
+    return APIError(
+        429,
+        f"too many requests without a valid API key from {addr}; retry after {wait:.1f} s",
+        type="rate_limit_error",
+        code="rate_limit_exceeded",
+        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+    )
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
+
+def _add_error_handlers(app: FastAPI, gw: Gateway) -> None:
+    """Every refusal in OpenAI's envelope, and in the log when it was a generation request."""
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, e: APIError) -> JSONResponse:
@@ -92,37 +171,20 @@ def create_app(  # long: the routes are closures over one gateway's state
             msg = "the request body is not valid JSON; send a JSON object"
         else:
             msg = f"{param or 'body'}: {first.get('msg', 'invalid value')}"
-        err = APIError(400, msg, param=param, code="invalid_request")
-        await _log_failure(gw, request, 400, msg)
-        return _response(err)
+        return await _api_error(request, APIError(400, msg, param=param, code="invalid_request"))
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "model": backend.model_id,
-            "watermark_key_id": backend.watermark_key_id,
-        }
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(e.status_code, "invalid_request")
+        err = APIError(e.status_code, str(e.detail), code=code, headers=dict(e.headers or {}))
+        return await _api_error(request, err)
 
-    @app.get("/v1/models")
-    async def models(_who: Principal = Depends(authenticate)) -> dict[str, Any]:
-        entry = {"id": backend.model_id, "object": "model", "created": 0, "owned_by": "stillroom"}
-        return {"object": "list", "data": [entry]}
-
-    @app.post("/v1/chat/completions", response_model=None)
-    async def chat(
-        body: ChatRequest, request: Request, who: Principal = Depends(authenticate)
-    ) -> JSONResponse | StreamingResponse:
-        return await _generate(gw, "chat.completions", body, request, who)
-
-    @app.post("/v1/completions", response_model=None)
-    async def completions(
-        body: CompletionRequest, request: Request, who: Principal = Depends(authenticate)
-    ) -> JSONResponse | StreamingResponse:
-        return await _generate(gw, "completions", body, request, who)
-
-    app.include_router(admin_router(gw, settings.admin_token))
-    return app
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, e: Exception) -> JSONResponse:
+        err = APIError(
+            500, f"internal error ({type(e).__name__})", type="api_error", code="internal_error"
+        )
+        return await _api_error(request, err)
 
 
 async def _generate(  # long: one request from admission to its log row, in order
@@ -142,6 +204,7 @@ async def _generate(  # long: one request from admission to its log row, in orde
             code="model_not_found",
             param="model",
         )
+    _check_max_tokens(body, backend.max_tokens_limit)
     reserve = _token_estimate(body, gw.settings.default_max_tokens)
     acct = who.account
     wait = gw.limiter.admit(acct.id, acct.rpm_limit, acct.tpm_limit, reserve)
@@ -207,6 +270,22 @@ async def _generate(  # long: one request from admission to its log row, in orde
         return StreamingResponse(stream, media_type="text/event-stream", headers=timing)
     reply = (replies.chat_body if chat else replies.completion_body)(answer, rid, created)
     return JSONResponse(reply, headers=timing)
+
+
+def _check_max_tokens(body: ChatRequest | CompletionRequest, limit: int) -> None:
+    """Refuse a token limit the backend cannot honour, rather than cut it without a word."""
+    asked = body.token_limit()
+    if asked is None or asked <= limit:
+        return
+    param = "max_tokens"
+    if isinstance(body, ChatRequest) and body.max_completion_tokens is not None:
+        param = "max_completion_tokens"
+    raise APIError(
+        400,
+        f"{param} is {asked}, over this server's limit of {limit} tokens; ask for {limit} or fewer",
+        param=param,
+        code="invalid_request",
+    )
 
 
 def _response(e: APIError) -> JSONResponse:

@@ -15,6 +15,8 @@ import httpx
 from stillroom.errors import BackendError as BackendError  # its home before the tree
 from stillroom.serve.schemas import ChatRequest, CompletionRequest
 
+UPSTREAM_MAX_TOKENS = 32768  # the most an upstream is asked for, unless the operator says
+
 
 @dataclass
 class TokenLogprob:
@@ -46,6 +48,7 @@ class Backend(Protocol):
     model_id: str
     proxy: bool  # True: forwards to another API, which decides what models exist
     watermark_key_id: str | None
+    max_tokens_limit: int  # a request asking for more is refused, never silently cut
 
     async def chat(self, body: ChatRequest) -> Answer: ...
 
@@ -68,6 +71,12 @@ class LocalBackend:
         self.max_tokens_limit = max_tokens_limit
 
     async def chat(self, body: ChatRequest) -> Answer:
+        if getattr(self.teacher.tokenizer, "chat_template", None) is None:
+            raise BackendError(
+                f"model {self.model_id!r} has no chat template; use /v1/completions",
+                status=400,
+                code="invalid_request",
+            )
         messages = tuple(
             (m.role if m.role != "developer" else "system", m.text()) for m in body.messages
         )
@@ -102,7 +111,15 @@ class LocalBackend:
                 *(self.teacher.complete(TeacherRequest(p, m, params)) for p, m in inputs)
             )
         except TeacherFatalError as e:
-            raise BackendError(str(e), status=400, code="invalid_request") from None
+            # Status 400: the request itself (a prompt too long); anything else is the
+            # model's side (its process died, it failed to start), not the client's fault.
+            if e.status == 400:
+                raise BackendError(str(e), status=400, code="invalid_request") from None
+            raise BackendError(str(e), status=503, code="backend_unavailable") from None
+        except Exception as e:  # the model failed on a request it accepted
+            raise BackendError(
+                f"the model failed: {type(e).__name__}", status=502, code="backend_error"
+            ) from e
         choices: list[AnswerChoice] = []
         prompt_tokens = completion_tokens = 0
         for completion in done:
@@ -173,7 +190,9 @@ class UpstreamBackend:
         api_key: str | None,
         model: str | None = None,
         timeout_s: float = 300.0,
+        max_tokens_limit: int = UPSTREAM_MAX_TOKENS,
     ) -> None:
+        self.max_tokens_limit = max_tokens_limit
         self.base_url = base_url.rstrip("/")
         self.model_id = model or "upstream"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}

@@ -27,6 +27,13 @@ class ServeSettings:
     default_rpm: int | None = None
     default_tpm: int | None = None
     default_max_tokens: int = 256
+    # Bodies over this are refused (413) while they arrive; OpenAI's own chat bodies are
+    # far below it.
+    max_body_bytes: int = 4 * 1024 * 1024
+    # Requests a minute one client address may make without a valid key: a refusal is
+    # cheap to ask for, but each one is a log row.
+    unauthenticated_rpm: int = 60
+    api_docs: bool = False  # /docs and /openapi.json: they list the admin routes too
 
 
 class Gateway:
@@ -36,6 +43,8 @@ class Gateway:
         self.settings = settings
         self.log = RequestLog(engine)
         self.limiter = Limiter(settings.default_rpm, settings.default_tpm)
+        # Keyless and bad-key requests, per client address.
+        self.anonymous = Limiter(settings.unauthenticated_rpm, None)
         self._keys: dict[str, tuple[float, Principal | None]] = {}
         self._inline_db = in_process(engine)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+MAX_TRACKED = 100_000  # buckets kept; a flood of new addresses must not grow memory forever
+
 
 class Bucket:
     """`per_minute` credits a minute, holding at most a minute's worth (OpenAI's semantics:
@@ -75,6 +77,8 @@ class Limiter:
     def _limits(self, account_id: str, rpm: int | None, tpm: int | None) -> AccountLimits:
         entry = self._by_account.get(account_id)
         if entry is None or entry[0] != (rpm, tpm):  # new account, or its limits changed
+            if len(self._by_account) >= MAX_TRACKED:
+                self._by_account.clear()
             limits = AccountLimits(Bucket(rpm) if rpm else None, Bucket(tpm) if tpm else None)
             self._by_account[account_id] = ((rpm, tpm), limits)
             return limits

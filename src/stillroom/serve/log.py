@@ -21,6 +21,9 @@ from stillroom.errors import LogWriteError as LogWriteError  # its home before t
 from stillroom.serve.db import in_process, requests
 
 MAX_GROUP = 256
+# Free text a client controls outside the request body, cut to a fixed size: a 401 costs a
+# client nothing, so neither may its log row cost the log more than this.
+FIELD_LIMITS = {"user_agent": 256, "error": 1024, "client_addr": 64, "model": 200}
 
 
 @dataclass
@@ -44,6 +47,15 @@ class LogRow:
     client_addr: str | None = None
     user_agent: str | None = None
     watermark_key_id: str | None = None
+
+
+def bounded(row: LogRow) -> LogRow:
+    """The row with each free-text field cut to its limit (in place)."""
+    for name, limit in FIELD_LIMITS.items():
+        value = getattr(row, name)
+        if value is not None and len(value) > limit:
+            setattr(row, name, value[: limit - 1] + "…")
+    return row
 
 
 def as_json(value: Any) -> str:
@@ -75,7 +87,7 @@ class RequestLog:
         if self._task is None:
             self._task = asyncio.create_task(self._writer())
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((row, future))
+        self._pending.append((bounded(row), future))
         self._wake.set()
         await future
 
