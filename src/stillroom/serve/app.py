@@ -1,8 +1,10 @@
 """`create_app`: the OpenAI-compatible gateway.
 
-Every generation request goes: key -> account (blocked? 403) -> limits (429 + Retry-After)
--> backend -> one committed log row -> reply. A request that fails before the backend never
-reaches the model; a reply is never sent for a request the log does not hold.
+Every generation request goes: key (missing or unknown: 401, or 429 once the address has
+spent its keyless requests) -> account (blocked? 403) -> body, read only now and capped while
+it arrives (413) -> checks (400) -> limits (429 + Retry-After) -> backend -> one committed log
+row -> reply. A request that fails before the backend never reaches the model; a reply is
+never sent for a request the log does not hold; every refusal is in OpenAI's error envelope.
 """
 
 from __future__ import annotations

@@ -101,28 +101,36 @@ def parse_json(raw: bytes) -> Any:
         ) from None
 
 
-def check_text(value: Any, path: str = "") -> None:
+def check_text(value: Any) -> None:
     """Refuse a string with a lone surrogate (JSON allows the escape, e.g. "\\ud800"): it is
-    not Unicode text, so no tokenizer or database can take it."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as e:
-            where = path or "body"
-            raise APIError(
-                400,
-                f"{where}: the text holds a lone surrogate (\\u{ord(value[e.start]):04x} at "
-                f"character {e.start}), which is not Unicode; send valid text",
-                param=path or None,
-                code="invalid_request",
-            ) from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_text(key, path)
-            check_text(item, f"{path}.{key}" if path else str(key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            check_text(item, f"{path}.{i}" if path else str(i))
+    not Unicode text, so no tokenizer or database can take it. Walked without recursion: the
+    body may be nested as deep as the JSON parser allowed."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            _check_string(path, item)
+        elif isinstance(item, dict):
+            for key in item:
+                _check_string(path, key)
+            # Pushed last first, so the first field at fault is the one named.
+            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            pairs = reversed(list(enumerate(item)))
+            stack.extend((f"{path}.{i}" if path else str(i), x) for i, x in pairs)
+
+
+def _check_string(path: str, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise APIError(
+            400,
+            f"{path or 'body'}: the text holds a lone surrogate (\\u{ord(text[e.start]):04x} "
+            f"at character {e.start}), which is not Unicode; send valid text",
+            param=path or None,
+            code="invalid_request",
+        ) from None
 
 
 def _bad_body(message: str) -> APIError:
