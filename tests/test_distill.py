@@ -8,7 +8,7 @@ from pathlib import Path
 from stillroom.config import validate_config
 from stillroom.distill import distill
 from stillroom.evaluate.run import evaluate
-from tests.tiny_models import make_sharp_tiny_lm
+from tests.helpers.tiny_models import make_sharp_tiny_lm
 
 WORDS = ["red", "blue", "cat", "dog", "sun", "moon", "tree", "rock", "fish", "bird", "rain"]
 

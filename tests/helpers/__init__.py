@@ -1,0 +1,1 @@
+"""Builders the tests share: tiny models, harvest configs, gateways, a real browser."""

@@ -1,0 +1,246 @@
+"""The served-answer test on tiny real models behind a real gateway: a student of what one
+account received is caught, by likelihood and by its answers; a student of other draws of the
+same prompts is not, over many runs; the log, the key and the cache are checked."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openai
+import pytest
+from scipy import stats
+from typer.testing import CliRunner
+
+from stillroom.cli import app
+from stillroom.errors import InputError
+from stillroom.serve import accounts as acc
+from stillroom.serve.app import create_app
+from stillroom.serve.backends import LocalBackend
+from stillroom.serve.db import open_db
+from stillroom.teachers.local import LocalTeacher
+from stillroom.trace.served import (
+    answer_logprobs,
+    answers_test,
+    check_key,
+    likelihood_test,
+    paired_test,
+    read_served,
+    replay,
+    replays,
+    trigram_overlap,
+)
+from stillroom.trace.suspects import LocalSuspect
+from tests.helpers.serve import running
+from tests.helpers.tiny_models import SENTENCES, fit_on_answers, make_wordy_tiny_lm
+
+KEY_BYTES = b"s" * 32
+PROMPTS = 96
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A watermarked tiny teacher behind the gateway; 'harvester' asks 96 questions once
+    each, 'user' a few. root/student trains on what the harvester received; root/control on
+    the teacher's answers to the same questions drawn another time."""
+    from stillroom.watermark.key import WatermarkKey, save_key
+
+    root = tmp_path_factory.mktemp("served")
+    key = WatermarkKey(KEY_BYTES, delta=3.0, context_width=1)
+    save_key(key, root / "wm.json")
+    teacher_dir = make_wordy_tiny_lm(root / "teacher")
+    teacher = LocalTeacher.load(str(teacher_dir), batch_size=32, watermark=key)
+    teacher.model = "writer"  # sampling seeds derive from the name: not from a temp path
+    words = sorted({w for s in SENTENCES for w in s.split()})
+    rng = random.Random(0)
+    prompts = [
+        " ".join(rng.choice(words) for _ in range(rng.randint(3, 8))) for _ in range(PROMPTS)
+    ]
+    db = str(root / "gateway.sqlite")
+    engine = open_db(db)
+    backend = LocalBackend(teacher, default_max_tokens=32, max_tokens_limit=64)
+    harvester = acc.create_account(engine, "harvester")[1].key
+    user = acc.create_account(engine, "user")[1].key
+    with running(create_app(engine, backend)) as url:
+        served = []
+        for key_, asked in ((harvester, prompts), (user, prompts[:5])):
+            client = openai.OpenAI(base_url=url, api_key=key_, max_retries=0)
+            for p in asked:
+                reply = client.chat.completions.create(
+                    model=backend.model_id,
+                    messages=[{"role": "user", "content": p}],
+                    max_tokens=32,
+                    temperature=1.0,
+                    seed=0,
+                )
+                if key_ == harvester:
+                    served.append(reply.choices[0].message.content or "")
+    engine.dispose()
+    shutil.copytree(teacher_dir, root / "student")
+    fit_on_answers(root / "student", prompts, served, steps=80, lr=3e-3)
+    others = LocalSuspect.__new__(LocalSuspect)
+    others.teacher, others.name = teacher, "teacher"
+    elsewhere = others.answer(prompts, max_tokens=32, temperature=1.0, seed=7)
+    shutil.copytree(teacher_dir, root / "control")
+    fit_on_answers(root / "control", prompts, elsewhere, steps=80, lr=3e-3)
+    return {"root": root, "db": db, "key": key, "teacher": teacher, "served": served}
+
+
+def test_the_log_gives_what_each_account_was_served(world: dict[str, Any]) -> None:
+    items = read_served(world["db"], ["harvester"])
+    assert [s.text for s in items] == world["served"]
+    assert all(s.key_id == world["key"].key_id for s in items)
+    assert items[0].params["temperature"] == 1.0 and items[0].params["max_tokens"] == 32
+    assert len(read_served(world["db"], ["user"])) == 5
+    assert len(read_served(world["db"], ["harvester", "user"], limit=10)) == 10
+    with pytest.raises(InputError, match="no such account.*harvester"):
+        read_served(world["db"], ["nobody"])
+    with pytest.raises(InputError, match="no such gateway database"):
+        read_served(str(world["root"] / "missing.sqlite"), ["harvester"])
+
+
+def test_the_replay_must_carry_the_served_key(world: dict[str, Any]) -> None:
+    from stillroom.watermark.key import WatermarkKey
+
+    items = read_served(world["db"], ["harvester"])
+    check_key(items, world["key"])
+    with pytest.raises(InputError, match="give --key-file"):
+        check_key(items, None)
+    with pytest.raises(InputError, match="watermarked with key"):
+        check_key(items, WatermarkKey(b"x" * 32, context_width=1))
+
+
+def test_replays_are_fresh_draws_and_cached(world: dict[str, Any], tmp_path: Path) -> None:
+    items = read_served(world["db"], ["harvester"])[:12]
+    made = []
+
+    def make() -> LocalTeacher:
+        made.append(1)
+        return world["teacher"]
+
+    cache = tmp_path / "replays.jsonl"
+    first = replays(items, make, seed=3, cache=cache)
+    # A new seed: not the served answer again (the account sent seed 0 every time).
+    assert sum(a != s.text for a, s in zip(first, items, strict=True)) >= 10
+    assert replays(items, make, seed=3, cache=cache) == first and len(made) == 1
+    assert len(cache.read_text().splitlines()) == 12
+    cache.write_text("not json\n")
+    with pytest.raises(InputError, match=r"replays.jsonl:1"):
+        replays(items, make, seed=3, cache=cache)
+
+
+def test_paired_test_matches_full_enumeration() -> None:
+    rng = np.random.default_rng(0)
+    for shift in (0.0, 0.6, 1.2):
+        d = rng.normal(shift, 1.0, size=14)
+        signs = np.array(list(itertools.product((-1, 1), repeat=14)))
+        exact = float(np.mean(signs @ np.abs(d) >= d.sum() - 1e-12))
+        tail = paired_test(d)
+        assert tail.p_bound >= exact
+        assert tail.p_value == pytest.approx(exact, rel=0.35, abs=2e-3), (shift, exact, tail)
+    assert paired_test(np.zeros(5)).p_value == 1.0
+
+
+def test_a_student_of_the_served_answers_is_caught(world: dict[str, Any]) -> None:
+    root, items = world["root"], read_served(world["db"], ["harvester"])
+    fresh = replay(items, world["teacher"], seed=0)
+    caught = likelihood_test(str(root / "student"), items, fresh, accounts=["harvester"])
+    assert caught.pairs == PROMPTS and caught.wins >= 80 and caught.p_value < 1e-6, caught
+    assert caught.p_bound >= caught.p_value
+    netted = likelihood_test(
+        str(root / "student"), items, fresh, accounts=["harvester"], baseline=str(root / "teacher")
+    )
+    assert netted.p_value < 1e-6, netted
+    # The control learned the same questions from other draws of the same teacher. (One
+    # instance of the null; the uniformity test below is the calibration.)
+    for baseline in (None, str(root / "teacher")):
+        r = likelihood_test(str(root / "control"), items, fresh, accounts=["h"], baseline=baseline)
+        assert r.p_value > 0.001, r
+    # Black box: one greedy answer per served question.
+    said = answers_test(
+        LocalSuspect(str(root / "student")), items, fresh, world["teacher"].tokenizer,
+        accounts=["harvester"],
+    )  # fmt: skip
+    assert said.queries == PROMPTS and said.p_value < 1e-4, said
+    plain = answers_test(
+        LocalSuspect(str(root / "control")), items, fresh, world["teacher"].tokenizer,
+        accounts=["harvester"],
+    )  # fmt: skip
+    assert plain.p_value > 0.001, plain
+
+
+def test_null_p_values_over_many_runs_are_uniform(world: dict[str, Any]) -> None:
+    # 120 runs, each a new 'served' draw and its twin for 24 questions: the control never
+    # saw either, whatever it learned from the same questions.
+    items = read_served(world["db"], ["harvester"])[:24]
+    control = LocalTeacher.load(str(world["root"] / "control"))
+    tok = world["teacher"].tokenizer
+    said = LocalSuspect(str(world["root"] / "control")).answer(
+        [s.messages[0][1] for s in items], max_tokens=32, temperature=0.0, seed=0
+    )
+    messages = [s.messages for s in items]
+    # One batched call: repeats of a request get draws of their own (sample_index).
+    runs, k = 120, len(items)
+    pool = replay(list(items) * (2 * runs), world["teacher"], seed=0)
+    assert len(set(pool)) > 0.9 * len(pool)
+    scores = answer_logprobs(control, messages * (2 * runs), pool)
+    by_likelihood, by_answers = [], []
+    for run in range(runs):
+        a, b = 2 * run * k, (2 * run + 1) * k
+        drawn, twins = pool[a:b], pool[b : b + k]
+        by_likelihood.append(paired_test(scores[a:b] - scores[b : b + k]).p_value)
+        overlap = [
+            trigram_overlap(tok, x, y) - trigram_overlap(tok, x, z)
+            for x, y, z in zip(said, drawn, twins, strict=True)
+        ]
+        by_answers.append(paired_test(np.array(overlap)).p_value)
+    p = np.array(by_likelihood)
+    assert stats.kstest(p, "uniform").pvalue > 0.001, np.sort(p)[:10]
+    assert np.mean(p <= 0.01) <= 0.05
+    # Overlaps tie often (both zero), so these p-values are discrete: check the tail only.
+    q = np.array(by_answers)
+    assert np.mean(q <= 0.01) <= 0.05 and np.mean(q <= 0.05) <= 0.12, np.sort(q)[:10]
+
+
+def test_the_cli_gives_the_verdict_and_report(world: dict[str, Any], tmp_path: Path) -> None:
+    root = world["root"]
+    html, cache = tmp_path / "trace.html", tmp_path / "replays.jsonl"
+    args = [
+        "trace", str(root / "student"), "--served", world["db"], "--account", "harvester",
+        "--key-file", str(root / "wm.json"), "--replay", str(root / "teacher"),
+        "--replays", str(cache), "--no-radioactivity", "--no-probes", "--html", str(html),
+    ]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    verdict = json.loads(res.stdout)
+    assert set(verdict) == {"suspect", "served"}
+    got = verdict["served"]
+    assert got["pairs"] == PROMPTS and got["p_value"] < 1e-6 and got["scoring"] == "likelihood"
+    assert "learned from what these accounts received" in got["statement"]
+    assert len(cache.read_text().splitlines()) == PROMPTS
+    page = html.read_text()
+    assert "did it train on what we served?" in page and "harvester" in page
+    # Without the gateway's key the replays would not be exchangeable with what was served.
+    keyless = [a for a in args if a not in ("--key-file", str(root / "wm.json"))]
+    bad = CliRunner().invoke(app, keyless)
+    assert isinstance(bad.exception, InputError) and "give --key-file" in str(bad.exception)
+
+
+def test_options_that_cannot_work_are_refused_before_any_model_loads(
+    world: dict[str, Any],
+) -> None:
+    base = ["trace", str(world["root"] / "student"), "--no-probes"]
+    cases = [
+        (["--served", world["db"], "--served-by", "answers", "--baseline", "x"], "drop --baseline"),
+        (["--account", "harvester", "--key-file", str(world["root"] / "wm.json")], "add --served"),
+        (["--served", world["db"], "--account", "nobody"], "no such account"),
+    ]
+    for extra, message in cases:
+        res = CliRunner().invoke(app, base + extra)
+        assert isinstance(res.exception, InputError) and message in str(res.exception), extra
+        assert "Loading weights" not in res.output
