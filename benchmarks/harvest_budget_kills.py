@@ -25,8 +25,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.harvest.kills import billed_usd, kill_and_rerun, write_config  # noqa: E402
 from tests.helpers.harvest import api_config  # noqa: E402
+from tests.helpers.kills import billed_usd, kill_and_rerun, write_config  # noqa: E402
 
 from stillroom.prices import Price  # noqa: E402
 from stillroom.testing.fake_openai import FakeServerConfig, start_fake_server  # noqa: E402

@@ -16,8 +16,8 @@ from stillroom.prices import Price
 from stillroom.teachers import make_teacher
 from stillroom.teachers.base import Completion, Teacher, TeacherRequest, Usage
 from stillroom.testing.fake_openai import FakeServerConfig, FaultRule, start_fake_server
-from tests.harvest.kills import billed_usd, kill_and_rerun, write_config
 from tests.helpers.harvest import api_config
+from tests.helpers.kills import billed_usd, kill_and_rerun, write_config
 
 PRICE = Price(1.0, 10.0)
 PRICED = {"cost__input_per_1m": PRICE.input_per_1m, "cost__output_per_1m": PRICE.output_per_1m}
