@@ -28,6 +28,7 @@ from stillroom.evaluate.efficiency import (
 )
 from stillroom.evaluate.inputs import test_records, timed_teacher, trained_students, training_logs
 from stillroom.evaluate.metrics import accuracy, confusion, label_kl, macro_f1
+from stillroom.evaluate.result import EvalResult
 from stillroom.evaluate.text import evaluate_text
 
 CPU_HOUR_USD = 0.05  # a 2-core cloud VM is ~$0.10/hour: $0.05 per core-hour
@@ -40,7 +41,7 @@ def evaluate(
     latency_items: int | None = None,
     batch: int = 16,
     cpu_hour_usd: float = CPU_HOUR_USD,
-) -> dict[str, Any]:
+) -> EvalResult:
     """Labels (task.kind: classify) or text (task.kind: generate, see evaluate/text.py).
     Items timed default to 96 (16 at batch 1) for labels, 32 (8) for text: generating an
     answer costs many forward passes where scoring labels costs one."""

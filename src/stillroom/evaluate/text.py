@@ -37,6 +37,7 @@ from stillroom.evaluate.inputs import (
     training_logs,
 )
 from stillroom.evaluate.metrics import corpus_chrf, exact_match
+from stillroom.evaluate.result import EvalResult
 from stillroom.teacher_config import LocalTeacherConfig
 from stillroom.teachers.base import GenerationParams, TeacherRequest
 
@@ -135,7 +136,7 @@ def evaluate_text(
     latency_items: int,
     batch: int,
     cpu_hour_usd: float,
-) -> dict[str, Any]:
+) -> EvalResult:
     check_text_config(cfg)
     items = load_text_items(cfg)
     against = "gold" if items.gold is not None else "teacher"
