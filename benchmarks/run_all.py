@@ -33,6 +33,17 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             )
         ],
     ),
+    "harvest_budget_kills": (
+        ["benchmarks/harvest_budget_kills.py"],
+        [
+            (
+                "harvest SIGKILLed 1-4 times and rerun, 20 schedules: worst billed / budget",
+                "worst_billed_over_budget",
+                "baseline_no_kill_billed_over_budget",
+                "ratio",
+            )
+        ],
+    ),
     "signal_size": (
         ["benchmarks/signal_size.py"],
         [

@@ -15,6 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from stillroom.errors import ConfigError
 from stillroom.student_config import StudentConfig
+from stillroom.teacher_config import (
+    DEFAULT_KIND,
+    TEACHER_KINDS,
+    LocalTeacherConfig,
+    TeacherConfig,
+    kinds_with_key,
+)
 
 
 class _Strict(BaseModel):
@@ -43,24 +50,6 @@ class PromptSource(_Strict):
                 + (f" (got {', '.join(given)})" if given else "")
             )
         return self
-
-
-class TeacherConfig(_Strict):
-    kind: Literal["api", "local"] = "local"
-    model: str = "gemma-3-270m"
-    # api
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    endpoint: Literal["chat", "completions"] = "chat"
-    concurrency: int = Field(32, ge=1, le=4096)
-    requests_per_minute: float | None = Field(None, gt=0)
-    tokens_per_minute: float | None = Field(None, gt=0)
-    max_retries: int = Field(6, ge=0, le=100)
-    retry_backoff_s: float = Field(0.5, ge=0)
-    timeout_s: float = Field(120.0, gt=0)
-    # local
-    batch_size: int = Field(16, ge=1, le=1024)
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
 
 class GenerationConfig(_Strict):
@@ -164,7 +153,7 @@ class HarvestConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     runs_dir: Path = Path("runs")
     prompts: PromptSource
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    teacher: TeacherConfig = Field(default_factory=LocalTeacherConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     samples_per_prompt: int = Field(1, ge=1, le=1024)
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -172,6 +161,14 @@ class HarvestConfig(_Strict):
     task: TaskConfig = Field(default_factory=TaskConfig)
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _teacher_kind_default(cls, raw: Any) -> Any:
+        """`kind` picks the teacher's model, so a section without it gets the default kind."""
+        if isinstance(raw, dict) and isinstance(raw.get("teacher"), dict):
+            raw = {**raw, "teacher": {"kind": DEFAULT_KIND, **raw["teacher"]}}
+        return raw
 
     @model_validator(mode="after")
     def _task_and_objective(self) -> HarvestConfig:
@@ -236,9 +233,19 @@ def _resolve(p: Path, base: Path) -> Path:
 def _describe(err: ValidationError, source: str, lines: dict[str, int]) -> list[str]:
     problems = []
     for item in err.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        msg = item["msg"]
-        if item["type"] == "extra_forbidden":
+        loc, msg = _untag(item["loc"]), item["msg"]
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if item["type"] == "union_tag_invalid" and loc == ("teacher",):
+            key = "teacher.kind"
+            tag = (item.get("ctx") or {}).get("tag")
+            msg = f"unknown teacher kind {tag!r}; use one of: {', '.join(TEACHER_KINDS)}"
+        elif item["type"] == "extra_forbidden" and (wrong := _wrong_kind(item["loc"])):
+            kind, owners = wrong
+            msg = (
+                f"does not apply to teacher.kind: {kind} "
+                f"(only to teacher.kind: {' or '.join(owners)})"
+            )
+        elif item["type"] == "extra_forbidden":
             msg = "unknown key (check its spelling against examples/ or the README)"
         elif item["type"] == "missing":
             msg = "required key is missing"
@@ -246,6 +253,23 @@ def _describe(err: ValidationError, source: str, lines: dict[str, int]) -> list[
         where = f" (line {line})" if line else ""
         problems.append(f"{key}{where}: {msg}")
     return problems
+
+
+def _untag(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """pydantic puts the chosen kind in an error's location (teacher.api.concurrency); the
+    YAML has no such level, so drop it to name the key as written."""
+    if len(loc) > 1 and loc[0] == "teacher" and loc[1] in TEACHER_KINDS:
+        return loc[:1] + loc[2:]
+    return loc
+
+
+def _wrong_kind(loc: tuple[int | str, ...]) -> tuple[str, list[str]] | None:
+    """(the given kind, the kinds that have the key) when a teacher key belongs to another
+    kind, else None."""
+    if len(loc) != 3 or loc[0] != "teacher" or loc[1] not in TEACHER_KINDS:
+        return None
+    owners = kinds_with_key(str(loc[2]))
+    return (str(loc[1]), owners) if owners else None
 
 
 def _key_lines(text: str) -> dict[str, int]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from stillroom.config import CostConfig
 from stillroom.errors import ConfigError
+from stillroom.teacher_config import TEACHER_KINDS
 
 # model name prefix -> (input, output) USD per 1M tokens
 PRICES: dict[str, tuple[float, float]] = {
@@ -42,7 +43,7 @@ def price_for(model: str, kind: str, cfg: CostConfig, source: str = "config") ->
     """The price of a teacher: config override, else the table, else free for local models."""
     if cfg.input_per_1m is not None and cfg.output_per_1m is not None:
         return Price(cfg.input_per_1m, cfg.output_per_1m)
-    if kind == "local":
+    if TEACHER_KINDS[kind].is_local:  # our own machine: no bill per token
         return Price(0.0, 0.0)
     for prefix in sorted(PRICES, key=len, reverse=True):
         if model.startswith(prefix):

@@ -89,3 +89,13 @@ def test_a_harvest_stopped_at_the_budget_exits_3(tmp_path: Path) -> None:
             [*args[:-1], "100", "--quiet"], capture_output=True, text=True, env=env
         )
         assert done.returncode == 0, done.stderr
+
+
+def test_audit_options_that_cannot_work_together_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["audit", str(tmp_path / "log.parquet"), "--engine", "spark"]
+    code, _, err = run_main([*args, "--state", "s.db", "--since", "10", "--until", "5"], capsys)
+    assert code == 2 and "2 problems" in err
+    assert "--state: keeps its tables in DuckDB: use --engine duckdb" in err
+    assert "--until: comes before --since" in err

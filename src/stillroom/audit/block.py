@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from stillroom.audit.result import FlaggedUnit
 from stillroom.errors import InputError
 
 GATEWAY_DB_SUFFIXES = (".sqlite", ".db", ".sqlite3")
@@ -17,7 +17,7 @@ class Blocked:
     refused: dict[str, str] = field(default_factory=dict)  # account -> why it was not blocked
 
 
-def block_flagged(db: str, flagged: Sequence[dict[str, Any]]) -> Blocked:
+def block_flagged(db: str, flagged: Sequence[FlaggedUnit]) -> Blocked:
     """Block every account of every flagged unit in the gateway database `db`, each with the
     unit's first evidence line as its reason. An account the gateway does not know is
     reported in `refused`, not fatal: the log may hold accounts deleted since."""

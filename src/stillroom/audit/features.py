@@ -104,49 +104,6 @@ PART_COLUMNS = {
 }
 
 
-# The features the score uses, each with the direction in which it looks more like harvesting.
-# They describe what a unit takes from the model (how many answer tokens, how long, with how
-# many log-probabilities, to what prompts), not how it uses the API: a harvest wants long
-# answers (and their log-probs) to many distinct prompts nobody else sends; a production
-# workload repeats one narrow task, however heavy, regular or templated it is. Request
-# counts, timing and sampling habits (n, temperature, single turns, templates) are reported,
-# not scored: every one of them is also some ordinary workload's signature.
-SCORED: dict[str, str] = {
-    "log_novel_tokens": "answer tokens to distinct prompts no other account sends",
-    "log_novel_answer": "answer tokens per prompt no other account sends",
-    "log_novel_ratio": "answer tokens per prompt token, on prompts no other account sends",
-    "log_logprob_values": "log-probability values received per request",
-    "frac_cot": "share of prompts eliciting step-by-step reasoning",
-    "lexical_breadth": "subjects spanned (distinct content words)",
-}
-REPORTED = (
-    "prompt_uniqueness",
-    "prompt_exclusivity",
-    "log_mean_completion",
-    "log_output_input_ratio",
-    "log_choice_tokens",
-    "mean_log_max_tokens",
-    "log_completion_tokens",
-    "topic_breadth",
-    "frac_single_turn",
-    "log_requests",
-    "frac_logprobs",
-    "top_logprobs",
-    "frac_n_gt1",
-    "template_reuse",
-    "hour_entropy",
-    "active_hours_frac",
-    "regularity",
-    "frac_rate_limited",
-    "mean_temperature",
-    "frac_temperature_zero",
-    "gap_cv",
-    "keys",
-    "addresses",
-    "user_agents",
-)
-
-
 def unit_features(engine: SQLEngine, units: dict[str, str]) -> dict[str, dict[str, Any]]:
     """{unit: features} for every unit in `log`; `units` maps account -> actor (others: self)."""
     accounts = sorted(units)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stillroom.audit.result import AuditResult
+from stillroom.audit.catalog import FEATURES
+from stillroom.audit.result import AuditResult, FlaggedUnit
 from stillroom.audit.score import Calibration
 from stillroom.reportkit.files import write_atomic
 from stillroom.reportkit.pages import render
@@ -22,65 +23,6 @@ LINK_WORDS = {
     "agent": "share a rare user agent",
     "template": "share prompt templates",
     "timing": "work in the same time windows",
-}
-
-
-def _fmt(feature: str, v: float) -> str:
-    if feature in (
-        "log_requests",
-        "log_completion_tokens",
-        "log_logprob_values",
-        "log_choice_tokens",
-    ):
-        return f"{10**v:,.0f}"
-    if feature in ("log_output_input_ratio", "log_novel_ratio"):
-        return f"{10**v:.1f}x"
-    if feature in ("log_mean_completion", "log_novel_answer"):
-        return f"{10**v - 1:,.0f}"
-    if feature == "mean_log_max_tokens":
-        return f"{2.718281828**v:,.0f}"
-    if feature.startswith("frac_") or feature in (
-        "prompt_uniqueness",
-        "prompt_exclusivity",
-        "template_reuse",
-        "active_hours_frac",
-        "regularity",
-        "hour_entropy",
-        "topic_breadth",
-        "lexical_breadth",
-    ):
-        return f"{v:.0%}"
-    if feature == "top_logprobs":
-        return f"{v:.0f}"
-    return f"{v:.2f}"
-
-
-PHRASES = {
-    "log_requests": "sent {v} requests",
-    "log_completion_tokens": "received {v} completion tokens",
-    "log_output_input_ratio": "gets {v} more completion than prompt tokens",
-    "log_logprob_values": "receives {v} log-probability values per request",
-    "frac_logprobs": "asks for log-probabilities on {v} of requests",
-    "top_logprobs": "asks for the top {v} log-probabilities per token",
-    "frac_n_gt1": "asks for several samples (n > 1) on {v} of requests",
-    "mean_log_max_tokens": "asks for up to {v} tokens per reply",
-    "frac_single_turn": "{v} of requests are single-turn, no conversation",
-    "frac_cot": "{v} of prompts ask for step-by-step reasoning",
-    "prompt_uniqueness": "{v} of prompts are distinct, none asked twice",
-    "prompt_exclusivity": "{v} of prompts are sent by no other account, unlike public "
-    "benchmark items",
-    "log_mean_completion": "receives {v} completion tokens per reply",
-    "template_reuse": "{v} of prompts fill a repeated template",
-    "topic_breadth": "prompts span many topics: dispersion {v}",
-    "lexical_breadth": "prompts range over many subjects: {v} of content words distinct",
-    "log_choice_tokens": "received {v} completion tokens (one choice per request)",
-    "log_novel_tokens": "received {v} answer tokens to prompts no other account sends",
-    "log_novel_answer": "receives {v} tokens per answer to prompts no other account sends",
-    "log_novel_ratio": "gets {v} more answer than prompt tokens on prompts no one else sends",
-    "hour_entropy": "active around the clock: hour-of-day spread {v}",
-    "active_hours_frac": "active in {v} of the window's hours",
-    "regularity": "machine-regular timing: regularity {v}",
-    "frac_rate_limited": "{v} of requests hit the rate limit",
 }
 
 
@@ -108,7 +50,8 @@ def evidence_lines(
         if not above:
             continue
         name, q = above[0]
-        out.append(f"{PHRASES[feat].format(v=_fmt(feat, v))} (benign {name} {_fmt(feat, q)})")
+        shown = FEATURES[feat]
+        out.append(f"{shown.say(v)} (benign {name} {shown.show(q)})")
     return out
 
 
@@ -188,7 +131,7 @@ def write_html(r: AuditResult, path: Path) -> None:
     write_atomic(path, page + "\n")
 
 
-def _card(f: dict[str, Any]) -> dict[str, Any]:
+def _card(f: FlaggedUnit) -> dict[str, Any]:
     shown = 20  # accounts named on a card; a large actor's full list is in the JSON
     extra = len(f["accounts"]) - shown
     return {

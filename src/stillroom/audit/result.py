@@ -4,7 +4,7 @@ report that shows it, so neither has to import the other to name it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from stillroom.audit.ingest import IngestStats
 from stillroom.audit.links import Links
@@ -24,6 +24,18 @@ class Measured:
     window: tuple[float, float] = (0.0, 0.0)  # first and last request time measured
 
 
+class FlaggedUnit(TypedDict):
+    """One flagged unit: an account, or accounts the audit joined as one actor."""
+
+    unit: str
+    accounts: list[str]
+    score: float
+    evidence: list[str]  # plain words, strongest first
+    examples: list[str]  # sampled prompts
+    features: dict[str, Any]  # the scored ones and a few for context
+    first_flagged: NotRequired[float]  # incremental runs: log time of the first flag
+
+
 @dataclass
 class AuditResult:
     measured: Measured
@@ -31,7 +43,7 @@ class AuditResult:
     threshold: float
     fpr: float
     scores: dict[str, float]
-    flagged: list[dict[str, Any]]  # strongest first
+    flagged: list[FlaggedUnit]  # strongest first
     warnings: list[str] = field(default_factory=list)  # where the rate asked is not supported
 
     def flagged_accounts(self) -> set[str]:

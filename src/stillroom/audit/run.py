@@ -16,7 +16,7 @@ from stillroom.audit import accounts_meta, ingest, links, text
 from stillroom.audit import features as F
 from stillroom.audit.engine import SQLEngine, make_engine
 from stillroom.audit.report import evidence_lines, examples
-from stillroom.audit.result import AuditResult, Measured
+from stillroom.audit.result import AuditResult, FlaggedUnit, Measured
 from stillroom.audit.score import Calibration, fit, score, self_calibrate
 from stillroom.audit.state import AuditState
 from stillroom.errors import InputError
@@ -220,7 +220,7 @@ def decide(m: Measured, cal: Calibration, fpr: float, min_requests: int = 1) -> 
     names = list(m.units)
     scores, contrib = score(cal, [m.units[u] for u in names])
     thr = cal.threshold(fpr)
-    flagged = []
+    flagged: list[FlaggedUnit] = []
     for i in np.argsort(-scores).tolist():
         if scores[i] <= thr:
             break

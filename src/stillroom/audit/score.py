@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from stillroom.audit.features import SCORED
+from stillroom.audit.catalog import SCORED
 from stillroom.errors import InputError
 
 CLIP = 2.0

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from stillroom.audit.engine import DuckDBEngine, SQLEngine
+from stillroom.audit.result import FlaggedUnit
 from stillroom.errors import InputError
 
 
@@ -101,7 +102,7 @@ class AuditState:
         names = ("account_id", "rid", "phash", "endpoint", "text")
         return [dict(zip(names, r, strict=True)) for r in rows]
 
-    def record(self, flagged: list[dict[str, Any]], as_of: float) -> dict[str, float]:
+    def record(self, flagged: list[FlaggedUnit], as_of: float) -> dict[str, float]:
         """Store first flags of this run's flagged accounts; {account: first flag time} of
         every account flagged now (earlier first flags kept)."""
         c = self.con

@@ -5,7 +5,6 @@ Heavy imports (duckdb, pyspark, the embedder) wait inside the functions: `--help
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import time
@@ -16,23 +15,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from stillroom.audit.ingest import LogSchema
+from stillroom.audit.options import Embedding, Engine
+from stillroom.cli.options import parse_options
 from stillroom.cli.output import emit, parse_when, say
 from stillroom.errors import InputError
-
-
-class Engine(StrEnum):
-    DUCKDB = "duckdb"
-    SPARK = "spark"
 
 
 class Shown(StrEnum):
     TABLE = "table"
     JSON = "json"
-
-
-class Embedding(StrEnum):
-    STATIC = "static"
-    TRANSFORMER = "transformer"
 
 
 if TYPE_CHECKING:
@@ -119,44 +110,21 @@ def audit(  # long: typer reads the options from this signature
     Example: stillroom audit gateway.sqlite --fpr 0.001 --html audit.html
     Early warning: stillroom audit gateway.sqlite --state audit.state --watch 3600
     """
-    from stillroom.audit.ingest import check_schema, parse_map
-    from stillroom.audit.run import audit as run_audit
-    from stillroom.audit.score import Calibration
+    from stillroom.audit.ingest import parse_map
+    from stillroom.audit.options import AuditOptions, run_audit
 
-    if sample < 2:
-        raise InputError(f"--sample {sample}: sample at least 2 prompts per account")
-    if watch is not None and (state is None or watch <= 0):
-        raise InputError("--watch SECONDS needs --state FILE and a positive interval")
-    if state is not None and engine != "duckdb":
-        raise InputError("--state keeps its tables in DuckDB: drop --engine spark")
-    cal = None
-    if calibration is not None:
-        try:
-            cal = Calibration.from_json(json.loads(calibration.read_text()))
-        except (OSError, ValueError, KeyError) as e:
-            raise InputError(
-                f"{calibration}: not a saved calibration ({e}); make one with --save-calibration"
-            ) from None
-    run = functools.partial(
-        run_audit,
-        source,
-        engine=engine.value,
-        fpr=fpr,
-        min_requests=min_requests,
-        calibration=cal,
-        calibrate=calibrate,
-        mapping=parse_map(map_),
-        schema=check_schema(schema),
-        since=parse_when(since, "--since"),
-        until=parse_when(until, "--until"),
-        sample=sample,
-        embedder=embedder.value,
-        link=not no_links,
-        state=state,
-        accounts_table=accounts,
-    )
+    options = parse_options(
+        AuditOptions,
+        {"log_schema": "--schema", "accounts_table": "--accounts", "link": "--no-links"},
+        source=source, engine=engine, fpr=fpr, min_requests=min_requests,
+        calibrate=calibrate, calibration=calibration, mapping=parse_map(map_), log_schema=schema,
+        since=parse_when(since, "--since"), until=parse_when(until, "--until"), sample=sample,
+        embedder=embedder, link=not no_links, state=state, accounts_table=accounts, watch=watch,
+    )  # fmt: skip
     while True:
-        _report(run(), save_calibration, block, db or source, json_out, html_out, format)
+        _report(
+            run_audit(options), save_calibration, block, db or source, json_out, html_out, format
+        )
         if watch is None:
             return
         time.sleep(watch)

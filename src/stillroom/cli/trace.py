@@ -11,7 +11,7 @@ import typer
 from stillroom.cli.options import parse_options
 from stillroom.cli.output import emit, say
 from stillroom.runtime.gemma import DEFAULT_TEACHER
-from stillroom.trace.options import ServedBy, TraceMode
+from stillroom.trace.options import DEFAULT_QUESTIONS, ServedBy, TraceMode
 from stillroom.trace.suspects import parse_named
 
 # Option names of the library whose flag is not simply `--option-name`.
@@ -135,9 +135,10 @@ def trace(  # long: typer reads the options from this signature
         Path,
         typer.Option(
             rich_help_panel="Suspect and prompts",
-            help="JSONL or text file of prompts to ask the suspect.",
+            help="JSONL or text file of prompts to ask the suspect (default: 310 varied "
+            "questions shipped with stillroom).",
         ),
-    ] = Path("examples/prompts/questions.jsonl"),
+    ] = DEFAULT_QUESTIONS,
     field: Annotated[
         str,
         typer.Option(rich_help_panel="Suspect and prompts", help="The prompt field of each row."),
@@ -176,6 +177,13 @@ def trace(  # long: typer reads the options from this signature
     max_tokens: Annotated[
         int, typer.Option(rich_help_panel="Radioactivity (--key-file)", help="Tokens per answer.")
     ] = 128,
+    temperature: Annotated[
+        float,
+        typer.Option(
+            rich_help_panel="Radioactivity (--key-file)",
+            help="The suspect samples its answers at this temperature (generate mode).",
+        ),
+    ] = 0.8,
     match_prompts: Annotated[
         int,
         typer.Option(
@@ -244,8 +252,8 @@ def trace(  # long: typer reads the options from this signature
         references=parse_named(reference or [], "--reference"), prompts=prompts,
         prompt_field=field, model=model, api_key=os.environ.get(api_key_env),
         tokenizer=tokenizer, budget=budget, target_p=target_p, max_tokens=max_tokens,
-        match_prompts=match_prompts, match_tokens=match_tokens, alpha=alpha, probes=probes,
-        seed=seed,
+        temperature=temperature, match_prompts=match_prompts, match_tokens=match_tokens,
+        alpha=alpha, probes=probes, seed=seed,
     )  # fmt: skip
     verdict = run_trace(options, progress=say).as_dict()
     if html is not None:

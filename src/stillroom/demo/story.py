@@ -273,10 +273,14 @@ def _distill(cfg: Any, keys: list[str], result: dict[str, Any]) -> None:
 
 def _api_teacher(cfg: Any, key: str, address: str) -> Any:
     from stillroom.demo.traffic import client_for
+    from stillroom.teacher_config import ApiTeacherConfig
     from stillroom.teachers.openai_compat import OpenAITeacher
 
-    client = client_for(cfg.teacher.base_url, key, address, "python-httpx/0.27.0")
-    return OpenAITeacher(cfg.teacher, client=client)
+    api = cfg.teacher
+    if not isinstance(api, ApiTeacherConfig) or api.base_url is None:
+        raise TypeError("the distiller harvests through the gateway: teacher.kind api, base_url")
+    client = client_for(api.base_url, key, address, "python-httpx/0.27.0")
+    return OpenAITeacher(api, client=client)
 
 
 @contextmanager

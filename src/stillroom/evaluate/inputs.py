@@ -1,5 +1,6 @@
 """What `stillroom eval` reads from a run folder, for label and text tasks alike: the
-harvest's test split, the students trained so far, and their training logs."""
+harvest's test split, the students trained so far, their training logs, and the teacher it
+times."""
 
 from __future__ import annotations
 
@@ -7,8 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from stillroom.config import HarvestConfig
-from stillroom.errors import StoreError
+from stillroom.errors import ConfigError, StoreError
 from stillroom.harvest.store import RunStore
+from stillroom.teacher_config import LocalTeacherConfig
+
+NEEDS_LOCAL_TEACHER = (
+    "teacher.kind: eval times the teacher live on this machine and needs its weights "
+    "(teacher.kind: local with teacher.model a model folder)"
+)
 
 
 def test_records(cfg: HarvestConfig) -> list[dict[str, Any]]:
@@ -34,3 +41,10 @@ def training_logs(run_dir: Path) -> dict[str, str]:
         "baseline": run_dir / "baseline" / "train_log.jsonl",
     }
     return {role: str(path) for role, path in logs.items() if path.is_file()}
+
+
+def timed_teacher(cfg: HarvestConfig) -> LocalTeacherConfig:
+    """The teacher eval loads and times: only a local one has weights here."""
+    if not isinstance(cfg.teacher, LocalTeacherConfig):
+        raise ConfigError("config", [NEEDS_LOCAL_TEACHER])
+    return cfg.teacher

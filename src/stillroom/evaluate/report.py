@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -61,8 +61,9 @@ class ReportPaths(TypedDict):
     plots: list[Path]
 
 
-def write_report(run_dir: Path, result: dict[str, Any]) -> ReportPaths:
+def write_report(run_dir: Path, evaluated: Mapping[str, Any]) -> ReportPaths:
     """Write report.md, report.html and plots/*.png into `run_dir`; return their paths."""
+    result = dict(evaluated)  # an EvalResult, read by key
     run_dir = Path(run_dir)
     plots_dir = run_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)

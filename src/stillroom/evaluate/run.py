@@ -26,8 +26,9 @@ from stillroom.evaluate.efficiency import (
     folder_mb,
     measure,
 )
-from stillroom.evaluate.inputs import test_records, trained_students, training_logs
+from stillroom.evaluate.inputs import test_records, timed_teacher, trained_students, training_logs
 from stillroom.evaluate.metrics import accuracy, confusion, label_kl, macro_f1
+from stillroom.evaluate.result import EvalResult
 from stillroom.evaluate.text import evaluate_text
 
 CPU_HOUR_USD = 0.05  # a 2-core cloud VM is ~$0.10/hour: $0.05 per core-hour
@@ -40,7 +41,7 @@ def evaluate(
     latency_items: int | None = None,
     batch: int = 16,
     cpu_hour_usd: float = CPU_HOUR_USD,
-) -> dict[str, Any]:
+) -> EvalResult:
     """Labels (task.kind: classify) or text (task.kind: generate, see evaluate/text.py).
     Items timed default to 96 (16 at batch 1) for labels, 32 (8) for text: generating an
     answer costs many forward passes where scoring labels costs one."""
@@ -137,8 +138,9 @@ def _teacher_efficiency(
 ) -> dict[str, Any]:
     from stillroom.teachers.local import LocalTeacher
 
+    local = timed_teacher(cfg)
     with PeakMemory() as memory:
-        teacher = LocalTeacher.load(cfg.teacher.model, dtype=cfg.teacher.dtype, batch_size=batch)
+        teacher = LocalTeacher.load(local.model, dtype=local.dtype, batch_size=batch)
         candidates = list(cfg.task.candidates)
         p50, p95, tput = measure(
             lambda b: teacher.score_batch(list(b), candidates),
@@ -149,7 +151,7 @@ def _teacher_efficiency(
     params = sum(p.numel() for p in teacher.lm.parameters())
     folder = Path(teacher.lm.name_or_path)
     eff = Efficiency(params, folder_mb(folder) if folder.is_dir() else 0.0, p50, p95, tput,
-                     batch, len(prompts), memory.added_mb, cfg.teacher.dtype)  # fmt: skip
+                     batch, len(prompts), memory.added_mb, local.dtype)  # fmt: skip
     return eff.as_dict()
 
 

@@ -29,8 +29,16 @@ from stillroom.evaluate.efficiency import (
     folder_mb,
     measure,
 )
-from stillroom.evaluate.inputs import test_records, trained_students, training_logs
+from stillroom.evaluate.inputs import (
+    NEEDS_LOCAL_TEACHER,
+    test_records,
+    timed_teacher,
+    trained_students,
+    training_logs,
+)
 from stillroom.evaluate.metrics import corpus_chrf, exact_match
+from stillroom.evaluate.result import EvalResult
+from stillroom.teacher_config import LocalTeacherConfig
 from stillroom.teachers.base import GenerationParams, TeacherRequest
 
 METRIC = "chrf"
@@ -55,11 +63,8 @@ def check_text_config(cfg: HarvestConfig) -> None:
             "without it must be harvested again), or drop task.gold_field to score fidelity "
             "to the teacher only"
         )
-    if cfg.teacher.kind != "local":
-        problems.append(
-            "teacher.kind: eval times the teacher live on this machine and needs its weights "
-            "(teacher.kind: local with teacher.model a model folder)"
-        )
+    if not isinstance(cfg.teacher, LocalTeacherConfig):
+        problems.append(NEEDS_LOCAL_TEACHER)
     if cfg.generation.max_tokens is None:
         problems.append(
             "generation.max_tokens: eval lets each student answer up to this many tokens; "
@@ -131,7 +136,7 @@ def evaluate_text(
     latency_items: int,
     batch: int,
     cpu_hour_usd: float,
-) -> dict[str, Any]:
+) -> EvalResult:
     check_text_config(cfg)
     items = load_text_items(cfg)
     against = "gold" if items.gold is not None else "teacher"
@@ -270,13 +275,14 @@ def _teacher_efficiency(
 ) -> dict[str, Any]:
     from stillroom.teachers.local import LocalTeacher
 
+    local = timed_teacher(cfg)
     with PeakMemory() as memory:
-        teacher = LocalTeacher.load(cfg.teacher.model, dtype=cfg.teacher.dtype, batch_size=batch)
+        teacher = LocalTeacher.load(local.model, dtype=local.dtype, batch_size=batch)
         p50, p95, tput = _timed(teacher, requests, batch, latency_items)
     params = sum(p.numel() for p in teacher.lm.parameters())
     folder = Path(teacher.lm.name_or_path)
     eff = Efficiency(params, folder_mb(folder) if folder.is_dir() else 0.0, p50, p95, tput,
-                     batch, len(requests), memory.added_mb, cfg.teacher.dtype)  # fmt: skip
+                     batch, len(requests), memory.added_mb, local.dtype)  # fmt: skip
     return eff.as_dict()
 
 

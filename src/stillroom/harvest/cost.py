@@ -4,7 +4,8 @@
 The budget is a hard cap on what a run store has ever spent: before each call the runner
 reserves the call's worst case (an upper bound on its input tokens, plus max_tokens x n),
 and settles to the billed usage on completion. A call in flight when a run is killed may
-have been billed, so its reservation counts as spent for good.
+have been billed, so its reservation counts as spent for good, even once a later run asks
+again and is answered (the teacher may have billed both).
 """
 
 from __future__ import annotations

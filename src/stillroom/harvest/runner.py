@@ -240,7 +240,9 @@ async def _run_workers(
 ) -> None:
     price = price_for(cfg.teacher.model, cfg.teacher.kind, cfg.cost)
     pending = iter(plan.calls)
-    persist_reservations = cfg.cost.budget_usd is not None and not price.free
+    # With or without a budget: a killed run's calls in flight may have been billed, and the
+    # run total must count them.
+    persist_reservations = not price.free
     spent_before = budget.spent
 
     async def worker() -> None:

@@ -13,8 +13,12 @@ Schema (append-only migrations; `PRAGMA user_version` is the schema version):
       token_logprobs (float32 LE array), topk (signals codec blob),
       token_table (JSON list: the strings that topk ids index, for API teachers),
       label_logprobs (float32 LE array: classification, one per candidate label)
-    reservations budget reserved for calls in flight; rows left by a killed run are spend
-                 that may have been billed, so they count against the budget for good
+    reservations one row per attempt at a call, written before its request is sent:
+      id INTEGER PK, key, usd (the attempt's worst case), orphaned, started_at.
+      A stored reply releases its own attempt's row. A row left by a killed run is spend
+      that may have been billed: the next run marks it orphaned and it counts for good,
+      even after a later run answers the same call (the teacher may have billed both).
+      A row is never overwritten, and an orphaned one is never deleted.
 
 A call and its completions are written in one transaction, committed before the next call
 is acknowledged: a run killed at any point keeps every finished call and repeats none.
@@ -80,6 +84,21 @@ _MIGRATIONS = [
     """,
     # 2: classification harvests store each candidate label's log-prob.
     "ALTER TABLE completions ADD COLUMN label_logprobs BLOB;",
+    # 3: a reservation per attempt, not per call. Keyed by call, a rerun's reservation
+    # replaced the killed run's, and releasing it forgot spend that may have been billed.
+    """
+    CREATE TABLE reservations_by_attempt (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL,
+        usd REAL NOT NULL,
+        orphaned INTEGER NOT NULL DEFAULT 0,
+        started_at REAL NOT NULL
+    );
+    INSERT INTO reservations_by_attempt (key, usd, orphaned, started_at)
+        SELECT key, usd, orphaned, started_at FROM reservations;
+    DROP TABLE reservations;
+    ALTER TABLE reservations_by_attempt RENAME TO reservations;
+    """,
 ]
 
 
@@ -115,7 +134,7 @@ class RunStore:
             raise StoreError(f"{path}: no harvest store here; run `stillroom harvest` first")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.reserved_keys: set[str] = set()  # reservations this process holds
+        self.held: dict[str, int] = {}  # call key -> id of the reservation this process holds
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -197,11 +216,13 @@ class RunStore:
     # --- writing ---------------------------------------------------------------------------
 
     def reserve(self, key: str, usd: float) -> None:
-        self.reserved_keys.add(key)
-        self.db.execute(
-            "INSERT OR REPLACE INTO reservations (key, usd, started_at) VALUES (?, ?, ?)",
+        """Record an attempt's worst case before its request is sent (committed at once)."""
+        cursor = self.db.execute(
+            "INSERT INTO reservations (key, usd, started_at) VALUES (?, ?, ?)",
             (key, usd, time.time()),
         )
+        assert cursor.lastrowid is not None
+        self.held[key] = cursor.lastrowid
 
     def orphan_reservations(self) -> float:
         """Mark reservations left by a killed run as spent (they may have been billed)."""
@@ -221,21 +242,23 @@ class RunStore:
                 " VALUES (?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
-            if self.reserved_keys:
-                self._release(meta.key)
+            self._release(meta.key)
 
     def write_error(
         self, meta: CallMeta, error: str, cost_usd: float, *, replaces: bool = False
     ) -> None:
         with self._transaction():
             self._insert_call(meta, "error", error, None, cost_usd, replaces)
-            if self.reserved_keys:
-                self._release(meta.key)
+            self._release(meta.key)
 
     def _release(self, key: str) -> None:
-        if key in self.reserved_keys:
-            self.reserved_keys.discard(key)
-            self.db.execute("DELETE FROM reservations WHERE key = ? AND orphaned = 0", (key,))
+        """Settle this process's own attempt: the stored row now carries its cost. Rows of
+        earlier attempts at the same call stay, they may have been billed too."""
+        reservation = self.held.pop(key, None)
+        if reservation is not None:
+            self.db.execute(
+                "DELETE FROM reservations WHERE id = ? AND orphaned = 0", (reservation,)
+            )
 
     def _insert_call(
         self,
@@ -247,6 +270,7 @@ class RunStore:
         replaces: bool,
     ) -> None:
         if replaces:  # only ever an error row: ok rows are never asked for again
+            self._keep_error_charge(meta.key)
             self.db.execute("DELETE FROM calls WHERE key = ? AND status = 'error'", (meta.key,))
         self.db.execute(
             "INSERT INTO calls (key, prompt_id, sample_index, split, request, fields, status,"
@@ -270,6 +294,16 @@ class RunStore:
                 comp.compute_s if comp else None,
                 time.time(),
             ),
+        )
+
+    def _keep_error_charge(self, key: str) -> None:
+        """An error row being redone was charged its worst case (billed or not, we cannot
+        tell); that charge moves to an orphaned reservation rather than vanish with the row."""
+        self.db.execute(
+            "INSERT INTO reservations (key, usd, orphaned, started_at)"
+            " SELECT key, cost_usd, 1, created_at FROM calls"
+            " WHERE key = ? AND status = 'error' AND cost_usd > 0",
+            (key,),
         )
 
     def _transaction(self) -> _Tx:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -114,7 +114,7 @@ class Completion:
     prompt_token_ids: list[int] | None = None
 
 
-TeacherKind = Literal["api", "local"]
+TeacherKind = str  # a registered teacher.kind (stillroom.teacher_config.TEACHER_KINDS)
 
 
 class Teacher(Protocol):

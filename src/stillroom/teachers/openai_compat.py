@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import openai
 
-from stillroom.config import TeacherConfig
 from stillroom.errors import (
     TeacherFatalError,
     TeacherReplyError,
     TeacherUnavailable,
 )
+from stillroom.teacher_config import ApiTeacherConfig
 from stillroom.teachers.base import Choice, Completion, TeacherKind, TeacherRequest, Usage
 from stillroom.teachers.estimates import input_tokens_upper_bound
 from stillroom.teachers.ratelimit import TokenBucket
@@ -46,7 +46,7 @@ _MAX_BACKOFF_S = 60.0
 class OpenAITeacher:
     kind: TeacherKind = "api"
 
-    def __init__(self, cfg: TeacherConfig, *, client: openai.AsyncOpenAI | None = None) -> None:
+    def __init__(self, cfg: ApiTeacherConfig, *, client: openai.AsyncOpenAI | None = None) -> None:
         self.cfg = cfg
         self.model = cfg.model
         self.concurrency = cfg.concurrency

@@ -10,6 +10,9 @@ from pydantic import Field
 from stillroom.options import VerbOptions
 from stillroom.runtime.gemma import DEFAULT_TEACHER
 
+# 310 varied questions (explain, compare, plan, write, reason, code) shipped with the package
+DEFAULT_QUESTIONS = Path(__file__).with_name("questions.jsonl")
+
 
 class TraceMode(StrEnum):
     GENERATE = "generate"  # score the suspect's answers to our prompts
@@ -46,7 +49,7 @@ class TraceOptions(VerbOptions):
         default_factory=dict
     )  # possible parents, name -> folder or URL
     references: dict[str, str] = Field(default_factory=dict)  # comparable non-parents
-    prompts: Path = Path("examples/prompts/questions.jsonl")
+    prompts: Path = DEFAULT_QUESTIONS  # JSONL or text: what the suspect is asked
     prompt_field: str = "question"
     model: str | None = None  # an API suspect's model name
     api_key: str | None = None
@@ -54,6 +57,7 @@ class TraceOptions(VerbOptions):
     budget: int = 2000  # most queries (or texts read)
     target_p: float = 1e-6
     max_tokens: int = 128
+    temperature: float = Field(0.8, gt=0, le=2)  # the suspect samples its answers at
     match_prompts: int = 200
     match_tokens: int = 32
     alpha: float = 0.01

@@ -109,7 +109,7 @@ def radioactivity(who: Any, o: TraceOptions, asked: list[str], say: Progress) ->
 
         result = radioactivity_test(
             who, asked, key, tok, progress=show, budget=o.budget, target_p=o.target_p,
-            max_tokens=o.max_tokens, seed=o.seed,
+            max_tokens=o.max_tokens, temperature=o.temperature, seed=o.seed,
         )  # fmt: skip
     return asdict(result) | {"statement": statement(result)}
 

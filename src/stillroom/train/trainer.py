@@ -85,7 +85,7 @@ def teacher_folder(cfg: HarvestConfig) -> Path:
     st = cfg.train.student
     if st.init == "shrink" and st.path is not None:
         return Path(st.path)
-    if cfg.teacher.kind != "local":
+    if not cfg.teacher.is_local:
         if st.init == "shrink" or (st.init == "config" and st.tokenizer == "teacher"):
             raise ConfigError(
                 "config",
@@ -227,7 +227,7 @@ class Trainer:
         keep = None
         if self.tc.student.trim_vocab:
             keep = harvest_token_ids(self.store) | task_token_ids(self.cfg, teacher_dir)
-            if self.cfg.teacher.kind != "local":  # API records carry text, not our ids
+            if not self.cfg.teacher.is_local:  # API records carry text, not our ids
                 keep |= harvest_text_ids(self.store, teacher_dir)
         student = build_student(self.tc.student, teacher_dir, keep)
         _log(
