@@ -44,6 +44,21 @@ def serve(  # long: typer reads the options from this signature
     tpm: Annotated[int | None, typer.Option(help="Default tokens/minute per account.")] = None,
     batch_size: Annotated[int, typer.Option(help="Local model: rows per micro-batch.")] = 16,
     max_tokens: Annotated[int, typer.Option(help="max_tokens when a request gives none.")] = 256,
+    max_body_bytes: Annotated[
+        int, typer.Option(help="Refuse bodies over this size (413) while they arrive.")
+    ] = 4 * 1024 * 1024,
+    unauthenticated_rpm: Annotated[
+        int, typer.Option(help="Requests/minute one address may make without a valid key.")
+    ] = 60,
+    upstream_max_tokens: Annotated[
+        int, typer.Option(help="--upstream: refuse max_tokens above this (400).")
+    ] = 32768,
+    api_docs: Annotated[
+        bool,
+        typer.Option(
+            "--api-docs", help="Serve /docs and /openapi.json (off: they list the admin routes)."
+        ),
+    ] = False,
     model_process: Annotated[
         bool,
         typer.Option(
@@ -99,12 +114,19 @@ def serve(  # long: typer reads the options from this signature
             teacher = LocalTeacher.load(model, dtype=dtype, batch_size=batch_size, **kw)
         backend = LocalBackend(teacher, default_max_tokens=max_tokens, max_tokens_limit=4096)
     else:
-        backend = UpstreamBackend(str(upstream), api_key=os.environ.get(upstream_key_env))
+        backend = UpstreamBackend(
+            str(upstream),
+            api_key=os.environ.get(upstream_key_env),
+            max_tokens_limit=upstream_max_tokens,
+        )
     settings = ServeSettings(
         admin_token=read_secret(admin_token_file, "admin token"),
         default_rpm=rpm,
         default_tpm=tpm,
         default_max_tokens=max_tokens,
+        max_body_bytes=max_body_bytes,
+        unauthenticated_rpm=unauthenticated_rpm,
+        api_docs=api_docs,
     )
     app = create_app(engine, backend, settings)
     sys.stderr.write(f"serving {backend.model_id} on http://{host}:{port}/v1 (log: {db})\n")
