@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 
 from stillroom.serve.accounts import Principal, lookup_key
 from stillroom.serve.backends import Backend
 from stillroom.serve.db import in_process
-from stillroom.serve.limits import Limiter
+from stillroom.serve.limits import Limiter, RateLimiter
 from stillroom.serve.log import RequestLog
+
+T = TypeVar("T")
 
 KEY_CACHE_S = 1.0  # a block or revoke made from another process takes effect within this
 
@@ -34,6 +38,8 @@ class ServeSettings:
     # cheap to ask for, but each one is a log row.
     unauthenticated_rpm: int = 60
     api_docs: bool = False  # /docs and /openapi.json: they list the admin routes too
+    # A postgresql:// URL where replicas share their rate limits (None: each in its memory).
+    limits_url: str | None = None
 
 
 class Gateway:
@@ -42,9 +48,7 @@ class Gateway:
         self.backend = backend
         self.settings = settings
         self.log = RequestLog(engine)
-        self.limiter = Limiter(settings.default_rpm, settings.default_tpm)
-        # Keyless and bad-key requests, per client address.
-        self.anonymous = Limiter(settings.unauthenticated_rpm, None)
+        self.limiter, self.anonymous = _limiters(settings)
         self._keys: dict[str, tuple[float, Principal | None]] = {}
         self._inline_db = in_process(engine)
 
@@ -53,6 +57,17 @@ class Gateway:
         self._keys = {
             k: v for k, v in self._keys.items() if v[1] is None or v[1].account.id != account_id
         }
+
+    async def admit(self, account_id: str, rpm: int | None, tpm: int | None, tokens: int) -> float:
+        """`limiter.admit`, off the event loop when it is a round trip."""
+        return await _run(self.limiter.in_process, self.limiter.admit, account_id, rpm, tpm, tokens)
+
+    async def settle(self, account_id: str, reserved: int, used: int) -> None:
+        await _run(self.limiter.in_process, self.limiter.settle, account_id, reserved, used)
+
+    async def admit_anonymous(self, addr: str) -> float:
+        """Take one of the requests `addr` may make without a valid key, or the wait."""
+        return await _run(self.anonymous.in_process, self.anonymous.admit, addr, None, None, 0)
 
     async def principal(self, key: str) -> Principal | None:
         cached = self._keys.get(key)
@@ -66,3 +81,24 @@ class Gateway:
             self._keys.clear()
         self._keys[key] = (time.monotonic(), found)
         return found
+
+
+def _limiters(settings: ServeSettings) -> tuple[RateLimiter, RateLimiter]:
+    """Per-account limits, and keyless requests' per client address: in this process's
+    memory, or in the database at `limits_url` shared with the other replicas."""
+    if settings.limits_url is None:
+        return (
+            Limiter(settings.default_rpm, settings.default_tpm),
+            Limiter(settings.unauthenticated_rpm, None),
+        )
+    from stillroom.serve.shared_limits import SharedLimiter, open_limits_db
+
+    engine = open_limits_db(settings.limits_url)
+    return (
+        SharedLimiter(engine, "account", settings.default_rpm, settings.default_tpm),
+        SharedLimiter(engine, "address", settings.unauthenticated_rpm, None),
+    )
+
+
+async def _run(inline: bool, fn: Callable[..., T], *args: Any) -> T:
+    return fn(*args) if inline else await asyncio.to_thread(fn, *args)

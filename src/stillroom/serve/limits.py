@@ -1,13 +1,15 @@
 """Per-account request and token limits: token buckets that answer "wait this long" at once.
 
 The gateway runs on one event loop, so taking from a bucket is atomic without a lock: two
-concurrent requests can never both spend the last credit.
+concurrent requests can never both spend the last credit. Several gateway processes share
+their buckets through `shared_limits` instead (`stillroom serve --limits URL`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 MAX_TRACKED = 100_000  # buckets kept; a flood of new addresses must not grow memory forever
 
@@ -47,7 +49,20 @@ class AccountLimits:
     tokens: Bucket | None
 
 
+class RateLimiter(Protocol):
+    """What the gateway asks of its limits, in memory or shared by replicas."""
+
+    # True: cheap enough for the event loop; False: a round trip, run in a thread.
+    in_process: bool
+
+    def admit(self, account_id: str, rpm: int | None, tpm: int | None, tokens: int) -> float: ...
+
+    def settle(self, account_id: str, reserved: int, used: int) -> None: ...
+
+
 class Limiter:
+    in_process = True
+
     def __init__(self, default_rpm: int | None, default_tpm: int | None) -> None:
         self.default_rpm = default_rpm
         self.default_tpm = default_tpm

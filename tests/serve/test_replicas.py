@@ -1,0 +1,136 @@
+"""Three real `stillroom serve` processes sharing one PostgreSQL gateway database and one
+limits database (`--limits`): limits hold across replicas, and a block made through any
+one of them reaches all within the key cache's lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import Engine
+
+from stillroom.serve.accounts import create_account
+from stillroom.serve.db import open_db
+from stillroom.serve.gateway import KEY_CACHE_S
+from stillroom.testing.fake_openai import start_fake_server
+from tests.helpers.replicas import gateway_processes
+from tests.helpers.serve import PG_URL_ENV, fresh_pg_database
+
+ADMIN_TOKEN = "admin-secret-for-tests"
+KEYLESS_RPM = 5
+# A block must show on every replica within the key cache's lifetime; the slack covers the
+# polling interval and a loaded machine's request latency.
+PROPAGATION_SLACK_S = 0.5
+
+
+@dataclass
+class Replicas:
+    roots: list[str]
+    db: str
+    engine: Engine
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+    if not os.environ.get(PG_URL_ENV):
+        pytest.skip(f"no PostgreSQL server named in {PG_URL_ENV} (.ci/run starts one)")
+    db = fresh_pg_database()
+    engine = open_db(db)  # migrated once here, not by three processes racing
+    token_file = tmp_path_factory.mktemp("admin") / "token"
+    token_file.write_text(ADMIN_TOKEN)
+    flags = ["--limits", db, "--admin-token-file", str(token_file)]
+    flags += ["--unauthenticated-rpm", str(KEYLESS_RPM)]
+    with (
+        start_fake_server() as upstream,
+        gateway_processes(3, upstream.base_url, db, *flags) as roots,
+    ):
+        yield Replicas(roots, db, engine)
+    engine.dispose()
+
+
+def _chat(key: str | None) -> dict[str, object]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    return {"json": body, "headers": headers, "timeout": 30}
+
+
+async def _burst(roots: list[str], key: str | None, n: int) -> list[httpx.Response]:
+    """`n` requests at once, dealt round-robin to the replicas."""
+    async with httpx.AsyncClient() as client:
+        calls = [
+            client.post(f"{roots[i % len(roots)]}/v1/chat/completions", **_chat(key))  # type: ignore[arg-type]
+            for i in range(n)
+        ]
+        return list(await asyncio.gather(*calls))
+
+
+def test_an_accounts_rpm_holds_across_three_replicas(replicas: Replicas) -> None:
+    _, key = create_account(replicas.engine, "shared-rpm", rpm_limit=10)
+    replies = asyncio.run(_burst(replicas.roots, key.key, 40))
+    assert Counter(r.status_code for r in replies) == {200: 10, 429: 30}
+    refused = [r for r in replies if r.status_code == 429]
+    assert all(int(r.headers["Retry-After"]) >= 1 for r in refused)
+    assert all(r.json()["error"]["code"] == "rate_limit_exceeded" for r in refused)
+
+
+def test_the_keyless_limit_per_address_holds_across_replicas(replicas: Replicas) -> None:
+    replies = asyncio.run(_burst(replicas.roots, None, 12))
+    assert Counter(r.status_code for r in replies) == {401: KEYLESS_RPM, 429: 12 - KEYLESS_RPM}
+
+
+async def _seconds_until_refused(root: str, key: str, since: float) -> float:
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() - since < 10:
+            reply = await client.post(f"{root}/v1/chat/completions", **_chat(key))  # type: ignore[arg-type]
+            if reply.status_code == 403:
+                return time.monotonic() - since
+            assert reply.status_code == 200, reply.text
+            await asyncio.sleep(0.02)
+    raise AssertionError(f"{root} still serves a blocked key after 10 s")
+
+
+async def _propagation_s(roots: list[str], key: str, since: float) -> list[float]:
+    return list(await asyncio.gather(*(_seconds_until_refused(r, key, since) for r in roots)))
+
+
+def _warm(roots: list[str], key: str) -> None:
+    """Every replica serves the key, so each holds it in its key cache when the block lands."""
+    for root in roots:
+        assert httpx.post(f"{root}/v1/chat/completions", **_chat(key)).status_code == 200  # type: ignore[arg-type]
+
+
+def test_a_block_through_one_replicas_admin_api_reaches_all(replicas: Replicas) -> None:
+    _, key = create_account(replicas.engine, "blocked-by-admin", rpm_limit=1000)
+    _warm(replicas.roots, key.key)
+    blocked = httpx.post(
+        f"{replicas.roots[0]}/admin/accounts/blocked-by-admin/block",
+        json={"reason": "harvesting"},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert blocked.status_code == 200, blocked.text
+    seconds = asyncio.run(_propagation_s(replicas.roots, key.key, time.monotonic()))
+    assert seconds[0] < 0.2  # the replica that blocked forgets its cached key at once
+    assert max(seconds) <= KEY_CACHE_S + PROPAGATION_SLACK_S, seconds
+
+
+def test_a_block_from_the_shell_reaches_all_replicas(replicas: Replicas, tmp_path: Path) -> None:
+    _, key = create_account(replicas.engine, "blocked-by-shell", rpm_limit=1000)
+    _warm(replicas.roots, key.key)
+    block = ["accounts", "block", "blocked-by-shell", "--db", replicas.db, "--reason", "x"]
+    done = subprocess.run(
+        [sys.executable, "-m", "stillroom", *block], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["blocked_at"] is not None
+    seconds = asyncio.run(_propagation_s(replicas.roots, key.key, time.monotonic()))
+    assert max(seconds) <= KEY_CACHE_S + PROPAGATION_SLACK_S, seconds
