@@ -138,7 +138,7 @@ def overhead(roots: dict[str, str], db: str, args: argparse.Namespace) -> dict[s
         order = list(roots) if r % 2 == 0 else list(reversed(roots))  # neither always first
         for name in order:
             spent[name] += asyncio.run(_round(roots[name], key.key, args.per_round, args.clients))
-    stats = {
+    stats: dict[str, Any] = {
         name: {"requests": len(ms), "p50_ms": _q(ms, 0.5), "p99_ms": _q(ms, 0.99)}
         for name, ms in spent.items()
     }

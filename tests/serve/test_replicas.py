@@ -22,6 +22,8 @@ from sqlalchemy.engine import Engine
 from stillroom.serve.accounts import create_account
 from stillroom.serve.db import open_db
 from stillroom.serve.gateway import KEY_CACHE_S
+from stillroom.serve.limits import Limiter
+from stillroom.serve.shared_limits import ConnectionPool, SharedLimiter, create_limits_table
 from stillroom.testing.fake_openai import start_fake_server
 from tests.helpers.replicas import gateway_processes
 from tests.helpers.serve import PG_URL_ENV, fresh_pg_database
@@ -58,17 +60,20 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
     engine.dispose()
 
 
-def _chat(key: str | None) -> dict[str, object]:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-    return {"json": body, "headers": headers, "timeout": 30}
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+
+
+def _auth(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 async def _burst(roots: list[str], key: str | None, n: int) -> list[httpx.Response]:
     """`n` requests at once, dealt round-robin to the replicas."""
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=30) as client:
         calls = [
-            client.post(f"{roots[i % len(roots)]}/v1/chat/completions", **_chat(key))  # type: ignore[arg-type]
+            client.post(
+                f"{roots[i % len(roots)]}/v1/chat/completions", json=CHAT, headers=_auth(key)
+            )
             for i in range(n)
         ]
         return list(await asyncio.gather(*calls))
@@ -89,9 +94,9 @@ def test_the_keyless_limit_per_address_holds_across_replicas(replicas: Replicas)
 
 
 async def _seconds_until_refused(root: str, key: str, since: float) -> float:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=30) as client:
         while time.monotonic() - since < 10:
-            reply = await client.post(f"{root}/v1/chat/completions", **_chat(key))  # type: ignore[arg-type]
+            reply = await client.post(f"{root}/v1/chat/completions", json=CHAT, headers=_auth(key))
             if reply.status_code == 403:
                 return time.monotonic() - since
             assert reply.status_code == 200, reply.text
@@ -106,7 +111,8 @@ async def _propagation_s(roots: list[str], key: str, since: float) -> list[float
 def _warm(roots: list[str], key: str) -> None:
     """Every replica serves the key, so each holds it in its key cache when the block lands."""
     for root in roots:
-        assert httpx.post(f"{root}/v1/chat/completions", **_chat(key)).status_code == 200  # type: ignore[arg-type]
+        reply = httpx.post(f"{root}/v1/chat/completions", json=CHAT, headers=_auth(key))
+        assert reply.status_code == 200, reply.text
 
 
 def test_a_block_through_one_replicas_admin_api_reaches_all(replicas: Replicas) -> None:
@@ -134,3 +140,56 @@ def test_a_block_from_the_shell_reaches_all_replicas(replicas: Replicas, tmp_pat
     assert json.loads(done.stdout)["blocked_at"] is not None
     seconds = asyncio.run(_propagation_s(replicas.roots, key.key, time.monotonic()))
     assert max(seconds) <= KEY_CACHE_S + PROPAGATION_SLACK_S, seconds
+
+
+Admit = tuple[str, int | None, int | None, int]  # account, rpm, tpm, tokens
+Settle = tuple[str, int, int]  # account, reserved, used
+
+
+async def _answers(shared: SharedLimiter, memory: Limiter) -> list[tuple[float, float]]:
+    """The same calls to both limiters; their waits, side by side."""
+    steps: list[Admit | Settle] = [
+        ("a", 3, 100, 40),
+        ("a", 3, 100, 40),
+        ("a", 3, 100, 40),  # tokens short: 20 left, 40 wanted
+        ("a", 40, 10),  # settled: 30 given back
+        ("a", 3, 100, 40),  # the last request of the minute
+        ("a", 3, 100, 1),  # requests short
+        ("b", None, 50, 500),  # bigger than the bucket: admitted when full, in debt
+        ("b", None, 50, 10),
+        ("c", None, None, 10**6),  # no limits at all
+    ]
+    waits = []
+    for step in steps:
+        if len(step) == 3:
+            await shared.settle(*step)
+            memory.settle(*step)
+        else:
+            waits.append((await shared.admit(*step), memory.admit(*step)))
+    await shared.pool.aclose()
+    return waits
+
+
+def test_shared_buckets_answer_as_the_in_memory_ones(pg_database: str) -> None:
+    shared = SharedLimiter(ConnectionPool(create_limits_table(pg_database)), "account", None, None)
+    waits = asyncio.run(_answers(shared, Limiter(None, None)))
+    assert [s > 0 for s, _ in waits] == [m > 0 for _, m in waits]
+    assert [s > 0 for s, _ in waits] == [False, False, True, False, True, False, True, False]
+    assert all(abs(s - m) < 0.5 for s, m in waits), waits  # 12 s, 20 s, 552 s
+
+
+async def _race(info: str, replicas: int, requests: int) -> int:
+    """`requests` admissions at once, dealt to limiters with a pool each, as replicas have."""
+    pools = [ConnectionPool(info) for _ in range(replicas)]
+    limiters = [SharedLimiter(p, "account", None, None) for p in pools]
+    calls = [limiters[i % replicas].admit("raced", 25, None, 0) for i in range(requests)]
+    waits = await asyncio.gather(*calls)
+    for pool in pools:
+        await pool.aclose()
+    return sum(1 for w in waits if w == 0)
+
+
+def test_concurrent_takes_never_spend_the_last_credit_twice(pg_database: str) -> None:
+    info = create_limits_table(pg_database)
+    create_limits_table(pg_database)  # a second replica starting: the table is there already
+    assert asyncio.run(_race(info, replicas=3, requests=90)) == 25

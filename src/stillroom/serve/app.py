@@ -47,6 +47,7 @@ def create_app(  # long: the routes are closures over one gateway's state
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         await gw.log.aclose()
+        await gw.aclose()
         await backend.aclose()
 
     # The schema lists the admin routes: served only when the operator asks for it.

@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 
 from stillroom.serve.accounts import Principal, lookup_key
 from stillroom.serve.backends import Backend
 from stillroom.serve.db import in_process
-from stillroom.serve.limits import Limiter, RateLimiter
+from stillroom.serve.limits import Limiter
 from stillroom.serve.log import RequestLog
-
-T = TypeVar("T")
+from stillroom.serve.shared_limits import ConnectionPool, SharedLimiter, create_limits_table
 
 KEY_CACHE_S = 1.0  # a block or revoke made from another process takes effect within this
 
@@ -48,7 +45,18 @@ class Gateway:
         self.backend = backend
         self.settings = settings
         self.log = RequestLog(engine)
-        self.limiter, self.anonymous = _limiters(settings)
+        self.limiter: Limiter | SharedLimiter
+        self.anonymous: Limiter | SharedLimiter
+        self._limits_pool: ConnectionPool | None = None
+        if settings.limits_url is None:
+            self.limiter = Limiter(settings.default_rpm, settings.default_tpm)
+            self.anonymous = Limiter(settings.unauthenticated_rpm, None)
+        else:  # shared with the other replicas, in the database at `limits_url`
+            pool = ConnectionPool(create_limits_table(settings.limits_url))
+            rpm, tpm = settings.default_rpm, settings.default_tpm
+            self.limiter = SharedLimiter(pool, "account", rpm, tpm)
+            self.anonymous = SharedLimiter(pool, "address", settings.unauthenticated_rpm, None)
+            self._limits_pool = pool
         self._keys: dict[str, tuple[float, Principal | None]] = {}
         self._inline_db = in_process(engine)
 
@@ -59,15 +67,26 @@ class Gateway:
         }
 
     async def admit(self, account_id: str, rpm: int | None, tpm: int | None, tokens: int) -> float:
-        """`limiter.admit`, off the event loop when it is a round trip."""
-        return await _run(self.limiter.in_process, self.limiter.admit, account_id, rpm, tpm, tokens)
+        """Take one request and `tokens` tokens from an account, or return the seconds to wait."""
+        if isinstance(self.limiter, Limiter):
+            return self.limiter.admit(account_id, rpm, tpm, tokens)
+        return await self.limiter.admit(account_id, rpm, tpm, tokens)
 
     async def settle(self, account_id: str, reserved: int, used: int) -> None:
-        await _run(self.limiter.in_process, self.limiter.settle, account_id, reserved, used)
+        if isinstance(self.limiter, Limiter):
+            self.limiter.settle(account_id, reserved, used)
+        else:
+            await self.limiter.settle(account_id, reserved, used)
 
     async def admit_anonymous(self, addr: str) -> float:
         """Take one of the requests `addr` may make without a valid key, or the wait."""
-        return await _run(self.anonymous.in_process, self.anonymous.admit, addr, None, None, 0)
+        if isinstance(self.anonymous, Limiter):
+            return self.anonymous.admit(addr, None, None, 0)
+        return await self.anonymous.admit(addr, None, None, 0)
+
+    async def aclose(self) -> None:
+        if self._limits_pool is not None:
+            await self._limits_pool.aclose()
 
     async def principal(self, key: str) -> Principal | None:
         cached = self._keys.get(key)
@@ -81,24 +100,3 @@ class Gateway:
             self._keys.clear()
         self._keys[key] = (time.monotonic(), found)
         return found
-
-
-def _limiters(settings: ServeSettings) -> tuple[RateLimiter, RateLimiter]:
-    """Per-account limits, and keyless requests' per client address: in this process's
-    memory, or in the database at `limits_url` shared with the other replicas."""
-    if settings.limits_url is None:
-        return (
-            Limiter(settings.default_rpm, settings.default_tpm),
-            Limiter(settings.unauthenticated_rpm, None),
-        )
-    from stillroom.serve.shared_limits import SharedLimiter, open_limits_db
-
-    engine = open_limits_db(settings.limits_url)
-    return (
-        SharedLimiter(engine, "account", settings.default_rpm, settings.default_tpm),
-        SharedLimiter(engine, "address", settings.unauthenticated_rpm, None),
-    )
-
-
-async def _run(inline: bool, fn: Callable[..., T], *args: Any) -> T:
-    return fn(*args) if inline else await asyncio.to_thread(fn, *args)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
 
 MAX_TRACKED = 100_000  # buckets kept; a flood of new addresses must not grow memory forever
 
@@ -49,20 +48,7 @@ class AccountLimits:
     tokens: Bucket | None
 
 
-class RateLimiter(Protocol):
-    """What the gateway asks of its limits, in memory or shared by replicas."""
-
-    # True: cheap enough for the event loop; False: a round trip, run in a thread.
-    in_process: bool
-
-    def admit(self, account_id: str, rpm: int | None, tpm: int | None, tokens: int) -> float: ...
-
-    def settle(self, account_id: str, reserved: int, used: int) -> None: ...
-
-
 class Limiter:
-    in_process = True
-
     def __init__(self, default_rpm: int | None, default_tpm: int | None) -> None:
         self.default_rpm = default_rpm
         self.default_tpm = default_tpm

@@ -11,7 +11,9 @@ One row per (scope, id): an account's request and token buckets together, so a r
 takes both or neither in the one statement. Time is the database's `clock_timestamp()`,
 never a replica's clock, so replicas on different machines agree on how much has refilled.
 The table is UNLOGGED: no write-ahead log for a row rewritten on every request; a server
-crash empties it, which only hands every account a full minute's credit once.
+crash empties it, which only hands every account a full minute's credit once. Statements go
+through psycopg's async connections on the gateway's event loop: a thread hand-off per
+request would wait behind the busy loop for the GIL (see `db.in_process`).
 
 Semantics are those of the in-memory `Limiter`, but for one: when an account's limits
 change, the level carries over (clamped to the new cap) instead of starting full, since
@@ -21,20 +23,23 @@ full on every other request until their caches expire.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+import psycopg
+from psycopg.pq import TransactionStatus
 
 from stillroom.errors import GatewayDBError
-from stillroom.serve.db import database_url
 
 # A refused request is told to wait at least this: its row may have refilled (or been swept)
 # between the statement that refused it and the one that reads the levels, and 0 means "go".
 MIN_WAIT_S = 1e-3
 SWEEP_EVERY_S = 60.0  # how often a process deletes buckets that have refilled completely
 SCHEMA_LOCK = 0x5354494C4C  # advisory lock id: replicas starting together create the table once
+POOL_SIZE = 4  # connections per process: a statement holds one for a fraction of a millisecond
 
 CREATE_TABLE = """
 CREATE UNLOGGED TABLE IF NOT EXISTS limit_buckets (
@@ -59,120 +64,146 @@ _TOK = f"LEAST(EXCLUDED.tpm, COALESCE(b.tok_level, EXCLUDED.tpm) + {_ELAPSED} * 
 # The whole admission in one statement: a new row starts full and so always admits (as a
 # new in-memory bucket does); an existing row is refilled and taken from only if both of
 # its buckets hold enough. A huge request needs only a full bucket and leaves it in debt.
-TAKE = sa.text(f"""
+TAKE = f"""
 INSERT INTO limit_buckets AS b (scope, id, rpm, tpm, req_level, tok_level, updated)
-VALUES (:scope, :id, CAST(:rpm AS DOUBLE PRECISION), CAST(:tpm AS DOUBLE PRECISION),
-        CAST(:rpm AS DOUBLE PRECISION) - 1, CAST(:tpm AS DOUBLE PRECISION) - :tokens,
+VALUES (%(scope)s, %(id)s, CAST(%(rpm)s AS DOUBLE PRECISION), CAST(%(tpm)s AS DOUBLE PRECISION),
+        CAST(%(rpm)s AS DOUBLE PRECISION) - 1, CAST(%(tpm)s AS DOUBLE PRECISION) - %(tokens)s,
         clock_timestamp())
 ON CONFLICT (scope, id) DO UPDATE SET
     rpm = EXCLUDED.rpm,
     tpm = EXCLUDED.tpm,
     req_level = {_REQ} - 1,
-    tok_level = {_TOK} - :tokens,
+    tok_level = {_TOK} - %(tokens)s,
     updated = EXCLUDED.updated
 WHERE (EXCLUDED.rpm IS NULL OR {_REQ} >= LEAST(1, EXCLUDED.rpm))
-  AND (EXCLUDED.tpm IS NULL OR {_TOK} >= LEAST(:tokens, EXCLUDED.tpm))
+  AND (EXCLUDED.tpm IS NULL OR {_TOK} >= LEAST(%(tokens)s, EXCLUDED.tpm))
 RETURNING 1
-""")
+"""
 
 # What a refused request reads to say how long to wait; it takes nothing.
-LEVELS = sa.text("""
+LEVELS = """
 SELECT rpm, tpm, req_level, tok_level,
        GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - updated)) AS elapsed
-FROM limit_buckets WHERE scope = :scope AND id = :id
-""")
+FROM limit_buckets WHERE scope = %(scope)s AND id = %(id)s
+"""
 
 # Like the in-memory `give_back`: no refill, capped at the limit.
-GIVE_BACK = sa.text("""
-UPDATE limit_buckets SET tok_level = LEAST(tpm, tok_level + :amount)
-WHERE scope = :scope AND id = :id AND tok_level IS NOT NULL
-""")
+GIVE_BACK = """
+UPDATE limit_buckets SET tok_level = LEAST(tpm, tok_level + %(amount)s)
+WHERE scope = %(scope)s AND id = %(id)s AND tok_level IS NOT NULL
+"""
 
 # A bucket untouched for a minute and not in debt is full: the same as no row at all.
-SWEEP = sa.text("""
+SWEEP = """
 DELETE FROM limit_buckets
 WHERE updated < clock_timestamp() - INTERVAL '60 seconds'
   AND COALESCE(req_level, 0) >= 0 AND COALESCE(tok_level, 0) >= 0
-""")
+"""
 
 
-def open_limits_db(url: str) -> Engine:
-    """An engine on the limits database, with its table; autocommit, so each statement is
-    its own transaction and holds a bucket's row lock only while it runs."""
-    if not url.startswith(("postgresql://", "postgres://", "postgresql+")):
+def conninfo(url: str) -> str:
+    """libpq's form of a URL as a user types it, or as SQLAlchemy spells it."""
+    if url.startswith("postgresql+"):
+        return "postgresql://" + url.split("://", 1)[1]
+    if not url.startswith(("postgresql://", "postgres://")):
         raise GatewayDBError(f"--limits needs a postgresql:// URL, not {url!r}")
-    engine = sa.create_engine(
-        database_url(url),
-        pool_size=4,
-        max_overflow=4,
-        pool_pre_ping=True,
-        isolation_level="AUTOCOMMIT",
-    )
+    return url
+
+
+def create_limits_table(url: str) -> str:
+    """Make the buckets' table if it is missing (at start, so a bad URL fails at once);
+    return the conninfo to connect with."""
+    info = conninfo(url)
     try:
-        with engine.connect() as conn:
-            _create_table(conn)
-    except sa.exc.SQLAlchemyError as e:
+        with psycopg.connect(info, connect_timeout=10) as conn:
+            # CREATE ... IF NOT EXISTS races with itself in the catalog; the lock serializes it.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            conn.execute(CREATE_TABLE)
+    except psycopg.Error as e:
         raise GatewayDBError(
             f"cannot open the limits database {url!r}: {e.__class__.__name__}: "
-            f"{str(e).splitlines()[0]}; give --limits a reachable postgresql:// URL"
+            f"{str(e).splitlines()[0] if str(e) else ''}; give --limits a reachable "
+            "postgresql:// URL"
         ) from None
-    return engine
+    return info
 
 
-def _create_table(conn: Connection) -> None:
-    # CREATE ... IF NOT EXISTS races with itself in the catalog; the lock serializes it.
-    with conn.begin():
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
-        conn.execute(sa.text(CREATE_TABLE))
+class ConnectionPool:
+    """A few autocommit connections, opened on first use on the event loop that uses them:
+    each statement is its own transaction and holds a bucket's row lock only while it runs."""
+
+    def __init__(self, info: str, size: int = POOL_SIZE) -> None:
+        self.info = info
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._slots = asyncio.Semaphore(size)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else await self._connect()
+            try:
+                yield conn
+            except BaseException:
+                await conn.close()  # broken, or mid-statement: never hand it out again
+                raise
+            if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
+                await conn.close()
+            else:
+                self._idle.append(conn)
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(self.info, autocommit=True, connect_timeout=10)
+
+    async def aclose(self) -> None:
+        while self._idle:
+            await self._idle.pop().close()
 
 
 class SharedLimiter:
-    """`Limiter`'s interface on a PostgreSQL table: `scope` keeps accounts and client
-    addresses apart in it. Its calls block on a round trip: run them off the event loop."""
-
-    in_process = False
+    """`Limiter`'s interface, awaited, on a PostgreSQL table: `scope` keeps accounts and
+    client addresses apart in it."""
 
     def __init__(
-        self, engine: Engine, scope: str, default_rpm: int | None, default_tpm: int | None
+        self, pool: ConnectionPool, scope: str, default_rpm: int | None, default_tpm: int | None
     ) -> None:
-        self.engine = engine
+        self.pool = pool
         self.scope = scope
         self.default_rpm = default_rpm
         self.default_tpm = default_tpm
         self._swept = time.monotonic()
 
-    def admit(self, account_id: str, rpm: int | None, tpm: int | None, tokens: int) -> float:
+    async def admit(self, account_id: str, rpm: int | None, tpm: int | None, tokens: int) -> float:
         """Take one request and `tokens` tokens, or return the seconds to wait (nothing taken)."""
         rpm, tpm = rpm or self.default_rpm, tpm or self.default_tpm
         if rpm is None and tpm is None:
             return 0.0
         key = {"scope": self.scope, "id": account_id}
-        with self.engine.connect() as conn:
-            self._sweep_now_and_then(conn)
-            taken = conn.execute(TAKE, {**key, "rpm": rpm, "tpm": tpm, "tokens": tokens})
-            if taken.first() is not None:
+        async with self.pool.connection() as conn:
+            await self._sweep_now_and_then(conn)
+            taken = await conn.execute(TAKE, {**key, "rpm": rpm, "tpm": tpm, "tokens": tokens})
+            if await taken.fetchone() is not None:
                 return 0.0
-            row = conn.execute(LEVELS, key).first()
+            row = await (await conn.execute(LEVELS, key)).fetchone()
         return _wait_s(row, tokens) if row is not None else MIN_WAIT_S
 
-    def settle(self, account_id: str, reserved: int, used: int) -> None:
+    async def settle(self, account_id: str, reserved: int, used: int) -> None:
         """Give back tokens reserved for the worst case but not used."""
         if reserved <= used:
             return
-        with self.engine.connect() as conn:
-            conn.execute(
+        async with self.pool.connection() as conn:
+            await conn.execute(
                 GIVE_BACK, {"scope": self.scope, "id": account_id, "amount": reserved - used}
             )
 
-    def _sweep_now_and_then(self, conn: Connection) -> None:
+    async def _sweep_now_and_then(self, conn: psycopg.AsyncConnection[Any]) -> None:
         if time.monotonic() - self._swept >= SWEEP_EVERY_S:
             self._swept = time.monotonic()
-            conn.execute(SWEEP)
+            await conn.execute(SWEEP)
 
 
-def _wait_s(row: sa.Row[Any], tokens: int) -> float:
+def _wait_s(row: tuple[Any, ...], tokens: int) -> float:
     """Seconds until both buckets hold enough, from a row as `LEVELS` reads it."""
-    rpm, tpm, req_level, tok_level, elapsed = tuple(row)
+    rpm, tpm, req_level, tok_level, elapsed = row
     waits = [0.0]
     for cap, level, amount in ((rpm, req_level, 1), (tpm, tok_level, tokens)):
         if cap is None or level is None:
