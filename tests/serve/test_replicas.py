@@ -16,17 +16,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from sqlalchemy.engine import Engine
 
+from stillroom.errors import APIError
 from stillroom.serve.accounts import create_account
 from stillroom.serve.db import open_db
 from stillroom.serve.gateway import KEY_CACHE_S
 from stillroom.serve.limits import Limiter
-from stillroom.serve.shared_limits import ConnectionPool, SharedLimiter, create_limits_table
+from stillroom.serve.shared_limits import (
+    ConnectionPool,
+    SharedLimiter,
+    conninfo,
+    create_limits_table,
+)
 from stillroom.testing.fake_openai import start_fake_server
 from tests.helpers.replicas import gateway_processes
-from tests.helpers.serve import PG_URL_ENV, fresh_pg_database
+from tests.helpers.serve import PG_URL_ENV, free_port, fresh_pg_database
 
 ADMIN_TOKEN = "admin-secret-for-tests"
 KEYLESS_RPM = 5
@@ -193,3 +200,29 @@ def test_concurrent_takes_never_spend_the_last_credit_twice(pg_database: str) ->
     info = create_limits_table(pg_database)
     create_limits_table(pg_database)  # a second replica starting: the table is there already
     assert asyncio.run(_race(info, replicas=3, requests=90)) == 25
+
+
+def test_unreachable_shared_limits_refuse_with_503() -> None:
+    """Fail closed: without its limits a gateway must not serve unlimited."""
+    nowhere = ConnectionPool(f"postgresql://127.0.0.1:{free_port()}/none")
+    with pytest.raises(APIError) as refused:
+        asyncio.run(SharedLimiter(nowhere, "account", 10, None).admit("a", None, None, 0))
+    assert refused.value.status == 503 and refused.value.code == "limits_unavailable"
+
+
+DROP_OTHERS = """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()"""
+
+
+async def _admit_across_a_drop(url: str) -> list[float]:
+    limiter = SharedLimiter(ConnectionPool(create_limits_table(url)), "account", None, None)
+    waits = [await limiter.admit("a", 5, None, 0)]
+    with psycopg.connect(conninfo(url), autocommit=True) as admin:
+        admin.execute(DROP_OTHERS)  # as a server restart or an idle timeout would
+    waits.append(await limiter.admit("a", 5, None, 0))
+    await limiter.pool.aclose()
+    return waits
+
+
+def test_a_pooled_connection_the_server_dropped_is_replaced(pg_database: str) -> None:
+    assert asyncio.run(_admit_across_a_drop(pg_database)) == [0.0, 0.0]

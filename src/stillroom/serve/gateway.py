@@ -76,7 +76,7 @@ class Gateway:
         if isinstance(self.limiter, Limiter):
             self.limiter.settle(account_id, reserved, used)
         else:
-            await self.limiter.settle(account_id, reserved, used)
+            self.limiter.settle_soon(account_id, reserved, used)
 
     async def admit_anonymous(self, addr: str) -> float:
         """Take one of the requests `addr` may make without a valid key, or the wait."""
@@ -85,6 +85,8 @@ class Gateway:
         return await self.anonymous.admit(addr, None, None, 0)
 
     async def aclose(self) -> None:
+        if isinstance(self.limiter, SharedLimiter):
+            await self.limiter.aclose()
         if self._limits_pool is not None:
             await self._limits_pool.aclose()
 

@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from stillroom.errors import GatewayDBError
+from stillroom.errors import APIError, GatewayDBError
+
+T = TypeVar("T")
 
 # A refused request is told to wait at least this: its row may have refilled (or been swept)
 # between the statement that refused it and the one that reads the levels, and 0 means "go".
@@ -138,8 +140,12 @@ class ConnectionPool:
         self._slots = asyncio.Semaphore(size)
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def connection(self, fresh: bool = False) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """An idle connection, or a new one (`fresh`: always, and the idle ones closed, since
+        the server dropped at least one of them)."""
         async with self._slots:
+            if fresh:
+                await self.aclose()
             conn = self._idle.pop() if self._idle else await self._connect()
             try:
                 yield conn
@@ -171,6 +177,7 @@ class SharedLimiter:
         self.default_rpm = default_rpm
         self.default_tpm = default_tpm
         self._swept = time.monotonic()
+        self._settling: set[asyncio.Task[None]] = set()
 
     async def admit(self, account_id: str, rpm: int | None, tpm: int | None, tokens: int) -> float:
         """Take one request and `tokens` tokens, or return the seconds to wait (nothing taken)."""
@@ -178,22 +185,66 @@ class SharedLimiter:
         if rpm is None and tpm is None:
             return 0.0
         key = {"scope": self.scope, "id": account_id}
-        async with self.pool.connection() as conn:
+        params = {**key, "rpm": rpm, "tpm": tpm, "tokens": tokens}
+
+        async def take(conn: psycopg.AsyncConnection[Any]) -> float:
             await self._sweep_now_and_then(conn)
-            taken = await conn.execute(TAKE, {**key, "rpm": rpm, "tpm": tpm, "tokens": tokens})
-            if await taken.fetchone() is not None:
+            if await (await conn.execute(TAKE, params)).fetchone() is not None:
                 return 0.0
             row = await (await conn.execute(LEVELS, key)).fetchone()
-        return _wait_s(row, tokens) if row is not None else MIN_WAIT_S
+            return _wait_s(row, tokens) if row is not None else MIN_WAIT_S
+
+        return await self._on_a_connection(take)
 
     async def settle(self, account_id: str, reserved: int, used: int) -> None:
         """Give back tokens reserved for the worst case but not used."""
         if reserved <= used:
             return
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                GIVE_BACK, {"scope": self.scope, "id": account_id, "amount": reserved - used}
-            )
+        params = {"scope": self.scope, "id": account_id, "amount": reserved - used}
+
+        async def give_back(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(GIVE_BACK, params)
+
+        await self._on_a_connection(give_back)
+
+    def settle_soon(self, account_id: str, reserved: int, used: int) -> None:
+        """`settle` without making the reply wait for its round trip: a refund a moment late
+        only refuses what a moment earlier would have been refused too."""
+        task = asyncio.create_task(self.settle(account_id, reserved, used))
+        self._settling.add(task)  # a task nobody holds may be collected before it runs
+        task.add_done_callback(self._settled)
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._settling.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a lost refund only makes the limit a little stricter
+
+    async def aclose(self) -> None:
+        """Wait for the refunds under way."""
+        await asyncio.gather(*self._settling, return_exceptions=True)
+
+    async def _on_a_connection(
+        self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
+    ) -> T:
+        """`work` on a pooled connection. One the server dropped while it sat idle (a restart,
+        an idle timeout) fails its first statement: that is tried once more on a new one.
+        The database unreachable is a 503 to the client: without its limits the gateway
+        refuses rather than serve unlimited."""
+        try:
+            try:
+                async with self.pool.connection() as conn:
+                    return await work(conn)
+            except psycopg.OperationalError:
+                async with self.pool.connection(fresh=True) as conn:
+                    return await work(conn)
+        except psycopg.Error as e:
+            raise APIError(
+                503,
+                f"the shared rate limits are unreachable ({e.__class__.__name__}); retry later",
+                type="api_error",
+                code="limits_unavailable",
+                headers={"Retry-After": "1"},
+            ) from None
 
     async def _sweep_now_and_then(self, conn: psycopg.AsyncConnection[Any]) -> None:
         if time.monotonic() - self._swept >= SWEEP_EVERY_S:
