@@ -226,3 +226,16 @@ async def _admit_across_a_drop(url: str) -> list[float]:
 
 def test_a_pooled_connection_the_server_dropped_is_replaced(pg_database: str) -> None:
     assert asyncio.run(_admit_across_a_drop(pg_database)) == [0.0, 0.0]
+
+
+def test_serve_refuses_a_limits_url_it_cannot_share(tmp_path: Path) -> None:
+    args = ["serve", "--upstream", "http://127.0.0.1:9/v1", "--db", str(tmp_path / "g.sqlite")]
+    for limits, says in [
+        (str(tmp_path / "limits.sqlite"), "needs a postgresql:// URL"),
+        (f"postgresql://127.0.0.1:{free_port()}/none", "cannot open the limits database"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "stillroom", *args, "--limits", limits],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2 and says in done.stderr, done.stderr
