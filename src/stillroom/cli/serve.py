@@ -32,6 +32,14 @@ def serve(  # long: typer reads the options from this signature
         str, typer.Option(help="Environment variable holding the upstream API key.")
     ] = "OPENAI_API_KEY",
     db: DbOption = DEFAULT_DB,
+    limits: Annotated[
+        str | None,
+        typer.Option(
+            "--limits",
+            help="Share rate limits with the other replicas in this postgresql:// database "
+            "(default: each process limits in its own memory).",
+        ),
+    ] = None,
     watermark_key_file: Annotated[
         Path | None, typer.Option(help="Watermark the local model's outputs with this key.")
     ] = None,
@@ -127,6 +135,7 @@ def serve(  # long: typer reads the options from this signature
         max_body_bytes=max_body_bytes,
         unauthenticated_rpm=unauthenticated_rpm,
         api_docs=api_docs,
+        limits_url=limits,
     )
     app = create_app(engine, backend, settings)
     sys.stderr.write(f"serving {backend.model_id} on http://{host}:{port}/v1 (log: {db})\n")

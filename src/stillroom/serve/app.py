@@ -47,6 +47,7 @@ def create_app(  # long: the routes are closures over one gateway's state
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         await gw.log.aclose()
+        await gw.aclose()
         await backend.aclose()
 
     # The schema lists the admin routes: served only when the operator asks for it.
@@ -106,7 +107,7 @@ async def _authenticate(gw: Gateway, request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        raise _anonymous_refusal(
+        raise await _anonymous_refusal(
             gw,
             request,
             APIError(
@@ -117,7 +118,7 @@ async def _authenticate(gw: Gateway, request: Request) -> Principal:
         )
     who = await gw.principal(key.strip())
     if who is None:
-        raise _anonymous_refusal(
+        raise await _anonymous_refusal(
             gw,
             request,
             APIError(
@@ -138,10 +139,10 @@ async def _authenticate(gw: Gateway, request: Request) -> Principal:
     return who
 
 
-def _anonymous_refusal(gw: Gateway, request: Request, refusal: APIError) -> APIError:
+async def _anonymous_refusal(gw: Gateway, request: Request, refusal: APIError) -> APIError:
     """`refusal`, or a 429 once the client's address has spent its keyless requests."""
     addr = request.client.host if request.client else "unknown"
-    wait = gw.anonymous.admit(addr, None, None, 0)
+    wait = await gw.admit_anonymous(addr)
     if wait <= 0:
         return refusal
     return APIError(
@@ -209,7 +210,7 @@ async def _generate(  # long: one request from admission to its log row, in orde
     _check_max_tokens(body, backend.max_tokens_limit)
     reserve = _token_estimate(body, gw.settings.default_max_tokens)
     acct = who.account
-    wait = gw.limiter.admit(acct.id, acct.rpm_limit, acct.tpm_limit, reserve)
+    wait = await gw.admit(acct.id, acct.rpm_limit, acct.tpm_limit, reserve)
     if wait > 0:
         raise APIError(
             429,
@@ -229,7 +230,7 @@ async def _generate(  # long: one request from admission to its log row, in orde
             backend.chat(body) if isinstance(body, ChatRequest) else backend.completion(body)
         )
     except BackendError as e:
-        gw.limiter.settle(acct.id, reserve, 0)
+        await gw.settle(acct.id, reserve, 0)
         raise APIError(
             e.status,
             str(e),
@@ -237,7 +238,7 @@ async def _generate(  # long: one request from admission to its log row, in orde
             code=e.code,
         ) from None
     backend_ms = (time.perf_counter() - called) * 1e3
-    gw.limiter.settle(acct.id, reserve, answer.prompt_tokens + answer.completion_tokens)
+    await gw.settle(acct.id, reserve, answer.prompt_tokens + answer.completion_tokens)
     rid = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
     created = int(request.state.arrived)
     row.id = rid

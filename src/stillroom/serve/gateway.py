@@ -17,6 +17,7 @@ from stillroom.serve.backends import Backend
 from stillroom.serve.db import in_process
 from stillroom.serve.limits import Limiter
 from stillroom.serve.log import RequestLog
+from stillroom.serve.shared_limits import ConnectionPool, SharedLimiter, create_limits_table
 
 KEY_CACHE_S = 1.0  # a block or revoke made from another process takes effect within this
 
@@ -34,6 +35,8 @@ class ServeSettings:
     # cheap to ask for, but each one is a log row.
     unauthenticated_rpm: int = 60
     api_docs: bool = False  # /docs and /openapi.json: they list the admin routes too
+    # A postgresql:// URL where replicas share their rate limits (None: each in its memory).
+    limits_url: str | None = None
 
 
 class Gateway:
@@ -42,9 +45,18 @@ class Gateway:
         self.backend = backend
         self.settings = settings
         self.log = RequestLog(engine)
-        self.limiter = Limiter(settings.default_rpm, settings.default_tpm)
-        # Keyless and bad-key requests, per client address.
-        self.anonymous = Limiter(settings.unauthenticated_rpm, None)
+        self.limiter: Limiter | SharedLimiter
+        self.anonymous: Limiter | SharedLimiter
+        self._limits_pool: ConnectionPool | None = None
+        if settings.limits_url is None:
+            self.limiter = Limiter(settings.default_rpm, settings.default_tpm)
+            self.anonymous = Limiter(settings.unauthenticated_rpm, None)
+        else:  # shared with the other replicas, in the database at `limits_url`
+            pool = ConnectionPool(create_limits_table(settings.limits_url))
+            rpm, tpm = settings.default_rpm, settings.default_tpm
+            self.limiter = SharedLimiter(pool, "account", rpm, tpm)
+            self.anonymous = SharedLimiter(pool, "address", settings.unauthenticated_rpm, None)
+            self._limits_pool = pool
         self._keys: dict[str, tuple[float, Principal | None]] = {}
         self._inline_db = in_process(engine)
 
@@ -53,6 +65,30 @@ class Gateway:
         self._keys = {
             k: v for k, v in self._keys.items() if v[1] is None or v[1].account.id != account_id
         }
+
+    async def admit(self, account_id: str, rpm: int | None, tpm: int | None, tokens: int) -> float:
+        """Take one request and `tokens` tokens from an account, or return the seconds to wait."""
+        if isinstance(self.limiter, Limiter):
+            return self.limiter.admit(account_id, rpm, tpm, tokens)
+        return await self.limiter.admit(account_id, rpm, tpm, tokens)
+
+    async def settle(self, account_id: str, reserved: int, used: int) -> None:
+        if isinstance(self.limiter, Limiter):
+            self.limiter.settle(account_id, reserved, used)
+        else:
+            self.limiter.settle_soon(account_id, reserved, used)
+
+    async def admit_anonymous(self, addr: str) -> float:
+        """Take one of the requests `addr` may make without a valid key, or the wait."""
+        if isinstance(self.anonymous, Limiter):
+            return self.anonymous.admit(addr, None, None, 0)
+        return await self.anonymous.admit(addr, None, None, 0)
+
+    async def aclose(self) -> None:
+        if isinstance(self.limiter, SharedLimiter):
+            await self.limiter.aclose()
+        if self._limits_pool is not None:
+            await self._limits_pool.aclose()
 
     async def principal(self, key: str) -> Principal | None:
         cached = self._keys.get(key)

@@ -1,7 +1,8 @@
 """Per-account request and token limits: token buckets that answer "wait this long" at once.
 
 The gateway runs on one event loop, so taking from a bucket is atomic without a lock: two
-concurrent requests can never both spend the last credit.
+concurrent requests can never both spend the last credit. Several gateway processes share
+their buckets through `shared_limits` instead (`stillroom serve --limits URL`).
 """
 
 from __future__ import annotations

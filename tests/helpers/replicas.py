@@ -1,0 +1,54 @@
+"""Several `stillroom serve` processes on one gateway database, as replicas behind a load
+balancer would run: for the replica tests and benchmark."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+import httpx
+
+from tests.helpers.serve import free_port
+
+
+@contextmanager
+def gateway_process(upstream: str, db: str, *flags: str) -> Iterator[str]:
+    """`python -m stillroom serve --upstream ... --db ...` on a free port; yield its root URL
+    once /health answers."""
+    port = free_port()
+    args = ["serve", "--upstream", upstream, "--db", db, "--port", str(port), *flags]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stillroom", *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    root = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(root, proc)
+        yield root
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)
+
+
+@contextmanager
+def gateway_processes(n: int, upstream: str, db: str, *flags: str) -> Iterator[list[str]]:
+    """`n` gateway processes, the same flags each; yield their root URLs."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(gateway_process(upstream, db, *flags)) for _ in range(n)]
+
+
+def _wait_healthy(root: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the gateway exited: {proc.communicate()[1][-2000:]}")
+        try:
+            if httpx.get(f"{root}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("the gateway did not start within 60 s")
