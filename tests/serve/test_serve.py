@@ -98,11 +98,14 @@ def test_chat_completions_and_models_through_the_openai_client(gateway: Gateway)
     )
     assert len(chat.choices) == 2
     assert chat.usage is not None and chat.usage.completion_tokens > 0
+    # A sampled choice may stop at once (the tiny model's end token first: how often depends
+    # on whether the two choices were batched together), and then has no token to report.
+    assert any(choice.message.content for choice in chat.choices)
     for choice in chat.choices:
         assert choice.finish_reason in ("stop", "length")
         content = choice.logprobs.content if choice.logprobs else None
-        assert content, "asked for logprobs"
-        assert "".join(t.token for t in content) == choice.message.content
+        assert content or not choice.message.content, "asked for logprobs"
+        assert "".join(t.token for t in content or []) == (choice.message.content or "")
         assert all(len(t.top_logprobs) == 3 for t in content)
         assert all(t.logprob <= 0 for t in content)
     text = client.completions.create(model=model, prompt="The quick", max_tokens=5, logprobs=2)
