@@ -137,6 +137,25 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
         ],
     ),
+    "serve_keyless_flood": (
+        ["benchmarks/serve_keyless_flood.py"],
+        [
+            (
+                "keyless flood (1,000 req, five 200 MB bodies): served clients' p99 vs quiet",
+                "flood.served_during_flood.p99_ms",
+                "quiet.p99_ms",
+                "ms",
+            ),
+            (
+                "keyless flood: served clients' p50 vs quiet",
+                "flood.served_during_flood.p50_ms",
+                "quiet.p50_ms",
+                "ms",
+            ),
+            ("keyless flood: gateway peak RSS growth", "flood.rss_growth_mb", None, "MB"),
+            ("keyless flood: request log growth", "flood.log_db_growth_bytes", None, "bytes"),
+        ],
+    ),
     "watermark": (
         ["benchmarks/watermark.py", "--threads", "1"],
         [
