@@ -13,6 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from stillroom.serve.backends import LocalBackend
+
 # CI (.ci/run) starts a PostgreSQL server and names it here; without it the PostgreSQL
 # variants of the gateway tests are skipped.
 PG_URL_ENV = "STILLROOM_TEST_PG_URL"
@@ -59,3 +61,17 @@ def running(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+class CountingBackend(LocalBackend):
+    """The real local backend, counting the requests that reach the model."""
+
+    calls = 0
+
+    async def chat(self, body: Any) -> Any:
+        self.calls += 1
+        return await super().chat(body)
+
+    async def completion(self, body: Any) -> Any:
+        self.calls += 1
+        return await super().completion(body)

@@ -21,26 +21,12 @@ from stillroom.serve.app import ServeSettings, create_app
 from stillroom.serve.backends import LocalBackend
 from stillroom.serve.db import open_db, requests
 from stillroom.teachers.local import LocalTeacher
-from tests.helpers.serve import running
+from tests.helpers.serve import CountingBackend, running
 from tests.helpers.tiny_models import make_tiny_lm
 
 pytestmark = pytest.mark.integration
 
 ADMIN = "admin-secret-token"
-
-
-class CountingBackend(LocalBackend):
-    """The real local backend, counting the requests that reach the model."""
-
-    calls = 0
-
-    async def chat(self, body: Any) -> Any:
-        self.calls += 1
-        return await super().chat(body)
-
-    async def completion(self, body: Any) -> Any:
-        self.calls += 1
-        return await super().completion(body)
 
 
 @pytest.fixture(scope="module")

@@ -23,27 +23,13 @@ from stillroom.serve.app import ServeSettings, create_app
 from stillroom.serve.backends import LocalBackend, UpstreamBackend
 from stillroom.serve.db import open_db, requests
 from stillroom.teachers.local import LocalTeacher
-from tests.helpers.serve import running
+from tests.helpers.serve import CountingBackend, running
 from tests.helpers.tiny_models import make_tiny_lm
 
 pytestmark = pytest.mark.integration
 
 LIMIT = 64  # the local backend's max_tokens limit in these tests
 MB = 1 << 20
-
-
-class CountingBackend(LocalBackend):
-    """The real local backend, counting the requests that reach the model."""
-
-    calls = 0
-
-    async def chat(self, body: Any) -> Any:
-        self.calls += 1
-        return await super().chat(body)
-
-    async def completion(self, body: Any) -> Any:
-        self.calls += 1
-        return await super().completion(body)
 
 
 class BodyMeter:
