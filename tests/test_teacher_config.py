@@ -104,3 +104,12 @@ def test_every_kind_has_a_builder_and_a_price_rule() -> None:
     assert set(BUILDERS) == set(TEACHER_KINDS)
     assert price_for("gpt-4o-mini", "local", CostConfig()).free
     assert not price_for("gpt-4o-mini", "api", CostConfig()).free
+
+
+def test_a_base_url_that_is_not_http_is_a_config_error_before_any_call(tmp_path: Path) -> None:
+    api = API.replace("  batch_size: 8\n  dtype: bfloat16\n", "").replace("-1", "32")
+    for bad in ("ftp://127.0.0.1:1/v1", "127.0.0.1:8000/v1"):
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, api.replace("http://127.0.0.1:1/v1", bad)))
+        assert "teacher.base_url (line 8)" in str(info.value) and "http://" in str(info.value)
+    assert load_config(write(tmp_path, api)).teacher.kind == "api"

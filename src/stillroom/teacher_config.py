@@ -12,8 +12,9 @@ builder registered in `stillroom.teachers.BUILDERS`. It sits below `stillroom.co
 from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal, get_args
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_KIND = "local"  # a teacher section without `kind:`, as before kinds were models
 
@@ -40,6 +41,21 @@ class ApiTeacherConfig(_TeacherBase):
     max_retries: int = Field(6, ge=0, le=100)
     retry_backoff_s: float = Field(0.5, ge=0)
     timeout_s: float = Field(120.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        """An OpenAI-compatible API is reached over HTTP(S); anything else is a typo found
+        before the first call, not an outage retried for minutes."""
+        if url is None:
+            return url
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                f"{url!r} is not an http:// or https:// URL; give the API's base URL, "
+                "e.g. http://127.0.0.1:8000/v1"
+            )
+        return url
 
 
 class LocalTeacherConfig(_TeacherBase):
