@@ -7,7 +7,7 @@ never names a flag.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -45,7 +45,7 @@ class VerbOptions(BaseModel):
     `combination_problems` adds what no single field can know."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    verb: str = "options"
+    verb: ClassVar[str] = "options"  # names the verb in messages; not an option
 
     @classmethod
     def parse(cls: type[Options], **values: Any) -> Options:
@@ -57,7 +57,7 @@ class VerbOptions(BaseModel):
                 (".".join(str(p) for p in err["loc"]) or "options", err["msg"])
                 for err in e.errors()
             ]
-            raise OptionsError(cls.model_fields["verb"].default, problems) from None
+            raise OptionsError(cls.verb, problems) from None
         found = options.combination_problems()
         if found:
             raise OptionsError(options.verb, found)

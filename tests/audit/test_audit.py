@@ -453,3 +453,21 @@ def test_cli_state_shows_first_flag_times_and_refuses_spark(
     assert isinstance(bad.exception, InputError) and "--state" in str(bad.exception)
     watch = runner.invoke(app, ["audit", sim["log"], "--watch", "5"])
     assert isinstance(watch.exception, InputError)
+
+
+def test_watching_measures_a_reference_log_once(
+    sim: dict[str, Any], benign_log: str, tmp_path: Path
+) -> None:
+    """A known-benign reference does not change between watched runs: it is calibrated on
+    once, and every later run reuses it; a log that calibrates itself does so every run."""
+    import itertools
+
+    from stillroom.audit.options import AuditOptions, audits
+
+    base = {"source": sim["log"], "fpr": 0.01, "state": tmp_path / "w.state", "watch": 0.01}
+    first, second = itertools.islice(audits(AuditOptions.parse(**base, calibrate=benign_log)), 2)
+    assert second.calibration is first.calibration
+    assert second.flagged_accounts() == first.flagged_accounts() != set()
+    own = AuditOptions.parse(**{**base, "state": tmp_path / "own.state"})
+    a, b = itertools.islice(audits(own), 2)
+    assert b.calibration is not a.calibration

@@ -1,11 +1,14 @@
-"""The options of an audit, checked together before any row is read; `run_audit` runs one."""
+"""The options of an audit, checked together before any row is read; `run_audit` runs one,
+`audits` one or, watching, one every so often."""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
@@ -15,6 +18,7 @@ from stillroom.options import VerbOptions
 
 if TYPE_CHECKING:
     from stillroom.audit.result import AuditResult
+    from stillroom.audit.score import Calibration
 
 
 class Engine(StrEnum):
@@ -28,7 +32,7 @@ class Embedding(StrEnum):
 
 
 class AuditOptions(VerbOptions):
-    verb: str = "audit"
+    verb: ClassVar[str] = "audit"
     source: str  # a gateway database, or Parquet/JSONL log files
     engine: Engine = Engine.DUCKDB
     fpr: float = Field(0.001, gt=0, lt=0.5)  # the false-positive rate asked for
@@ -59,13 +63,24 @@ class AuditOptions(VerbOptions):
         return found
 
 
-def run_audit(o: AuditOptions) -> AuditResult:
-    """One audit as the options ask (a saved calibration is read first)."""
+def audits(o: AuditOptions) -> Iterator[AuditResult]:
+    """One audit, or with `watch` one every `watch` seconds for ever. A calibration that does
+    not come from the log itself (a reference log, a saved one) is made once and reused: the
+    reference does not change between runs, while the log audited does."""
+    result = run_audit(o)
+    yield result
+    fixed = result.calibration if o.calibrate or o.calibration else None
+    while o.watch is not None:
+        time.sleep(o.watch)
+        yield run_audit(o, fixed)
+
+
+def run_audit(o: AuditOptions, calibration: Calibration | None = None) -> AuditResult:
+    """One audit as the options ask; `calibration`, when given, instead of the one they name."""
     from stillroom.audit.run import audit
     from stillroom.audit.score import Calibration
 
-    calibration = None
-    if o.calibration is not None:
+    if calibration is None and o.calibration is not None:
         try:
             calibration = Calibration.from_json(json.loads(o.calibration.read_text()))
         except (OSError, ValueError, KeyError) as e:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -20,14 +19,15 @@ from stillroom.cli.options import parse_options
 from stillroom.cli.output import emit, parse_when, say
 from stillroom.errors import InputError
 
-
-class Shown(StrEnum):
-    TABLE = "table"
-    JSON = "json"
-
-
 if TYPE_CHECKING:
     from stillroom.audit.result import AuditResult
+
+
+class Shown(StrEnum):
+    """What stdout shows: a table for people, or the JSON."""
+
+    TABLE = "table"
+    JSON = "json"
 
 
 def audit(  # long: typer reads the options from this signature
@@ -111,7 +111,7 @@ def audit(  # long: typer reads the options from this signature
     Early warning: stillroom audit gateway.sqlite --state audit.state --watch 3600
     """
     from stillroom.audit.ingest import parse_map
-    from stillroom.audit.options import AuditOptions, run_audit
+    from stillroom.audit.options import AuditOptions, audits
 
     options = parse_options(
         AuditOptions,
@@ -121,13 +121,8 @@ def audit(  # long: typer reads the options from this signature
         since=parse_when(since, "--since"), until=parse_when(until, "--until"), sample=sample,
         embedder=embedder, link=not no_links, state=state, accounts_table=accounts, watch=watch,
     )  # fmt: skip
-    while True:
-        _report(
-            run_audit(options), save_calibration, block, db or source, json_out, html_out, format
-        )
-        if watch is None:
-            return
-        time.sleep(watch)
+    for result in audits(options):
+        _report(result, save_calibration, block, db or source, json_out, html_out, format)
 
 
 def _report(

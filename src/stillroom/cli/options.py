@@ -21,4 +21,4 @@ def parse_options(cls: type[Options], renamed: dict[str, str], **values: Any) ->
         return cls.parse(**values)
     except OptionsError as e:
         names = {opt: flag(opt, renamed) for opt in cls.model_fields}
-        raise InputError(e.render(names | {"options": "options"})) from None
+        raise InputError(e.render(names)) from None

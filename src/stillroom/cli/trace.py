@@ -20,7 +20,6 @@ FLAGS = {
     "candidates": "--candidate",
     "references": "--reference",
     "prompt_field": "--field",
-    "options": "options",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -30,7 +31,7 @@ def is_api(spec: str) -> bool:
 
 
 class TraceOptions(VerbOptions):
-    verb: str = "trace"
+    verb: ClassVar[str] = "trace"
     suspect: str  # a model folder, or an OpenAI-compatible base URL
     key_file: Path | None = None
     radioactivity: bool = True  # off: the key only marks the served answers' twins
@@ -72,6 +73,12 @@ class TraceOptions(VerbOptions):
     @property
     def radioactive(self) -> bool:
         return self.key_file is not None and self.radioactivity
+
+    @property
+    def asks(self) -> bool:
+        """Whether the suspect is asked the prompts: for output match, or for generating
+        radioactivity."""
+        return bool(self.candidates) or (self.radioactive and self.mode == TraceMode.GENERATE)
 
     def combination_problems(self) -> list[tuple[str, str]]:
         found: list[tuple[str, str]] = []

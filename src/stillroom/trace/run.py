@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from stillroom.trace import steps
-from stillroom.trace.options import TraceMode, TraceOptions
+from stillroom.trace.options import TraceOptions
 from stillroom.trace.steps import Progress
 
 
@@ -42,9 +42,7 @@ def run_trace(options: TraceOptions, progress: Progress | None = None) -> Verdic
 
     say = progress or (lambda line: None)
     o = options
-    asked = steps.prompts_to_ask(o, say) if o.candidates or (
-        o.radioactive and o.mode == TraceMode.GENERATE
-    ) else []  # fmt: skip
+    asked = steps.prompts_to_ask(o, say) if o.asks else []
     served = steps.read_served_checked(o) if o.served is not None else None
     who = open_suspect(o.suspect, model=o.model, api_key=o.api_key)
     verdict = Verdict(suspect=getattr(who, "name", o.suspect))
