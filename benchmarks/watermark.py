@@ -46,6 +46,7 @@ import torch
 from scipy import stats
 
 from stillroom.runtime.gemma import DEFAULT_TEACHER
+from stillroom.runtime.scoring import prefix_cache
 from stillroom.runtime.tensors import pad_batch
 from stillroom.tasks.wordnet import (
     CANDIDATES,
@@ -238,20 +239,21 @@ def false_positives(token_lists: list[list[int]], keys: list[WatermarkKey]) -> d
 
 def first_token_logits(teacher: LocalTeacher, prompts: list[str]) -> torch.Tensor:
     """(N, V) next-token logits after each prompt: shared few-shot prefix run once (KV reuse)."""
-    encoded = [teacher._encode_text(p, special=True) for p in prompts]
+    model = teacher.runtime
+    encoded = [list(teacher.tokenizer(p, add_special_tokens=True)["input_ids"]) for p in prompts]
     out = []
-    with torch.inference_mode():
+    with model.lock, torch.inference_mode():
         for i in range(0, len(encoded), teacher.batch_size):
             chunk = encoded[i : i + teacher.batch_size]
-            n_prefix, cache = teacher._prefix_cache(chunk)
+            n_prefix, cache = prefix_cache(model, chunk)
             ids, suffix_mask = pad_batch(
-                [t[n_prefix:] for t in chunk], teacher.pad_token_id, teacher.device
+                [t[n_prefix:] for t in chunk], model.pad_token_id, model.device
             )
             mask = torch.cat([suffix_mask.new_ones(len(chunk), n_prefix), suffix_mask], dim=1)
             positions = n_prefix + torch.arange(ids.shape[1]).expand(len(chunk), -1)
-            hidden = teacher._hidden(ids, mask, positions, cache)  # (P, S, H)
+            hidden = model.hidden(ids, mask, positions, cache)  # (P, S, H)
             last = suffix_mask.sum(1) - 1
-            out.append(teacher._head(hidden[torch.arange(len(chunk)), last]))  # (P, V)
+            out.append(model.head(hidden[torch.arange(len(chunk)), last]))  # (P, V)
     return torch.cat(out)
 
 

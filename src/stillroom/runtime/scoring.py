@@ -103,6 +103,12 @@ def _continuations(
     return total.index_add_(0, where.nonzero()[:, 0], picked).view(p, g)
 
 
+def prefix_cache(model: LocalModel, prompts: list[list[int]]) -> tuple[int, Any]:
+    """(length of the prompts' shared prefix, a KV cache for the batch holding it once)."""
+    n, cache, _ = _prefix_cache(model, prompts, None)
+    return n, cache
+
+
 def _prefix_cache(
     model: LocalModel, prompts: list[list[int]], hit: PrefixKV | None
 ) -> tuple[int, Any, PrefixKV | None]:
