@@ -62,8 +62,11 @@ class TeacherFatalError(TeacherError):
     """A status retrying cannot fix (400, 401, 403, 404)."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
-        self.status = status
-        super().__init__(message)
+        self.status = status  # 400: the request's own fault
+        super().__init__(message, status)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class TeacherUnavailable(TeacherError):

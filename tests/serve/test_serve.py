@@ -17,9 +17,10 @@ import pytest
 import sqlalchemy as sa
 
 from stillroom.serve import accounts as acc
-from stillroom.serve.app import ServeSettings, create_app
+from stillroom.serve.app import create_app
 from stillroom.serve.backends import LocalBackend
 from stillroom.serve.db import open_db, requests
+from stillroom.serve.gateway import ServeSettings
 from stillroom.teachers.local import LocalTeacher
 from tests.helpers.serve import CountingBackend, running
 from tests.helpers.tiny_models import make_tiny_lm
@@ -89,9 +90,9 @@ def test_chat_completions_and_models_through_the_openai_client(gateway: Gateway)
     assert any(choice.message.content for choice in chat.choices)
     for choice in chat.choices:
         assert choice.finish_reason in ("stop", "length")
-        content = choice.logprobs.content if choice.logprobs else None
+        content = (choice.logprobs.content if choice.logprobs else None) or []
         assert content or not choice.message.content, "asked for logprobs"
-        assert "".join(t.token for t in content or []) == (choice.message.content or "")
+        assert "".join(t.token for t in content) == (choice.message.content or "")
         assert all(len(t.top_logprobs) == 3 for t in content)
         assert all(t.logprob <= 0 for t in content)
     text = client.completions.create(model=model, prompt="The quick", max_tokens=5, logprobs=2)

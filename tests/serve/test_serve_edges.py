@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,10 @@ import sqlalchemy as sa
 
 from stillroom.errors import AccountError
 from stillroom.serve import accounts as acc
-from stillroom.serve.app import ServeSettings, create_app
+from stillroom.serve.app import create_app
 from stillroom.serve.backends import LocalBackend, UpstreamBackend
 from stillroom.serve.db import open_db, requests
+from stillroom.serve.gateway import ServeSettings
 from stillroom.teachers.local import LocalTeacher
 from tests.helpers.serve import CountingBackend, running
 from tests.helpers.tiny_models import make_tiny_lm
@@ -70,18 +72,22 @@ class Served:
             return [dict(r._mapping) for r in conn.execute(sa.select(requests))]
 
 
+@contextmanager
 def serve(engine: sa.Engine, backend: Any, **settings: Any) -> Iterator[Served]:
     meter = BodyMeter(create_app(engine, backend, ServeSettings(**settings)))
-    with running(meter) as url:
-        yield Served(url, engine, backend, meter)
-    engine.dispose()
+    try:
+        with running(meter) as url:
+            yield Served(url, engine, backend, meter)
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
 def gateway(teacher: LocalTeacher, tmp_path: Path) -> Iterator[Served]:
     backend = CountingBackend(teacher, default_max_tokens=8, max_tokens_limit=LIMIT)
     engine = open_db(str(tmp_path / "gateway.sqlite"))
-    yield from serve(engine, backend, default_max_tokens=8, max_body_bytes=MB)
+    with serve(engine, backend, default_max_tokens=8, max_body_bytes=MB) as gw:
+        yield gw
 
 
 def post(gw: Served, body: Any, key: str | None = None, **kw: Any) -> httpx.Response:
@@ -132,7 +138,7 @@ def test_keyless_floods_are_limited_per_address_and_logged_bounded(
 ) -> None:
     backend = CountingBackend(teacher, default_max_tokens=8, max_tokens_limit=LIMIT)
     engine = open_db(str(tmp_path / "gateway.sqlite"))
-    for gw in serve(engine, backend, unauthenticated_rpm=3):
+    with serve(engine, backend, unauthenticated_rpm=3) as gw:
         agent = {"User-Agent": "x" * 60_000}
         keyless = [post(gw, chat(gw), headers=agent) for _ in range(4)]
         bad = [post(gw, chat(gw), "sr-key_000000000000-wrong", headers=agent) for _ in range(2)]
@@ -188,7 +194,7 @@ def test_max_tokens_above_the_upstream_cap_is_never_forwarded(
 ) -> None:
     upstream = UpstreamBackend(gateway.url, api_key=gateway.key(), max_tokens_limit=32)
     engine = open_db(str(tmp_path / "proxy.sqlite"))
-    for proxy in serve(engine, upstream):
+    with serve(engine, upstream) as proxy:
         key = proxy.key()
         refused = post(proxy, chat(gateway, max_tokens=10**9), key)
         assert "32" in envelope(refused, 400)["message"]
@@ -202,7 +208,7 @@ def test_a_dead_model_process_is_a_503_not_the_clients_fault(lm: Path, tmp_path:
     teacher = ProcessTeacher(str(lm), batch_size=2, threads=1)
     backend = LocalBackend(teacher, default_max_tokens=4, max_tokens_limit=LIMIT)
     engine = open_db(str(tmp_path / "gateway.sqlite"))
-    for gw in serve(engine, backend):
+    with serve(engine, backend) as gw:
         key = gw.key()
         assert post(gw, chat(gw), key).status_code == 200
         for child in multiprocessing.active_children():

@@ -11,9 +11,10 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from stillroom.serve.accounts import create_account
-from stillroom.serve.app import ServeSettings, create_app
+from stillroom.serve.app import create_app
 from stillroom.serve.backends import LocalBackend
 from stillroom.serve.db import open_db
+from stillroom.serve.gateway import ServeSettings
 from stillroom.teachers.local import LocalTeacher
 from tests.helpers.serve import running
 from tests.helpers.tiny_models import make_tiny_lm

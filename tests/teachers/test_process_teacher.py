@@ -57,7 +57,13 @@ async def test_bad_request_fails_its_caller_and_the_model_goes_on(tiny_dir: Path
         bad = remote.complete(TeacherRequest(prompt=None, messages=None))
         results = await asyncio.gather(good, bad, return_exceptions=True)
         assert isinstance(results[0], Completion)
-        assert isinstance(results[1], TeacherFatalError)
+        assert isinstance(results[1], TeacherFatalError) and results[1].status == 400
+        # A request's own fault raised in the child keeps its status across the pipe, so the
+        # gateway answers 400, not "model unavailable".
+        chat_scored = TeacherRequest(messages=(("user", "x"),), candidates=(" yes", " no"))
+        with pytest.raises(TeacherFatalError, match="plain prompts") as crossed:
+            remote.answer([chat_scored])
+        assert crossed.value.status == 400
         # An error raised in the child comes back to the batch's callers only.
         with pytest.raises(Exception, match="candidate"):
             remote.answer([TeacherRequest(prompt="x", candidates=("",))])

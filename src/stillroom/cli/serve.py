@@ -91,9 +91,10 @@ def serve(  # long: typer reads the options from this signature
     """
     import uvicorn
 
-    from stillroom.serve.app import ServeSettings, create_app
+    from stillroom.serve.app import create_app
     from stillroom.serve.backends import Backend, LocalBackend, UpstreamBackend
     from stillroom.serve.db import open_db
+    from stillroom.serve.gateway import ServeSettings
 
     if (model is None) == (upstream is None):
         raise InputError("give exactly one of --model DIR and --upstream URL")

@@ -33,9 +33,6 @@ from stillroom.serve.intake import BodyLimit, body_schema, document_bodies, read
 from stillroom.serve.log import LogRow, as_json
 from stillroom.serve.schemas import ChatRequest, CompletionRequest
 
-# APIError, Gateway and ServeSettings moved out; their old import path here keeps working.
-__all__ = ["APIError", "Gateway", "ServeSettings", "create_app"]
-
 
 def create_app(  # long: the routes are closures over one gateway's state
     engine: Engine, backend: Backend, settings: ServeSettings | None = None

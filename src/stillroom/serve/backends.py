@@ -71,12 +71,6 @@ class LocalBackend:
         self.max_tokens_limit = max_tokens_limit
 
     async def chat(self, body: ChatRequest) -> Answer:
-        if getattr(self.teacher.tokenizer, "chat_template", None) is None:
-            raise BackendError(
-                f"model {self.model_id!r} has no chat template; use /v1/completions",
-                status=400,
-                code="invalid_request",
-            )
         messages = tuple(
             (m.role if m.role != "developer" else "system", m.text()) for m in body.messages
         )
@@ -111,8 +105,9 @@ class LocalBackend:
                 *(self.teacher.complete(TeacherRequest(p, m, params)) for p, m in inputs)
             )
         except TeacherFatalError as e:
-            # Status 400: the request itself (a prompt too long); anything else is the
-            # model's side (its process died, it failed to start), not the client's fault.
+            # Status 400: the request itself (an empty or too long prompt, chat without a
+            # template); anything else is the model's side (its process died, it failed to
+            # start), not the client's fault.
             if e.status == 400:
                 raise BackendError(str(e), status=400, code="invalid_request") from None
             raise BackendError(str(e), status=503, code="backend_unavailable") from None

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from stillroom.serve.accounts import Principal, lookup_key
 from stillroom.serve.backends import Backend
 from stillroom.serve.db import in_process
-from stillroom.serve.limits import Limiter
+from stillroom.serve.limits import MAX_TRACKED, Limiter
 from stillroom.serve.log import RequestLog
 from stillroom.serve.shared_limits import ConnectionPool, SharedLimiter, create_limits_table
 
@@ -98,7 +98,7 @@ class Gateway:
             found = lookup_key(self.engine, key)
         else:
             found = await asyncio.to_thread(lookup_key, self.engine, key)
-        if len(self._keys) > 100_000:  # a flood of random keys must not grow memory forever
+        if len(self._keys) > MAX_TRACKED:  # a flood of random keys must not grow memory forever
             self._keys.clear()
         self._keys[key] = (time.monotonic(), found)
         return found

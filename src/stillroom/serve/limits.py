@@ -78,8 +78,8 @@ class Limiter:
     def _limits(self, account_id: str, rpm: int | None, tpm: int | None) -> AccountLimits:
         entry = self._by_account.get(account_id)
         if entry is None or entry[0] != (rpm, tpm):  # new account, or its limits changed
-            if len(self._by_account) >= MAX_TRACKED:
-                self._by_account.clear()
+            if len(self._by_account) >= MAX_TRACKED:  # the longest-known goes, not everyone
+                del self._by_account[next(iter(self._by_account))]
             limits = AccountLimits(Bucket(rpm) if rpm else None, Bucket(tpm) if tpm else None)
             self._by_account[account_id] = ((rpm, tpm), limits)
             return limits

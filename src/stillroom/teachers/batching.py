@@ -130,7 +130,8 @@ class QueuedTeacher:
             if getattr(self.tokenizer, "chat_template", None) is None:
                 raise TeacherFatalError(
                     f"teacher {self.model!r} has no chat template, so it cannot take chat "
-                    "messages; send plain prompts, or add a chat_template to its tokenizer"
+                    "messages; send plain prompts, or add a chat_template to its tokenizer",
+                    status=400,
                 )
             messages = [{"role": role, "content": content} for role, content in request.messages]
             with self._tokenizer_lock:
@@ -141,9 +142,11 @@ class QueuedTeacher:
         elif request.prompt is not None:
             ids = self._encode_text(request.prompt, special=True)
         else:
-            raise TeacherFatalError("a request needs a prompt or messages; it had neither")
+            raise TeacherFatalError(
+                "a request needs a prompt or messages; it had neither", status=400
+            )
         if not ids:
-            raise TeacherFatalError("the prompt is empty; give some text to continue")
+            raise TeacherFatalError("the prompt is empty; give some text to continue", status=400)
         if self.max_positions is not None and len(ids) >= self.max_positions:
             raise TeacherFatalError(
                 f"the prompt is {len(ids)} tokens but {self.model!r} reads at most "

@@ -216,7 +216,8 @@ class LocalTeacher(QueuedTeacher):
             if r.prompt is None:
                 raise TeacherFatalError(
                     "classification scores plain prompts; give prompts.field or "
-                    "prompts.template without prompts.system"
+                    "prompts.template without prompts.system",
+                    status=400,
                 )
             prompts.append(r.prompt)
         start = time.perf_counter()
