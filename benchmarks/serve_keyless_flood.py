@@ -30,13 +30,11 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers.replicas import _wait_healthy  # noqa: E402
-from tests.helpers.serve import free_port  # noqa: E402
+from tests.helpers.replicas import fake_upstream, gateway_popen  # noqa: E402
 
 from stillroom.serve.accounts import create_account  # noqa: E402
 from stillroom.serve.db import open_db  # noqa: E402
@@ -56,38 +53,6 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_toke
 MEMORY_TARGET_MB = 50.0
 P99_TARGET_RATIO = 2.0
 CHUNK = 1024 * 1024
-
-
-@contextmanager
-def fake_upstream(latency: float) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stillroom.testing.fake_openai", "--latency", str(latency)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        yield proc.stdout.readline().strip()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-
-
-@contextmanager
-def gateway(upstream: str, db: str) -> Iterator[tuple[str, int]]:
-    """`stillroom serve` in its own process; yield its root URL and pid (for /proc)."""
-    port = free_port()
-    args = ["serve", "--upstream", upstream, "--db", db, "--port", str(port)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stillroom", *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    root = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(root, proc)
-        yield root, proc.pid
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=15)
 
 
 def proc_kb(pid: int, field: str) -> int:
@@ -247,7 +212,6 @@ async def flood_run(
         "flood_statuses": statuses,
         "big_bodies_mb_sent": round(flood["big_sent"] / CHUNK, 1),
         "flood_401": by_code["401"],
-        "flood_413": by_code["413"],
         "flood_429": by_code["429"],
         "served_during_flood": _latency(during),
         "served_whole_run": _latency(rows),
@@ -278,10 +242,10 @@ def main() -> None:
     ]
     engine.dispose()
     result: dict[str, Any] = {"machine": platform.platform(), "cpus": os.cpu_count()}
-    with fake_upstream(0.05) as upstream, gateway(upstream, db) as (root, pid):
+    with fake_upstream(0.05) as upstream, gateway_popen(upstream, db) as (root, proc):
         asyncio.run(quiet_run(root, keys, 2))  # warm-up: connections, key caches
         result["quiet"] = asyncio.run(quiet_run(root, keys, cli.seconds))
-        result["flood"] = asyncio.run(flood_run(root, pid, db, keys, cli))
+        result["flood"] = asyncio.run(flood_run(root, proc.pid, db, keys, cli))
     quiet_p99 = result["quiet"]["p99_ms"]
     flood_p99 = result["flood"]["served_during_flood"]["p99_ms"]
     result["p99_ratio_flood_over_quiet"] = round(flood_p99 / quiet_p99, 2)

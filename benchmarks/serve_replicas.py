@@ -28,8 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +37,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers.replicas import gateway_process, gateway_processes  # noqa: E402
+from tests.helpers.replicas import (  # noqa: E402
+    fake_upstream,
+    gateway_process,
+    gateway_processes,
+)
 from tests.helpers.serve import PG_URL_ENV, fresh_pg_database  # noqa: E402
 
 from stillroom.serve.accounts import create_account  # noqa: E402
@@ -47,21 +49,6 @@ from stillroom.serve.db import open_db  # noqa: E402
 
 ADMIN_TOKEN = "bench-admin-token"
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-
-
-@contextmanager
-def fake_upstream() -> Iterator[str]:
-    """The fake OpenAI server in its own process, so it takes no GIL from the clients."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stillroom.testing.fake_openai"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        yield proc.stdout.readline().strip()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 def _auth(key: str) -> dict[str, str]:

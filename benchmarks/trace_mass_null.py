@@ -31,9 +31,9 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from stillroom.runtime.loading import load_tokenizer
 from stillroom.teachers.local import LocalTeacher
 from stillroom.trace.mass import Weights, combine, green_bits, read_distributions, score
-from stillroom.watermark.detect import load_tokenizer
 from stillroom.watermark.greenlist import GreenList
 from stillroom.watermark.key import WatermarkKey, load_key
 from trace_mixed import reading_texts

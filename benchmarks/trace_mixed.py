@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from stillroom.demo.story import FULL, MODEL, _harvest_config
+from stillroom.runtime.loading import load_tokenizer
 from stillroom.trace.mass import mass_test
 from stillroom.trace.radioactivity import radioactivity_test
 from stillroom.trace.reading import read_mode_test
 from stillroom.trace.suspects import LocalSuspect
 from stillroom.train.trainer import train
-from stillroom.watermark.detect import load_tokenizer
 from stillroom.watermark.key import load_key
 
 

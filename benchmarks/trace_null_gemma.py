@@ -23,9 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from stillroom.runtime.loading import load_tokenizer
 from stillroom.trace.radioactivity import TupleScore
 from stillroom.trace.suspects import LocalSuspect
-from stillroom.watermark.detect import load_tokenizer
 from stillroom.watermark.greenlist import GreenList
 from stillroom.watermark.key import WatermarkKey, load_key
 from trace_calibration import summary

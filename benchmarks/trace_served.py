@@ -38,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from stillroom.runtime.loading import load_tokenizer
 from stillroom.teachers.local import LocalTeacher
 from stillroom.trace.served import (
     answer_logprobs,
@@ -48,7 +49,6 @@ from stillroom.trace.served import (
     trigram_overlap,
 )
 from stillroom.trace.suspects import LocalSuspect
-from stillroom.watermark.detect import load_tokenizer
 from stillroom.watermark.key import load_key
 from trace_mass_null import calibration
 

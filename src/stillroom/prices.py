@@ -39,7 +39,7 @@ class Price:
         return self.input_per_1m == 0 and self.output_per_1m == 0
 
 
-def price_for(model: str, kind: str, cfg: CostConfig, source: str = "config") -> Price:
+def price_for(model: str, kind: str, cfg: CostConfig) -> Price:
     """The price of a teacher: config override, else the table, else free for local models."""
     if cfg.input_per_1m is not None and cfg.output_per_1m is not None:
         return Price(cfg.input_per_1m, cfg.output_per_1m)
@@ -50,7 +50,7 @@ def price_for(model: str, kind: str, cfg: CostConfig, source: str = "config") ->
             return Price(*PRICES[prefix])
     if cfg.budget_usd is not None:
         raise ConfigError(
-            source,
+            "config",
             [
                 f"cost: no price known for model {model!r}; set cost.input_per_1m and "
                 "cost.output_per_1m (USD per 1M tokens) so the budget can be enforced"

@@ -4,14 +4,10 @@ import pytest
 
 from stillroom.config import CostConfig, GenerationConfig
 from stillroom.errors import ConfigError
-from stillroom.harvest.cost import (
-    Budget,
-    Price,
-    input_tokens_upper_bound,
-    price_for,
-    worst_case_cost,
-)
+from stillroom.harvest.cost import Budget, worst_case_cost
+from stillroom.prices import Price, price_for
 from stillroom.teachers.base import GenerationParams, TeacherRequest
+from stillroom.teachers.estimates import input_tokens_upper_bound
 
 
 def test_price_lookup_override_and_local() -> None:

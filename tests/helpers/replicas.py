@@ -15,9 +15,34 @@ from tests.helpers.serve import free_port
 
 
 @contextmanager
+def fake_upstream(latency: float = 0.0) -> Iterator[str]:
+    """The fake OpenAI server in its own process (so it takes no GIL from the clients);
+    yield its base URL once it listens."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stillroom.testing.fake_openai", "--latency", str(latency)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+@contextmanager
 def gateway_process(upstream: str, db: str, *flags: str) -> Iterator[str]:
     """`python -m stillroom serve --upstream ... --db ...` on a free port; yield its root URL
     once /health answers."""
+    with gateway_popen(upstream, db, *flags) as (root, _):
+        yield root
+
+
+@contextmanager
+def gateway_popen(
+    upstream: str, db: str, *flags: str
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`gateway_process`, also yielding the process (its pid, for /proc)."""
     port = free_port()
     args = ["serve", "--upstream", upstream, "--db", db, "--port", str(port), *flags]
     proc = subprocess.Popen(
@@ -27,7 +52,7 @@ def gateway_process(upstream: str, db: str, *flags: str) -> Iterator[str]:
     root = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(root, proc)
-        yield root
+        yield root, proc
     finally:
         proc.terminate()
         proc.communicate(timeout=15)

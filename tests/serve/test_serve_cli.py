@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from stillroom.serve.accounts import lookup_key
 from stillroom.serve.db import open_db
+from tests.helpers.replicas import gateway_process
 
 
 def stillroom(*args: str) -> subprocess.CompletedProcess[str]:
@@ -52,22 +51,8 @@ def test_serve_flags_reach_the_gateway(tmp_path: Path) -> None:
     """`--max-body-bytes` and `--api-docs` from the shell, on a real `stillroom serve`."""
     db = str(tmp_path / "g.sqlite")
     key = json.loads(stillroom("accounts", "create", "acme", "--db", db).stdout)["key"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = ["serve", "--upstream", "http://127.0.0.1:9/v1", "--db", db, "--port", str(port)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stillroom", *args, "--max-body-bytes", "2000", "--api-docs"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    flags = ("--max-body-bytes", "2000", "--api-docs")
+    with gateway_process("http://127.0.0.1:9/v1", db, *flags) as base:
         assert httpx.get(f"{base}/docs", timeout=5).status_code == 200
         body = {"model": "m", "messages": [{"role": "user", "content": "x" * 5000}]}
         refused = httpx.post(
@@ -75,6 +60,3 @@ def test_serve_flags_reach_the_gateway(tmp_path: Path) -> None:
             headers={"Authorization": f"Bearer {key}"}, timeout=10,
         )  # fmt: skip
         assert refused.status_code == 413 and refused.json()["error"]["message"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

@@ -12,19 +12,9 @@ from __future__ import annotations
 
 from stillroom.config import GenerationConfig
 from stillroom.errors import BudgetExceeded
-from stillroom.prices import PRICES, Price, price_for
+from stillroom.prices import Price
 from stillroom.teachers.base import TeacherRequest
-from stillroom.teachers.estimates import input_tokens_estimate, input_tokens_upper_bound
-
-__all__ = [
-    "PRICES",
-    "Budget",
-    "Price",
-    "input_tokens_estimate",
-    "input_tokens_upper_bound",
-    "price_for",
-    "worst_case_cost",
-]
+from stillroom.teachers.estimates import input_tokens_upper_bound
 
 
 def worst_case_cost(request: TeacherRequest, gen: GenerationConfig, price: Price) -> float:

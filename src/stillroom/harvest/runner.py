@@ -18,17 +18,14 @@ from pathlib import Path
 
 from stillroom.config import HarvestConfig, dump_config
 from stillroom.errors import StoreError, TeacherReplyError
-from stillroom.harvest.cost import (
-    Budget,
-    input_tokens_estimate,
-    price_for,
-    worst_case_cost,
-)
+from stillroom.harvest.cost import Budget, worst_case_cost
 from stillroom.harvest.progress import HarvestProgress
 from stillroom.harvest.prompts import LoadReport, PromptItem, load_prompts
 from stillroom.harvest.store import STORE_NAME, CallMeta, RunStore
+from stillroom.prices import price_for
 from stillroom.reportkit.files import write_atomic
 from stillroom.teachers.base import GenerationParams, Teacher, TeacherRequest
+from stillroom.teachers.estimates import input_tokens_estimate
 
 
 @dataclass

@@ -269,11 +269,6 @@ class LocalTeacher(QueuedTeacher):
         )
         return scores
 
-    def log_probs(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Full-vocabulary log-probs of tokens `ids` after each final hidden state:
-        (N, H) and (N, C) in, (N, C) out (see `LocalModel.log_probs`)."""
-        return self.runtime.log_probs(hidden, ids)
-
     def _encode_candidate(self, candidate: str) -> list[int]:
         ids = self._encode_text(candidate, special=False)
         if not ids:

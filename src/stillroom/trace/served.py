@@ -259,16 +259,17 @@ def answer_logprobs(model: Any, messages: Sequence[Messages], answers: Sequence[
         if not chunk:
             continue
         # The teacher's own padding and output layer (softcapped, 64 rows at a time).
+        runtime = model.runtime  # one batch at a time on the model, as its own calls do
         ids, mask = pad_batch(
-            [rows[i][0] + rows[i][1] for i in chunk], model.pad_token_id, model.device
+            [rows[i][0] + rows[i][1] for i in chunk], runtime.pad_token_id, runtime.device
         )
-        with torch.inference_mode():
-            hidden = model.lm.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        with runtime.lock, torch.inference_mode():
+            hidden = runtime.lm.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
             for r, i in enumerate(chunk):
                 prompt_len, body = len(rows[i][0]), rows[i][1]
                 h = hidden[r, prompt_len - 1 : prompt_len - 1 + len(body)]
-                target = torch.tensor(body, device=model.device)[:, None]
-                out[i] = float(model.log_probs(h, target)[:, 0].mean())
+                target = torch.tensor(body, device=runtime.device)[:, None]
+                out[i] = float(runtime.log_probs(h, target)[:, 0].mean())
     return out
 
 

@@ -34,7 +34,7 @@ from stillroom.runtime.loading import load_tokenizer
 from stillroom.watermark.greenlist import GreenList
 from stillroom.watermark.key import WatermarkKey
 
-__all__ = ["Detection", "detect", "detect_many", "detect_text", "detect_texts", "load_tokenizer"]
+__all__ = ["Detection", "detect", "detect_many", "detect_text", "detect_texts"]
 
 # Fast tokenizers fail ("Already borrowed") when two threads encode with one at once.
 _TOKENIZER_LOCK = threading.Lock()
