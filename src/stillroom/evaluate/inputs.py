@@ -4,6 +4,7 @@ times."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +49,22 @@ def timed_teacher(cfg: HarvestConfig) -> LocalTeacherConfig:
     if not isinstance(cfg.teacher, LocalTeacherConfig):
         raise ConfigError("config", [NEEDS_LOCAL_TEACHER])
     return cfg.teacher
+
+
+def teacher_efficiency(
+    cfg: HarvestConfig, items: int, batch: int, timed: Callable[[Any], tuple[float, float, float]]
+) -> dict[str, Any]:
+    """The teacher loaded as the config says, and `timed(teacher)` (p50, p95, throughput) over
+    `items` items, with its size and the memory loading and running it took."""
+    from stillroom.evaluate.efficiency import Efficiency, PeakMemory, folder_mb
+    from stillroom.teachers.local import LocalTeacher
+
+    local = timed_teacher(cfg)
+    with PeakMemory() as memory:
+        teacher = LocalTeacher.load(local.model, dtype=local.dtype, batch_size=batch)
+        p50, p95, tput = timed(teacher)
+    params = sum(p.numel() for p in teacher.runtime.lm.parameters())
+    folder = Path(teacher.runtime.lm.name_or_path)
+    eff = Efficiency(params, folder_mb(folder) if folder.is_dir() else 0.0, p50, p95, tput,
+                     batch, items, memory.added_mb, local.dtype)  # fmt: skip
+    return eff.as_dict()

@@ -26,7 +26,12 @@ from stillroom.evaluate.efficiency import (
     folder_mb,
     measure,
 )
-from stillroom.evaluate.inputs import test_records, timed_teacher, trained_students, training_logs
+from stillroom.evaluate.inputs import (
+    teacher_efficiency,
+    test_records,
+    trained_students,
+    training_logs,
+)
 from stillroom.evaluate.metrics import accuracy, confusion, label_kl, macro_f1
 from stillroom.evaluate.result import EvalResult
 from stillroom.evaluate.text import evaluate_text
@@ -57,8 +62,12 @@ def evaluate(
     teacher_pred = test["teacher_logp"].argmax(1)
     teacher: dict[str, Any] = {"name": cfg.teacher.model, "role": "teacher", "fidelity": None}
     teacher |= _quality(teacher_pred, gold, len(labels))
-    teacher["efficiency"] = _teacher_efficiency(cfg, test["prompts"][:timed_items], batch,
-                                                latency_items)  # fmt: skip
+    timed, candidates = test["prompts"][:timed_items], list(cfg.task.candidates)
+    teacher["efficiency"] = teacher_efficiency(
+        cfg, len(timed), batch,
+        lambda t: measure(lambda b: t.score_batch(list(b), candidates), timed, batch=batch,
+                          latency_items=latency_items),
+    )  # fmt: skip
     models["teacher"] = teacher
     confusions["teacher"] = confusion(teacher_pred, gold, len(labels)).tolist()
     for role, folder in trained_students(cfg.run_dir):
@@ -131,28 +140,6 @@ def _quality(pred: np.ndarray, gold: np.ndarray, n: int) -> dict[str, Any]:
             "macro_f1": round(macro_f1(pred, gold, n), 4),
         }
     }
-
-
-def _teacher_efficiency(
-    cfg: HarvestConfig, prompts: list[str], batch: int, latency_items: int
-) -> dict[str, Any]:
-    from stillroom.teachers.local import LocalTeacher
-
-    local = timed_teacher(cfg)
-    with PeakMemory() as memory:
-        teacher = LocalTeacher.load(local.model, dtype=local.dtype, batch_size=batch)
-        candidates = list(cfg.task.candidates)
-        p50, p95, tput = measure(
-            lambda b: teacher.score_batch(list(b), candidates),
-            prompts,
-            batch=batch,
-            latency_items=latency_items,
-        )
-    params = sum(p.numel() for p in teacher.lm.parameters())
-    folder = Path(teacher.lm.name_or_path)
-    eff = Efficiency(params, folder_mb(folder) if folder.is_dir() else 0.0, p50, p95, tput,
-                     batch, len(prompts), memory.added_mb, local.dtype)  # fmt: skip
-    return eff.as_dict()
 
 
 def _student_run(

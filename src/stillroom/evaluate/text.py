@@ -31,8 +31,8 @@ from stillroom.evaluate.efficiency import (
 )
 from stillroom.evaluate.inputs import (
     NEEDS_LOCAL_TEACHER,
+    teacher_efficiency,
     test_records,
-    timed_teacher,
     trained_students,
     training_logs,
 )
@@ -145,7 +145,9 @@ def evaluate_text(
     timed = items.requests[:timed_items]
     teacher: dict[str, Any] = {"name": cfg.teacher.model, "role": "teacher", "fidelity": None}
     teacher["quality"] = text_scores(items.teacher, refs)
-    teacher["efficiency"] = _teacher_efficiency(cfg, timed, batch, latency_items)
+    teacher["efficiency"] = teacher_efficiency(
+        cfg, len(timed), batch, lambda t: _timed(t, timed, batch, latency_items)
+    )
     models: dict[str, Any] = {"teacher": teacher}
     shown: dict[str, list[str]] = {"teacher": items.teacher[:EXAMPLES]}
     if items.gold is not None:
@@ -268,22 +270,6 @@ def _text(request: TeacherRequest) -> str:
     if request.messages is not None:
         return json.dumps(request.messages)
     return request.prompt or ""
-
-
-def _teacher_efficiency(
-    cfg: HarvestConfig, requests: list[TeacherRequest], batch: int, latency_items: int
-) -> dict[str, Any]:
-    from stillroom.teachers.local import LocalTeacher
-
-    local = timed_teacher(cfg)
-    with PeakMemory() as memory:
-        teacher = LocalTeacher.load(local.model, dtype=local.dtype, batch_size=batch)
-        p50, p95, tput = _timed(teacher, requests, batch, latency_items)
-    params = sum(p.numel() for p in teacher.lm.parameters())
-    folder = Path(teacher.lm.name_or_path)
-    eff = Efficiency(params, folder_mb(folder) if folder.is_dir() else 0.0, p50, p95, tput,
-                     batch, len(requests), memory.added_mb, local.dtype)  # fmt: skip
-    return eff.as_dict()
 
 
 def _student_run(
