@@ -33,11 +33,15 @@ from typing import Any
 
 import httpx
 import numpy as np
+from sqlalchemy.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.helpers.replicas import (  # noqa: E402
+    CHAT,
+    auth,
+    burst,
     fake_upstream,
     gateway_process,
     gateway_processes,
@@ -48,32 +52,16 @@ from stillroom.serve.accounts import create_account  # noqa: E402
 from stillroom.serve.db import open_db  # noqa: E402
 
 ADMIN_TOKEN = "bench-admin-token"
-CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
 
-def _auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-async def _burst(roots: list[str], key: str, n: int) -> list[int]:
-    async with httpx.AsyncClient(timeout=30) as client:
-        calls = [
-            client.post(
-                f"{roots[i % len(roots)]}/v1/chat/completions", json=CHAT, headers=_auth(key)
-            )
-            for i in range(n)
-        ]
-        return [r.status_code for r in await asyncio.gather(*calls)]
-
-
-def admitted_of_40(roots: list[str], db: str, name: str) -> int:
-    _, key = create_account(open_db(db), name, rpm_limit=10)
-    return asyncio.run(_burst(roots, key.key, 40)).count(200)
+def admitted_of_40(roots: list[str], engine: Engine, name: str) -> int:
+    _, key = create_account(engine, name, rpm_limit=10)
+    return [r.status_code for r in asyncio.run(burst(roots, key.key, 40))].count(200)
 
 
 async def _until_refused(client: httpx.AsyncClient, root: str, key: str, since: float) -> float:
     while True:
-        reply = await client.post(f"{root}/v1/chat/completions", json=CHAT, headers=_auth(key))
+        reply = await client.post(f"{root}/v1/chat/completions", json=CHAT, headers=auth(key))
         if reply.status_code == 403:
             return time.monotonic() - since
         await asyncio.sleep(0.01)
@@ -84,17 +72,19 @@ async def _propagation_s(roots: list[str], key: str, since: float) -> float:
         return max(await asyncio.gather(*(_until_refused(client, r, key, since) for r in roots)))
 
 
-def block_propagation_s(roots: list[str], db: str, name: str, via_shell: bool) -> float:
+def block_propagation_s(
+    roots: list[str], engine: Engine, db: str, name: str, via_shell: bool
+) -> float:
     """Seconds from the block's commit (its command's return) until all replicas refuse."""
-    _, key = create_account(open_db(db), name, rpm_limit=100_000)
+    _, key = create_account(engine, name, rpm_limit=100_000)
     for root in roots:  # every replica holds the key in its cache when the block lands
-        httpx.post(f"{root}/v1/chat/completions", json=CHAT, headers=_auth(key.key))
+        httpx.post(f"{root}/v1/chat/completions", json=CHAT, headers=auth(key.key))
     if via_shell:
         block = ["accounts", "block", name, "--db", db]
         subprocess.run([sys.executable, "-m", "stillroom", *block], check=True, capture_output=True)
     else:
         url = f"{roots[0]}/admin/accounts/{name}/block"
-        httpx.post(url, headers=_auth(ADMIN_TOKEN)).raise_for_status()
+        httpx.post(url, headers=auth(ADMIN_TOKEN)).raise_for_status()
     return asyncio.run(_propagation_s(roots, key.key, time.monotonic()))
 
 
@@ -106,7 +96,7 @@ async def _round(root: str, key: str, n: int, clients: int) -> list[float]:
         async def one_client(count: int) -> None:
             for _ in range(count):
                 reply = await client.post(
-                    f"{root}/v1/chat/completions", json=CHAT, headers=_auth(key)
+                    f"{root}/v1/chat/completions", json=CHAT, headers=auth(key)
                 )
                 reply.raise_for_status()
                 timing = reply.headers["Server-Timing"]
@@ -116,8 +106,8 @@ async def _round(root: str, key: str, n: int, clients: int) -> list[float]:
     return spent
 
 
-def overhead(roots: dict[str, str], db: str, args: argparse.Namespace) -> dict[str, Any]:
-    _, key = create_account(open_db(db), "overhead", rpm_limit=10**7, tpm_limit=10**9)
+def overhead(roots: dict[str, str], engine: Engine, args: argparse.Namespace) -> dict[str, Any]:
+    _, key = create_account(engine, "overhead", rpm_limit=10**7, tpm_limit=10**9)
     spent: dict[str, list[float]] = {name: [] for name in roots}
     for root in roots.values():  # warm-up: connections, key caches, first buckets
         asyncio.run(_round(root, key.key, args.clients * 5, args.clients))
@@ -160,32 +150,39 @@ def main() -> None:
     args = parser.parse_args()
     pg_server()
     db = fresh_pg_database()
-    open_db(db)  # migrated once here, not by the replicas racing
+    engine = open_db(db)  # migrated once here, not by the replicas racing
     token = Path(tempfile.mkdtemp()) / "admin-token"
     token.write_text(ADMIN_TOKEN)
     shared = ["--limits", db, "--admin-token-file", str(token)]
     result: dict[str, Any] = {"machine": platform.platform(), "cpus": os.cpu_count()}
     with fake_upstream() as upstream:
         with gateway_processes(3, upstream, db, *shared) as roots:
-            result["admitted_of_40_rpm10_shared"] = admitted_of_40(roots, db, "rpm10-shared")
+            result["admitted_of_40_rpm10_shared"] = admitted_of_40(roots, engine, "rpm10-shared")
             result["block_propagation_s"] = {
-                via: _propagation_summary(roots, db, via, args.repeats)
+                via: _propagation_summary(roots, engine, db, via, args.repeats)
                 for via in ("admin_api", "shell")
             }
         with gateway_processes(3, upstream, db) as roots:
-            result["admitted_of_40_rpm10_per_process"] = admitted_of_40(roots, db, "rpm10-local")
+            result["admitted_of_40_rpm10_per_process"] = admitted_of_40(
+                roots, engine, "rpm10-local"
+            )
         with (
             gateway_process(upstream, db, *shared) as with_limits,
             gateway_process(upstream, db) as without,
         ):
             result["overhead"] = overhead(
-                {"with_limits": with_limits, "without_limits": without}, db, args
+                {"with_limits": with_limits, "without_limits": without}, engine, args
             )
+    engine.dispose()
     print(json.dumps(result, indent=2))
 
 
-def _propagation_summary(roots: list[str], db: str, via: str, repeats: int) -> dict[str, float]:
-    seconds = [block_propagation_s(roots, db, f"{via}-{i}", via == "shell") for i in range(repeats)]
+def _propagation_summary(
+    roots: list[str], engine: Engine, db: str, via: str, repeats: int
+) -> dict[str, float]:
+    seconds = [
+        block_propagation_s(roots, engine, db, f"{via}-{i}", via == "shell") for i in range(repeats)
+    ]
     return {"max": round(max(seconds), 3), "median": round(float(np.median(seconds)), 3)}
 
 

@@ -3,6 +3,7 @@ balancer would run: for the replica tests and benchmark."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -12,6 +13,24 @@ from contextlib import ExitStack, contextmanager
 import httpx
 
 from tests.helpers.serve import free_port
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+
+
+def auth(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+async def burst(roots: list[str], key: str | None, n: int) -> list[httpx.Response]:
+    """`n` chat requests at once, dealt round-robin to the replicas."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        calls = [
+            client.post(
+                f"{roots[i % len(roots)]}/v1/chat/completions", json=CHAT, headers=auth(key)
+            )
+            for i in range(n)
+        ]
+        return list(await asyncio.gather(*calls))
 
 
 @contextmanager

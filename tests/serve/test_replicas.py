@@ -32,7 +32,7 @@ from stillroom.serve.shared_limits import (
     create_limits_table,
 )
 from stillroom.testing.fake_openai import start_fake_server
-from tests.helpers.replicas import gateway_processes
+from tests.helpers.replicas import CHAT, auth, burst, gateway_processes
 from tests.helpers.serve import PG_URL_ENV, free_port, fresh_pg_database
 
 ADMIN_TOKEN = "admin-secret-for-tests"
@@ -67,28 +67,9 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
     engine.dispose()
 
 
-CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-
-
-def _auth(key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"} if key else {}
-
-
-async def _burst(roots: list[str], key: str | None, n: int) -> list[httpx.Response]:
-    """`n` requests at once, dealt round-robin to the replicas."""
-    async with httpx.AsyncClient(timeout=30) as client:
-        calls = [
-            client.post(
-                f"{roots[i % len(roots)]}/v1/chat/completions", json=CHAT, headers=_auth(key)
-            )
-            for i in range(n)
-        ]
-        return list(await asyncio.gather(*calls))
-
-
 def test_an_accounts_rpm_holds_across_three_replicas(replicas: Replicas) -> None:
     _, key = create_account(replicas.engine, "shared-rpm", rpm_limit=10)
-    replies = asyncio.run(_burst(replicas.roots, key.key, 40))
+    replies = asyncio.run(burst(replicas.roots, key.key, 40))
     assert Counter(r.status_code for r in replies) == {200: 10, 429: 30}
     refused = [r for r in replies if r.status_code == 429]
     assert all(int(r.headers["Retry-After"]) >= 1 for r in refused)
@@ -96,14 +77,14 @@ def test_an_accounts_rpm_holds_across_three_replicas(replicas: Replicas) -> None
 
 
 def test_the_keyless_limit_per_address_holds_across_replicas(replicas: Replicas) -> None:
-    replies = asyncio.run(_burst(replicas.roots, None, 12))
+    replies = asyncio.run(burst(replicas.roots, None, 12))
     assert Counter(r.status_code for r in replies) == {401: KEYLESS_RPM, 429: 12 - KEYLESS_RPM}
 
 
 async def _seconds_until_refused(root: str, key: str, since: float) -> float:
     async with httpx.AsyncClient(timeout=30) as client:
         while time.monotonic() - since < 10:
-            reply = await client.post(f"{root}/v1/chat/completions", json=CHAT, headers=_auth(key))
+            reply = await client.post(f"{root}/v1/chat/completions", json=CHAT, headers=auth(key))
             if reply.status_code == 403:
                 return time.monotonic() - since
             assert reply.status_code == 200, reply.text
@@ -118,7 +99,7 @@ async def _propagation_s(roots: list[str], key: str, since: float) -> list[float
 def _warm(roots: list[str], key: str) -> None:
     """Every replica serves the key, so each holds it in its key cache when the block lands."""
     for root in roots:
-        reply = httpx.post(f"{root}/v1/chat/completions", json=CHAT, headers=_auth(key))
+        reply = httpx.post(f"{root}/v1/chat/completions", json=CHAT, headers=auth(key))
         assert reply.status_code == 200, reply.text
 
 
