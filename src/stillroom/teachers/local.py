@@ -221,12 +221,12 @@ class LocalTeacher(QueuedTeacher):
                 )
             prompts.append(r.prompt)
         start = time.perf_counter()
-        scores = self.score_batch(prompts, candidates)
+        encoded = [self._encode_text(p, special=True) for p in prompts]
+        scores = self._score_encoded(encoded, candidates)
         elapsed = time.perf_counter() - start
         out = []
-        for prompt, row in zip(prompts, scores, strict=True):
+        for ids, row in zip(encoded, scores, strict=True):
             best = max(range(len(candidates)), key=row.__getitem__)
-            ids = self._encode_text(prompt, special=True)
             choice = Choice(0, candidates[best], "scored", label_logprobs=list(row))
             out.append(
                 Completion(
@@ -255,10 +255,14 @@ class LocalTeacher(QueuedTeacher):
         kept for later calls; the output layer (Gemma: 262k x 640) runs only where a
         candidate token is predicted, never over the prompt.
         """
+        return self._score_encoded(
+            [self._encode_text(p, special=True) for p in prompts], candidates
+        )
+
+    def _score_encoded(self, encoded: list[list[int]], candidates: list[str]) -> list[list[float]]:
         if not candidates:
             raise InputError("score needs at least one candidate; give the labels to compare")
         targets = [self._encode_candidate(c) for c in candidates]
-        encoded = [self._encode_text(p, special=True) for p in prompts]
         scores, self._prefix = score_ids(
             self.runtime,
             encoded,
