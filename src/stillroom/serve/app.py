@@ -227,7 +227,7 @@ async def _generate(  # long: one request from admission to its log row, in orde
             backend.chat(body) if isinstance(body, ChatRequest) else backend.completion(body)
         )
     except BackendError as e:
-        await gw.settle(acct.id, reserve, 0)
+        gw.settle(acct.id, reserve, 0)
         raise APIError(
             e.status,
             str(e),
@@ -235,7 +235,7 @@ async def _generate(  # long: one request from admission to its log row, in orde
             code=e.code,
         ) from None
     backend_ms = (time.perf_counter() - called) * 1e3
-    await gw.settle(acct.id, reserve, answer.prompt_tokens + answer.completion_tokens)
+    gw.settle(acct.id, reserve, answer.prompt_tokens + answer.completion_tokens)
     rid = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
     created = int(request.state.arrived)
     row.id = rid

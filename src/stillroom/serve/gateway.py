@@ -47,7 +47,6 @@ class Gateway:
         self.log = RequestLog(engine)
         self.limiter: Limiter | SharedLimiter
         self.anonymous: Limiter | SharedLimiter
-        self._limits_pool: ConnectionPool | None = None
         if settings.limits_url is None:
             self.limiter = Limiter(settings.default_rpm, settings.default_tpm)
             self.anonymous = Limiter(settings.unauthenticated_rpm, None)
@@ -56,7 +55,6 @@ class Gateway:
             rpm, tpm = settings.default_rpm, settings.default_tpm
             self.limiter = SharedLimiter(pool, "account", rpm, tpm)
             self.anonymous = SharedLimiter(pool, "address", settings.unauthenticated_rpm, None)
-            self._limits_pool = pool
         self._keys: dict[str, tuple[float, Principal | None]] = {}
         self._inline_db = in_process(engine)
 
@@ -72,7 +70,8 @@ class Gateway:
             return self.limiter.admit(account_id, rpm, tpm, tokens)
         return await self.limiter.admit(account_id, rpm, tpm, tokens)
 
-    async def settle(self, account_id: str, reserved: int, used: int) -> None:
+    def settle(self, account_id: str, reserved: int, used: int) -> None:
+        """Give back tokens reserved but not used (shared: in the background, off the reply)."""
         if isinstance(self.limiter, Limiter):
             self.limiter.settle(account_id, reserved, used)
         else:
@@ -85,10 +84,9 @@ class Gateway:
         return await self.anonymous.admit(addr, None, None, 0)
 
     async def aclose(self) -> None:
-        if isinstance(self.limiter, SharedLimiter):
+        if isinstance(self.limiter, SharedLimiter):  # both limiters share its pool
             await self.limiter.aclose()
-        if self._limits_pool is not None:
-            await self._limits_pool.aclose()
+            await self.limiter.pool.aclose()
 
     async def principal(self, key: str) -> Principal | None:
         cached = self._keys.get(key)
