@@ -21,7 +21,7 @@ UPSTREAM_MAX_TOKENS = 32768  # the most an upstream is asked for, unless the ope
 @dataclass
 class TokenLogprob:
     token: str
-    logprob: float
+    logprob: float | None  # None: a text's first token, which nothing predicts
     top: list[tuple[str, float]] = field(default_factory=list)
 
 
@@ -77,7 +77,71 @@ class LocalBackend:
         return await self._run([(None, messages)], body, body.token_limit())
 
     async def completion(self, body: CompletionRequest) -> Answer:
+        if body.echo:
+            return await self._echo(body)
         return await self._run([(p, None) for p in body.prompts()], body, body.token_limit())
+
+    async def _echo(self, body: CompletionRequest) -> Answer:
+        """Each prompt, then what was generated after it (nothing for max_tokens 0); with
+        logprobs, the prompt's tokens carry the model's log-probs too."""
+        import asyncio
+
+        prompts = body.prompts()
+        try:
+            scored = await asyncio.to_thread(self.teacher.prompt_logprobs, prompts, body.top_k())
+        except Exception as e:
+            raise _backend_error(e) from e
+        generated = None
+        if body.max_tokens != 0:
+            generated = await self._run([(p, None) for p in prompts], body, body.token_limit())
+        choices: list[AnswerChoice] = []
+        for i, (prompt, s) in enumerate(zip(prompts, scored, strict=True)):
+            pieces = self._pieces(s.ids, prompt)
+            lps = self._prompt_logprobs(s, pieces, body) if body.wants_logprobs() else None
+            for j in range(body.n):
+                gen = generated.choices[i * body.n + j] if generated is not None else None
+                choices.append(
+                    AnswerChoice(
+                        len(choices),
+                        prompt + (gen.text if gen else ""),
+                        gen.finish_reason if gen else "length",
+                        pieces + (gen.pieces if gen else []),
+                        None if lps is None else lps + ((gen.logprobs or []) if gen else []),
+                    )
+                )
+        return Answer(
+            self.model_id,
+            choices,
+            sum(len(s.ids) for s in scored),
+            generated.completion_tokens if generated is not None else 0,
+            self.watermark_key_id,
+        )
+
+    def _prompt_logprobs(
+        self, s: Any, pieces: list[str], body: CompletionRequest
+    ) -> list[TokenLogprob]:
+        """The prompt's tokens with their log-probs; the first has none (OpenAI's null)."""
+        name = self._namer(body.ids_as_tokens())
+        k = body.top_k()
+        out = []
+        for t, token_id in enumerate(s.ids):
+            token = name(token_id) if body.ids_as_tokens() else pieces[t]
+            if t == 0:
+                out.append(TokenLogprob(token, None, []))
+                continue
+            top = [
+                (name(int(i)), float(v))
+                for i, v in zip(s.top_ids[t - 1][:k], s.top_logprobs[t - 1][:k], strict=True)
+            ]
+            out.append(TokenLogprob(token, float(s.chosen[t - 1]), top))
+        return out
+
+    def _namer(self, as_ids: bool) -> Any:
+        """How a token id is shown: "token_id:N" when asked (exact), else its text."""
+        tok = self.teacher.tokenizer
+        if as_ids:
+            return lambda i: f"token_id:{i}"
+        return lambda i: str(tok.decode([i]))
 
     async def _run(
         self,
@@ -87,7 +151,6 @@ class LocalBackend:
     ) -> Answer:
         import asyncio
 
-        from stillroom.errors import TeacherFatalError
         from stillroom.teachers.base import GenerationParams, TeacherRequest
 
         max_tokens = min(limit or self.default_max_tokens, self.max_tokens_limit)
@@ -104,17 +167,8 @@ class LocalBackend:
             done = await asyncio.gather(
                 *(self.teacher.complete(TeacherRequest(p, m, params)) for p, m in inputs)
             )
-        except TeacherFatalError as e:
-            # Status 400: the request itself (an empty or too long prompt, chat without a
-            # template); anything else is the model's side (its process died, it failed to
-            # start), not the client's fault.
-            if e.status == 400:
-                raise BackendError(str(e), status=400, code="invalid_request") from None
-            raise BackendError(str(e), status=503, code="backend_unavailable") from None
-        except Exception as e:  # the model failed on a request it accepted
-            raise BackendError(
-                f"the model failed: {type(e).__name__}", status=502, code="backend_error"
-            ) from e
+        except Exception as e:
+            raise _backend_error(e) from e
         choices: list[AnswerChoice] = []
         prompt_tokens = completion_tokens = 0
         for completion in done:
@@ -125,7 +179,11 @@ class LocalBackend:
                 if ids and ids[-1] in self.teacher.eos_token_ids:
                     ids = ids[:-1]
                 pieces = self._pieces(ids, c.text)
-                lps = self._logprobs(ids, pieces, c) if body.wants_logprobs() else None
+                lps = (
+                    self._logprobs(ids, pieces, c, body.ids_as_tokens())
+                    if body.wants_logprobs()
+                    else None
+                )
                 reason = "length" if c.finish_reason == "length" else "stop"
                 choices.append(AnswerChoice(len(choices), c.text, reason, pieces, lps))
         return Answer(
@@ -153,23 +211,40 @@ class LocalBackend:
             pieces.append(text[len(before) :])
         return pieces
 
-    def _logprobs(self, ids: list[int], pieces: list[str], choice: Any) -> list[TokenLogprob]:
-        tok = self.teacher.tokenizer
+    def _logprobs(
+        self, ids: list[int], pieces: list[str], choice: Any, as_ids: bool
+    ) -> list[TokenLogprob]:
+        name = self._namer(as_ids)
         out = []
         lps = choice.token_logprobs or []
         for t, token_id in enumerate(ids):
             top: list[tuple[str, float]] = []
             if choice.top_ids is not None and t < len(choice.top_ids):
                 top = [
-                    (str(tok.decode([int(i)])), float(lp))
+                    (name(int(i)), float(lp))
                     for i, lp in zip(choice.top_ids[t], choice.top_logprobs[t], strict=True)
                 ]
-            piece = pieces[t] if t < len(pieces) else str(tok.decode([token_id]))
+            piece = name(token_id) if as_ids or t >= len(pieces) else pieces[t]
             out.append(TokenLogprob(piece, float(lps[t]) if t < len(lps) else 0.0, top))
         return out
 
     async def aclose(self) -> None:
         await self.teacher.aclose()
+
+
+def _backend_error(e: Exception) -> BackendError:
+    """A model call's failure as the gateway reports it."""
+    from stillroom.errors import TeacherFatalError
+
+    if isinstance(e, TeacherFatalError):
+        # Status 400: the request itself (an empty or too long prompt, chat without a
+        # template); anything else is the model's side (its process died, it failed to
+        # start), not the client's fault.
+        if e.status == 400:
+            return BackendError(str(e), status=400, code="invalid_request")
+        return BackendError(str(e), status=503, code="backend_unavailable")
+    # The model failed on a request it accepted.
+    return BackendError(f"the model failed: {type(e).__name__}", status=502, code="backend_error")
 
 
 class UpstreamBackend:

@@ -19,7 +19,7 @@ def _usage(a: Answer) -> dict[str, int]:
 
 
 def _chat_logprobs(lps: list[TokenLogprob]) -> dict[str, Any]:
-    def entry(token: str, lp: float) -> dict[str, Any]:
+    def entry(token: str, lp: float | None) -> dict[str, Any]:
         return {"token": token, "logprob": lp, "bytes": list(token.encode())}
 
     content = [
@@ -36,7 +36,10 @@ def _text_logprobs(lps: list[TokenLogprob], offset: int = 0) -> dict[str, Any]:
     return {
         "tokens": [t.token for t in lps],
         "token_logprobs": [t.logprob for t in lps],
-        "top_logprobs": [dict(t.top) for t in lps] if any(t.top for t in lps) else None,
+        # A token nothing predicts (an echoed prompt's first) has null, as OpenAI sends.
+        "top_logprobs": [None if t.logprob is None else dict(t.top) for t in lps]
+        if any(t.top for t in lps)
+        else None,
         "text_offset": offsets,
     }
 

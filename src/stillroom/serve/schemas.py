@@ -69,6 +69,9 @@ class ChatRequest(_Sampling):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    # vLLM's extension: tokens in log-probs as "token_id:N", so a client gets exact ids
+    # (decoded strings collide: several ids can decode to the same text).
+    return_tokens_as_token_ids: bool | None = None
 
     @model_validator(mode="after")
     def _logprobs_needed(self) -> ChatRequest:
@@ -82,19 +85,28 @@ class ChatRequest(_Sampling):
     def wants_logprobs(self) -> bool:
         return self.logprobs
 
+    def ids_as_tokens(self) -> bool:
+        return bool(self.return_tokens_as_token_ids)
+
     def top_k(self) -> int:
         return (self.top_logprobs or 0) if self.logprobs else 0
 
 
 class CompletionRequest(_Sampling):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=MAX_N)]
-    logprobs: int | None = Field(None, ge=0, le=5)
+    # OpenAI caps this at 5; 20 is vLLM's default cap, and what chat's top_logprobs allows.
+    logprobs: int | None = Field(None, ge=0, le=20)
+    # With echo the reply starts with the prompt, and with logprobs it carries the model's
+    # log-prob of every prompt token (the first has none) and the top alternatives: the
+    # model's distribution over a given text. max_tokens 0 then scores the prompt only.
     echo: bool = False
+    max_tokens: int | None = Field(None, ge=0)
+    return_tokens_as_token_ids: bool | None = None
 
     @model_validator(mode="after")
-    def _supported(self) -> CompletionRequest:
-        if self.echo:
-            raise ValueError("echo is not supported; leave it false")
+    def _zero_tokens_only_with_echo(self) -> CompletionRequest:
+        if self.max_tokens == 0 and not self.echo:
+            raise ValueError("max_tokens 0 generates nothing; it needs echo: true")
         return self
 
     def prompts(self) -> list[str]:
@@ -105,6 +117,9 @@ class CompletionRequest(_Sampling):
 
     def wants_logprobs(self) -> bool:
         return self.logprobs is not None
+
+    def ids_as_tokens(self) -> bool:
+        return bool(self.return_tokens_as_token_ids)
 
     def top_k(self) -> int:
         return self.logprobs or 0

@@ -8,7 +8,9 @@ With a watermark key, delta is added to each step's green logits (stillroom.wate
 to the EOS ids) before anything else, so the reported log-probs and top-k describe the
 watermarked distribution: the one the token was actually drawn from. Reporting the unbiased
 ones instead would hand anyone who reads them the green list (the tokens whose log-prob jumps
-by delta). Scoring (`score*`, candidates) is not watermarked: it returns numbers, not text.
+by delta). For the same reason prompt log-probs (`prompt_logprobs`, a server's `echo`) are the
+watermarked ones. Scoring candidates (`score*`) is not watermarked: it returns one total per
+label, never a distribution to compare.
 
 Each request samples from its own seeded generator, derived from the request, so the same
 request gives the same sample in any batch.
@@ -31,6 +33,7 @@ from stillroom.errors import InputError, TeacherFatalError
 from stillroom.runtime.decoding import Decoding, Row, decode
 from stillroom.runtime.loading import load_lm
 from stillroom.runtime.model import LocalModel
+from stillroom.runtime.prompt_logprobs import TextLogprobs, text_logprobs
 from stillroom.runtime.scoring import PrefixKV, score_ids
 from stillroom.teachers.base import (
     Choice,
@@ -272,6 +275,20 @@ class LocalTeacher(QueuedTeacher):
             prefix=self._prefix,
         )
         return scores
+
+    def prompt_logprobs(self, prompts: list[str], k: int) -> list[TextLogprobs]:
+        """Each prompt's tokens (as a completion would read it, <bos> first), the log-prob of
+        each given the ones before, and the top-k there: what `echo` with `logprobs`
+        returns. With a watermark key the distributions are the watermarked ones, as for
+        generated tokens (see the module docstring)."""
+        return self.sequence_logprobs([self._encode(TeacherRequest(p, None)) for p in prompts], k)
+
+    def sequence_logprobs(self, sequences: list[list[int]], k: int) -> list[TextLogprobs]:
+        """`prompt_logprobs` of token id sequences, as given."""
+        with self.runtime.lock:
+            return text_logprobs(
+                self.runtime, sequences, k, processor=self._watermark, batch_size=self.batch_size
+            )
 
     def _encode_candidate(self, candidate: str) -> list[int]:
         ids = self._encode_text(candidate, special=False)
