@@ -15,7 +15,14 @@ from typer.testing import CliRunner
 from stillroom.cli import app
 from stillroom.errors import InputError
 from stillroom.teachers.local import LocalTeacher
-from stillroom.trace.mass import combine, green_bits, mass_test, read_distributions, score
+from stillroom.trace.mass import (
+    combine,
+    green_bits,
+    mass_test,
+    merge,
+    read_distributions,
+    score,
+)
 from stillroom.watermark.greenlist import GreenList
 from stillroom.watermark.key import WatermarkKey, save_key
 from tests.helpers.tiny_models import watermarked_student
@@ -31,7 +38,9 @@ def setting(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 def test_a_student_of_our_texts_is_caught_on_unwatermarked_ones(setting: dict) -> None:
     root, plain, tok = setting["root"], setting["plain"], setting["tokenizer"]
     alone = mass_test(str(root / "student"), plain, KEY, tok, budget=64)
-    assert alone.mode == "mass" and alone.queries == 64 and alone.positions > 1000
+    # Significant at the first planned look (50 texts), so it stops there.
+    assert alone.mode == "mass" and alone.queries == 50 and alone.positions > 1000
+    assert [look.queries for look in alone.looks] == [50]
     assert alone.p_value < 1e-6 and alone.green_mass > KEY.gamma + 0.01, alone
     assert alone.p_bound >= alone.p_value  # the bound is never the smaller
     netted = mass_test(
@@ -63,6 +72,25 @@ def test_null_p_values_over_many_keys_are_uniform(setting: dict) -> None:
     # ... while the student, against the key it learned from, stands out.
     rows, c = combine(theirs, ours)
     assert score(c, green_bits(GreenList(KEY), rows), KEY.gamma).p_value < 1e-6
+
+
+def test_reads_merged_look_like_one_read(setting: dict) -> None:
+    teacher = LocalTeacher.load(str(setting["root"] / "teacher"))
+    texts, tok = setting["plain"][:20], setting["tokenizer"]
+    whole, _ = read_distributions(teacher, texts, tok, 1)
+    first, _ = read_distributions(teacher, texts[:7], tok, 1)
+    rest, _ = read_distributions(teacher, texts[7:], tok, 1)
+    parts = merge(merge(None, first), rest)
+    assert (parts.rows == whole.rows).all() and np.allclose(parts.prob, whole.prob)
+    assert (parts.contexts == whole.contexts).all() and (parts.counts == whole.counts).all()
+
+
+def test_a_null_run_stays_sequentially_honest(setting: dict) -> None:
+    """Looks double up to the budget, and the verdict's p is the last look's p times the
+    looks taken."""
+    r = mass_test(str(setting["root"] / "teacher"), setting["plain"], KEY, setting["tokenizer"])
+    assert [look.queries for look in r.looks] == [50, 64]  # all 64 texts, in two looks
+    assert r.p_value == min(1.0, r.looks[-1].p_value * 2) and r.stopped == "budget"
 
 
 def test_watermarked_texts_are_refused(setting: dict) -> None:

@@ -44,8 +44,8 @@ string, and a position whose context has no teacher id is skipped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -66,6 +66,16 @@ MARKED_TEXTS_P = 1e-3
 
 
 @dataclass
+class MassLook:
+    queries: int  # texts (or answers) read so far
+    positions: int
+    z: float
+    p_value: float  # saddlepoint p of everything read so far
+    p_adjusted: float  # times the number of looks taken so far (Bonferroni)
+    p_bound: float  # Chernoff bound, times the looks taken
+
+
+@dataclass
 class MassResult:
     suspect: str
     baseline: str | None
@@ -78,10 +88,15 @@ class MassResult:
     green_mass: float  # the suspect's mean probability on green tokens (gamma by chance)
     baseline_green_mass: float | None
     z: float
-    p_value: float  # saddlepoint approximation of the exact null tail
-    p_bound: float  # Chernoff bound: the null tail is at most this, with no approximation
+    p_value: float  # p x looks taken, saddlepoint: what the verdict rests on
+    p_bound: float  # Chernoff bound x looks taken: the null tail is at most this, exactly
     target_p: float
     stopped: str  # "significant" | "budget"
+    looks: list[MassLook] = field(default_factory=list)
+    # Where the distributions came from: "weights" (the model run here), "api-texts" (an
+    # API's prompt log-probs on our texts), "api-answers" (its top log-probs on its answers).
+    source: str = "weights"
+    top_k: int = 256
     mode: str = "mass"
 
 
@@ -184,12 +199,34 @@ def read_distributions(
                     read.append(ctx[keep])
             if sum(len(x) for x in chunks) > _COMPACT_AT:  # bound memory on long reads
                 chunks, probs = _compact(chunks, probs)
-    if not chunks:
-        raise InputError("the texts gave no position to score: are they empty or too short?")
+    if not chunks:  # nothing long enough to read: no weight, and no evidence
+        empty = np.zeros((0, width), np.int64)
+        none = Weights(
+            np.zeros((0, width + 1), np.int64), np.zeros(0), empty, np.zeros(0, np.int64)
+        )
+        return none, sequences
     chunks, probs = _compact(chunks, probs)
     every = np.concatenate(read)
     contexts, counts = _sum_rows(every, np.ones(len(every)))
     return Weights(chunks[0], probs[0], contexts, counts.astype(np.int64)), sequences
+
+
+def merge(a: Weights | None, b: Weights) -> Weights:
+    """The weights of two reads together, as if read at once."""
+    if a is None:
+        return b
+    rows, prob = _sum_rows(np.concatenate([a.rows, b.rows]), np.concatenate([a.prob, b.prob]))
+    both = np.concatenate([a.contexts, b.contexts])
+    contexts, counts = _sum_rows(both, np.concatenate([a.counts, b.counts]).astype(np.float64))
+    return Weights(rows, prob, contexts, np.rint(counts).astype(np.int64))
+
+
+def weights_from_rows(rows: np.ndarray, prob: np.ndarray, contexts: np.ndarray) -> Weights:
+    """Weights from (context + token) rows with their probabilities, and the context of every
+    position read (one row each): for distributions that come from elsewhere (an API)."""
+    summed, p = _sum_rows(rows, prob)
+    distinct, counts = _sum_rows(contexts, np.ones(len(contexts)))
+    return Weights(summed, p, distinct, counts.astype(np.int64))
 
 
 def _compact(
@@ -282,6 +319,10 @@ def refuse_marked_texts(sequences: Sequence[np.ndarray], green_list: GreenList) 
         )
 
 
+# Reads a chunk of texts: (the suspect's weights, the baseline's or None).
+Reader = Callable[[Sequence[str]], "tuple[Weights, Weights | None]"]
+
+
 def mass_test(
     folder: str,
     texts: Sequence[str],
@@ -296,6 +337,7 @@ def mass_test(
     max_length: int = 512,
     model: Any = None,
     baseline_model: Any = None,
+    progress: Callable[[MassLook], None] | None = None,
 ) -> MassResult:
     """Read up to `budget` of `texts` with the suspect in `folder` (and the `baseline`
     folder, if given) and test its green mass. `tokenizer` is the watermarked teacher's;
@@ -314,33 +356,88 @@ def mass_test(
     refuse_marked_texts([np.asarray(x, dtype=np.int64) for x in encoded], green_list)
     if model is None:
         model = LocalTeacher.load(folder, batch_size=batch_size)
+    if baseline is not None and baseline_model is None:
+        baseline_model = LocalTeacher.load(str(baseline), batch_size=batch_size)
     opts = {"top_k": top_k, "batch_size": batch_size, "max_length": max_length}
-    ours, sequences = read_distributions(model, texts, tokenizer, green_list.width, **opts)
-    base = None
-    if baseline is not None or baseline_model is not None:
+
+    def read(chunk: Sequence[str]) -> tuple[Weights, Weights | None]:
+        ours, sequences = read_distributions(model, chunk, tokenizer, green_list.width, **opts)
         if baseline_model is None:
-            baseline_model = LocalTeacher.load(str(baseline), batch_size=batch_size)
+            return ours, None
         base, _ = read_distributions(
-            baseline_model, texts, tokenizer, green_list.width, positions_of=sequences, **opts
+            baseline_model, chunk, tokenizer, green_list.width, positions_of=sequences, **opts
         )
-    rows, c = combine(ours, base)
-    tail = score(c, green_bits(green_list, rows), key.gamma)
+        return ours, base
+
+    base_name = None
+    if baseline_model is not None:
+        base_name = str(baseline or getattr(baseline_model, "model", ""))
+    return sequential_mass(
+        read, texts, key, suspect=str(folder), baseline=base_name, target_p=target_p,
+        progress=progress, top_k=top_k,
+    )  # fmt: skip
+
+
+def sequential_mass(
+    read: Reader,
+    items: Sequence[str],
+    key: WatermarkKey,
+    *,
+    suspect: str,
+    baseline: str | None,
+    target_p: float,
+    progress: Callable[[MassLook], None] | None = None,
+    source: str = "weights",
+    top_k: int = 256,
+) -> MassResult:
+    """Read `items` in chunks up to each planned look (doubling from 50) and test the green
+    mass of all read so far; stop at the first look whose p-value times the looks taken is
+    below `target_p`, so stopping early cannot inflate significance."""
+    from stillroom.trace.radioactivity import planned_looks
+
+    green_list = GreenList(key)
+    ours: Weights | None = None
+    base: Weights | None = None
+    looks: list[MassLook] = []
+    done = 0
+    for k, upto in enumerate(planned_looks(len(items)), start=1):
+        mine, theirs = read(items[done:upto])
+        ours = merge(ours, mine)
+        base = merge(base, theirs) if theirs is not None else base
+        done = upto
+        rows, c = combine(ours, base)
+        tail = score(c, green_bits(green_list, rows), key.gamma)
+        look = MassLook(
+            done, ours.positions, tail.z, tail.p_value,
+            min(1.0, tail.p_value * k), min(1.0, tail.p_bound * k),
+        )  # fmt: skip
+        looks.append(look)
+        if progress is not None:
+            progress(look)
+        if look.p_adjusted < target_p:
+            break
+    if ours is None or ours.positions == 0:
+        raise InputError("the texts gave no position to score: are they empty or too short?")
+    last = looks[-1]
     return MassResult(
-        suspect=str(folder),
-        baseline=None if base is None else str(baseline or getattr(baseline_model, "model", "")),
+        suspect=suspect,
+        baseline=baseline,
         key_id=key.key_id,
         gamma=key.gamma,
-        queries=len(texts),
+        queries=last.queries,
         positions=ours.positions,
         contexts=len(ours.counts),
         pairs=len(rows),
         green_mass=_green_share(ours, green_list),
         baseline_green_mass=None if base is None else _green_share(base, green_list),
-        z=tail.z,
-        p_value=tail.p_value,
-        p_bound=tail.p_bound,
+        z=last.z,
+        p_value=last.p_adjusted,
+        p_bound=last.p_bound,
         target_p=target_p,
-        stopped="significant" if tail.p_value < target_p else "budget",
+        stopped="significant" if last.p_adjusted < target_p else "budget",
+        looks=looks,
+        source=source,
+        top_k=top_k,
     )
 
 
