@@ -103,10 +103,12 @@ def test_generating_mode_alone_with_its_figure(world: dict[str, Path]) -> None:
             "trace", str(world["teacher"]), "--key-file", str(root / "wm.json"),
             "--prompts", str(world["prompts"]), "--tokenizer", str(world["teacher"]),
             "--budget", "60", "--max-tokens", "8", "--no-probes", "--html", str(html),
+            "--json", str(root / "gen.json"),
         ],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     verdict = json.loads(res.stdout)
+    assert json.loads((root / "gen.json").read_text()) == verdict
     assert set(verdict) == {"suspect", "radioactivity"}
     radio = verdict["radioactivity"]
     assert radio["mode"] == "generate" and [lk["queries"] for lk in radio["looks"]] == [50, 60]
@@ -136,3 +138,30 @@ def test_reading_alone_needs_no_prompts(world: dict[str, Path]) -> None:
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["radioactivity"]["queries"] == 24
+
+
+def test_every_look_is_kept_while_the_test_runs(world: dict[str, Path]) -> None:
+    """A run cut off after its first look still leaves that look, marked as running, in a
+    page that renders."""
+    from stillroom.trace.options import TraceOptions
+    from stillroom.trace.report import write_html
+    from stillroom.trace.run import Verdict, run_trace
+
+    root = world["root"]
+    options = TraceOptions(
+        suspect=str(world["teacher"]), key_file=root / "wm.json", prompts=world["prompts"],
+        tokenizer=str(world["teacher"]), budget=60, max_tokens=8, probes=False,
+    )  # fmt: skip
+    kept: list[dict] = []
+
+    def keep(v: Verdict) -> None:
+        kept.append(json.loads(json.dumps(v.as_dict(), default=str)))
+
+    final = run_trace(options, checkpoint=keep).as_dict()
+    running = [k["radioactivity"] for k in kept if k["radioactivity"].get("running")]
+    assert [r["queries"] for r in running] == [50, 60]
+    assert running[0]["looks"][0]["p_adjusted"] == final["radioactivity"]["looks"][0]["p_adjusted"]
+    assert "not a verdict" in running[0]["statement"]
+    assert not kept[-1]["radioactivity"].get("running")  # the last one is the verdict
+    page = write_html(kept[0], root / "running.html").read_text()
+    assert "running: not a verdict" in page and 'src="data:image/png;base64,' in page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +11,7 @@ import typer
 
 from stillroom.cli.options import parse_options
 from stillroom.cli.output import emit, say
+from stillroom.errors import InputError
 from stillroom.runtime.gemma import DEFAULT_TEACHER
 from stillroom.trace.options import DEFAULT_QUESTIONS, ServedBy, TraceMode
 from stillroom.trace.suspects import parse_named
@@ -176,6 +178,14 @@ def trace(  # long: typer reads the options from this signature
     max_tokens: Annotated[
         int, typer.Option(rich_help_panel="Radioactivity (--key-file)", help="Tokens per answer.")
     ] = 128,
+    top_logprobs: Annotated[
+        int,
+        typer.Option(
+            rich_help_panel="Radioactivity (--key-file)",
+            help="--mode mass on an API suspect: the top log-probs asked for at each token "
+            "(OpenAI and vLLM allow up to 20).",
+        ),
+    ] = 20,
     temperature: Annotated[
         float,
         typer.Option(
@@ -214,7 +224,19 @@ def trace(  # long: typer reads the options from this signature
     ] = True,
     html: Annotated[
         Path | None,
-        typer.Option(rich_help_panel="Suspect and prompts", help="Also write an HTML report here."),
+        typer.Option(
+            rich_help_panel="Suspect and prompts",
+            help="Also write an HTML report here, rewritten after every look.",
+        ),
+    ] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            rich_help_panel="Suspect and prompts",
+            help="Also write the verdict as JSON here, rewritten after every look, so a run "
+            "cut off keeps what it found.",
+        ),
     ] = None,
     seed: Annotated[
         int, typer.Option(rich_help_panel="Suspect and prompts", help="Sampling seed.")
@@ -237,8 +259,9 @@ def trace(  # long: typer reads the options from this signature
     Example: stillroom trace URL --model rival-1 --candidate ours=gemma-3-270m
     --reference a=models/a --reference b=models/b --html trace.html
     """
+    from stillroom.reportkit.files import write_atomic
     from stillroom.trace.options import TraceOptions
-    from stillroom.trace.run import run_trace
+    from stillroom.trace.run import Verdict, run_trace
 
     options = parse_options(
         TraceOptions,
@@ -251,13 +274,26 @@ def trace(  # long: typer reads the options from this signature
         references=parse_named(reference or [], "--reference"), prompts=prompts,
         prompt_field=field, model=model, api_key=os.environ.get(api_key_env),
         tokenizer=tokenizer, budget=budget, target_p=target_p, max_tokens=max_tokens,
-        temperature=temperature, match_prompts=match_prompts, match_tokens=match_tokens,
-        alpha=alpha, probes=probes, seed=seed,
+        temperature=temperature, top_logprobs=top_logprobs, match_prompts=match_prompts,
+        match_tokens=match_tokens, alpha=alpha, probes=probes, seed=seed,
     )  # fmt: skip
-    verdict = run_trace(options, progress=say).as_dict()
-    if html is not None:
-        from stillroom.trace.report import write_html
+    for path in (html, json_out):
+        if path is not None and not path.parent.is_dir():
+            raise InputError(f"{path}: folder {path.parent} does not exist; create it first")
 
-        write_html(verdict, html)
-        say(f"report: {html}")
-    emit(verdict)
+    def keep(verdict: Verdict) -> None:
+        """The verdict so far, to the files asked for (each written whole, then renamed)."""
+        data = verdict.as_dict()
+        if json_out is not None:
+            write_atomic(json_out, json.dumps(data, indent=2, default=str) + "\n")
+        if html is not None:
+            from stillroom.trace.report import write_html
+
+            write_html(data, html)
+
+    verdict = run_trace(options, progress=say, checkpoint=keep)
+    keep(verdict)
+    for path in (json_out, html):
+        if path is not None:
+            say(f"written: {path}")
+    emit(verdict.as_dict())

@@ -18,7 +18,9 @@ DEFAULT_QUESTIONS = Path(__file__).with_name("questions.jsonl")
 class TraceMode(StrEnum):
     GENERATE = "generate"  # score the suspect's answers to our prompts
     READ = "read"  # its argmax predictions on our texts
-    MASS = "mass"  # its whole next-token distribution on unwatermarked texts
+    # its next-token distribution on unwatermarked texts (whole, or an API's top-k by
+    # echo), or an API's top-k on its own answers
+    MASS = "mass"
 
 
 class ServedBy(StrEnum):
@@ -59,6 +61,7 @@ class TraceOptions(VerbOptions):
     target_p: float = 1e-6
     max_tokens: int = 128
     temperature: float = Field(0.8, gt=0, le=2)  # the suspect samples its answers at
+    top_logprobs: int = Field(20, ge=1, le=20)  # mass through an API: top-k asked for
     match_prompts: int = 200
     match_tokens: int = 32
     alpha: float = 0.01
@@ -78,7 +81,10 @@ class TraceOptions(VerbOptions):
     def asks(self) -> bool:
         """Whether the suspect is asked the prompts: for output match, or for generating
         radioactivity."""
-        return bool(self.candidates) or (self.radioactive and self.mode == TraceMode.GENERATE)
+        generating = self.mode == TraceMode.GENERATE or (
+            self.mode == TraceMode.MASS and is_api(self.suspect) and self.texts is None
+        )
+        return bool(self.candidates) or (self.radioactive and generating)
 
     def combination_problems(self) -> list[tuple[str, str]]:
         found: list[tuple[str, str]] = []
@@ -89,13 +95,18 @@ class TraceOptions(VerbOptions):
                  "match)")
             )  # fmt: skip
         reading = self.mode != TraceMode.GENERATE and self.radioactive
-        if reading and self.texts is None:
+        # Through an API, mass mode reads its answers' log-probs when no texts are given.
+        api_mass = self.mode == TraceMode.MASS and is_api(self.suspect)
+        if reading and self.texts is None and not api_mass:
             found.append(
                 ("texts", "{mode} " + self.mode + " reads texts: give teacher answers (JSONL)")
             )
-        if reading and is_api(self.suspect):
+        if reading and is_api(self.suspect) and not api_mass:
             found.append(
-                ("mode", f"{self.mode} needs the suspect's weights; for an API use generate")
+                (
+                    "mode",
+                    f"{self.mode} needs the suspect's weights; for an API use generate or mass",
+                )
             )
         if self.baseline is not None and self.mode != TraceMode.MASS and self.served is None:
             found.append(

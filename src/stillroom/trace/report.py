@@ -42,10 +42,19 @@ def _p(v: float) -> str:
 def _radio(r: dict[str, Any] | None) -> dict[str, Any] | None:
     if not r:
         return None
-    if r.get("mode") == "mass":
-        return _radio_mass(r)
     read = r.get("mode") == "read"
     unit = "texts read" if read else "queries"
+    if r.get("running"):  # a look of a test still going: what it shows so far
+        rows = [
+            ("status", "running: not a verdict until the test stops"),
+            ("mode", r["mode"]),
+            ("key", r["key_id"]),
+            (f"p-value so far (x {len(r['looks'])} looks)", _p(r["p_value"])),
+            ("read or asked so far", f"{r['queries']:,}"),
+        ]
+        return {"rows": rows, "statement": r["statement"], "plot": _plot_looks(r, unit)}
+    if r.get("mode") == "mass":
+        return _radio_mass(r)
     rows = [
         ("mode", "reading our watermarked texts" if read else "the suspect's own answers"),
         ("key", r["key_id"]),
@@ -61,17 +70,22 @@ def _radio(r: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _radio_mass(r: dict[str, Any]) -> dict[str, Any]:
     base = r.get("baseline")
+    source = {
+        "api-texts": f"its API's top {r.get('top_k')} log-probs on unwatermarked texts (echo)",
+        "api-answers": f"its API's top {r.get('top_k')} log-probs on its own answers",
+    }.get(r.get("source", ""), "the suspect's next-token distributions on unwatermarked texts")
     rows = [
-        ("mode", "the suspect's next-token distributions on unwatermarked texts"),
+        ("mode", source),
         ("key", r["key_id"]),
         ("texts read / positions", f"{r['queries']:,} / {r['positions']:,}"),
         ("green mass", f"{r['green_mass']:.2%} ({r['gamma']:.0%} by chance)"),
         ("baseline", f"{base}: green mass {r['baseline_green_mass']:.2%}" if base else "none"),
         ("z-score", f"{r['z']:.2f}"),
-        ("p-value (saddlepoint)", _p(r["p_value"])),
+        (f"p-value (saddlepoint, x {len(r.get('looks') or [1])} looks)", _p(r["p_value"])),
         ("p-value bound (Chernoff, exact)", _p(r["p_bound"])),
     ]
-    return {"rows": rows, "statement": r.get("statement", ""), "plot": None}
+    plot = _plot_looks(r, "texts or answers read") if r.get("looks") else None
+    return {"rows": rows, "statement": r.get("statement", ""), "plot": plot}
 
 
 def _served(r: dict[str, Any] | None) -> dict[str, Any] | None:

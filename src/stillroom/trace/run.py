@@ -13,6 +13,7 @@ Every option problem is found before a model loads or a query is paid for.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -35,9 +36,14 @@ class Verdict:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def run_trace(options: TraceOptions, progress: Progress | None = None) -> Verdict:
+def run_trace(
+    options: TraceOptions,
+    progress: Progress | None = None,
+    checkpoint: Callable[[Verdict], None] | None = None,
+) -> Verdict:
     """Every test `options` asks for, in order served, radioactivity, output match, identity;
-    `progress` gets a line per look and per model loaded."""
+    `progress` gets a line per look and per model loaded, `checkpoint` the verdict so far
+    after each finished test and each look (a running test is marked "running")."""
     from stillroom.trace.suspects import open_suspect
 
     say = progress or (lambda line: None)
@@ -46,12 +52,21 @@ def run_trace(options: TraceOptions, progress: Progress | None = None) -> Verdic
     served = steps.read_served_checked(o) if o.served is not None else None
     who = open_suspect(o.suspect, model=o.model, api_key=o.api_key)
     verdict = Verdict(suspect=getattr(who, "name", o.suspect))
+    keep = checkpoint or (lambda v: None)
+
+    def running(part: dict[str, Any]) -> None:
+        verdict.radioactivity = part
+        keep(verdict)
+
     if served is not None:
         verdict.served = steps.served_answers(who, o, *served, say)
+        keep(verdict)
     if o.radioactive:
-        verdict.radioactivity = steps.radioactivity(who, o, asked, say)
+        verdict.radioactivity = steps.radioactivity(who, o, asked, say, running)
+        keep(verdict)
     if o.candidates:
         verdict.output_match = steps.output_match(who, o, asked, say)
+        keep(verdict)
     if o.probes:
         verdict.identity = steps.identity(who, o.seed)
     return verdict

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from stillroom.trace.options import ServedBy, TraceMode, TraceOptions
+from stillroom.trace.options import ServedBy, TraceMode, TraceOptions, is_api
 
 Progress = Callable[[str], None]
 
@@ -70,13 +70,41 @@ def served_answers(
 
 
 def look_line(look: Any) -> str:
+    if hasattr(look, "tuples_scored"):
+        return (
+            f"  {look.queries}: {look.tuples_scored} tuples, {look.green} green, "
+            f"p = {look.p_adjusted:.3g}"
+        )
     return (
-        f"  {look.queries}: {look.tuples_scored} tuples, {look.green} green, "
-        f"p = {look.p_adjusted:.3g}"
+        f"  {look.queries}: {look.positions} positions, z = {look.z:.2f}, p = {look.p_adjusted:.3g}"
     )
 
 
-def radioactivity(who: Any, o: TraceOptions, asked: list[str], say: Progress) -> dict[str, Any]:
+# Gets the radioactivity result so far after each look (a dict marked "running").
+Partial = Callable[[dict[str, Any]], None]
+
+
+def running_result(o: TraceOptions, key_id: str, looks: list[Any]) -> dict[str, Any]:
+    """What a look shows before the verdict: the looks so far, never a conclusion."""
+    last = looks[-1]
+    return {
+        "running": True,
+        "mode": o.mode.value,
+        "key_id": key_id,
+        "target_p": o.target_p,
+        "queries": last.queries,
+        "p_value": last.p_adjusted,
+        "looks": [asdict(look) for look in looks],
+        "statement": (
+            f"Running: p = {last.p_adjusted:.3g} after {last.queries} (corrected for "
+            f"{len(looks)} looks); not a verdict until the test stops."
+        ),
+    }
+
+
+def radioactivity(
+    who: Any, o: TraceOptions, asked: list[str], say: Progress, partial: Partial | None = None
+) -> dict[str, Any]:
     from stillroom.runtime.loading import load_tokenizer
     from stillroom.trace.statements import mass_statement, statement
     from stillroom.watermark.key import load_key
@@ -85,18 +113,17 @@ def radioactivity(who: Any, o: TraceOptions, asked: list[str], say: Progress) ->
     key = load_key(o.key_file)
     tok = load_tokenizer(o.tokenizer)
     model = getattr(who, "teacher", None)
-    if o.mode == TraceMode.MASS:
-        from stillroom.trace.mass import mass_test
-
-        found = mass_test(
-            o.suspect, our_texts(o, say), key, tok, baseline=o.baseline, budget=o.budget,
-            target_p=o.target_p, model=model,
-        )  # fmt: skip
-        return asdict(found) | {"statement": mass_statement(found)}
+    looks: list[Any] = []
 
     def show(look: Any) -> None:
         say(look_line(look))
+        looks.append(look)
+        if partial is not None:
+            partial(running_result(o, key.key_id, looks))
 
+    if o.mode == TraceMode.MASS:
+        found = _mass(o, key, tok, asked, model, show, say)
+        return asdict(found) | {"statement": mass_statement(found)}
     if o.mode == TraceMode.READ:
         from stillroom.trace.reading import read_mode_test
 
@@ -112,6 +139,35 @@ def radioactivity(who: Any, o: TraceOptions, asked: list[str], say: Progress) ->
             max_tokens=o.max_tokens, temperature=o.temperature, seed=o.seed,
         )  # fmt: skip
     return asdict(result) | {"statement": statement(result)}
+
+
+def _mass(
+    o: TraceOptions, key: Any, tok: Any, asked: list[str], model: Any, show: Any, say: Progress
+) -> Any:
+    """Green mass: on the weights here, or through the suspect's API log-probs (on our texts
+    by echo, or on its answers to the prompts when no texts are given)."""
+    from stillroom.teachers.local import LocalTeacher
+
+    texts = our_texts(o, say) if o.texts is not None else None
+    if not is_api(o.suspect):
+        from stillroom.trace.mass import mass_test
+
+        assert texts is not None  # checked with the other options
+        return mass_test(
+            o.suspect, texts, key, tok, baseline=o.baseline, budget=o.budget,
+            target_p=o.target_p, model=model, progress=show,
+        )  # fmt: skip
+    from stillroom.trace.api_mass import LogprobsApi, api_mass_test
+
+    assert o.model is not None  # checked when the suspect was opened
+    api = LogprobsApi(o.suspect, o.model, o.api_key, tok, k=o.top_logprobs)
+    base = LocalTeacher.load(o.baseline) if o.baseline is not None else None
+    say(f"reading the top {o.top_logprobs} log-probs of {api.name}")
+    return api_mass_test(
+        api, key, tok, texts=texts, prompts=None if texts else asked, baseline_model=base,
+        baseline=o.baseline, budget=o.budget, target_p=o.target_p, max_tokens=o.max_tokens,
+        temperature=o.temperature, seed=o.seed, progress=show,
+    )  # fmt: skip
 
 
 def our_texts(o: TraceOptions, say: Progress) -> list[str]:
