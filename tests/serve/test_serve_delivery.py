@@ -1,6 +1,7 @@
 """Whether each reply reached its client, in the gateway's log: a real gateway process (or the
 app under a real server) and real clients that stay, hang up before a slow reply, or leave a
-stream midway; SQLite and PostgreSQL."""
+stream midway; SQLite and PostgreSQL. The served-answer test then leaves out, and counts,
+what no client received."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from stillroom.serve.backends import UpstreamBackend
 from stillroom.serve.db import open_db, requests
 from stillroom.testing.fake_config import FakeServerConfig
 from stillroom.testing.fake_openai import start_fake_server
+from stillroom.trace.served import read_served
 from tests.helpers.replicas import fake_upstream, gateway_process
 from tests.helpers.serve import running
 
@@ -103,6 +105,10 @@ def test_a_real_gateway_marks_what_each_client_received(db: str) -> None:
         # Each row was committed before its reply, as ever: its id is the reply's.
         assert kept.json()["id"].startswith("chatcmpl-")
 
+    served = read_served(db, ["acme"])
+    assert [s.messages[0][1] for s in served] == ["kept", "streamed"]
+    assert served.undelivered_skipped == 1
+
 
 def slowed(stream: Any) -> Any:
     """A fault: `replies`' stream, each event a tenth of a second apart (a slow link)."""
@@ -153,3 +159,7 @@ def test_a_stream_left_midway_is_partial_and_left_out(
         )
         assert whole.text.rstrip().endswith("data: [DONE]")
         assert deliveries(db) == {"cut": "partial", "whole": "delivered"}
+
+    served = read_served(db, ["acme"])
+    assert [s.messages[0][1] for s in served] == ["whole"]
+    assert served.undelivered_skipped == 8  # the cut request's eight answers
