@@ -58,3 +58,27 @@ def test_every_column_of_a_row_is_stored_as_written(tmp_path: Path) -> None:
     with engine.connect() as conn:
         stored = dict(conn.execute(sa.select(requests)).one()._mapping)
     assert {k: stored[k] for k in vars(row)} == vars(row)
+
+
+def test_deliveries_are_marked_and_survive_a_refused_group(tmp_path: Path) -> None:
+    engine = open_db(str(tmp_path / "log.sqlite"))
+
+    async def run() -> None:
+        log = RequestLog(engine)
+        for rid in ("req_a", "req_b"):
+            row = _row(rid)
+            row.delivery = "sending"
+            await log.write(row)
+        log.mark("req_a", "delivered")
+        # The next group holds a row the database refuses: the mark that rides with it is
+        # committed on its own, not lost with someone else's row.
+        refused = asyncio.gather(log.write(_row("req_a")), return_exceptions=True)
+        log.mark("req_b", "client_gone")
+        assert [type(e) for e in await refused] == [LogWriteError]
+        log.mark("req_a", "partial")  # left for the close to commit
+        await log.aclose()
+
+    asyncio.run(run())
+    with engine.connect() as conn:
+        stored = dict(conn.execute(sa.select(requests.c.id, requests.c.delivery)).all())
+    assert stored == {"req_a": "partial", "req_b": "client_gone"}

@@ -3,8 +3,9 @@
 Every generation request goes: key (missing or unknown: 401, or 429 once the address has
 spent its keyless requests) -> account (blocked? 403) -> body, read only now and capped while
 it arrives (413) -> checks (400) -> limits (429 + Retry-After) -> backend -> one committed log
-row -> reply. A request that fails before the backend never reaches the model; a reply is
-never sent for a request the log does not hold; every refusal is in OpenAI's error envelope.
+row -> reply -> how the reply went out, in that row. A request that fails before the backend
+never reaches the model; a reply is never sent for a request the log does not hold; every
+refusal is in OpenAI's error envelope.
 """
 
 from __future__ import annotations
@@ -19,18 +20,20 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message, Receive, Scope, Send
 
 from stillroom.errors import APIError, BackendError, LogWriteError
 from stillroom.serve import replies
 from stillroom.serve.accounts import Principal
 from stillroom.serve.admin import admin_router
 from stillroom.serve.backends import Backend
+from stillroom.serve.db import CLIENT_GONE, DELIVERED, PARTIAL, SENDING
 from stillroom.serve.gateway import Gateway, ServeSettings
 from stillroom.serve.intake import BodyLimit, body_schema, document_bodies, read_body
-from stillroom.serve.log import LogRow, as_json
+from stillroom.serve.log import LogRow, RequestLog, as_json
 from stillroom.serve.schemas import ChatRequest, CompletionRequest
 
 
@@ -80,16 +83,12 @@ def create_app(  # long: the routes are closures over one gateway's state
 
     # The bodies are read in the routes, after `authenticate`: see `intake`.
     @app.post("/v1/chat/completions", response_model=None, openapi_extra=body_schema(ChatRequest))
-    async def chat(
-        request: Request, who: Principal = Depends(authenticate)
-    ) -> JSONResponse | StreamingResponse:
+    async def chat(request: Request, who: Principal = Depends(authenticate)) -> Response:
         body = await read_body(request, ChatRequest)
         return await _generate(gw, "chat.completions", body, request, who)
 
     @app.post("/v1/completions", response_model=None, openapi_extra=body_schema(CompletionRequest))
-    async def completions(
-        request: Request, who: Principal = Depends(authenticate)
-    ) -> JSONResponse | StreamingResponse:
+    async def completions(request: Request, who: Principal = Depends(authenticate)) -> Response:
         body = await read_body(request, CompletionRequest)
         return await _generate(gw, "completions", body, request, who)
 
@@ -193,7 +192,7 @@ async def _generate(  # long: one request from admission to its log row, in orde
     body: ChatRequest | CompletionRequest,
     request: Request,
     who: Principal,
-) -> JSONResponse | StreamingResponse:
+) -> Response:
     chat = isinstance(body, ChatRequest)
     backend = gw.backend
     if not backend.proxy and body.model != backend.model_id:  # a proxy lets upstream decide
@@ -244,6 +243,7 @@ async def _generate(  # long: one request from admission to its log row, in orde
     row.backend_ms = backend_ms
     row.watermark_key_id = answer.watermark_key_id
     row.latency_ms = (time.perf_counter() - request.state.started) * 1e3
+    row.delivery = SENDING  # until the reply is out: see `Delivered`
     try:
         await gw.log.write(row)
     except LogWriteError as e:
@@ -267,9 +267,66 @@ async def _generate(  # long: one request from admission to its log row, in orde
         stream = (replies.chat_stream if chat else replies.completion_stream)(
             answer, rid, created, include_usage
         )
-        return StreamingResponse(stream, media_type="text/event-stream", headers=timing)
+        streamed = StreamingResponse(stream, media_type="text/event-stream", headers=timing)
+        return Delivered(streamed, gw.log, rid)
     reply = (replies.chat_body if chat else replies.completion_body)(answer, rid, created)
-    return JSONResponse(reply, headers=timing)
+    return Delivered(JSONResponse(reply, headers=timing), gw.log, rid)
+
+
+class Delivered(Response):
+    """`reply` sent as it is; then its log row records whether its whole body reached the
+    client (the served-answer test counts only what a client received).
+
+    Delivered means the end of the body was handed to the connection with the client still
+    on it: what a server can know. The client may be gone before any of it ("client_gone"),
+    or leave a stream before its end ("partial", whatever the server did next)."""
+
+    def __init__(self, reply: Response, log: RequestLog, request_id: str) -> None:
+        # Not Response.__init__: the body, status and headers are all `reply`'s.
+        self.reply, self.log, self.request_id = reply, log, request_id
+        self.status_code, self.raw_headers = reply.status_code, reply.raw_headers
+        self.background = None  # FastAPI hangs its background tasks here
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        watch = _Watch(Request(scope, receive), send)
+        try:
+            await self.reply(scope, receive, watch.send)
+        finally:  # cancelled too (Starlette stops a stream whose client left): a row is marked
+            self.log.mark(self.request_id, watch.outcome())
+        if self.background is not None:
+            await self.background()
+
+
+class _Watch:
+    """An ASGI `send`, watched: whether any of the body went out, and whether its end did
+    with the client still there."""
+
+    def __init__(self, request: Request, send: Send) -> None:
+        self._request, self._send = request, send
+        self.started = self.ended = self.gone = False
+
+    async def send(self, message: Message) -> None:
+        body = message["type"] == "http.response.body"
+        last = body and not message.get("more_body", False)
+        # A server may drop a send to a closed connection without a word (uvicorn does), so
+        # the client is looked for before the first of the body and before its end.
+        # (Its body all read, the request's `receive` has nothing left but the disconnect,
+        # and `is_disconnected` takes only what is already there.)
+        if body and (last or not self.started) and not self.gone:
+            self.gone = await self._request.is_disconnected()
+        try:
+            await self._send(message)
+        except OSError:  # how an ASGI 2.4 server says the connection is closed
+            self.gone = True
+            raise
+        if body and not self.gone:
+            self.started = self.started or bool(message.get("body")) or last
+            self.ended = last
+
+    def outcome(self) -> str:
+        if self.ended:
+            return DELIVERED
+        return PARTIAL if self.started else CLIENT_GONE
 
 
 def _check_max_tokens(body: ChatRequest | CompletionRequest, limit: int) -> None:

@@ -65,7 +65,21 @@ requests = sa.Table(
     sa.Column("client_addr", sa.String(100)),
     sa.Column("user_agent", sa.Text),
     sa.Column("watermark_key_id", sa.String(40)),  # NULL: output not watermarked
+    # How the reply went out (DELIVERY): NULL for refusals, and for rows from before schema
+    # version 2, whose delivery is unknown (the served-answer test counts those as received).
+    sa.Column("delivery", sa.String(16)),
     sa.Index("ix_requests_account_time", "account_id", "created_at"),
+)
+
+# A served reply's row is committed before the reply goes, as "sending"; once the reply is
+# out, it becomes one of the three others. A row left "sending" was cut off by the server's
+# own end: not known to have been received.
+SENDING, DELIVERED, CLIENT_GONE, PARTIAL = "sending", "delivered", "client_gone", "partial"
+DELIVERY = (
+    SENDING,
+    DELIVERED,  # the whole body was handed to the connection, the client still on it
+    CLIENT_GONE,  # the client left before any of the body went out
+    PARTIAL,  # a stream the client left before its end
 )
 
 schema_migrations = sa.Table(
@@ -81,8 +95,14 @@ def _initial(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _delivery(conn: Connection) -> None:
+    # A database created since is made by `_initial` from today's table, column included.
+    if "delivery" not in {c["name"] for c in sa.inspect(conn).get_columns("requests")}:
+        conn.execute(sa.text("ALTER TABLE requests ADD COLUMN delivery VARCHAR(16)"))
+
+
 # Append-only: (version, what it does). Never edit a released entry; add a new one.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _initial)]
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _initial), (2, _delivery)]
 
 
 def database_url(db: str) -> str:

@@ -4,6 +4,9 @@ Rows are committed in groups (one transaction for whatever arrived while the pre
 was being written), so a busy server pays one commit per group, not per request. Each
 request waits for its own group's commit: if that fails, the request fails with a 500 and
 the client knows; nothing is answered that the log does not hold.
+
+How each reply then went out (`mark`: delivered, client gone, partial) is committed with a
+later group, and nobody waits for it: the client already has its reply, or never will.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from operator import attrgetter
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from stillroom.errors import LogWriteError as LogWriteError  # its home before the tree
@@ -47,6 +51,7 @@ class LogRow:
     client_addr: str | None = None
     user_agent: str | None = None
     watermark_key_id: str | None = None
+    delivery: str | None = None  # see `db.DELIVERY`
 
 
 def bounded(row: LogRow) -> LogRow:
@@ -66,8 +71,10 @@ class RequestLog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._pending: list[tuple[LogRow, asyncio.Future[None]]] = []
+        self._marks: list[tuple[str, str]] = []  # (delivery, request id), for the next group
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._busy = False  # a group is being committed
         self.written = 0
         # SQLite commits a group in well under a millisecond: see `in_process`.
         self._inline = in_process(engine)
@@ -80,49 +87,80 @@ class RequestLog:
             f"VALUES ({', '.join('?' * len(self._columns))})"
         )
         self._values = attrgetter(*self._columns)
+        self._mark_sql = f"UPDATE {requests.name} SET delivery = ? WHERE id = ?"
+        self._mark = (
+            requests.update()
+            .where(requests.c.id == sa.bindparam("rid"))
+            .values(delivery=sa.bindparam("state"))
+        )
         self._raw: Any = None
 
     async def write(self, row: LogRow) -> None:
         """Return once the row is committed; raise if it could not be."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._writer())
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((bounded(row), future))
-        self._wake.set()
+        self._start()
         await future
+
+    def mark(self, request_id: str, delivery: str) -> None:
+        """Record how a committed row's reply went out (`db.DELIVERY`). Committed with the
+        next group; never awaited: if it is lost, the row stays "sending", not received."""
+        self._marks.append((delivery, request_id))
+        self._start()
+
+    def _start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._writer())
+        self._wake.set()
 
     async def _writer(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending:
+            while self._pending or self._marks:
                 group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
-                rows = [row for row, _ in group]
+                marks, self._marks = self._marks[:MAX_GROUP], self._marks[MAX_GROUP:]
+                self._busy = True
                 try:
-                    if self._inline:
-                        self._insert(rows)
-                    else:
-                        await asyncio.to_thread(self._insert, rows)
+                    await self._commit([row for row, _ in group], marks)
                 except Exception as e:  # the database's own error: every waiter gets it
                     for _, future in group:
                         if not future.done():
                             future.set_exception(LogWriteError(str(e).splitlines()[0]))
+                    if group and marks:  # not lost for another request's refused row
+                        with contextlib.suppress(Exception):
+                            await self._commit([], marks)
                 else:
                     self.written += len(group)
                     for _, future in group:
                         if not future.done():
                             future.set_result(None)
+                finally:
+                    self._busy = False
 
-    def _insert(self, rows: list[LogRow]) -> None:
+    async def _commit(self, rows: list[LogRow], marks: list[tuple[str, str]]) -> None:
+        if self._inline:
+            self._insert(rows, marks)
+        else:
+            await asyncio.to_thread(self._insert, rows, marks)
+
+    def _insert(self, rows: list[LogRow], marks: list[tuple[str, str]]) -> None:
+        """One transaction: the new rows, then the delivery of earlier ones."""
         if not self._inline:
             with self.engine.begin() as conn:
-                conn.execute(requests.insert(), [asdict(r) for r in rows])
+                if rows:
+                    conn.execute(requests.insert(), [asdict(r) for r in rows])
+                if marks:
+                    conn.execute(self._mark, [{"state": d, "rid": i} for d, i in marks])
             return
         if self._raw is None:  # the pool's connection, kept: it has the engine's pragmas
             self._raw = self.engine.raw_connection()
         driver = self._raw.driver_connection
         try:
-            driver.executemany(self._sql, [self._values(r) for r in rows])
+            if rows:
+                driver.executemany(self._sql, [self._values(r) for r in rows])
+            if marks:
+                driver.executemany(self._mark_sql, marks)
             driver.commit()
         except BaseException:
             driver.rollback()  # nothing of a refused group stays pending for the next one
@@ -130,7 +168,7 @@ class RequestLog:
 
     async def aclose(self) -> None:
         if self._task is not None:
-            while self._pending:
+            while self._pending or self._marks or self._busy:
                 await asyncio.sleep(0.001)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

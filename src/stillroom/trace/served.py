@@ -24,7 +24,10 @@ Two choices of g:
 
 What it needs is what makes it exact: F must come from the same model, sampling parameters
 and watermark key that served S. The log records the parameters and the key's id; the test
-refuses a key that does not match.
+refuses a key that does not match. And S must have reached the account: an answer whose
+client was gone before it was sent, or left its stream before the end, is left out (and
+counted), since nobody could have trained on it. Rows logged before the gateway recorded
+delivery say nothing about it; they are taken as received.
 
 What it proves is narrower than radioactivity in one way and stronger in another. It needs
 the served texts, and says nothing about a model that learned only from other accounts. But
@@ -45,6 +48,7 @@ import numpy as np
 
 from stillroom.errors import InputError
 from stillroom.reportkit.files import write_atomic
+from stillroom.trace.statements import never_received
 from stillroom.trace.tail import Tail, upper_tail
 
 Messages = tuple[tuple[str, str], ...]
@@ -79,6 +83,21 @@ class ServedResult:
     p_value: float
     p_bound: float
     baseline: str | None = None
+    undelivered_skipped: int = 0  # answers the clients never received, left out
+
+
+class ServedAnswers(list[Served]):
+    """`read_served`'s answers, with the count of those it left out as never received."""
+
+    def __init__(self, items: Sequence[Served], undelivered_skipped: int = 0) -> None:
+        super().__init__(items)
+        self.undelivered_skipped = undelivered_skipped
+
+
+def skipped_count(served: Sequence[Served]) -> int:
+    """How many answers `read_served` left out of `served` as never received (0 if it did
+    not come from there)."""
+    return served.undelivered_skipped if isinstance(served, ServedAnswers) else 0
 
 
 def _account_ids(known: dict[str, str], accounts: Sequence[str], log: str) -> list[str]:
@@ -97,12 +116,13 @@ def _account_ids(known: dict[str, str], accounts: Sequence[str], log: str) -> li
     return ids
 
 
-def read_served(log: str, accounts: Sequence[str], *, limit: int | None = None) -> list[Served]:
-    """The chat answers the gateway served to `accounts` (names or ids), oldest first."""
+def read_served(log: str, accounts: Sequence[str], *, limit: int | None = None) -> ServedAnswers:
+    """The chat answers the gateway served to `accounts` (names or ids) and their clients
+    received, oldest first; those never received are left out, and counted."""
     import sqlalchemy as sa
 
+    from stillroom.serve.db import DELIVERED, open_db
     from stillroom.serve.db import accounts as accounts_table
-    from stillroom.serve.db import open_db, requests
 
     if "://" not in log and not Path(log).expanduser().is_file():
         raise InputError(
@@ -116,36 +136,64 @@ def read_served(log: str, accounts: Sequence[str], *, limit: int | None = None) 
         with engine.connect() as conn:
             names = sa.select(accounts_table.c.name, accounts_table.c.id)
             ids = _account_ids({row.name: row.id for row in conn.execute(names)}, accounts, log)
-            query = (
-                sa.select(
-                    requests.c.id,
-                    requests.c.messages,
-                    requests.c.params,
-                    requests.c.response_text,
-                    requests.c.watermark_key_id,
-                )
-                .where(requests.c.account_id.in_(ids))
-                .where(requests.c.status == 200)
-                .where(requests.c.endpoint == "chat.completions")
-                .order_by(requests.c.created_at, requests.c.id)
-            )
-            rows = list(conn.execute(query))
+            rows = _answered(conn, ids)
     finally:
         engine.dispose()
     out: list[Served] = []
+    skipped = 0
     for row in rows:
-        messages = tuple((m["role"], m["content"]) for m in json.loads(row.messages or "[]"))
-        texts = json.loads(row.response_text or "[]")
-        for choice, text in enumerate(texts):
-            if messages and text:
-                params = json.loads(row.params or "{}")
-                out.append(Served(row.id, choice, messages, params, text, row.watermark_key_id))
+        answers = _answers(row)
+        # NULL: logged before the gateway recorded delivery, so unknown; taken as received.
+        # "sending" (the gateway stopped mid-reply) is not known to have been: left out.
+        if row.delivery in (None, DELIVERED):
+            out.extend(answers)
+        else:
+            skipped += len(answers)
     if not out:
+        never = f" ({never_received(skipped)})" if skipped else ""
         raise InputError(
-            f"--served {log}: no answered chat requests from {', '.join(accounts)}; check "
-            "the account names (`stillroom admin accounts list`)"
+            f"--served {log}: no answered chat requests from {', '.join(accounts)}{never}; "
+            "check the account names (`stillroom admin accounts list`)"
         )
-    return out[:limit] if limit else out
+    return ServedAnswers(out[:limit] if limit else out, skipped)
+
+
+def _answered(conn: Any, ids: list[str]) -> list[Any]:
+    """The accounts' answered chat requests, oldest first, each with how its reply went out
+    (None throughout a log older than that column)."""
+    import sqlalchemy as sa
+
+    from stillroom.serve.db import requests
+
+    columns = {c["name"] for c in sa.inspect(conn).get_columns(requests.name)}
+    delivery = requests.c.delivery if "delivery" in columns else sa.null()
+    query = (
+        sa.select(
+            requests.c.id,
+            requests.c.messages,
+            requests.c.params,
+            requests.c.response_text,
+            requests.c.watermark_key_id,
+            delivery.label("delivery"),
+        )
+        .where(requests.c.account_id.in_(ids))
+        .where(requests.c.status == 200)
+        .where(requests.c.endpoint == "chat.completions")
+        .order_by(requests.c.created_at, requests.c.id)
+    )
+    return list(conn.execute(query))
+
+
+def _answers(row: Any) -> list[Served]:
+    """A logged request's answers: one per choice with text (and a prompt to ask again)."""
+    messages = tuple((m["role"], m["content"]) for m in json.loads(row.messages or "[]"))
+    texts = json.loads(row.response_text or "[]")
+    params = json.loads(row.params or "{}")
+    return [
+        Served(row.id, choice, messages, params, text, row.watermark_key_id)
+        for choice, text in enumerate(texts)
+        if messages and text
+    ]
 
 
 def replay_seed(served: Sequence[Served], seed: int) -> int:
@@ -294,7 +342,13 @@ def paired_test(d: np.ndarray) -> Tail:
 
 
 def summarize(
-    d: np.ndarray, *, scoring: str, accounts: Sequence[str], queries: int, baseline: str | None
+    d: np.ndarray,
+    *,
+    scoring: str,
+    accounts: Sequence[str],
+    queries: int,
+    baseline: str | None,
+    undelivered_skipped: int = 0,
 ) -> ServedResult:
     tail = paired_test(d)
     finite = d[np.isfinite(d)]
@@ -310,6 +364,7 @@ def summarize(
         p_value=tail.p_value,
         p_bound=tail.p_bound,
         baseline=baseline,
+        undelivered_skipped=undelivered_skipped,
     )
 
 
@@ -339,7 +394,12 @@ def likelihood_test(
     if baseline is not None:
         d = d - preference(baseline)
     return summarize(
-        d, scoring="likelihood", accounts=accounts, queries=2 * len(served), baseline=baseline
+        d,
+        scoring="likelihood",
+        accounts=accounts,
+        queries=2 * len(served),
+        baseline=baseline,
+        undelivered_skipped=skipped_count(served),
     )
 
 
@@ -369,4 +429,11 @@ def answers_test(
             for a, i in zip(said, usable, strict=True)
         ]
     )
-    return summarize(d, scoring="answers", accounts=accounts, queries=len(usable), baseline=None)
+    return summarize(
+        d,
+        scoring="answers",
+        accounts=accounts,
+        queries=len(usable),
+        baseline=None,
+        undelivered_skipped=skipped_count(served),
+    )

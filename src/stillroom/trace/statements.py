@@ -67,15 +67,24 @@ def served_statement(r: ServedResult) -> str:
         f"answer to the same request, the suspect {how} than its twin in {r.wins} "
         f"(z = {r.z:.2f}, p = {r.p_value:.2g}, at most {r.p_bound:.2g} with no approximation)"
     )
+    # Answers a suspect could not have trained on: said, so the count above is understood.
+    left_out = f" {never_received(r.undelivered_skipped)}." if r.undelivered_skipped else ""
     if r.p_value < 1e-3:
         return (
             f"{where}. A model that never trained on those served answers prefers them over "
             "equally likely twins this strongly with at most that probability. It shows the "
             "suspect learned from what these accounts received; it does not show how much of "
-            "its training data that was, nor who trained it."
+            "its training data that was, nor who trained it." + left_out
         )
     return (
         f"{where}: no strong evidence. This does not show the suspect never saw them: a "
         "small share of its data, or a model that learned little from each answer, leaves "
-        "too weak a trace."
+        "too weak a trace." + left_out
     )
+
+
+def never_received(n: int) -> str:
+    """How the served-answer test says it left out answers whose client never got them."""
+    if n == 1:
+        return "1 answer the client never received was left out"
+    return f"{n} answers the client never received were left out"
