@@ -244,3 +244,30 @@ def test_options_that_cannot_work_are_refused_before_any_model_loads(
         res = CliRunner().invoke(app, base + extra)
         assert isinstance(res.exception, InputError) and message in str(res.exception), extra
         assert "Loading weights" not in res.output
+
+
+def test_the_likelihood_test_runs_through_an_api_with_prompt_logprobs(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """The suspects behind a real gateway, read only through `echo` with `logprobs`."""
+    from stillroom.trace.api_mass import LogprobsApi
+
+    root, items = world["root"], read_served(world["db"], ["harvester"])
+    fresh = replay(items, world["teacher"], seed=0)
+    tok = world["teacher"].tokenizer
+    results = {}
+    for name in ("student", "control"):
+        model = LocalTeacher.load(str(root / name), batch_size=16)
+        engine = open_db(str(tmp_path / f"{name}.sqlite"))
+        backend = LocalBackend(model, default_max_tokens=8, max_tokens_limit=64)
+        key = acc.create_account(engine, "tracer")[1].key
+        with running(create_app(engine, backend)) as url:
+            api = LogprobsApi(url, backend.model_id, key, tok)
+            results[name] = likelihood_test(
+                name, items, fresh, accounts=["harvester"], api=api, tokenizer=tok,
+                baseline=str(root / "teacher"),
+            )  # fmt: skip
+        engine.dispose()
+    caught, control = results["student"], results["control"]
+    assert caught.pairs == PROMPTS and caught.p_value < 1e-6, caught
+    assert control.p_value > 0.001, control

@@ -121,7 +121,7 @@ class LogprobsApi:
     def text_topk(self, texts: Sequence[str]) -> list[TopK]:
         """The suspect's top-k at every token of each text (echo; the first has none)."""
 
-        async def one(client: Any, _i: int, text: str) -> TopK:
+        async def one(client: Any, _i: int, text: str) -> tuple[TopK, bool]:
             reply = await self._create(
                 client.completions.create,
                 model=self.model, prompt=text, echo=True, max_tokens=1, temperature=0,
@@ -136,7 +136,24 @@ class LogprobsApi:
                 (self.token_ids(tok), [(self.token_ids(a), v) for a, v in (top or {}).items()])
                 for tok, top in zip(lp.tokens[:n], tops[:n], strict=True)
             ]
-            return _top_k(rows, self.k)
+            return _top_k(rows, self.k), self._spells(lp.tokens[:n], text)
+
+        return self._ids_checked(lambda: self._all(one, texts))
+
+    def echo_logprobs(self, texts: Sequence[str]) -> list[tuple[list[int], list[Any]]]:
+        """(character offset, log-prob) of every token of each text, as the API read it;
+        the first token's log-prob is None."""
+
+        async def one(client: Any, _i: int, text: str) -> tuple[list[int], list[Any]]:
+            reply = await client.completions.create(
+                model=self.model, prompt=text, echo=True, max_tokens=1, temperature=0,
+                logprobs=0,
+            )  # fmt: skip
+            lp = reply.choices[0].logprobs
+            if lp is None or not lp.tokens or lp.text_offset is None:
+                raise InputError(f"{self.name}: echo returned no log-probs for a text")
+            n = len(lp.tokens) - 1  # the last token is the one generated after the text
+            return list(lp.text_offset[:n]), list((lp.token_logprobs or [None] * n)[:n])
 
         return self._all(one, texts)
 
@@ -145,7 +162,7 @@ class LogprobsApi:
     ) -> list[TopK]:
         """The suspect's answer to each prompt, with its top-k at every token it wrote."""
 
-        async def one(client: Any, i: int, prompt: str) -> TopK:
+        async def one(client: Any, i: int, prompt: str) -> tuple[TopK, bool]:
             reply = await self._create(
                 client.chat.completions.create,
                 model=self.model, messages=[{"role": "user", "content": prompt}],
@@ -160,9 +177,27 @@ class LogprobsApi:
                 )
                 for t in content
             ]
-            return _top_k(rows, self.k)
+            said = reply.choices[0].message.content or ""
+            return _top_k(rows, self.k), self._spells([t.token for t in content], said)
 
-        return self._all(one, prompts)
+        return self._ids_checked(lambda: self._all(one, prompts))
+
+    def _spells(self, tokens: Sequence[str], text: str) -> bool:
+        """Whether ids the API returned spell `text` in the teacher's tokenizer: if not, the
+        suspect has a tokenizer of its own and its ids mean other tokens."""
+        if not self.ask_ids or not tokens or not tokens[0].startswith(TOKEN_ID):
+            return True
+        ids = [int(t[len(TOKEN_ID) :]) for t in tokens]
+        decoded = self.token_ids.tokenizer.decode(ids, skip_special_tokens=True)
+        return bool(decoded.strip() == text.strip())
+
+    def _ids_checked(self, read: Callable[[], list[Any]]) -> list[TopK]:
+        """Read; if most token ids do not spell their texts, read again by token strings."""
+        got = read()
+        if self.ask_ids and sum(not ok for _, ok in got) > len(got) / 2:
+            self.ask_ids = False  # its own tokenizer: map tokens by their text instead
+            got = read()
+        return [top for top, _ in got]
 
     async def _create(self, call: Callable[..., Any], **body: Any) -> Any:
         import openai
@@ -176,16 +211,16 @@ class LogprobsApi:
                 self.ask_ids = False  # not vLLM: token strings, mapped by their text
         return await call(**body)
 
-    def _all(self, one: Any, items: Sequence[str]) -> list[TopK]:
+    def _all(self, one: Any, items: Sequence[str]) -> list[Any]:
         """`one(client, i, item)` for every item, `concurrency` at a time, in order."""
 
-        async def run() -> list[TopK]:
+        async def run() -> list[Any]:
             import openai
 
             client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=4)
             sem = asyncio.Semaphore(self.concurrency)
 
-            async def bounded(i: int, item: str) -> TopK:
+            async def bounded(i: int, item: str) -> Any:
                 async with sem:
                     return await one(client, i, item)
 

@@ -24,7 +24,9 @@ class TraceMode(StrEnum):
 
 
 class ServedBy(StrEnum):
-    LIKELIHOOD = "likelihood"  # open weights: likelihood of served answers vs their twins
+    # likelihood of served answers vs their twins: open weights, or an API's prompt
+    # log-probs (echo)
+    LIKELIHOOD = "likelihood"
     ANSWERS = "answers"  # an API: are its greedy answers closer to the served ones
 
 
@@ -111,10 +113,6 @@ class TraceOptions(VerbOptions):
         if self.baseline is not None and self.mode != TraceMode.MASS and self.served is None:
             found.append(
                 ("baseline", "is for {mode} mass or {served}: drop {baseline} or add one of them")
-            )
-        if self.served_by == ServedBy.LIKELIHOOD and is_api(self.suspect):
-            found.append(
-                ("served_by", "likelihood needs the suspect's weights; for an API use answers")
             )
         if (
             self.baseline is not None

@@ -375,8 +375,12 @@ def likelihood_test(
     *,
     accounts: Sequence[str],
     baseline: str | None = None,
+    api: Any = None,
+    tokenizer: Any = None,
 ) -> ServedResult:
-    """Open weights: does the suspect find the served answers likelier than their twins?"""
+    """Does the suspect find the served answers likelier than their twins? With open
+    weights (`suspect` a folder), or through `api` (a `LogprobsApi` that echoes prompt
+    log-probs; `tokenizer` renders the chat prompts)."""
     from stillroom.teachers.local import LocalTeacher
 
     messages = [s.messages for s in served]
@@ -390,7 +394,13 @@ def likelihood_test(
         finally:
             del lm
 
-    d = preference(suspect)
+    if api is not None:
+        from stillroom.trace.api_likelihood import api_answer_logprobs
+
+        d = api_answer_logprobs(api, tokenizer, messages, [s.text for s in served])
+        d = d - api_answer_logprobs(api, tokenizer, messages, list(fresh))
+    else:
+        d = preference(suspect)
     if baseline is not None:
         d = d - preference(baseline)
     return summarize(

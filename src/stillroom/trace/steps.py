@@ -57,9 +57,18 @@ def served_answers(
         cache=o.replays,
     )
     if o.scoring == ServedBy.LIKELIHOOD:
+        from stillroom.runtime.loading import load_tokenizer
+
+        api, tok = None, None
+        if is_api(o.suspect):  # prompt log-probs through the API (echo)
+            from stillroom.trace.api_mass import LogprobsApi
+
+            tok = load_tokenizer(o.tokenizer)
+            api = LogprobsApi(o.suspect, o.model or "", o.api_key, tok)
         result = st.likelihood_test(
-            o.suspect, items, fresh, accounts=o.accounts, baseline=o.baseline
-        )
+            o.suspect, items, fresh, accounts=o.accounts, baseline=o.baseline, api=api,
+            tokenizer=tok,
+        )  # fmt: skip
     else:
         from stillroom.runtime.loading import load_tokenizer
 
