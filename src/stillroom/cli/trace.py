@@ -114,8 +114,9 @@ def trace(  # long: typer reads the options from this signature
         ServedBy | None,
         typer.Option(
             rich_help_panel="Served answers (--served)",
-            help="--served: 'likelihood' (open weights, the default for a folder) or "
-            "'answers' (its greedy answers, the only way for an API).",
+            help="--served: 'likelihood' (its log-probs of each answer: open weights, the "
+            "default for a folder, or an API that echoes prompt log-probs) or 'answers' (its "
+            "greedy answers, the default for an API).",
         ),
     ] = None,
     candidate: Annotated[
