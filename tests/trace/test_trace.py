@@ -15,7 +15,7 @@ import pytest
 from stillroom.teachers.local import LocalTeacher
 from stillroom.trace.probes import identity_probes, makers_named
 from stillroom.trace.radioactivity import TupleScore, planned_looks, radioactivity_test
-from stillroom.trace.suspects import LocalSuspect
+from stillroom.trace.suspects import LocalSuspect, suspect_dtype
 from stillroom.watermark.greenlist import GreenList
 from stillroom.watermark.key import WatermarkKey, generate_key
 from tests.helpers.tiny_models import SENTENCES, make_tiny_lm
@@ -157,3 +157,14 @@ def test_a_local_suspect_samples_on_one_thread_then_restores_torch(tiny: Path) -
     suspect.teacher.generate = counted  # type: ignore[method-assign]
     suspect.answer(PROMPTS[:2], max_tokens=4, temperature=1.0, seed=0)
     assert seen == [1] and torch.get_num_threads() == before
+
+
+def test_a_suspect_folder_answers_with_a_fast_copy_and_reads_as_asked(tiny: Path) -> None:
+    import torch
+
+    suspect = LocalSuspect(str(tiny))
+    suspect.answer(PROMPTS[:2], max_tokens=4, temperature=1.0, seed=0)
+    assert suspect._teacher is None  # answering loads no reading model
+    assert suspect.answerer.lm.dtype == getattr(torch, suspect_dtype())
+    assert suspect.batch_size == 64
+    assert suspect.teacher.lm.dtype == torch.float32 and suspect.teacher.batch_size == 16

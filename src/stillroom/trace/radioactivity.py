@@ -15,11 +15,11 @@ the null, so:
 
 The null needs only the suspect's sampling to be independent of the key, so how it samples
 is free as long as it does not read the key. An open-weights suspect (`LocalSuspect`) keeps
-no log-probs, samples 64 answers at a time on one torch thread, and runs in bfloat16 where
-the CPU has native bfloat16 arithmetic: ~7x the queries per CPU-minute of float32 batches of
-16 on a 262k-vocabulary suspect (benchmarks/trace_generate_speed.py). Its answers are still
-drawn from its own distribution at the requested temperature (exact inverse-CDF sampling),
-of its bfloat16 weights.
+no log-probs, samples 64 answers at a time on one torch thread, and answers from a bfloat16
+copy of its weights where the CPU has native bfloat16 arithmetic: several times the queries
+per CPU-minute of float32 batches of 16 on a 262k-vocabulary suspect
+(benchmarks/trace_generate_speed.py). Its answers are still drawn from its own distribution
+at the requested temperature (exact inverse-CDF sampling), of those bfloat16 weights.
 """
 
 from __future__ import annotations
