@@ -132,6 +132,17 @@ def test_seeded_sampling_is_reproducible(teacher: LocalTeacher) -> None:
     assert teacher.generate([resample])[0].choices[0].text != a[0]
 
 
+def test_text_only_generation_samples_the_same_tokens(teacher: LocalTeacher) -> None:
+    # logprobs=False skips the bookkeeping, not the draw: same seeds, same tokens.
+    for params in (dict(temperature=0.8, seed=3), dict(temperature=1.0, top_p=0.9, seed=4)):
+        asked = requests(PROMPTS, max_tokens=12, top_logprobs=3, stop=("e",), **params)
+        full, lean = teacher.generate(asked), teacher.generate(asked, logprobs=False)
+        for f, c in zip(full, lean, strict=True):
+            assert c.choices[0].text == f.choices[0].text
+            assert c.choices[0].token_ids == f.choices[0].token_ids
+            assert c.choices[0].token_logprobs is None and c.choices[0].top_ids is None
+
+
 def test_stop_string_truncates_text_and_tokens(teacher: LocalTeacher) -> None:
     (base,) = teacher.generate(requests(PROMPTS[:1], max_tokens=20, top_logprobs=3))
     text = base.choices[0].text

@@ -15,7 +15,7 @@ import pytest
 from stillroom.teachers.local import LocalTeacher
 from stillroom.trace.probes import identity_probes, makers_named
 from stillroom.trace.radioactivity import TupleScore, planned_looks, radioactivity_test
-from stillroom.trace.suspects import LocalSuspect
+from stillroom.trace.suspects import LocalSuspect, suspect_dtype
 from stillroom.watermark.greenlist import GreenList
 from stillroom.watermark.key import WatermarkKey, generate_key
 from tests.helpers.tiny_models import SENTENCES, make_tiny_lm
@@ -107,3 +107,64 @@ def test_identity_probes_report_named_makers(tiny: Path) -> None:
     assert result.claims == {"Google": 4}
     real = identity_probes(Suspect(LocalTeacher.load(str(tiny))), max_tokens=8)
     assert len(real.answers) == 5 and all(isinstance(a["answer"], str) for a in real.answers)
+
+
+class Canned:
+    """A suspect that answers at once, keeping the seeds and batches it was asked with."""
+
+    batch_size = 16
+    name = "canned"
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[int, int]] = []  # (batch length, seed)
+
+    def answer(
+        self, prompts: list[str], *, max_tokens: int, temperature: float, seed: int
+    ) -> list[str]:
+        self.asked.append((len(prompts), seed))
+        return [f"answer {seed + i} to {p}" for i, p in enumerate(prompts)]
+
+
+def test_progress_after_each_batch_before_each_look(tiny: Path) -> None:
+    tok = LocalTeacher.load(str(tiny)).tokenizer
+    suspect, batches, looks = Canned(), [], []
+    radioactivity_test(
+        suspect, PROMPTS, generate_key(), tok, budget=120, target_p=0.0,
+        progress=lambda look: looks.append(look.queries),
+        progress_batch=lambda answered, upto: batches.append((answered, upto)),
+    )  # fmt: skip
+    assert looks == [50, 100, 120]
+    assert batches == [
+        (16, 50), (32, 50), (48, 50), (50, 50), (66, 100), (82, 100), (98, 100), (100, 100),
+        (116, 120), (120, 120),
+    ]  # fmt: skip
+    # A batch's seed is the first query's index (plus the seed): query i always has seed i.
+    starts = [0, 16, 32, 48, 50, 66, 82, 98, 100, 116]
+    assert [s for _, s in suspect.asked] == starts
+
+
+def test_a_local_suspect_samples_on_one_thread_then_restores_torch(tiny: Path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    suspect = Suspect(LocalTeacher.load(str(tiny)))
+    generate, seen = suspect.teacher.generate, []
+
+    def counted(*args: Any, **kw: Any) -> Any:
+        seen.append(torch.get_num_threads())
+        return generate(*args, **kw)
+
+    suspect.teacher.generate = counted  # type: ignore[method-assign]
+    suspect.answer(PROMPTS[:2], max_tokens=4, temperature=1.0, seed=0)
+    assert seen == [1] and torch.get_num_threads() == before
+
+
+def test_a_suspect_folder_answers_with_a_fast_copy_and_reads_as_asked(tiny: Path) -> None:
+    import torch
+
+    suspect = LocalSuspect(str(tiny))
+    suspect.answer(PROMPTS[:2], max_tokens=4, temperature=1.0, seed=0)
+    assert suspect._teacher is None  # answering loads no reading model
+    assert suspect.answerer.lm.dtype == getattr(torch, suspect_dtype())
+    assert suspect.batch_size == 64
+    assert suspect.teacher.lm.dtype == torch.float32 and suspect.teacher.batch_size == 16

@@ -1,8 +1,9 @@
 """The sampling loop: our own loop over the KV cache rather than `model.generate`.
 
 Each row samples from its own seeded generator (the same seed gives the same sample in any
-batch), finished rows leave the batch, and stop strings end a row as soon as they appear. At
-every step the row's top-k log-probs are kept, taken from the logits at temperature 1
+batch), finished rows leave the batch, and stop strings end a row as soon as they appear.
+Unless the caller asks for token ids only (`Decoding.logprobs`), at every step the row's
+log-prob of its token and its top-k log-probs are kept, taken from the logits at temperature 1
 (after the logits processor, if any, before temperature or top-p): the distribution the
 token was drawn from, not the sampler's warped one. Each step is reduced to top-k as it is
 made, so the (steps, batch, vocab) logits never pile up.
@@ -53,6 +54,9 @@ class Decoding:
     eos_token_ids: frozenset[int]
     decode_text: Callable[[list[int]], str]  # for stop strings
     processor: LogitsProcessor | None
+    # False: rows keep their token ids only (a caller that reads text, such as the trace,
+    # skips the full-vocabulary normalisation and top-k of every step).
+    logprobs: bool = True
 
     def ends_in_stop(self, ids: list[int]) -> bool:
         stop = self.params.stop
@@ -124,22 +128,12 @@ def _step(
     if how.processor is not None:  # first: what is recorded is what is sampled from
         width = how.processor.context_width
         logits = how.processor(logits, [row.context(width) for row in rows])  # (A, V)
-    # Log-probs of the raw (or processed) logits at temperature 1, only where needed.
-    norm = torch.logsumexp(logits, dim=-1, keepdim=True)  # (A, 1)
-    next_ids = pick(logits, params, generators)  # (A,)
-    chosen = (logits.gather(1, next_ids[:, None]) - norm)[:, 0].cpu().numpy()  # (A,)
-    k = min(params.top_logprobs, logits.shape[-1])
-    if k:
-        top_logits, top_ids = logits.topk(k, dim=-1)  # (A, k), sorted descending
-        top_lp = top_logits - norm
-        top_lp_np = top_lp.cpu().numpy().astype(np.float32)
-        top_ids_np = top_ids.cpu().numpy().astype(np.int64)
-    for i, (row, token) in enumerate(zip(rows, next_ids.tolist(), strict=True)):
+    # Without log-probs nothing reads the logits after sampling, which may overwrite them.
+    next_ids = pick(logits, params, generators, scratch=not how.logprobs)  # (A,)
+    if how.logprobs:
+        _record(logits, next_ids, rows, params.top_logprobs)
+    for row, token in zip(rows, next_ids.tolist(), strict=True):
         row.ids.append(token)
-        row.logprobs.append(float(chosen[i]))
-        if k:
-            row.top_ids.append(top_ids_np[i])
-            row.top_logprobs.append(top_lp_np[i])
         if token in how.eos_token_ids:
             row.finish = "stop"
         elif params.stop and how.ends_in_stop(row.ids):
@@ -147,3 +141,19 @@ def _step(
         elif len(row.ids) >= limit:
             row.finish = "length"
     return next_ids
+
+
+def _record(logits: torch.Tensor, next_ids: torch.Tensor, rows: list[Row], top: int) -> None:
+    """Each row's log-prob of its token and its top-k, from the logits at temperature 1."""
+    norm = torch.logsumexp(logits, dim=-1, keepdim=True)  # (A, 1)
+    chosen = (logits.gather(1, next_ids[:, None]) - norm)[:, 0].tolist()  # (A,)
+    k = min(top, logits.shape[-1])
+    if k:
+        top_logits, top_ids = logits.topk(k, dim=-1)  # (A, k), sorted descending
+        top_lp_np = (top_logits - norm).cpu().numpy().astype(np.float32)
+        top_ids_np = top_ids.cpu().numpy().astype(np.int64)
+    for i, row in enumerate(rows):
+        row.logprobs.append(chosen[i])
+        if k:
+            row.top_ids.append(top_ids_np[i])
+            row.top_logprobs.append(top_lp_np[i])

@@ -2,6 +2,10 @@
 
 A `LogitsProcessor` (the watermark's, for one) is handed in by whoever owns it: the runtime
 only calls it, so it knows nothing of keys or green lists.
+
+A sampled token is the inverse CDF of the tempered softmax at one uniform draw from the row's
+own generator, found in two levels (a block of ids by the blocks' masses, then an id within
+it) so that a 262k-wide row costs a few elementwise passes rather than a serial cumsum.
 """
 
 from __future__ import annotations
@@ -10,6 +14,9 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import torch
+
+# Vocabulary block of the two-level inverse CDF: ~sqrt(262k), so both levels stay short.
+_BLOCK = 512
 
 
 class LogitsProcessor(Protocol):
@@ -56,24 +63,65 @@ def generator(seed: int, device: torch.device) -> torch.Generator:
 
 
 def pick(
-    logits: torch.Tensor, params: SamplingParams, generators: list[torch.Generator]
+    logits: torch.Tensor,
+    params: SamplingParams,
+    generators: list[torch.Generator],
+    scratch: bool = False,
 ) -> torch.Tensor:
     """Next token per row: greedy when temperature is None or 0, else sampled. (A, V) -> (A,)
 
-    Sampling inverts the CDF with one uniform draw per row from that row's generator:
-    exact, and far cheaper than torch.multinomial over a 262k vocabulary.
+    Sampling inverts the CDF with one uniform draw per row from that row's generator, so a
+    row's sample depends on its seed and logits only, never on the batch it ran in: exact,
+    and far cheaper than torch.multinomial over a 262k vocabulary. With `scratch`, the
+    caller reads `logits` no more and they may be overwritten: no (A, V) copy is made.
     """
     if not params.temperature:
         return logits.argmax(dim=-1)
+    u = torch.cat([torch.rand(1, generator=g, device=logits.device) for g in generators])
+    if params.top_p is None or params.top_p >= 1.0:
+        return sample_blocks(logits if scratch else logits.clone(), params.temperature, u)
     probs = torch.softmax(logits / params.temperature, dim=-1)  # (A, V)
-    ids = None
-    if params.top_p is not None and params.top_p < 1.0:
-        probs, ids = nucleus(probs, params.top_p)  # (A, K) each
-    cdf = probs.cumsum(dim=-1)  # (A, K or V)
-    u = torch.cat([torch.rand(1, generator=g, device=probs.device) for g in generators])
-    target = (u * cdf[:, -1])[:, None]  # (A, 1), strictly below each row's total
-    picks = torch.searchsorted(cdf, target, right=True).clamp(max=cdf.shape[-1] - 1)
-    return (picks if ids is None else ids.gather(1, picks))[:, 0]
+    probs, ids = nucleus(probs, params.top_p)  # (A, K) each
+    picks = invert_cdf(probs.cumsum(dim=-1), u)  # (A,)
+    return ids.gather(1, picks[:, None])[:, 0]
+
+
+def sample_blocks(logits: torch.Tensor, temperature: float, u: torch.Tensor) -> torch.Tensor:
+    """Token drawn at quantile u[a] of softmax(logits[a] / temperature): (A, V), (A,) -> (A,).
+    Overwrites `logits` (a fresh 262k-wide buffer per step costs page faults, not just copying).
+
+    The vocabulary is cut into blocks of _BLOCK ids: the quantile first picks a block by
+    the blocks' masses, then a token within it. The same inverse CDF as one cumulative sum
+    over the whole vocabulary, but a 262k-wide row is read a few times by cheap elementwise
+    passes instead of a serial cumsum, softmax and their copies, and the sums are shorter
+    (so rounding errs less).
+    """
+    rows, vocab = logits.shape
+    weights = logits.sub_(logits.amax(dim=-1, keepdim=True)).mul_(1.0 / temperature).exp_()
+    # (A, V) unnormalised probabilities, 1 at each row's most likely id
+    pad = -vocab % _BLOCK
+    if pad:  # small vocabularies: zero-mass ids fill the last block
+        weights = torch.nn.functional.pad(weights, (0, pad))
+    blocks = weights.reshape(rows, -1, _BLOCK)  # (A, nb, _BLOCK)
+    mass = blocks.sum(dim=-1)  # (A, nb)
+    cdf = mass.cumsum(dim=-1)  # (A, nb)
+    block = invert_cdf(cdf, u)  # (A,)
+    target = u * cdf[:, -1]  # (A,): the quantile, in unnormalised mass
+    below = (cdf - mass).gather(1, block[:, None])[:, 0]  # (A,): mass of earlier blocks
+    inner = blocks[torch.arange(rows, device=logits.device), block].cumsum(dim=-1)  # (A, B)
+    within = ((target - below) / inner[:, -1]).clamp(0.0, 1.0)
+    return block * _BLOCK + invert_cdf(inner, within)
+
+
+def invert_cdf(cdf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """First index whose running mass exceeds fraction u[a] of row a's total: (A, K), (A,).
+
+    A quantile that rounding puts at or past the total picks the last id with any mass,
+    never a zero-mass one.
+    """
+    target = (u * cdf[:, -1])[:, None]  # (A, 1)
+    picks = torch.searchsorted(cdf, target, right=True)[:, 0]  # (A,)
+    return torch.minimum(picks, cdf.argmax(dim=-1))  # argmax: the first id reaching the total
 
 
 def nucleus(probs: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -111,13 +111,17 @@ class LocalTeacher(QueuedTeacher):
 
     # ---- generation -------------------------------------------------------------------
 
-    def generate(self, requests: list[TeacherRequest]) -> list[Completion]:
+    def generate(
+        self, requests: list[TeacherRequest], *, logprobs: bool = True
+    ) -> list[Completion]:
         """Answer requests in batches of up to batch_size sequences; results keep order.
 
         Requests with equal params share batches; prompts of similar length go together to
         waste less padding. Each choice's `token_ids` end with the EOS token when the model
         stopped by itself; a stop string is cut from `text`, and the tokens are cut to the
-        fewest that still cover `text`.
+        fewest that still cover `text`. With `logprobs=False` the choices carry no log-probs
+        (token_logprobs, top_ids and top_logprobs are None): cheaper, for callers that read
+        only the text.
         """
         encoded = [self._encode(r) for r in requests]
         groups: dict[GenerationParams, list[int]] = defaultdict(list)
@@ -130,20 +134,26 @@ class LocalTeacher(QueuedTeacher):
             for start in range(0, len(indices), per_batch):
                 chunk = indices[start : start + per_batch]
                 done = self._generate_batch(
-                    [requests[i] for i in chunk], [encoded[i] for i in chunk], params
+                    [requests[i] for i in chunk], [encoded[i] for i in chunk], params, logprobs
                 )
                 results.update(zip(chunk, done, strict=True))
         return [results[i] for i in range(len(requests))]
 
     def _generate_batch(
-        self, requests: list[TeacherRequest], prompts: list[list[int]], params: GenerationParams
+        self,
+        requests: list[TeacherRequest],
+        prompts: list[list[int]],
+        params: GenerationParams,
+        logprobs: bool = True,
     ) -> list[Completion]:
         start = time.perf_counter()
         seeds = [self._row_seed(r, j) for r in requests for j in range(params.n)]
-        how = Decoding(params, self.eos_token_ids, self._decode_text, self._watermark)
+        how = Decoding(params, self.eos_token_ids, self._decode_text, self._watermark, logprobs)
         with self.runtime.lock, torch.inference_mode():
             rows = decode(self.runtime, prompts, seeds, how)
-        choices = [self._to_choice(row, j % params.n, params) for j, row in enumerate(rows)]
+        choices = [
+            self._to_choice(row, j % params.n, params, logprobs) for j, row in enumerate(rows)
+        ]
         elapsed = time.perf_counter() - start
         completions = []
         for i, prompt in enumerate(prompts):
@@ -161,7 +171,9 @@ class LocalTeacher(QueuedTeacher):
             )
         return completions
 
-    def _to_choice(self, row: Row, index: int, params: GenerationParams) -> Choice:
+    def _to_choice(
+        self, row: Row, index: int, params: GenerationParams, logprobs: bool = True
+    ) -> Choice:
         ids = row.ids
         text = self._decode_text(ids)
         cuts = [i for s in params.stop if (i := text.find(s)) >= 0]
@@ -172,7 +184,7 @@ class LocalTeacher(QueuedTeacher):
             while n > 0 and len(self._decode_text(ids[: n - 1])) >= cut:
                 n -= 1
             ids = ids[:n]
-        t, k = len(ids), min(params.top_logprobs, self.runtime.vocab_size)
+        t, k = len(ids), min(params.top_logprobs, self.runtime.vocab_size) if logprobs else 0
         top_ids = top_lp = None
         if k:
             top_ids = np.stack(row.top_ids[:t]) if t else np.zeros((0, k), np.int64)  # (T, k)
@@ -182,7 +194,7 @@ class LocalTeacher(QueuedTeacher):
             text=text,
             finish_reason=row.finish,
             token_ids=list(ids),
-            token_logprobs=row.logprobs[:t],
+            token_logprobs=row.logprobs[:t] if logprobs else None,
             top_ids=top_ids,
             top_logprobs=top_lp,
         )

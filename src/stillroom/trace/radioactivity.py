@@ -12,11 +12,19 @@ the null, so:
 - tuples that occur in the prompts are skipped (a model copying the prompt shows nothing);
 - the test is sequential with a fixed plan of looks, and the p-value at look k is multiplied
   by k (Bonferroni over the looks taken), so stopping early cannot inflate significance.
+
+The null needs only the suspect's sampling to be independent of the key, so how it samples
+is free as long as it does not read the key. An open-weights suspect (`LocalSuspect`) keeps
+no log-probs, samples 64 answers at a time on one torch thread, and answers from a bfloat16
+copy of its weights where the CPU has native bfloat16 arithmetic: several times the queries
+per CPU-minute of float32 batches of 16 on a 262k-vocabulary suspect
+(benchmarks/trace_generate_speed.py). Its answers are still drawn from its own distribution
+at the requested temperature (exact inverse-CDF sampling), of those bfloat16 weights.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +35,9 @@ from scipy.stats import binom
 from stillroom.errors import InputError
 from stillroom.watermark.greenlist import GreenList
 from stillroom.watermark.key import WatermarkKey
+
+# Answers asked for at once from a suspect that names no batch size of its own (an API).
+_ANSWER_BATCH = 64
 
 
 @dataclass
@@ -136,23 +147,34 @@ def radioactivity_test(
     temperature: float = 0.8,
     seed: int = 0,
     progress: Any = None,
+    progress_batch: Callable[[int, int], None] | None = None,
 ) -> RadioactivityResult:
-    """Question `suspect` with `prompts` (cycled) until p < target_p or `budget` queries."""
+    """Question `suspect` with `prompts` (cycled) until p < target_p or `budget` queries.
+
+    `progress(look)` is called at each look; `progress_batch(answered, next_look)` after
+    each batch of answers (the suspect's `batch_size`, else 64), with the queries answered
+    so far and the count at which the next look is taken: the first look waits for 50.
+    """
     if not prompts:
         raise InputError("radioactivity needs prompts to ask the suspect; give --prompts FILE")
     score = TupleScore(GreenList(key))
     looks: list[Look] = []
     done = 0
+    step = max(1, int(getattr(suspect, "batch_size", None) or _ANSWER_BATCH))
     for k, upto in enumerate(planned_looks(budget), start=1):
-        batch = [prompts[i % len(prompts)] for i in range(done, upto)]
-        answers = suspect.answer(
-            batch, max_tokens=max_tokens, temperature=temperature, seed=seed + done
-        )
-        encode = tokenizer(batch + answers, add_special_tokens=False)["input_ids"]
-        for ids in encode[: len(batch)]:
-            score.exclude(ids)
-        for ids in encode[len(batch) :]:
-            score.add(ids)
+        for start in range(done, upto, step):
+            end = min(start + step, upto)
+            batch = [prompts[i % len(prompts)] for i in range(start, end)]
+            answers = suspect.answer(
+                batch, max_tokens=max_tokens, temperature=temperature, seed=seed + start
+            )
+            encode = tokenizer(batch + answers, add_special_tokens=False)["input_ids"]
+            for ids in encode[: len(batch)]:
+                score.exclude(ids)
+            for ids in encode[len(batch) :]:
+                score.add(ids)
+            if progress_batch is not None:
+                progress_batch(end, upto)
         done = upto
         if take_look(score, looks, done, k, progress).p_adjusted < target_p:
             break
