@@ -146,6 +146,7 @@ def radioactivity(
         result = radioactivity_test(
             who, asked, key, tok, progress=show, budget=o.budget, target_p=o.target_p,
             max_tokens=o.max_tokens, temperature=o.temperature, seed=o.seed,
+            progress_batch=lambda done, look: say(f"  answered {done} of {look} (next look)"),
         )  # fmt: skip
     return asdict(result) | {"statement": statement(result)}
 
