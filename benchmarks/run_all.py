@@ -137,6 +137,17 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
         ],
     ),
+    "trace_generate_speed": (
+        ["benchmarks/trace_generate_speed.py"],
+        [
+            (
+                "generating trace, 4-layer full-vocab Gemma: queries per CPU-minute vs e0defc9",
+                "new_code.queries_per_cpu_minute",
+                "old_code.queries_per_cpu_minute",
+                "queries/CPU-min",
+            )
+        ],
+    ),
     "serve_keyless_flood": (
         ["benchmarks/serve_keyless_flood.py"],
         [
