@@ -107,6 +107,7 @@ def _served(r: dict[str, Any] | None) -> dict[str, Any] | None:
         ("p-value (paired randomization, saddlepoint)", _p(r["p_value"])),
         ("p-value bound (Chernoff, exact)", _p(r["p_bound"])),
         ("queries" if r["scoring"] == "answers" else "texts read", f"{r['queries']:,}"),
+        ("served but never received (left out)", f"{r.get('undelivered_skipped', 0):,}"),
     ]
     return {"rows": rows, "statement": r.get("statement", "")}
 
