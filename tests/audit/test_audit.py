@@ -232,7 +232,7 @@ def _gateway_db(sim: dict[str, Any], path: Path) -> None:
     con = duckdb.connect()
     rows = con.sql(f"SELECT * FROM read_parquet('{sim['log']}')").fetchall()
     db = sqlite3.connect(path)
-    db.executemany(f"INSERT INTO requests VALUES ({','.join('?' * 19)})", rows)
+    db.executemany(f"INSERT INTO requests VALUES ({','.join('?' * len(rows[0]))})", rows)
     db.commit()
     db.close()
 

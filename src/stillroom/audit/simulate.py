@@ -70,6 +70,7 @@ class _Sink:
                 ("client_addr", pa.string()),
                 ("user_agent", pa.string()),
                 ("watermark_key_id", pa.string()),
+                ("delivery", pa.string()),
             ]
         )
         self.writer = pq.ParquetWriter(path, self.schema, compression="zstd")
@@ -129,6 +130,7 @@ class _Sink:
             c["client_addr"].append(p.addrs[0] if len(p.addrs) == 1 else r.choice(p.addrs))
             c["user_agent"].append(p.agents[0] if len(p.agents) == 1 else r.choice(p.agents))
             c["watermark_key_id"].append("wm_main" if ok else None)
+            c["delivery"].append("delivered" if ok else None)
         if len(c["id"]) >= self.rows_per_group:
             self.flush()
 

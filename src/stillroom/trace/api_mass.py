@@ -249,11 +249,7 @@ def topk_weights(tops: Sequence[TopK], width: int) -> tuple[Weights, list[np.nda
             probs.append(top.top_p[t][have])
             contexts.append(ctx)
     if not rows:
-        empty = np.zeros((0, width), np.int64)
-        none = Weights(
-            np.zeros((0, width + 1), np.int64), np.zeros(0), empty, np.zeros(0, np.int64)
-        )
-        return none, [top.ids[:-1] for top in tops]
+        return Weights.empty(width), [top.ids[:-1] for top in tops]
     weights = weights_from_rows(np.concatenate(rows), np.concatenate(probs), np.stack(contexts))
     return weights, [top.ids[:-1] for top in tops]
 

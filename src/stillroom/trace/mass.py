@@ -113,6 +113,12 @@ class Weights:
     def positions(self) -> int:
         return int(self.counts.sum())
 
+    @classmethod
+    def empty(cls, width: int) -> Weights:
+        """No position read."""
+        contexts = np.zeros((0, width), np.int64)
+        return cls(np.zeros((0, width + 1), np.int64), np.zeros(0), contexts, np.zeros(0, np.int64))
+
 
 def _top_rows(
     logits: Any, cap: float | None, k: int, col_ids: Any, contexts: np.ndarray
@@ -200,11 +206,7 @@ def read_distributions(
             if sum(len(x) for x in chunks) > _COMPACT_AT:  # bound memory on long reads
                 chunks, probs = _compact(chunks, probs)
     if not chunks:  # nothing long enough to read: no weight, and no evidence
-        empty = np.zeros((0, width), np.int64)
-        none = Weights(
-            np.zeros((0, width + 1), np.int64), np.zeros(0), empty, np.zeros(0, np.int64)
-        )
-        return none, sequences
+        return Weights.empty(width), sequences
     chunks, probs = _compact(chunks, probs)
     every = np.concatenate(read)
     contexts, counts = _sum_rows(every, np.ones(len(every)))
@@ -396,8 +398,7 @@ def sequential_mass(
     from stillroom.trace.radioactivity import planned_looks
 
     green_list = GreenList(key)
-    ours: Weights | None = None
-    base: Weights | None = None
+    ours = base = None
     looks: list[MassLook] = []
     done = 0
     for k, upto in enumerate(planned_looks(len(items)), start=1):
@@ -412,8 +413,7 @@ def sequential_mass(
             min(1.0, tail.p_value * k), min(1.0, tail.p_bound * k),
         )  # fmt: skip
         looks.append(look)
-        if progress is not None:
-            progress(look)
+        (progress or (lambda _: None))(look)
         if look.p_adjusted < target_p:
             break
     if ours is None or ours.positions == 0:

@@ -68,6 +68,8 @@ def served_statement(r: ServedResult) -> str:
         f"(z = {r.z:.2f}, p = {r.p_value:.2g}, at most {r.p_bound:.2g} with no approximation)"
     )
     # Answers a suspect could not have trained on: said, so the count above is understood.
+    from stillroom.trace.served import never_received
+
     left_out = f" {never_received(r.undelivered_skipped)}." if r.undelivered_skipped else ""
     if r.p_value < 1e-3:
         return (
@@ -81,10 +83,3 @@ def served_statement(r: ServedResult) -> str:
         "small share of its data, or a model that learned little from each answer, leaves "
         "too weak a trace." + left_out
     )
-
-
-def never_received(n: int) -> str:
-    """How the served-answer test says it left out answers whose client never got them."""
-    if n == 1:
-        return "1 answer the client never received was left out"
-    return f"{n} answers the client never received were left out"
