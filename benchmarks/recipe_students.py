@@ -189,9 +189,11 @@ class Plan:
         return 2e-4 if self.recipe == "lora" else 5e-5
 
 
-def plans(answers: int, epochs: int, recipes: Sequence[str]) -> list[Plan]:
-    """Each recipe on the watermarked answers, then its control beside it."""
-    return [Plan(r, answers, epochs, m) for r in recipes for m in (True, False)]
+def plans(answers: int, epochs: int, recipes: Sequence[str], sides: str) -> list[Plan]:
+    """Each recipe on the watermarked answers, then its control beside it (or one side only,
+    so two processes can share the work)."""
+    marks = {"both": (True, False), "marked": (True,), "control": (False,)}[sides]
+    return [Plan(r, answers, epochs, m) for r in recipes for m in marks]
 
 
 def encode(tok: Any, prompt: str, answer: str, stopped: bool) -> tuple[list[int], int]:
@@ -440,14 +442,15 @@ def main() -> None:
     hv.add_argument("--train", type=int, default=1000)
     hv.add_argument("--first", type=int, default=250)
     hv.add_argument("--held", type=int, help="held-out texts (default: plain 1000, marked 300)")
-    for p in sub.choices.values():
-        p.add_argument("--max-tokens", type=int, default=MAX_TOKENS)
-        p.add_argument("--threads", type=int, default=0, help="torch threads (0: its default)")
     tr = sub.add_parser("train")
     tr.add_argument("--answers", type=int, default=250)
     tr.add_argument("--epochs", type=int, default=1)
-    tr.add_argument("--recipes", default="frozen,full,lora,trimmed")
+    tr.add_argument("--recipes", default="frozen,trimmed,full,lora")
+    tr.add_argument("--side", choices=["both", "marked", "control"], default="both")
     sub.add_parser("check")
+    for p in sub.choices.values():
+        p.add_argument("--max-tokens", type=int, default=MAX_TOKENS)
+        p.add_argument("--threads", type=int, default=0, help="torch threads (0: its default)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
@@ -463,7 +466,7 @@ def main() -> None:
         skip = len(prompt_sets()[1]) - held if marked else 0
         harvest(args.side, args.train, args.first, held, skip, args.max_tokens)
     elif args.stage == "train":
-        train(plans(args.answers, args.epochs, args.recipes.split(",")))
+        train(plans(args.answers, args.epochs, args.recipes.split(","), args.side))
     elif args.stage == "check":
         check()
 

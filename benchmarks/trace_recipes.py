@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -252,8 +253,20 @@ def calibration(p: Sequence[float]) -> dict[str, Any]:
 # ---- the run ------------------------------------------------------------------------------
 
 
-def texts(name: str, field: str = "answer") -> list[str]:
-    path = OUT / "harvest" / name
+def save_pickle(path: Path, value: Any) -> None:
+    """Write whole or not at all: a rerun trusts any file it finds (results are cached so
+    a rerun resumes, and processes can share the students)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(pickle.dumps(value))
+    tmp.rename(path)
+
+
+def load_pickle(path: Path) -> Any:
+    return pickle.loads(path.read_bytes())
+
+
+def texts(out: Path, name: str, field: str = "answer") -> list[str]:
+    path = out / "harvest" / name
     return [json.loads(line)[field] for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -312,7 +325,14 @@ def main() -> None:
     )
     ap.add_argument("--students", help="comma-separated names (default: every student)")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=OUT, help="what recipe_students.py built")
+    ap.add_argument(
+        "--teacher-only",
+        action="store_true",
+        help="only read (and cache) the teacher: other processes can then share the students",
+    )
     args = ap.parse_args()
+    out = args.out
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
         import torch
@@ -323,11 +343,11 @@ def main() -> None:
     from stillroom.watermark.key import load_key
 
     wall = time.perf_counter()
-    manifest: dict[str, dict[str, Any]] = json.loads((OUT / "manifest.json").read_text())
+    manifest: dict[str, dict[str, Any]] = json.loads((out / "manifest.json").read_text())
     names = args.students.split(",") if args.students else list(manifest)
     generate = set(args.generate.split(",")) if args.generate else set()
-    plain = texts("held-plain.jsonl")
-    marked = texts("held-marked.jsonl")[: args.read_texts]
+    plain = texts(out, "held-plain.jsonl")
+    marked = texts(out, "held-marked.jsonl")[: args.read_texts]
     sizes = [int(n) for n in args.sizes.split(",")]
     keys, queries = args.keys, args.queries
     if args.quick:
@@ -339,21 +359,34 @@ def main() -> None:
         rows = DEFAULT_QUESTIONS.read_text().splitlines()
         prompts = [json.loads(r)["question"] for r in rows if r.strip()]
     else:
-        prompts = texts("held-plain.jsonl", "prompt")[max(sizes) :]
-    key = load_key(OUT / "key.json")
+        prompts = texts(out, "held-plain.jsonl", "prompt")[max(sizes) :]
+    key = load_key(out / "key.json")
     tokenizer = load_tokenizer()
-    start = time.perf_counter()
-    teacher_reads = read_teacher(plain, sizes, tokenizer, key)
-    teacher_s = time.perf_counter() - start
+    cache = out / ("trace-quick" if args.quick else "trace")
+    cache.mkdir(exist_ok=True)
+    teacher_path = cache / f"teacher-{'-'.join(map(str, sizes))}.pkl"
+    if not teacher_path.is_file():
+        start = time.perf_counter()
+        reads = read_teacher(plain, sizes, tokenizer, key)
+        seconds = time.perf_counter() - start
+        save_pickle(teacher_path, {"reads": reads, "seconds": seconds})
+    teacher = load_pickle(teacher_path)
+    if args.teacher_only:
+        return
     ctx = Context(
-        key, tokenizer, plain, marked, prompts, sizes, teacher_reads, queries, args.max_tokens
+        key, tokenizer, plain, marked, prompts, sizes, teacher["reads"], queries, args.max_tokens
     )
     students: dict[str, dict[str, Any]] = {}
     weights = {}
     for name in names:
-        students[name], weights[name] = run_student(manifest[name], ctx, name in generate)
+        done = cache / f"{name}.pkl"
+        if not done.is_file():
+            found, (rows, c) = run_student(manifest[name], ctx, name in generate)
+            save_pickle(done, {"found": found, "rows": rows, "c": c})
+        kept = load_pickle(done)
+        students[name], weights[name] = kept["found"], (kept["rows"], kept["c"])
     null = null_p_values(weights, keys)
-    out = {
+    result = {
         "benchmark": "trace_recipes",
         "quick": args.quick,
         "key_id": key.key_id,
@@ -364,13 +397,13 @@ def main() -> None:
         "students": students,
         "null": null,
         "seconds": {
-            "teacher_read": round(teacher_s, 1),
+            "teacher_read": round(teacher["seconds"], 1),
             "total": round(time.perf_counter() - wall, 1),
         },
     }
-    text = json.dumps(out, indent=2)
+    text = json.dumps(result, indent=2)
     print(text)
-    (OUT / ("power-quick.json" if args.quick else "power.json")).write_text(text + "\n")
+    (out / ("power-quick.json" if args.quick else "power.json")).write_text(text + "\n")
     print(table(students))
     print(
         f"null: {null['runs']} p-values ({keys} keys x {len(weights)} students), "
