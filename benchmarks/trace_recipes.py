@@ -95,18 +95,29 @@ def slices(sizes: Sequence[int]) -> list[tuple[int, int]]:
 # ---- the tests ----------------------------------------------------------------------------
 
 
-def read_teacher(ctx_texts: list[str], sizes: Sequence[int], tokenizer: Any, key: Any) -> Any:
-    """The teacher's reads of each slice of the mass texts, refused if they carry the key."""
+def read_teacher(
+    texts: list[str], sizes: Sequence[int], tokenizer: Any, key: Any, cache: Path
+) -> tuple[list[Any], float]:
+    """The teacher's reads of each slice of the mass texts (each cached on its own, so more
+    texts later reuse them), refused if the texts carry the key; and the seconds spent."""
     from stillroom.teachers.local import LocalTeacher
     from stillroom.trace.mass import read_distributions, refuse_marked_texts
     from stillroom.watermark.greenlist import GreenList
 
-    teacher = LocalTeacher.load("gemma-3-270m", batch_size=8)
-    reads = []
+    teacher = None
+    reads, seconds = [], 0.0
     for lo, hi in slices(sizes):
-        reads.append(read_distributions(teacher, ctx_texts[lo:hi], tokenizer, key.context_width))
+        path = cache / f"teacher-{lo}-{hi}.pkl"
+        if not path.is_file():
+            start = time.perf_counter()
+            teacher = teacher or LocalTeacher.load("gemma-3-270m", batch_size=8)
+            read = read_distributions(teacher, texts[lo:hi], tokenizer, key.context_width)
+            save_pickle(path, {"read": read, "seconds": time.perf_counter() - start})
+        kept = load_pickle(path)
+        reads.append(kept["read"])
+        seconds += kept["seconds"]
     refuse_marked_texts([s for _, seqs in reads for s in seqs], GreenList(key))
-    return reads
+    return reads, seconds
 
 
 def mass_curve(model: Any, ctx: Context) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
@@ -364,17 +375,11 @@ def main() -> None:
     tokenizer = load_tokenizer()
     cache = out / ("trace-quick" if args.quick else "trace")
     cache.mkdir(exist_ok=True)
-    teacher_path = cache / f"teacher-{'-'.join(map(str, sizes))}.pkl"
-    if not teacher_path.is_file():
-        start = time.perf_counter()
-        reads = read_teacher(plain, sizes, tokenizer, key)
-        seconds = time.perf_counter() - start
-        save_pickle(teacher_path, {"reads": reads, "seconds": seconds})
-    teacher = load_pickle(teacher_path)
+    teacher_reads, teacher_s = read_teacher(plain, sizes, tokenizer, key, cache)
     if args.teacher_only:
         return
     ctx = Context(
-        key, tokenizer, plain, marked, prompts, sizes, teacher["reads"], queries, args.max_tokens
+        key, tokenizer, plain, marked, prompts, sizes, teacher_reads, queries, args.max_tokens
     )
     students: dict[str, dict[str, Any]] = {}
     weights = {}
@@ -397,7 +402,7 @@ def main() -> None:
         "students": students,
         "null": null,
         "seconds": {
-            "teacher_read": round(teacher["seconds"], 1),
+            "teacher_read": round(teacher_s, 1),
             "total": round(time.perf_counter() - wall, 1),
         },
     }
