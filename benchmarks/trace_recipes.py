@@ -390,7 +390,7 @@ def main() -> None:
             save_pickle(done, {"found": found, "rows": rows, "c": c})
         kept = load_pickle(done)
         students[name], weights[name] = kept["found"], (kept["rows"], kept["c"])
-    null = null_p_values(weights, keys)
+    null = null_p_values(weights, keys) if keys else None  # 0: a worker's share, no null
     result = {
         "benchmark": "trace_recipes",
         "quick": args.quick,
@@ -408,12 +408,14 @@ def main() -> None:
     }
     text = json.dumps(result, indent=2)
     print(text)
-    (out / ("power-quick.json" if args.quick else "power.json")).write_text(text + "\n")
+    if null is not None:  # the whole run's file, not a worker's
+        (out / ("power-quick.json" if args.quick else "power.json")).write_text(text + "\n")
     print(table(students))
-    print(
-        f"null: {null['runs']} p-values ({keys} keys x {len(weights)} students), "
-        f"KS p = {null['ks_p']:.3g}, share p <= 0.01 = {null['share_p_at_most_1pct']:.3f}"
-    )
+    if null is not None:
+        print(
+            f"null: {null['runs']} p-values ({keys} keys x {len(weights)} students), "
+            f"KS p = {null['ks_p']:.3g}, share p <= 0.01 = {null['share_p_at_most_1pct']:.3f}"
+        )
 
 
 if __name__ == "__main__":
