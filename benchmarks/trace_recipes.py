@@ -219,8 +219,10 @@ API_TESTS: dict[str, Callable[[dict[str, Any], Context], dict[str, Any]]] = {}
 # ---- the null -----------------------------------------------------------------------------
 
 
-def null_p_values(weights: dict[str, tuple[np.ndarray, np.ndarray]], keys: int) -> dict[str, Any]:
-    """Every student's mass score under `keys` fresh keys (none of which ever marked text).
+def null_p_values(
+    weights: dict[str, tuple[np.ndarray, np.ndarray]], keys: int
+) -> dict[str, list[float]]:
+    """Every student's mass p-value under `keys` fresh keys (none of which ever marked text).
 
     The green bits of a key are computed once on the union of every student's rows and
     looked up for each: the same bits `green_bits` gives each student's rows alone.
@@ -234,19 +236,22 @@ def null_p_values(weights: dict[str, tuple[np.ndarray, np.ndarray]], keys: int) 
     union_rows = np.stack([(union >> (20 * (w - 1 - j))) & ((1 << 20) - 1) for j in range(w)], 1)
     where = {name: np.searchsorted(union, _pack(rows)) for name, (rows, _) in weights.items()}
     p: dict[str, list[float]] = {name: [] for name in weights}
-    start = time.perf_counter()
     for _ in range(keys):
         key = generate_key(context_width=w - 1)
         green = green_bits(GreenList(key), union_rows)
         for name, (_, c) in weights.items():
             p[name].append(score(c, green[where[name]], key.gamma).p_value)
-    pooled = [x for ps in p.values() for x in ps]
+    return p
+
+
+def null_summary(p: dict[str, list[float]], keys: int, seconds: float) -> dict[str, Any]:
+    """Pooled and per-student calibration of the null p-values."""
     return {
         "keys": keys,
-        "students": len(weights),
-        **calibration(pooled),
+        "students": len(p),
+        **calibration([x for ps in p.values() for x in ps]),
         "per_student": {name: calibration(ps) for name, ps in p.items()},
-        "seconds": round(time.perf_counter() - start, 1),
+        "seconds": round(seconds, 1),
     }
 
 
@@ -337,6 +342,7 @@ def main() -> None:
     ap.add_argument("--students", help="comma-separated names (default: every student)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", type=Path, default=OUT, help="what recipe_students.py built")
+    ap.add_argument("--json", default="power.json", help="file name under --out")
     ap.add_argument(
         "--teacher-only",
         action="store_true",
@@ -390,7 +396,20 @@ def main() -> None:
             save_pickle(done, {"found": found, "rows": rows, "c": c})
         kept = load_pickle(done)
         students[name], weights[name] = kept["found"], (kept["rows"], kept["c"])
-    null = null_p_values(weights, keys) if keys else None  # 0: a worker's share, no null
+    null = None  # --keys 0: a worker's share of the students, no null
+    if keys:
+        # Each student's null p-values are cached too: each is a sample of fresh keys of its
+        # own, so students added later pool with the earlier ones.
+        start = time.perf_counter()
+        nulls = {n: load_pickle(cache / f"{n}.null.pkl") for n in names
+                 if (cache / f"{n}.null.pkl").is_file()}  # fmt: skip
+        nulls = {n: ps for n, ps in nulls.items() if len(ps) >= keys}
+        todo = {n: weights[n] for n in names if n not in nulls}
+        if todo:
+            for name, ps in null_p_values(todo, keys).items():
+                save_pickle(cache / f"{name}.null.pkl", ps)
+                nulls[name] = ps
+        null = null_summary({n: nulls[n][:keys] for n in names}, keys, time.perf_counter() - start)
     result = {
         "benchmark": "trace_recipes",
         "quick": args.quick,
@@ -409,7 +428,7 @@ def main() -> None:
     text = json.dumps(result, indent=2)
     print(text)
     if null is not None:  # the whole run's file, not a worker's
-        (out / ("power-quick.json" if args.quick else "power.json")).write_text(text + "\n")
+        (out / ("power-quick.json" if args.quick else args.json)).write_text(text + "\n")
     print(table(students))
     if null is not None:
         print(
