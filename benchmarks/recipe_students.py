@@ -8,14 +8,23 @@ the same way on the unwatermarked teacher's answers to the same prompts, for
 
 Stages (each skips the work whose output exists, so a rerun resumes):
 
-- harvest: a key (gamma 0.25, delta 2, context width 1); chat answers of the teacher to
-  WordNet prompts, watermarked and not, on train prompts, plus held-out prompts (disjoint
-  headwords) whose answers are the trace's texts: unwatermarked ones for mass mode,
-  watermarked ones for reading mode.
-- train: the recipes below on 250 answers (about one epoch), then on 1000 (several epochs).
+- harvest (one process per side): a key (gamma 0.25, delta 2, context width 1); chat
+  answers of the teacher to WordNet prompts, watermarked ("marked") and not ("plain"), on
+  train prompts, plus held-out prompts (disjoint headwords) whose answers are the trace's
+  texts: unwatermarked ones for mass mode, watermarked ones for reading mode.
+- train: AdamW, batch 8, loss on the answer tokens of the chat exchange, float32. Recipes:
+  full (first 4 layers, everything trained), frozen (4 layers, tied embeddings frozen),
+  lora (all 18 layers, rank-16 LoRA on attention and MLP, merged before saving), trimmed
+  (4 layers, vocabulary cut to the harvest's tokens, with a tokenizer whose ids match).
+  `--answers` and `--epochs` set the size; `--side` splits the work between processes.
 - check: each student loads as a LocalTeacher and answers a question.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/recipe_students.py harvest|train|check
+    PYTHONPATH=src .venv/bin/python benchmarks/recipe_students.py harvest marked|plain
+    PYTHONPATH=src .venv/bin/python benchmarks/recipe_students.py train [--side marked]
+    PYTHONPATH=src .venv/bin/python benchmarks/recipe_students.py check
+
+Outputs under runs/recipes: key.json, harvest/*.jsonl, students/<name>/ (save_pretrained
+folders with losses.json) and manifest.json.
 """
 
 from __future__ import annotations
