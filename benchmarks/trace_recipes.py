@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from stillroom.trace.mass import merge
+
 OUT = Path("runs/recipes")
 CAUGHT_P = 1e-6
 
@@ -65,25 +67,6 @@ def _pack(rows: np.ndarray) -> np.ndarray:
     for j in range(rows.shape[1]):
         packed = (packed << 20) | rows[:, j]
     return packed
-
-
-def _summed(rows: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct rows, sorted; values summed over each)."""
-    _, first, inverse = np.unique(_pack(rows), return_index=True, return_inverse=True)
-    return rows[first], np.bincount(inverse.reshape(-1), weights=values)
-
-
-def merge(a: Any, b: Any) -> Any:
-    """The Weights of two reads of disjoint texts, as if read together."""
-    from stillroom.trace.mass import Weights
-
-    if a is None:
-        return b
-    rows, prob = _summed(np.concatenate([a.rows, b.rows]), np.concatenate([a.prob, b.prob]))
-    contexts, counts = _summed(
-        np.concatenate([a.contexts, b.contexts]), np.concatenate([a.counts, b.counts])
-    )
-    return Weights(rows, prob, contexts, counts.astype(np.int64))
 
 
 def slices(sizes: Sequence[int]) -> list[tuple[int, int]]:

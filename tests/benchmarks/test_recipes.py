@@ -10,7 +10,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from stillroom.trace.mass import Weights, combine
+from stillroom.trace.mass import Weights, combine, weights_from_rows
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -31,10 +31,7 @@ def _weights(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, 
 
 
 def _as_weights(rows: np.ndarray, prob: np.ndarray, read: np.ndarray) -> Weights:
-    trace_recipes = _load("trace_recipes")
-    summed_rows, summed_prob = trace_recipes._summed(rows, prob)
-    contexts, counts = trace_recipes._summed(read, np.ones(len(read)))
-    return Weights(summed_rows, summed_prob, contexts, counts.astype(np.int64))
+    return weights_from_rows(rows, prob, read)
 
 
 def test_merged_reads_are_one_read_of_all_the_texts() -> None:
