@@ -132,6 +132,28 @@ def test_seeded_sampling_is_reproducible(teacher: LocalTeacher) -> None:
     assert teacher.generate([resample])[0].choices[0].text != a[0]
 
 
+def test_requests_seeded_one_by_one_still_share_batches(
+    teacher: LocalTeacher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that seeds every request (as a harvest does) is batched like one that
+    seeds none, and each request still gets its own seed's sample."""
+    seeded = [
+        TeacherRequest(prompt=p, params=GenerationParams(max_tokens=8, temperature=1.0, seed=i))
+        for i, p in enumerate(PROMPTS[:4])
+    ]
+    alone = [texts(teacher.generate([r]))[0] for r in seeded]
+    sizes: list[int] = []
+    real = teacher._generate_batch
+
+    def counted(reqs: list[TeacherRequest], *args: Any, **kw: Any) -> list[Completion]:
+        sizes.append(len(reqs))
+        return real(reqs, *args, **kw)
+
+    monkeypatch.setattr(teacher, "_generate_batch", counted)
+    together = texts(teacher.generate(seeded))
+    assert sizes == [4] and together == alone
+
+
 def test_text_only_generation_samples_the_same_tokens(teacher: LocalTeacher) -> None:
     # logprobs=False skips the bookkeeping, not the draw: same seeds, same tokens.
     for params in (dict(temperature=0.8, seed=3), dict(temperature=1.0, top_p=0.9, seed=4)):

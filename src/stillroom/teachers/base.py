@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -26,6 +26,12 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     # Per-token top-k log-probs: 0 asks for none. APIs cap this (OpenAI: 20).
     top_logprobs: int = 0
+
+    def batch_key(self) -> GenerationParams:
+        """What requests must share to be sampled in one batch: everything but the seed,
+        which seeds each row on its own (grouping by seed would batch a client that seeds
+        every request one request at a time)."""
+        return replace(self, seed=None)
 
     def canonical(self) -> dict[str, Any]:
         return {

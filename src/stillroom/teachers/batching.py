@@ -100,17 +100,18 @@ class QueuedTeacher:
                 p.future.set_result(completion)
 
     def _take_batch(self) -> list[_Pending]:
-        """The oldest request plus the next ones with equal params, up to batch_size rows."""
+        """The oldest request plus the next ones with equal params (seeds aside), up to
+        batch_size rows."""
         self._queue = [p for p in self._queue if not p.future.done()]  # cancelled callers
         if not self._queue:
             return []
         first = self._queue[0].request
-        kind = (first.params, first.candidates)
+        kind = (first.params.batch_key(), first.candidates)
         batch: list[_Pending] = []
         rest: list[_Pending] = []
         for p in self._queue:
             fits = not batch or (len(batch) + 1) * first.params.n <= self.batch_size
-            same = (p.request.params, p.request.candidates) == kind
+            same = (p.request.params.batch_key(), p.request.candidates) == kind
             (batch if same and fits else rest).append(p)
         self._queue = rest
         return batch

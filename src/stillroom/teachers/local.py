@@ -126,7 +126,7 @@ class LocalTeacher(QueuedTeacher):
         encoded = [self._encode(r) for r in requests]
         groups: dict[GenerationParams, list[int]] = defaultdict(list)
         for i, request in enumerate(requests):
-            groups[request.params].append(i)
+            groups[request.params.batch_key()].append(i)
         results: dict[int, Completion] = {}
         for params, indices in groups.items():
             indices.sort(key=lambda i: len(encoded[i]))
