@@ -145,7 +145,13 @@ def read_curve(folder: str, model: Any, ctx: Context) -> dict[str, Any]:
         target_p=0.0,
         model=model,
     )
-    curve = [
+    curve = look_curve(result.looks)
+    return {"curve": curve, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def look_curve(looks: Sequence[Any]) -> list[dict[str, Any]]:
+    """A sequential test's looks as a p-curve."""
+    return [
         {
             "n": look.queries,
             "p": look.p_adjusted,
@@ -153,9 +159,8 @@ def read_curve(folder: str, model: Any, ctx: Context) -> dict[str, Any]:
             "tuples": look.tuples_scored,
             "green": look.green,
         }
-        for look in result.looks
+        for look in looks
     ]
-    return {"curve": curve, "seconds": round(time.perf_counter() - start, 1)}
 
 
 def generate_curve(folder: str, ctx: Context) -> dict[str, Any]:
@@ -174,16 +179,7 @@ def generate_curve(folder: str, ctx: Context) -> dict[str, Any]:
         max_tokens=ctx.max_tokens,
     )
     cpu_min = (time.process_time() - cpu) / 60
-    curve = [
-        {
-            "n": look.queries,
-            "p": look.p_adjusted,
-            "p_raw": look.p_value,
-            "tuples": look.tuples_scored,
-            "green": look.green,
-        }
-        for look in result.looks
-    ]
+    curve = look_curve(result.looks)
     return {
         "curve": curve,
         "seconds": round(time.perf_counter() - wall, 1),
