@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import pickle
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,9 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from stillroom.trace.mass import merge
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trace_mass_null import calibration
 
 OUT = Path("runs/recipes")
 CAUGHT_P = 1e-6
@@ -231,17 +234,6 @@ def null_summary(p: dict[str, list[float]], keys: int, seconds: float) -> dict[s
         **calibration([x for ps in p.values() for x in ps]),
         "per_student": {name: calibration(ps) for name, ps in p.items()},
         "seconds": round(seconds, 1),
-    }
-
-
-def calibration(p: Sequence[float]) -> dict[str, Any]:
-    arr = np.asarray(p)
-    return {
-        "runs": len(arr),
-        "ks_p": float(stats.kstest(arr, "uniform").pvalue),
-        "share_p_at_most_1pct": float(np.mean(arr <= 0.01)),
-        "share_p_at_most_5pct": float(np.mean(arr <= 0.05)),
-        "min_p": float(arr.min()),
     }
 
 

@@ -15,7 +15,7 @@ import torch
 from stillroom.runtime.loading import eos_ids, pad_id
 
 # The output layer runs on at most this many rows at once, so (N, V) logits never exist whole.
-_HEAD_ROWS = 64
+HEAD_ROWS = 64
 
 
 class LocalModel:
@@ -77,10 +77,10 @@ class LocalModel:
         (N, V) logits never exist whole.
         """
         out = [hidden.new_zeros((0, ids.shape[1]), dtype=torch.float32)]
-        for i in range(0, hidden.shape[0], _HEAD_ROWS):
-            logits = self.head(hidden[i : i + _HEAD_ROWS])  # (n, V)
+        for i in range(0, hidden.shape[0], HEAD_ROWS):
+            logits = self.head(hidden[i : i + HEAD_ROWS])  # (n, V)
             norm = logits.logsumexp(dim=-1, keepdim=True)  # (n, 1)
-            out.append(logits.gather(1, ids[i : i + _HEAD_ROWS]) - norm)
+            out.append(logits.gather(1, ids[i : i + HEAD_ROWS]) - norm)
         return torch.cat(out)
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:

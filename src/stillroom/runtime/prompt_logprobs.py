@@ -17,11 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stillroom.runtime.model import LocalModel
+from stillroom.runtime.model import HEAD_ROWS, LocalModel
 from stillroom.runtime.sampling import LogitsProcessor
 from stillroom.runtime.tensors import pad_batch
-
-_HEAD_ROWS = 64
 
 
 @dataclass
@@ -67,8 +65,8 @@ def _one(
     chosen, top_ids, top_lp = [], [], []
     nexts = torch.tensor([*seq[1:], 0], device=hidden.device)  # the last position has none
     width = processor.context_width if processor is not None else 0
-    for s in range(0, len(seq), _HEAD_ROWS):
-        logits = model.head(hidden[s : s + _HEAD_ROWS])  # (n, V)
+    for s in range(0, len(seq), HEAD_ROWS):
+        logits = model.head(hidden[s : s + HEAD_ROWS])  # (n, V)
         if processor is not None:
             logits = processor(
                 logits, [seq[max(0, t + 1 - width) : t + 1] for t in range(s, s + len(logits))]
