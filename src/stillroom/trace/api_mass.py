@@ -282,16 +282,17 @@ def api_mass_test(
         items = [prompts[i % len(prompts)] for i in range(budget)]
     else:
         raise InputError("--mode mass through an API needs --texts FILE or prompts to ask")
-    asked = {"n": 0}
+    asked = 0  # answers asked so far: each query's seed is seed + its index
 
     def read(chunk: Sequence[str]) -> tuple[Weights, Weights | None]:
+        nonlocal asked
         if texts:
             tops = api.text_topk(chunk)
         else:
             tops = api.answer_topk(
-                chunk, max_tokens=max_tokens, temperature=temperature, seed=seed + asked["n"]
+                chunk, max_tokens=max_tokens, temperature=temperature, seed=seed + asked
             )
-        asked["n"] += len(chunk)
+        asked += len(chunk)
         ours, positions = topk_weights(tops, width)
         if baseline_model is None:
             return ours, None
