@@ -111,12 +111,29 @@ class TaskConfig(_Strict):
         return [name for _, name, _, _ in string.Formatter().parse(self.student_template) if name]
 
 
+class OnPolicyConfig(_Strict):
+    """On-policy distillation (GKD, Agarwal et al. 2024): the student writes, the teacher
+    scores the student's own tokens, the student moves towards the teacher there."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    # GKD's lambda: the share of batches the student writes itself; the rest train on the
+    # teacher's stored answers (top-k KD when the harvest kept top-k, else sequence KD).
+    lmbda: float = Field(1.0, ge=0, le=1, alias="lambda")
+    temperature: float = Field(1.0, gt=0, le=2)  # the student's sampling temperature
+    max_new_tokens: int | None = Field(None, ge=1)  # default: generation.max_tokens
+    top_k: int = Field(20, ge=1, le=1000)  # teacher alternatives scored per token
+
+
 class TrainSection(_Strict):
     """How `stillroom train` builds and trains the student from the harvest."""
 
     # sequence: CE on the teacher's tokens; logits: divergence to the stored top-k;
-    # labels: soft-label KD on the teacher's label log-probs (task.kind: classify).
-    objective: Literal["sequence", "logits", "labels"] = "logits"
+    # labels: soft-label KD on the teacher's label log-probs (task.kind: classify);
+    # on_policy: divergence to the teacher's top-k on the student's own samples (see
+    # OnPolicyConfig), scored through the teacher as training runs.
+    objective: Literal["sequence", "logits", "labels", "on_policy"] = "logits"
+    on_policy: OnPolicyConfig = Field(default_factory=OnPolicyConfig)
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
     beta: float = Field(0.5, ge=0, le=1)  # generalized JSD's mixing weight
     temperature: float = Field(1.0, gt=0)
@@ -173,6 +190,8 @@ class HarvestConfig(_Strict):
     @model_validator(mode="after")
     def _task_and_objective(self) -> HarvestConfig:
         classify = self.task.kind == "classify"
+        if classify and self.train.objective == "on_policy":
+            raise ValueError("train.objective: on_policy needs task.kind: generate")
         if classify != (self.train.objective == "labels"):
             raise ValueError(
                 "train.objective: labels goes with task.kind: classify (and only with it)"

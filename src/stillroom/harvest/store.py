@@ -13,6 +13,9 @@ Schema (append-only migrations; `PRAGMA user_version` is the schema version):
       token_logprobs (float32 LE array), topk (signals codec blob),
       token_table (JSON list: the strings that topk ids index, for API teachers),
       label_logprobs (float32 LE array: classification, one per candidate label)
+    teacher_scores  one row per scoring call of on-policy training (train/teacher_scores.py)
+      key TEXT PK, model, tokens (sent), scored (answer tokens scored), topk (signals codec
+      blob, teacher ids), cost_usd, created_at
     reservations one row per attempt at a call, written before its request is sent:
       id INTEGER PK, key, usd (the attempt's worst case), orphaned, started_at.
       A stored reply releases its own attempt's row. A row left by a killed run is spend
@@ -99,6 +102,19 @@ _MIGRATIONS = [
     DROP TABLE reservations;
     ALTER TABLE reservations_by_attempt RENAME TO reservations;
     """,
+    # 4: on-policy training's scoring calls: the teacher's top-k on a token sequence the
+    # student wrote, keyed by the hash of (model, k, sequence, where its answer starts).
+    """
+    CREATE TABLE teacher_scores (
+        key TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        tokens INTEGER NOT NULL,
+        scored INTEGER NOT NULL,
+        topk BLOB NOT NULL,
+        cost_usd REAL NOT NULL,
+        created_at REAL NOT NULL
+    );
+    """,
 ]
 
 
@@ -174,6 +190,9 @@ class RunStore:
             " COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),"
             " COALESCE(SUM(cost_usd), 0), COALESCE(SUM(compute_s), 0) FROM calls"
         ).fetchone()
+        (scoring,) = self.db.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM teacher_scores"
+        ).fetchone()
         (orphaned,) = self.db.execute(
             "SELECT COALESCE(SUM(usd), 0) FROM reservations WHERE orphaned = 1"
         ).fetchone()
@@ -183,7 +202,7 @@ class RunStore:
             errors=row[2],
             prompt_tokens=row[3],
             completion_tokens=row[4],
-            cost_usd=row[5],
+            cost_usd=row[5] + scoring,  # what the teacher billed, scoring calls included
             orphaned_usd=orphaned,
             compute_s=row[6],
         )
@@ -295,6 +314,39 @@ class RunStore:
                 time.time(),
             ),
         )
+
+    # --- on-policy scoring calls -------------------------------------------------------------
+
+    def stored_scores(self, keys: list[str]) -> dict[str, bytes]:
+        """The stored top-k blob of each key that has one."""
+        found: dict[str, bytes] = {}
+        for i in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+            chunk = keys[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT key, topk FROM teacher_scores WHERE key IN ({marks})"
+            found.update(dict(self.db.execute(sql, chunk)))
+        return found
+
+    def write_scores(self, model: str, rows: list[tuple[str, int, int, bytes, float]]) -> None:
+        """Store scoring calls, (key, tokens, scored, topk, cost_usd) each, and settle this
+        process's reservations for them, in one transaction."""
+        now = time.time()
+        with self._transaction():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO teacher_scores (key, model, tokens, scored, topk,"
+                " cost_usd, created_at) VALUES (?,?,?,?,?,?,?)",
+                [(k, model, t, s, blob, usd, now) for k, t, s, blob, usd in rows],
+            )
+            for key, *_ in rows:
+                self._release(key)
+
+    def score_totals(self) -> tuple[int, int, float]:
+        """(scoring calls, tokens sent, USD) over the store's life."""
+        row = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_usd), 0)"
+            " FROM teacher_scores"
+        ).fetchone()
+        return int(row[0]), int(row[1]), float(row[2])
 
     def _keep_error_charge(self, key: str) -> None:
         """An error row being redone was charged its worst case (billed or not, we cannot

@@ -83,6 +83,19 @@ class OpenAITeacher:
             self._tpm.refund(max(0, tokens_est - used))
         return comp
 
+    async def echo_ids(self, ids: list[int], k: int) -> dict[str, Any]:
+        """The server's log-probs of a token-id sequence, with the top k at every token:
+        `completions` with echo, max_tokens 0 and ids named as ids (vLLM, `serve`)."""
+        body = {
+            "model": self.model,
+            "prompt": list(ids),
+            "echo": True,
+            "max_tokens": 0,
+            "logprobs": k,
+            "return_tokens_as_token_ids": True,
+        }
+        return await self._call_with_retries(body, path="/completions")
+
     def _kwargs(self, request: TeacherRequest) -> dict[str, Any]:
         p = request.params
         kw: dict[str, Any] = {"model": self.model, "n": p.n}
@@ -114,7 +127,7 @@ class OpenAITeacher:
                 kw["logprobs"] = p.top_logprobs
         return kw
 
-    async def _call_with_retries(self, kwargs: dict[str, Any]) -> Any:
+    async def _call_with_retries(self, kwargs: dict[str, Any], path: str | None = None) -> Any:
         attempt = 0
         while True:
             if self._rpm:
@@ -124,7 +137,8 @@ class OpenAITeacher:
                 # neither the per-call transform of the parameters (they are plain JSON
                 # already) nor pydantic reply objects; together those cost more CPU than the
                 # rest of a harvest call (~1 ms per request, profiled).
-                path = "/chat/completions" if self.cfg.endpoint == "chat" else "/completions"
+                if path is None:
+                    path = "/chat/completions" if self.cfg.endpoint == "chat" else "/completions"
                 raw = await self.client.post(path, body=kwargs, cast_to=bytes)
                 return _json_body(raw)
             except _RETRYABLE as e:

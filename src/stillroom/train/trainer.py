@@ -20,7 +20,6 @@ import itertools
 import json
 import math
 import shutil
-import string
 import sys
 import time
 from collections.abc import Iterator
@@ -28,12 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from stillroom.config import HarvestConfig, TrainSection, dump_config
-from stillroom.errors import ConfigError, StoreError
-from stillroom.harvest.signals import decode_topk
+from stillroom.errors import StoreError
 from stillroom.harvest.store import RunStore
 from stillroom.reportkit.files import atomic_file, write_atomic
 from stillroom.train.data import (
@@ -49,6 +46,14 @@ from stillroom.train.data import (
 )
 from stillroom.train.labels import label_token_ids, labels_eval, labels_loss
 from stillroom.train.losses import forward_kl, logit_kd_loss, sequence_kd_loss, topk_buckets
+from stillroom.train.on_policy import build_on_policy
+from stillroom.train.student_vocab import (
+    encode_record,
+    harvest_text_ids,
+    harvest_token_ids,
+    task_token_ids,
+    teacher_folder,
+)
 from stillroom.train.students import Student, build_student, load_student, save_student
 
 STATE_FILE = "trainer_state.pt"
@@ -67,6 +72,9 @@ class TrainResult:
     target_tokens: int
     elapsed_s: float
     student: dict[str, Any] = field(default_factory=dict)
+    # on_policy: batches the student wrote, and the teacher's scoring calls this run made
+    # (paid) or read back from the store (reused).
+    on_policy: dict[str, int] | None = None
 
 
 @dataclass
@@ -77,90 +85,6 @@ class _State:
     best_val: float = math.inf
     bad_evals: int = 0
     last_val: dict[str, float] | None = None
-
-
-def teacher_folder(cfg: HarvestConfig) -> Path:
-    """The folder the student starts from: the local teacher's, or for init: shrink the
-    open model at student.path; the student shares its tokenizer."""
-    st = cfg.train.student
-    if st.init == "shrink" and st.path is not None:
-        return Path(st.path)
-    if not cfg.teacher.is_local:
-        if st.init == "shrink" or (st.init == "config" and st.tokenizer == "teacher"):
-            raise ConfigError(
-                "config",
-                [
-                    "train.student: an API teacher has no weights or tokenizer to start from; "
-                    "use student.init: shrink with path: an open model folder to cut down, "
-                    "init: pretrained, or init: config with tokenizer: PATH"
-                ],
-            )
-        return Path(st.path or ".")
-    from stillroom.runtime.gemma import DEFAULT_TEACHER_ALIASES, default_teacher_dir
-
-    if cfg.teacher.model in DEFAULT_TEACHER_ALIASES:
-        return default_teacher_dir()
-    return Path(cfg.teacher.model)
-
-
-def harvest_token_ids(store: RunStore) -> set[int]:
-    """Every teacher id the harvest uses: prompts, completions and top-k candidates."""
-    ids: set[int] = set()
-    for rec in store.iter_records():
-        for blob in (rec["prompt_ids"], rec["token_ids"]):
-            if blob is not None:
-                ids.update(np.frombuffer(blob, "<i4").tolist())
-        if rec["topk"] is not None and rec["token_table"] is None:
-            top = decode_topk(rec["topk"]).ids
-            ids.update(np.unique(top[top >= 0]).tolist())
-    return ids
-
-
-def encode_record(
-    tok: Any, request: dict[str, Any], text: str, finish: str | None
-) -> tuple[list[int], list[int]]:
-    """(prompt ids, completion ids) of one stored call as `tok` reads it: chat messages
-    through its chat template, EOS after an answer that stopped on its own."""
-    if "messages" in request and getattr(tok, "chat_template", None):
-        msgs = [{"role": r, "content": c} for r, c in request["messages"]]
-        prompt = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-        p = tok(prompt, add_special_tokens=False)["input_ids"]
-    else:
-        raw = request.get("prompt") or "\n".join(c for _, c in request.get("messages", []))
-        p = tok(raw)["input_ids"]
-    c = tok(text, add_special_tokens=False)["input_ids"]
-    if finish == "stop" and tok.eos_token_id is not None:
-        c = [*c, tok.eos_token_id]
-    return list(p), list(c)
-
-
-def harvest_text_ids(store: RunStore, model_dir: Path) -> set[int]:
-    """Ids of every stored prompt and answer, tokenized by `model_dir`'s tokenizer exactly
-    as the trainer will encode them."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    ids: set[int] = set(tok.all_special_ids)
-    for rec in store.iter_records():
-        p, c = encode_record(tok, json.loads(rec["request"]), rec["text"] or "", None)
-        ids.update(p)
-        ids.update(c)
-    return ids
-
-
-def task_token_ids(cfg: HarvestConfig, teacher_dir: Path) -> set[int]:
-    """Teacher ids a classification student needs beyond the harvest: its labels, and the
-    literal text of its template."""
-    if cfg.task.kind != "classify":
-        return set()
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(teacher_dir)
-    literal = "".join(text for text, _, _, _ in string.Formatter().parse(cfg.task.student_template))
-    ids: set[int] = set(tok(literal)["input_ids"])
-    for c in cfg.task.candidates:
-        ids.update(tok(c, add_special_tokens=False)["input_ids"])
-    return ids
 
 
 class Trainer:
@@ -212,6 +136,11 @@ class Trainer:
         self.model, self.optimizer = self.accel.prepare(model, self.optimizer)
         if latest:
             self._restore(latest)
+        self.on_policy = (
+            build_on_policy(cfg, self.student, self.mapping, self.pad_id, self.store)
+            if self.tc.objective == "on_policy"
+            else None
+        )
         self._parts: dict[str, torch.Tensor] = {}
         self._last_loss: float | None = None
         self._tokens = self._targets = 0
@@ -246,7 +175,10 @@ class Trainer:
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
     def _examples(self, split: str) -> Iterator[Example]:
-        need = self.tc.objective == "logits"
+        # on_policy's stored-answer batches use the teacher's top-k when the harvest has it.
+        need = self.tc.objective == "logits" or (
+            self.tc.objective == "on_policy" and self._has_signals
+        )
         return iter_examples(
             self.store,
             split,
@@ -336,6 +268,7 @@ class Trainer:
             target_tokens=self._targets,
             elapsed_s=elapsed,
             student=self.student.describe(),
+            on_policy=self.on_policy.counts() if self.on_policy else None,
         )
 
     def _epoch(self) -> str:
@@ -348,7 +281,12 @@ class Trainer:
                 continue
             seen = True
             st.batch_in_epoch = i + 1
-            if self._micro_step(batch) and self._after_step() == "early_stopping":
+            own = self.on_policy is not None and self.on_policy.chooses(st.epoch, i)
+            if own:
+                assert self.on_policy is not None
+                batch = self.on_policy.batch(self.accel.unwrap_model(self.model), batch,
+                                             st.epoch, i)  # fmt: skip
+            if self._micro_step(batch, own) and self._after_step() == "early_stopping":
                 return "early_stopping"
             if st.step >= self.tc.max_steps:
                 return "max_steps"
@@ -359,11 +297,12 @@ class Trainer:
             )
         return "epoch_done"
 
-    def _micro_step(self, batch: Batch) -> bool:
-        """Forward and backward one batch; True when it completed an optimizer step."""
+    def _micro_step(self, batch: Batch, own: bool = False) -> bool:
+        """Forward and backward one batch (`own`: the student's answers); True when it
+        completed an optimizer step."""
         with self.accel.accumulate(self.model):
             with self._autocast():
-                self._parts = self._loss(batch)
+                self._parts = self._loss(batch, own)
             self.accel.backward(self._parts["loss"])
             if self.accel.sync_gradients:
                 self.accel.clip_grad_norm_(self.model.parameters(), self.tc.max_grad_norm)
@@ -384,6 +323,8 @@ class Trainer:
         row: dict[str, Any] = {"step": st.step, "epoch": st.epoch}
         row |= {k: float(v.detach()) for k, v in self._parts.items()}
         row["lr"] = self.scheduler.get_last_lr()[0]
+        if self.on_policy is not None:
+            row |= self.on_policy.counts()
         now = time.perf_counter()
         row["tokens_per_s"] = self._window[1] / max(now - self._window[0], 1e-9)
         self._window = (now, 0)
@@ -404,7 +345,7 @@ class Trainer:
             self.accel.device.type, dtype=torch.bfloat16, enabled=self.tc.precision == "bf16"
         )
 
-    def _loss(self, batch: Any) -> dict[str, torch.Tensor]:
+    def _loss(self, batch: Any, own: bool = False) -> dict[str, torch.Tensor]:
         if self.tc.objective == "labels":
             return labels_loss(
                 self.model,
@@ -427,7 +368,7 @@ class Trainer:
         logits = out.logits.flatten(0, 1)  # (B*S, V)
         mask = batch.loss_mask[:, span].to(device).flatten()  # (B*S,)
         targets = batch.targets[:, span].to(device).flatten()
-        if self.tc.objective == "sequence":
+        if self.tc.objective == "sequence" or batch.topk_ids is None:
             return {"loss": sequence_kd_loss(logits, targets, mask)}
         assert batch.topk_ids is not None and batch.topk_logprobs is not None
         rest = batch.topk_rest
@@ -441,7 +382,7 @@ class Trainer:
             divergence=self.tc.divergence,
             beta=self.tc.beta,
             temperature=self.tc.temperature,
-            alpha=self.tc.alpha,
+            alpha=1.0 if own else self.tc.alpha,  # no hard-label term on the student's own
         )
         result = {"loss": parts.total, "kd": parts.kd}
         if parts.ce is not None:
@@ -493,7 +434,9 @@ class Trainer:
         st, patience = self.state, self.tc.early_stopping_patience
         if st.last_val is None:
             return False
-        metric = st.last_val.get("val_ce" if self.tc.objective == "sequence" else "val_kl")
+        metric = st.last_val.get("val_kl", st.last_val.get("val_ce"))
+        if self.tc.objective == "sequence":
+            metric = st.last_val.get("val_ce")
         if metric is None:
             return False
         if metric < st.best_val - 1e-4:

@@ -1,0 +1,100 @@
+"""Where a student starts and which teacher ids it must keep: the folder it is cut from,
+and every id the harvest and the task use (a trimmed vocabulary keeps exactly these)."""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stillroom.config import HarvestConfig
+from stillroom.errors import ConfigError
+from stillroom.harvest.signals import decode_topk
+from stillroom.harvest.store import RunStore
+
+
+def teacher_folder(cfg: HarvestConfig) -> Path:
+    """The folder the student starts from: the local teacher's, or for init: shrink the
+    open model at student.path; the student shares its tokenizer."""
+    st = cfg.train.student
+    if st.init == "shrink" and st.path is not None:
+        return Path(st.path)
+    if not cfg.teacher.is_local:
+        if st.init == "shrink" or (st.init == "config" and st.tokenizer == "teacher"):
+            raise ConfigError(
+                "config",
+                [
+                    "train.student: an API teacher has no weights or tokenizer to start from; "
+                    "use student.init: shrink with path: an open model folder to cut down, "
+                    "init: pretrained, or init: config with tokenizer: PATH"
+                ],
+            )
+        return Path(st.path or ".")
+    from stillroom.runtime.gemma import DEFAULT_TEACHER_ALIASES, default_teacher_dir
+
+    if cfg.teacher.model in DEFAULT_TEACHER_ALIASES:
+        return default_teacher_dir()
+    return Path(cfg.teacher.model)
+
+
+def harvest_token_ids(store: RunStore) -> set[int]:
+    """Every teacher id the harvest uses: prompts, completions and top-k candidates."""
+    ids: set[int] = set()
+    for rec in store.iter_records():
+        for blob in (rec["prompt_ids"], rec["token_ids"]):
+            if blob is not None:
+                ids.update(np.frombuffer(blob, "<i4").tolist())
+        if rec["topk"] is not None and rec["token_table"] is None:
+            top = decode_topk(rec["topk"]).ids
+            ids.update(np.unique(top[top >= 0]).tolist())
+    return ids
+
+
+def encode_record(
+    tok: Any, request: dict[str, Any], text: str, finish: str | None
+) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids) of one stored call as `tok` reads it: chat messages
+    through its chat template, EOS after an answer that stopped on its own."""
+    if "messages" in request and getattr(tok, "chat_template", None):
+        msgs = [{"role": r, "content": c} for r, c in request["messages"]]
+        prompt = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+    else:
+        raw = request.get("prompt") or "\n".join(c for _, c in request.get("messages", []))
+        p = tok(raw)["input_ids"]
+    c = tok(text, add_special_tokens=False)["input_ids"]
+    if finish == "stop" and tok.eos_token_id is not None:
+        c = [*c, tok.eos_token_id]
+    return list(p), list(c)
+
+
+def harvest_text_ids(store: RunStore, model_dir: Path) -> set[int]:
+    """Ids of every stored prompt and answer, tokenized by `model_dir`'s tokenizer exactly
+    as the trainer will encode them."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    ids: set[int] = set(tok.all_special_ids)
+    for rec in store.iter_records():
+        p, c = encode_record(tok, json.loads(rec["request"]), rec["text"] or "", None)
+        ids.update(p)
+        ids.update(c)
+    return ids
+
+
+def task_token_ids(cfg: HarvestConfig, teacher_dir: Path) -> set[int]:
+    """Teacher ids a classification student needs beyond the harvest: its labels, and the
+    literal text of its template."""
+    if cfg.task.kind != "classify":
+        return set()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(teacher_dir)
+    literal = "".join(text for text, _, _, _ in string.Formatter().parse(cfg.task.student_template))
+    ids: set[int] = set(tok(literal)["input_ids"])
+    for c in cfg.task.candidates:
+        ids.update(tok(c, add_special_tokens=False)["input_ids"])
+    return ids

@@ -1,0 +1,140 @@
+"""On-policy distillation against a real tiny teacher: the student samples, the teacher scores
+its tokens through the run store, and a killed run resumes without paying a call again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from stillroom.errors import BudgetExceeded, ConfigError
+from stillroom.harvest.signals import decode_topk
+from stillroom.harvest.store import RunStore
+from stillroom.prices import Price
+from stillroom.teachers.local import LocalTeacher
+from stillroom.train.teacher_scores import LocalScorer, ScoreCache
+from stillroom.train.trainer import train
+from tests.train.test_train import config, harvested, log_rows
+
+__all__ = ["harvested"]  # the module fixture: one tiny harvest for every test here
+
+ON_POLICY: dict[str, Any] = {
+    "objective": "on_policy",
+    "divergence": "reverse_kl",
+    "on_policy": {"lambda": 1.0, "max_new_tokens": 8, "top_k": 8},
+}
+
+
+def scores(cfg: Any) -> list[tuple[str, int, int, bytes]]:
+    with sqlite3.connect(cfg.run_dir / "harvest.sqlite") as db:
+        return db.execute("SELECT key, tokens, scored, topk FROM teacher_scores").fetchall()
+
+
+def test_on_policy_scores_the_students_own_answers_and_moves_it_to_the_teacher(
+    harvested: dict[str, Any],
+) -> None:
+    cfg = config(harvested, "op", max_steps=16, eval_every=4, **ON_POLICY)
+    result = train(cfg, quiet=True)
+    assert result.steps == 16 and result.on_policy is not None
+    assert result.on_policy["own_batches"] == 16
+    rows = scores(cfg)
+    assert result.on_policy["scoring_calls_paid"] == len(rows) > 0
+    # Each stored answer's top-k has one row per scored token, k wide, in teacher ids.
+    for _, tokens, scored, blob in rows[:5]:
+        sig = decode_topk(blob)
+        assert scored == sig.T and 1 <= scored <= 8 + 1 and tokens > scored and sig.k == 8
+    # Trained only on its own answers, it comes closer to the teacher on the teacher's
+    # held-out answers too (KL to the stored top-k of the validation split).
+    val = [r["val_kl"] for r in log_rows(cfg) if "val_kl" in r]
+    assert len(val) == 4 and val[-1] < val[0] - 0.01
+
+
+def test_a_scoring_call_stores_the_teachers_distribution_and_is_never_sent_twice(
+    harvested: dict[str, Any], tmp_path: Path
+) -> None:
+    teacher = LocalTeacher.load(str(harvested["root"] / "teacher"))
+    store = RunStore(tmp_path / "harvest.sqlite")
+    cache = ScoreCache(store, LocalScorer(teacher), 8, Price(0.0, 0.0), None)
+    seq = [int(i) for i in teacher.tokenizer("the cat sat on a mat and ran")["input_ids"]]
+    (blob,) = cache.blobs([seq], [3])
+    sig = decode_topk(blob)
+    (direct,) = teacher.sequence_logprobs([seq], 8)
+    # Answer token j (sequence index 3 + j) is predicted by the teacher's row 2 + j.
+    assert len(seq) - 3 == sig.T
+    np.testing.assert_array_equal(sig.ids, direct.top_ids[2 : len(seq) - 1])
+    np.testing.assert_allclose(sig.logprobs, direct.top_logprobs[2 : len(seq) - 1], atol=0.01)
+    assert cache.calls_made == 1 and cache.tokens_paid == len(seq)
+    again = ScoreCache(store, LocalScorer(teacher), 8, Price(0.0, 0.0), None)
+    assert again.blobs([seq], [3]) == [blob]
+    assert again.calls_made == 0 and again.calls_reused == 1
+    assert store.score_totals() == (1, len(seq), 0.0)
+
+
+def test_a_killed_on_policy_run_resumes_without_paying_a_call_twice(
+    harvested: dict[str, Any],
+) -> None:
+    whole = config(harvested, "op-whole", max_steps=12, **ON_POLICY)
+    train(whole, quiet=True)
+    reference = {r["step"]: r["loss"] for r in log_rows(whole) if "loss" in r}
+    paid_whole = {key for key, *_ in scores(whole)}
+
+    cut = config(harvested, "op-cut", max_steps=12, **ON_POLICY)
+    path = cut.run_dir / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cut.model_dump(mode="json", by_alias=True)))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stillroom", "train", str(path), "--quiet"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    state = cut.run_dir / "checkpoints" / "step-000004" / "trainer_state.pt"
+    deadline = time.monotonic() + 120
+    while not state.exists():
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    at_checkpoint = len(scores(cut))
+    while len(scores(cut)) == at_checkpoint:  # let it pay for a batch past the checkpoint
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {key for key, *_ in scores(cut)}
+
+    result = train(cut, resume=True, quiet=True)
+    assert result.steps == 12 and result.on_policy is not None
+    after = {key for key, *_ in scores(cut)}
+    # The resumed run redrew the answers it had drawn before the kill, and read their scores
+    # back; every call it paid is one the killed run never stored.
+    assert result.on_policy["scoring_calls_paid"] == len(after - before)
+    assert result.on_policy["scoring_calls_reused"] > 0
+    assert after == paid_whole  # the same calls as a run that was never killed
+    resumed = {r["step"]: r["loss"] for r in log_rows(cut) if "loss" in r}
+    for step in range(5, 13):
+        assert resumed[step] == pytest.approx(reference[step], abs=1e-4), step
+
+
+def test_the_budget_caps_scoring_calls(harvested: dict[str, Any]) -> None:
+    cfg = config(harvested, "op-budget", max_steps=4, eval_every=0, **ON_POLICY)
+    cfg.cost.input_per_1m = cfg.cost.output_per_1m = 1000.0
+    cfg.cost.budget_usd = 0.001  # one token costs $0.001: the first batch does not fit
+    with pytest.raises(BudgetExceeded, match="cost.budget_usd"):
+        train(cfg, quiet=True)
+    assert scores(cfg) == []
+
+
+def test_on_policy_is_refused_for_a_classification_task(harvested: dict[str, Any]) -> None:
+    raw = {**harvested["raw"], "task": {"kind": "classify", "labels": ["a", "b"]}}
+    raw["train"] = {**raw["train"], "objective": "on_policy"}
+    from stillroom.config import validate_config
+
+    with pytest.raises(ConfigError, match="on_policy needs task.kind: generate"):
+        validate_config(raw, "test")
