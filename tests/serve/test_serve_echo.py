@@ -123,3 +123,22 @@ def test_a_watermarked_server_reports_the_same_distribution_shown_or_written(
     assert (shown.top_ids[-n - 1 : -1] == np.asarray(choice.top_ids)).all()
     plain = LocalTeacher.load(str(folder), batch_size=4).sequence_logprobs([ids], 3)[0]
     assert not np.allclose(plain.chosen[-n:], shown.chosen[-n:], atol=1e-3)
+
+
+def test_token_id_prompts_are_scored_as_given_and_refused_for_generation(
+    plain: tuple[str, str, LocalTeacher],
+) -> None:
+    url, key, teacher = plain
+    ids = [int(i) for i in teacher.tokenizer("the cat sat on the mat")["input_ids"]]
+    body = {"model": teacher.model, "prompt": ids, "echo": True, "max_tokens": 0,
+            "logprobs": 3, "return_tokens_as_token_ids": True}  # fmt: skip
+    reply = _post(url, key, body)
+    assert reply.status_code == 200, reply.text
+    lp = reply.json()["choices"][0]["logprobs"]
+    assert lp["tokens"] == [f"token_id:{i}" for i in ids]
+    assert lp["token_logprobs"][1:] == pytest.approx(
+        _model_logprobs(teacher, ids).tolist(), abs=1e-4
+    )
+    for bad in ({**body, "echo": False, "max_tokens": 4}, {**body, "prompt": [10**9]}):
+        refused = _post(url, key, bad)
+        assert refused.status_code == 400 and "prompt" in refused.json()["error"]["message"]

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,16 @@ from stillroom.errors import BudgetExceeded, ConfigError
 from stillroom.harvest.signals import decode_topk
 from stillroom.harvest.store import RunStore
 from stillroom.prices import Price
+from stillroom.serve import accounts as acc
+from stillroom.serve.app import create_app
+from stillroom.serve.backends import LocalBackend
+from stillroom.serve.db import open_db
+from stillroom.serve.gateway import ServeSettings
+from stillroom.teacher_config import ApiTeacherConfig
 from stillroom.teachers.local import LocalTeacher
-from stillroom.train.teacher_scores import LocalScorer, ScoreCache
+from stillroom.train.teacher_scores import LocalScorer, ScoreCache, make_scorer
 from stillroom.train.trainer import train
+from tests.helpers.serve import running
 from tests.train.test_train import config, harvested, log_rows
 
 __all__ = ["harvested"]  # the module fixture: one tiny harvest for every test here
@@ -138,3 +146,60 @@ def test_on_policy_is_refused_for_a_classification_task(harvested: dict[str, Any
 
     with pytest.raises(ConfigError, match="on_policy needs task.kind: generate"):
         validate_config(raw, "test")
+
+
+@pytest.fixture
+def served_teacher(harvested: dict[str, Any], tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """The tiny teacher behind a real gateway (`stillroom serve`'s app), with one key."""
+    teacher = LocalTeacher.load(str(harvested["root"] / "teacher"), batch_size=16)
+    engine = open_db(str(tmp_path / "gateway.sqlite"))
+    backend = LocalBackend(teacher, default_max_tokens=8, max_tokens_limit=64)
+    app = create_app(engine, backend, ServeSettings(admin_token="admin-token"))
+    _, key = acc.create_account(engine, "trainer")
+    with running(app) as url:
+        yield url, key.key
+    engine.dispose()
+
+
+def test_a_served_teacher_scores_exactly_as_the_local_one(
+    harvested: dict[str, Any], served_teacher: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, key = served_teacher
+    monkeypatch.setenv("STILLROOM_TEST_KEY", key)
+    api = ApiTeacherConfig(
+        model=str(harvested["root"] / "teacher"), base_url=url, api_key_env="STILLROOM_TEST_KEY"
+    )
+    scorer = make_scorer(api)
+    local = LocalScorer(LocalTeacher.load(str(harvested["root"] / "teacher")))
+    tok = local.teacher.tokenizer
+    seqs = [tok(t)["input_ids"] for t in ("the cat sat on a mat", "a big red house and a tree")]
+    served, here = scorer.score(seqs, [2, 4], 8), local.score(seqs, [2, 4], 8)
+    for a, b in zip(served, here, strict=True):
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
+
+
+def test_on_policy_through_a_served_teacher_trains_as_with_the_local_one(
+    harvested: dict[str, Any], served_teacher: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, key = served_teacher
+    monkeypatch.setenv("STILLROOM_TEST_KEY", key)
+    local = config(harvested, "op-local", max_steps=8, eval_every=8, **ON_POLICY)
+    served = config(harvested, "op-served", max_steps=8, eval_every=8, **ON_POLICY)
+    served.teacher = ApiTeacherConfig(
+        model=str(harvested["root"] / "teacher"),
+        base_url=url,
+        api_key_env="STILLROOM_TEST_KEY",
+        concurrency=4,
+    )
+    # An API teacher has no folder to build from: both students name the open model's
+    # tokenizer, so they start identical.
+    for cfg in (local, served):
+        cfg.train.student.path = cfg.train.student.tokenizer = str(harvested["root"] / "teacher")
+    train(local, quiet=True)
+    result = train(served, quiet=True)
+    assert result.on_policy is not None and result.on_policy["scoring_calls_paid"] > 0
+    # The same student, samples and teacher distributions: the same losses, step by step.
+    a = [r["loss"] for r in log_rows(local) if "loss" in r]
+    b = [r["loss"] for r in log_rows(served) if "loss" in r]
+    assert b == pytest.approx(a, abs=1e-3)

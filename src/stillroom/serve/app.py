@@ -356,8 +356,9 @@ def _token_estimate(body: ChatRequest | CompletionRequest, default_max: int) -> 
         chars = sum(len(m.text()) for m in body.messages)
         prompts = 1
     else:
-        chars = sum(len(p) for p in body.prompts())
-        prompts = len(body.prompts())
+        ids = body.token_prompts() or []
+        chars = sum(len(p) for p in body.prompts()) + 3 * sum(len(i) for i in ids)
+        prompts = len(body.prompts()) + len(ids)
     return chars // 3 + 1 + prompts * body.n * (body.token_limit() or default_max)
 
 

@@ -77,6 +77,9 @@ class LocalBackend:
         return await self._run([(None, messages)], body, body.token_limit())
 
     async def completion(self, body: CompletionRequest) -> Answer:
+        ids = body.token_prompts()
+        if ids is not None:
+            return await self._echo_ids(body, ids)
         if body.echo:
             return await self._echo(body)
         return await self._run([(p, None) for p in body.prompts()], body, body.token_limit())
@@ -116,6 +119,42 @@ class LocalBackend:
             generated.completion_tokens if generated is not None else 0,
             self.watermark_key_id,
         )
+
+    async def _echo_ids(self, body: CompletionRequest, sequences: list[list[int]]) -> Answer:
+        """Token-id prompts, scored as given (no re-tokenizing): what on-policy training
+        sends to score a student's tokens. Generating after ids is not offered here."""
+        import asyncio
+
+        if not body.echo or body.max_tokens != 0:
+            raise BackendError(
+                "prompt: token-id prompts are scored only; send them with echo: true and "
+                "max_tokens: 0, or send text to generate",
+                status=400,
+                code="invalid_request",
+            )
+        vocab = self.teacher.runtime.vocab_size
+        if any(i >= vocab for seq in sequences for i in seq):
+            raise BackendError(
+                f"prompt: token ids must be below the model's vocabulary size {vocab}",
+                status=400,
+                code="invalid_request",
+            )
+        try:
+            scored = await asyncio.to_thread(
+                self.teacher.sequence_logprobs, sequences, body.top_k()
+            )
+        except Exception as e:
+            raise _backend_error(e) from e
+        tok = self.teacher.tokenizer
+        choices: list[AnswerChoice] = []
+        for s in scored:
+            text = str(tok.decode(s.ids, skip_special_tokens=True))
+            pieces = self._pieces(s.ids, text)
+            lps = self._prompt_logprobs(s, pieces, body) if body.wants_logprobs() else None
+            for _ in range(body.n):
+                choices.append(AnswerChoice(len(choices), text, "length", pieces, lps))
+        used = sum(len(s.ids) for s in scored)
+        return Answer(self.model_id, choices, used, 0, self.watermark_key_id)
 
     def _prompt_logprobs(
         self, s: Any, pieces: list[str], body: CompletionRequest

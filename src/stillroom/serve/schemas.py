@@ -92,8 +92,17 @@ class ChatRequest(_Sampling):
         return (self.top_logprobs or 0) if self.logprobs else 0
 
 
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+
 class CompletionRequest(_Sampling):
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=MAX_N)]
+    # Text, several texts, or (as OpenAI and vLLM accept) token ids: one list, or several.
+    prompt: (
+        str
+        | Annotated[list[str], Field(min_length=1, max_length=MAX_N)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_N)]
+    )
     # OpenAI caps this at 5; 20 is vLLM's default cap, and what chat's top_logprobs allows.
     logprobs: int | None = Field(None, ge=0, le=20)
     # With echo the reply starts with the prompt, and with logprobs it carries the model's
@@ -110,7 +119,18 @@ class CompletionRequest(_Sampling):
         return self
 
     def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+        """The text prompts (none when the prompt is token ids)."""
+        if isinstance(self.prompt, str):
+            return [self.prompt]
+        return [p for p in self.prompt if isinstance(p, str)]
+
+    def token_prompts(self) -> list[list[int]] | None:
+        """The prompts as token id lists, when they were sent as ids."""
+        if isinstance(self.prompt, str) or isinstance(self.prompt[0], str):
+            return None
+        if isinstance(self.prompt[0], int):
+            return [[int(i) for i in self.prompt]]
+        return [list(p) for p in self.prompt]
 
     def token_limit(self) -> int | None:
         return self.max_tokens
