@@ -1,0 +1,201 @@
+"""Learning curves: a generative student's quality against the teacher tokens it cost, for
+sequence KD, top-k logit KD and on-policy distillation.
+
+Same task, same student init, same prompts, same steps for every run:
+- **off-policy** (sequence, logits): the teacher answers N training prompts once (its tokens,
+  prompt and answer, are the price); the student trains on those N answers for `--steps`
+  steps; one point per N in `--sizes`.
+- **on-policy** (lambda 1): the student answers the training prompts itself and the teacher
+  scores those answers (prompt and answer tokens are the price of each scoring call); one
+  run of `--steps` steps, evaluated at `--points` checkpoints along the way. It reads no
+  stored teacher answer, so only its scoring calls are counted.
+Quality is chrF against the task's gold text on the first `--test-items` test items, the
+student answering greedily; the teacher's own chrF on the same items (its harvested
+answers) is printed beside, with the task's trivial answers (copying the input, the most
+common gold answer).
+
+    python benchmarks/distill_curves.py --config examples/definitions.yaml \
+        [--sizes 250 500 1000 2000] [--steps 300] [--points 6] [--work runs/curves]
+
+Prints JSON; the summary says whether on-policy reached the best off-policy student's
+quality with at most half its teacher tokens, or where it did not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from stillroom.config import HarvestConfig, load_config
+from stillroom.evaluate.text import load_text_items, text_scores
+from stillroom.harvest.runner import harvest
+from stillroom.train.trainer import train
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[250, 500, 1000, 2000])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--points", type=int, default=6)
+    ap.add_argument("--test-items", type=int, default=200)
+    ap.add_argument("--divergence", default="reverse_kl")
+    ap.add_argument("--work", type=Path, default=Path("runs/curves"))
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    base = base_config(args.config, args.work, args.steps)
+    harvest(base, show_progress=False)
+    items = load_text_items(base)
+    n_test = min(args.test_items, len(items.requests))
+    gold = (items.gold or [])[:n_test]
+    curves: dict[str, list[dict[str, Any]]] = {"sequence": [], "logits": []}
+    for size in args.sizes:
+        for objective in ("sequence", "logits"):
+            cfg = subset_run(base, f"{objective}-{size}", size, objective=objective)
+            train(cfg, quiet=True)
+            point = {"train_answers": size, "teacher_tokens": harvest_tokens(cfg)}
+            curves[objective].append(point | quality(cfg, cfg.run_dir / "student", n_test, gold))
+            print(json.dumps({objective: curves[objective][-1]}), flush=True)
+    curves["on_policy"] = on_policy_curve(base, args, n_test, gold)
+    teacher = text_scores(items.teacher[:n_test], gold)
+    result = {
+        "benchmark": "distill_curves",
+        "config": str(args.config),
+        "steps": args.steps,
+        "test_items": n_test,
+        "teacher": teacher,
+        "trivial": trivial_answers(base, items, n_test),
+        "curves": curves,
+        "summary": summary(curves),
+        "elapsed_s": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(result, indent=2))
+
+
+def base_config(path: Path, work: Path, steps: int) -> HarvestConfig:
+    """The task's config with a harvest that keeps top-20 (logit KD needs it) in `work`."""
+    cfg = load_config(path)
+    cfg.name = "harvest"
+    cfg.runs_dir = work
+    cfg.generation.top_logprobs = max(cfg.generation.top_logprobs, 20)
+    cfg.train.max_steps = steps
+    cfg.train.eval_every = 0
+    cfg.train.early_stopping_patience = None
+    cfg.train.checkpoint_every = 0
+    return cfg
+
+
+def subset_run(base: HarvestConfig, name: str, size: int, **train_over: Any) -> HarvestConfig:
+    """A run folder whose store holds the first `size` training answers (key order) and
+    every validation and test call."""
+    cfg = base.model_copy(deep=True)
+    cfg.name = name
+    for key, value in train_over.items():
+        setattr(cfg.train, key, value)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    store = cfg.run_dir / "harvest.sqlite"
+    if not store.exists():
+        shutil.copyfile(base.run_dir / "harvest.sqlite", store)
+        with sqlite3.connect(store) as db:
+            db.execute(
+                "DELETE FROM calls WHERE split = 'train' AND key NOT IN (SELECT key FROM calls"
+                " WHERE split = 'train' AND status = 'ok' ORDER BY key LIMIT ?)",
+                (size,),
+            )
+    return cfg
+
+
+def harvest_tokens(cfg: HarvestConfig) -> int:
+    """Teacher tokens (prompt and answer) of the training answers the student read."""
+    with sqlite3.connect(cfg.run_dir / "harvest.sqlite") as db:
+        (n,) = db.execute(
+            "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM calls"
+            " WHERE split = 'train' AND status = 'ok'"
+        ).fetchone()
+    return int(n)
+
+
+def on_policy_curve(
+    base: HarvestConfig, args: argparse.Namespace, n_test: int, gold: list[str]
+) -> list[dict[str, Any]]:
+    every = max(1, args.steps // args.points)
+    cfg = subset_run(base, "on-policy", max(args.sizes), objective="on_policy",
+                     divergence=args.divergence, checkpoint_every=every,
+                     keep_checkpoints=args.points + 1)  # fmt: skip
+    cfg.train.on_policy.lmbda = 1.0
+    train(cfg, quiet=True)
+    paid = {
+        row["step"]: row["scoring_tokens_paid"]
+        for row in map(json.loads, (cfg.run_dir / "train_log.jsonl").read_text().splitlines())
+        if "scoring_tokens_paid" in row
+    }
+    points = []
+    for ckpt in sorted((cfg.run_dir / "checkpoints").glob("step-*")):
+        step = int(ckpt.name.removeprefix("step-"))
+        point = {"steps": step, "teacher_tokens": paid[step]} | quality(cfg, ckpt, n_test, gold)
+        points.append(point)
+        print(json.dumps({"on_policy": point}), flush=True)
+    return points
+
+
+def quality(cfg: HarvestConfig, folder: Path, n_test: int, gold: list[str]) -> dict[str, Any]:
+    """chrF (and exact match) of the student's greedy answers on the first test items."""
+    from stillroom.teachers.local import LocalTeacher
+    from stillroom.train.students import load_student
+
+    student = load_student(folder, cfg.eval.student_dtype)
+    runner = LocalTeacher(student.model, student.tokenizer, name=str(folder), batch_size=32)
+    requests = load_text_items(cfg).requests[:n_test]
+    answers: list[str] = []
+    for i in range(0, len(requests), 32):
+        answers += [c.choices[0].text for c in runner.generate(requests[i : i + 32])]
+    return text_scores(answers, gold)
+
+
+def trivial_answers(base: HarvestConfig, items: Any, n_test: int) -> dict[str, Any]:
+    """The most common gold answer, given to every item: a floor any student must clear."""
+    gold = (items.gold or [])[:n_test]
+    common = Counter(gold).most_common(1)[0][0] if gold else ""
+    return {"most_common_gold": text_scores([common] * len(gold), gold)}
+
+
+def summary(curves: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The best off-policy student, and the teacher tokens on-policy needed to match it."""
+    off = [(p["chrf"], p["teacher_tokens"], name) for name in ("sequence", "logits")
+           for p in curves[name]]  # fmt: skip
+    best_chrf, best_tokens, best_name = max(off, key=lambda x: (x[0], -x[1]))
+    reached = [p for p in curves["on_policy"] if p["chrf"] >= best_chrf]
+    out: dict[str, Any] = {
+        "best_off_policy": {
+            "objective": best_name,
+            "chrf": best_chrf,
+            "teacher_tokens": best_tokens,
+        },
+        "on_policy_best_chrf": max((p["chrf"] for p in curves["on_policy"]), default=None),
+    }
+    if reached:
+        ratio = reached[0]["teacher_tokens"] / max(best_tokens, 1)
+        out["on_policy_tokens_to_match"] = reached[0]["teacher_tokens"]
+        out["token_ratio"] = round(ratio, 3)
+        out["verdict"] = (
+            f"on-policy matched the best off-policy student ({best_name}, chrF {best_chrf}) "
+            f"with {ratio:.2f}x its teacher tokens"
+        )
+    else:
+        out["verdict"] = (
+            f"on-policy did not reach the best off-policy student ({best_name}, chrF "
+            f"{best_chrf}) within the steps given"
+        )
+    return out
+
+
+if __name__ == "__main__":
+    main()
