@@ -17,7 +17,11 @@ from stillroom.config import HarvestConfig, dump_config
 from stillroom.reportkit.files import write_atomic
 
 
-def distill(cfg: HarvestConfig, *, show_progress: bool = True) -> dict[str, Any]:
+def distill(
+    cfg: HarvestConfig, *, show_progress: bool = True, limit: int | None = None
+) -> dict[str, Any]:
+    """Every stage in turn. `limit`: harvest only the first N prompts of the file (a trial
+    run); the harvest checks the task before any teacher call."""
     from transformers.utils import logging as hf_logging
 
     from stillroom.evaluate.report import write_report
@@ -28,7 +32,9 @@ def distill(cfg: HarvestConfig, *, show_progress: bool = True) -> dict[str, Any]
     hf_logging.disable_progress_bar()
     stage = _Stages()
     stage("harvest")
-    h = harvest(cfg, show_progress=show_progress)
+    h = harvest(cfg, show_progress=show_progress, first=limit)
+    for note in h.checks:
+        _log(f"  note: {note}")
     stage("train the student")
     _train_once(cfg, cfg.run_dir)
     if cfg.task.kind == "classify" and cfg.task.gold_field:
