@@ -84,9 +84,6 @@ class SplitConfig(_Strict):
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitConfig:
-        total = self.train + self.validation + self.test
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"split.train + split.validation + split.test must be 1 (got {total})")
         hashed = sorted({"train", "validation", "test", "seed"} & self.model_fields_set)
         if self.field is not None and hashed:
             raise ValueError(
@@ -95,6 +92,9 @@ class SplitConfig(_Strict):
             )
         if self.field is None and self.names:
             raise ValueError("split.names applies only with split.field (the column it maps)")
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split.train + split.validation + split.test must be 1 (got {total})")
         return self
 
     def split_for(self, value: object) -> SplitName | None:

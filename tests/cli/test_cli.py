@@ -3,6 +3,7 @@ stopped at the budget exits 3, and option problems name the flags typed."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -99,3 +100,45 @@ def test_audit_options_that_cannot_work_together_exit_2(
     assert code == 2 and "2 problems" in err
     assert "--state: keeps its tables in DuckDB: use --engine duckdb" in err
     assert "--until: comes before --since" in err
+
+
+def _classify_config(tmp_path: Path, labels: list[str]) -> Path:
+    from tests.helpers.tiny_models import make_tiny_lm
+
+    items = tmp_path / "items.jsonl"
+    with items.open("w") as f:
+        for i in range(8):
+            gold = ["cat", "dog", "fox"][i % 3]  # 'fox' is a label only when listed
+            f.write(json.dumps({"id": f"i{i}", "text": f"the cat sat {i}", "gold": gold}) + "\n")
+    config = {
+        "name": "cli-checks",
+        "runs_dir": str(tmp_path / "runs"),
+        "prompts": {"path": str(items), "field": "text", "id_field": "id"},
+        "teacher": {"kind": "local", "model": str(make_tiny_lm(tmp_path / "teacher"))},
+        "task": {"kind": "classify", "labels": labels, "gold_field": "gold"},
+        "train": {"objective": "labels"},
+    }
+    path = tmp_path / "classify.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_distill_lists_label_problems_before_any_teacher_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _classify_config(tmp_path, ["cat", "dog", "dog"])
+    code, out, err = run_main(["distill", str(path), "--limit", "4", "--quiet"], capsys)
+    assert code == 2 and not out
+    assert "error: checks before the first teacher call: 2 problems" in err
+    assert "task.labels: 'dog' is listed 2 times" in err
+    assert f"'fox' is not one of task.labels, in 1 row ({tmp_path / 'items.jsonl'}:3)" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_harvest_first_n_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _classify_config(tmp_path, ["cat", "dog", "fox"])
+    code, out, err = run_main(["harvest", str(path), "--first", "5", "--dry-run"], capsys)
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["prompts"] == plan["calls_to_make"] == 5
+    assert plan["output_tokens_max"] == 0  # classification generates nothing

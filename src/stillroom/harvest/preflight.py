@@ -26,25 +26,35 @@ SOURCE = "checks before the first teacher call"
 _SHOWN = 3  # rows named per problem
 
 
+class TaskProblems(ConfigError):
+    """The problems found, each naming its key and fix, then what could not be checked."""
+
+    def __init__(self, problems: list[str], unchecked: list[str]) -> None:
+        super().__init__(SOURCE, problems)
+        self.unchecked = unchecked
+        if unchecked:
+            self.args = (self.args[0] + "".join(f"\n  (not checked: {u})" for u in unchecked),)
+
+
 def check_task(
     cfg: HarvestConfig, items: list[PromptItem], *, teacher_tokenizer: Any | None = None
 ) -> list[str]:
-    """Raise ConfigError listing every problem found; return notes (what could not be
-    checked, and warnings that do not stop a run). A generation task has nothing to check."""
+    """Raise TaskProblems (a ConfigError) listing every problem found; return notes (what
+    could not be checked, and warnings that do not stop a run). A generation task has
+    nothing to check."""
     task = cfg.task
     if task.kind != "classify":
         return []
     problems = [*label_problems(task), *setup_problems(cfg)]
-    tokenizers, notes = _tokenizers(cfg, teacher_tokenizer)
+    tokenizers, unchecked = _tokenizers(cfg, teacher_tokenizer)
     for role, tokenizer in tokenizers:
         problems += token_problems(task, tokenizer, role)
     problems += prompt_end_problems(task, items)
-    wrong_gold, gold_notes = gold_problems(task, items)
+    wrong_gold, warnings = gold_problems(task, items)
     problems += wrong_gold
-    notes += gold_notes
     if problems:
-        raise ConfigError(SOURCE, problems)
-    return notes
+        raise TaskProblems(problems, unchecked)
+    return [f"not checked: {u}" for u in unchecked] + warnings
 
 
 def label_problems(task: TaskConfig) -> list[str]:
@@ -92,9 +102,12 @@ def token_problems(task: TaskConfig, tokenizer: Any, role: str) -> list[str]:
     problems = []
     by_first: dict[int, list[str]] = defaultdict(list)
     for i, (label, candidate) in enumerate(zip(task.labels, task.candidates, strict=True)):
+        if not label.strip() or label != label.strip():
+            continue  # label_problems names it; its tokens would say the same again
         ids = tokenizer(candidate, add_special_tokens=False)["input_ids"]
         if not ids:
-            continue  # an empty label: label_problems names it
+            problems.append(f"task.labels[{i}]: {candidate!r} has no tokens; give it a word")
+            continue
         if label not in by_first[ids[0]]:
             by_first[ids[0]].append(label)
         if len(ids) > 1:
@@ -186,20 +199,20 @@ def _tokenizers(
         try:
             teacher_tokenizer = load_tokenizer(cfg.teacher.model)
         except InputError as e:
-            notes.append(f"labels not checked against the teacher's tokens: {e}")
+            notes.append(f"the labels' tokens in the teacher's tokenizer: {e}")
     if teacher_tokenizer is not None:
         found.append(("teacher", teacher_tokenizer))
     elif not cfg.teacher.is_local:
         notes.append(
-            f"labels not checked against the teacher's tokens: teacher.kind "
-            f"{cfg.teacher.kind} gives no tokenizer (repeats, blanks and gold labels were checked)"
+            f"the labels' tokens in the teacher's tokenizer: teacher.kind {cfg.teacher.kind} "
+            "gives none (repeated and blank labels, prompts and gold labels were checked)"
         )
     own = _student_tokenizer_dir(cfg)
     if own is not None:
         try:
             found.append(("student", _load_folder_tokenizer(own)))
         except (OSError, ValueError) as e:
-            notes.append(f"labels not checked against the student's tokens ({own}): {e}")
+            notes.append(f"the labels' tokens in the student's tokenizer ({own}): {e}")
     return found, notes
 
 
