@@ -158,3 +158,16 @@ def test_a_clean_task_passes_with_a_note_on_labels_no_row_has(
         "task.labels: 'mat' is the gold label of no prompt row; the student and the baseline "
         "see no example of it"
     ]
+
+
+def test_an_api_teachers_model_with_a_tokenizer_here_has_its_labels_checked(
+    tmp_path: Path, teacher_dir: Path
+) -> None:
+    """An API serving a model this machine holds (as `stillroom serve` does) is checked in
+    that model's tokenizer."""
+    api = {"kind": "api", "model": str(teacher_dir), "base_url": "http://127.0.0.1:9/v1"}
+    cfg = classify_config(tmp_path, api, labels=["cat", "dog", "sea shells"])
+    with pytest.raises(TaskProblems) as caught:
+        dry_run(cfg)
+    assert any("'sea shells' is 2 tokens for the teacher's" in p for p in caught.value.problems)
+    assert "not checked" not in str(caught.value)

@@ -195,18 +195,21 @@ def _tokenizers(
 
     found: list[tuple[str, Any]] = []
     notes: list[str] = []
-    if teacher_tokenizer is None and cfg.teacher.is_local:
+    if teacher_tokenizer is None:
+        # An API may serve a model whose tokenizer is on this machine (our own `serve`).
         try:
             teacher_tokenizer = load_tokenizer(cfg.teacher.model)
         except InputError as e:
-            notes.append(f"the labels' tokens in the teacher's tokenizer: {e}")
+            notes.append(
+                f"the labels' tokens in the teacher's tokenizer: {e}"
+                if cfg.teacher.is_local
+                else f"the labels' tokens in the teacher's tokenizer: teacher.kind "
+                f"{cfg.teacher.kind} gives none and teacher.model {cfg.teacher.model!r} has no "
+                "tokenizer on this machine (repeated and blank labels, prompts and gold labels "
+                "were checked)"
+            )
     if teacher_tokenizer is not None:
         found.append(("teacher", teacher_tokenizer))
-    elif not cfg.teacher.is_local:
-        notes.append(
-            f"the labels' tokens in the teacher's tokenizer: teacher.kind {cfg.teacher.kind} "
-            "gives none (repeated and blank labels, prompts and gold labels were checked)"
-        )
     own = _student_tokenizer_dir(cfg)
     if own is not None:
         try:
