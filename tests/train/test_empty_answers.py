@@ -15,8 +15,8 @@ import torch
 from stillroom.config import HarvestConfig, validate_config
 from stillroom.evaluate.topk import mean_topk_kl
 from stillroom.harvest.runner import harvest
-from stillroom.harvest.store import RunStore
-from stillroom.teachers.base import GenerationParams, TeacherRequest
+from stillroom.harvest.store import CallMeta, RunStore
+from stillroom.teachers.base import Choice, Completion, GenerationParams, TeacherRequest, Usage
 from stillroom.teachers.local import LocalTeacher
 from stillroom.train.data import ExampleCounts, TeacherToStudent, VocabMismatch, iter_examples
 from stillroom.train.students import load_student
@@ -152,3 +152,31 @@ def test_a_harvest_without_top_k_still_names_that_fix(tmp_path: Path) -> None:
             )
     finally:
         store.close()
+
+
+def test_top_k_asked_for_but_not_returned_says_so(tmp_path: Path) -> None:
+    """An API that ignores the request for log-probs: the fix is not 'ask for them'."""
+    request = TeacherRequest("a prompt", params=GenerationParams(max_tokens=4, top_logprobs=5))
+    meta = CallMeta(request.key("m"), "p0", 0, "train", request.canonical("m"), {})
+    store = RunStore(tmp_path / "harvest.sqlite")
+    try:
+        answer = Choice(0, "an answer", "stop", tokens=["an", " answer"])
+        store.write_ok(meta, Completion([answer], Usage(2, 2), "m", 0.1), 0.0)
+        with pytest.raises(VocabMismatch) as caught:
+            list(
+                iter_examples(
+                    store,
+                    "train",
+                    mapping=None,
+                    encode=lambda *a: ([], []),
+                    max_len=64,
+                    need_signals=True,
+                )
+            )
+    finally:
+        store.close()
+    message = str(caught.value)
+    assert "asked for 5 top log-probs (generation.top_logprobs) but the teacher returned none" in (
+        message
+    )
+    assert "> 0" not in message
