@@ -69,3 +69,25 @@ def test_malformed_override_and_yaml_name_the_fix(tmp_path: Path) -> None:
         load_config(write(tmp_path, GOOD), ["generation.max_tokens"])
     with pytest.raises(ConfigError, match=r"(?s)cfg.yaml:2: .*not valid YAML"):
         load_config(write(tmp_path, "name: x\n  bad: [\n"))
+
+
+def test_split_field_replaces_the_hash_split_and_names_the_keys_that_clash(
+    tmp_path: Path,
+) -> None:
+    cfg = load_config(write(tmp_path, GOOD + "split:\n  field: fold\n  names: {heldout: test}\n"))
+    assert cfg.split.field == "fold"
+    assert [cfg.split.split_for(v) for v in ("heldout", " Dev ", "TRAIN", "fold-3")] == [
+        "test",
+        "validation",
+        "train",
+        None,
+    ]
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, GOOD + "split:\n  field: fold\n  train: 0.7\n  seed: 3\n"))
+    assert "split.seed, split.train shape the seeded hash split, which split.field" in str(
+        info.value
+    )
+    with pytest.raises(ConfigError, match=r"split.names applies only with split.field"):
+        load_config(write(tmp_path, GOOD + "split:\n  names: {heldout: test}\n"))
+    with pytest.raises(ConfigError, match=r"split.names.heldout"):
+        load_config(write(tmp_path, GOOD + "split:\n  field: fold\n  names: {heldout: exam}\n"))

@@ -66,3 +66,39 @@ def test_distill_runs_every_stage_resumes_and_eval_repeats(tmp_path: Path) -> No
         full_acc = models[role]["quality"]["accuracy"]
         assert abs(half["models"][role]["quality"]["accuracy"] - full_acc) <= 0.05
     assert half["models"]["teacher"]["efficiency"]["dtype"] == "float32"
+
+
+def test_distill_limit_uses_the_first_prompts_and_a_full_run_trains_again(
+    tmp_path: Path,
+) -> None:
+    teacher = make_sharp_tiny_lm(tmp_path / "teacher")
+    items = tmp_path / "items.jsonl"
+    with items.open("w") as f:
+        for i in range(40):
+            text = " ".join(WORDS[(i * j + j) % len(WORDS)] for j in range(1, 4)) + f" {i}"
+            part = ("train", "test")[i % 2]
+            gold = ["cat", "dog"][i % 3 % 2]
+            f.write(json.dumps({"id": f"i{i}", "text": text, "gold": gold, "part": part}) + "\n")
+    raw = {
+        "name": "tiny-limit",
+        "runs_dir": str(tmp_path / "runs"),
+        "prompts": {"path": str(items), "template": "a {text} is a", "id_field": "id"},
+        "teacher": {"kind": "local", "model": str(teacher), "batch_size": 16},
+        "task": {"kind": "classify", "labels": ["cat", "dog"], "gold_field": "gold",
+                 "student_template": "a {text} is a"},
+        "split": {"field": "part"},
+        "train": {"objective": "labels", "max_steps": 2, "eval_every": 0, "threads": 1,
+                  "early_stopping_patience": None,
+                  "student": {"init": "config", "layers": 1, "hidden_size": 16, "heads": 2,
+                              "kv_heads": 1, "intermediate_size": 32}},
+    }  # fmt: skip
+    cfg = validate_config(raw, "test")
+    trial = distill(cfg, show_progress=False, limit=10)
+    assert trial["eval"]["harvest"]["calls"] == 10
+    assert trial["eval"]["task"]["n_test"] == 5  # the first ten prompts' test half
+    student = cfg.run_dir / "student" / "model.safetensors"
+    before = student.stat().st_mtime_ns
+    full = distill(cfg, show_progress=False)
+    assert full["eval"]["harvest"]["calls"] == 40
+    assert full["eval"]["task"]["n_test"] == 20
+    assert student.stat().st_mtime_ns != before  # trained again on all the prompts

@@ -62,18 +62,47 @@ class GenerationConfig(_Strict):
     top_logprobs: int = Field(0, ge=0, le=1000)
 
 
+SplitName = Literal["train", "validation", "test"]
+
+# Split column values understood without `split.names` (compared stripped, case-insensitive).
+SPLIT_ALIASES: dict[str, SplitName] = {
+    **dict.fromkeys(("train", "training"), "train"),
+    **dict.fromkeys(("validation", "valid", "val", "dev"), "validation"),
+    **dict.fromkeys(("test", "testing"), "test"),
+}
+
+
 class SplitConfig(_Strict):
     train: float = Field(0.8, ge=0, le=1)
     validation: float = Field(0.1, ge=0, le=1)
     test: float = Field(0.1, ge=0, le=1)
     seed: int = 0
+    # A prompt-file column whose values decide each item's split (a data set's own split)
+    # instead of the seeded hash; `names` maps other values, e.g. {heldout: test}.
+    field: str | None = None
+    names: dict[str, SplitName] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitConfig:
+        hashed = sorted({"train", "validation", "test", "seed"} & self.model_fields_set)
+        if self.field is not None and hashed:
+            raise ValueError(
+                f"split.{', split.'.join(hashed)} shape the seeded hash split, which "
+                "split.field replaces; remove them or remove split.field"
+            )
+        if self.field is None and self.names:
+            raise ValueError("split.names applies only with split.field (the column it maps)")
         total = self.train + self.validation + self.test
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"split.train + split.validation + split.test must be 1 (got {total})")
         return self
+
+    def split_for(self, value: object) -> SplitName | None:
+        """The split a `field` value names (None: unknown); `names` first, then the aliases."""
+        text = str(value).strip()
+        if text in self.names:
+            return self.names[text]
+        return SPLIT_ALIASES.get(text.lower())
 
 
 class CostConfig(_Strict):

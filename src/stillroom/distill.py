@@ -17,7 +17,11 @@ from stillroom.config import HarvestConfig, dump_config
 from stillroom.reportkit.files import write_atomic
 
 
-def distill(cfg: HarvestConfig, *, show_progress: bool = True) -> dict[str, Any]:
+def distill(
+    cfg: HarvestConfig, *, show_progress: bool = True, limit: int | None = None
+) -> dict[str, Any]:
+    """Every stage in turn. `limit`: harvest only the first N prompts of the file (a trial
+    run); the harvest checks the task before any teacher call."""
     from transformers.utils import logging as hf_logging
 
     from stillroom.evaluate.report import write_report
@@ -28,14 +32,17 @@ def distill(cfg: HarvestConfig, *, show_progress: bool = True) -> dict[str, Any]
     hf_logging.disable_progress_bar()
     stage = _Stages()
     stage("harvest")
-    h = harvest(cfg, show_progress=show_progress)
+    h = harvest(cfg, show_progress=show_progress, first=limit)
+    for note in h.checks:
+        _log(f"  note: {note}")
     stage("train the student")
-    _train_once(cfg, cfg.run_dir)
+    scope = {"first_prompts": limit}  # a student of the first N prompts is not the full one's
+    _train_once(cfg, cfg.run_dir, scope)
     if cfg.task.kind == "classify" and cfg.task.gold_field:
         stage("train the baseline (same student, gold labels only)")
         baseline = cfg.model_copy(deep=True)
         baseline.train.alpha = 0.0
-        _train_once(baseline, cfg.run_dir / "baseline")
+        _train_once(baseline, cfg.run_dir / "baseline", scope)
     stage("evaluate teacher, student and baseline")
     result = evaluate(cfg)
     result["harvest"] = {"calls": h.planned, "spent_usd": h.run_total_usd}
@@ -68,17 +75,31 @@ class _Stages:
         self.last = now
 
 
-def _train_once(cfg: HarvestConfig, out_dir: Path) -> None:
+def _train_once(cfg: HarvestConfig, out_dir: Path, scope: dict[str, Any]) -> None:
+    """Train unless a finished student has the same config and was trained on the same
+    prompts (`scope`: `--limit`, which the config does not hold)."""
     from stillroom.train.trainer import train
 
     done = out_dir / "train_summary.json"
-    same = (out_dir / "config.yaml").is_file() and (
-        (out_dir / "config.yaml").read_text() == dump_config(cfg)
+    same = (
+        (out_dir / "config.yaml").is_file()
+        and (out_dir / "config.yaml").read_text() == dump_config(cfg)
+        and _read_scope(out_dir) == scope
     )
     if done.is_file() and same and (out_dir / "student" / "config.json").is_file():
         _log(f"  {out_dir / 'student'} is trained with this config; skipping")
         return
     train(cfg, resume=same, quiet=True, out_dir=out_dir)
+    write_json(out_dir / _SCOPE, scope)
+
+
+_SCOPE = "distill_scope.json"
+
+
+def _read_scope(out_dir: Path) -> dict[str, Any]:
+    """The prompts a finished student was trained on; a run from before `--limit` used all."""
+    path = out_dir / _SCOPE
+    return json.loads(path.read_text()) if path.is_file() else {"first_prompts": None}
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -108,8 +108,8 @@ def _classify_config(tmp_path: Path, labels: list[str]) -> Path:
     items = tmp_path / "items.jsonl"
     with items.open("w") as f:
         for i in range(8):
-            gold = ["cat", "dog", "cow"][i % 3]  # 'cow' is not a label
-            f.write(f'{{"id": "i{i}", "text": "the cat sat {i}", "gold": "{gold}"}}\n')
+            gold = ["cat", "dog", "fox"][i % 3]  # 'fox' is a label only when listed
+            f.write(json.dumps({"id": f"i{i}", "text": f"the cat sat {i}", "gold": gold}) + "\n")
     config = {
         "name": "cli-checks",
         "runs_dir": str(tmp_path / "runs"),
@@ -131,12 +131,12 @@ def test_distill_lists_label_problems_before_any_teacher_call(
     assert code == 2 and not out
     assert "error: checks before the first teacher call: 2 problems" in err
     assert "task.labels: 'dog' is listed 2 times" in err
-    assert f"'cow' is not one of task.labels, in 1 row ({tmp_path / 'items.jsonl'}:3)" in err
+    assert f"'fox' is not one of task.labels, in 1 row ({tmp_path / 'items.jsonl'}:3)" in err
     assert not (tmp_path / "runs").exists()
 
 
 def test_harvest_first_n_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _classify_config(tmp_path, ["cat", "dog", "cow"])
+    path = _classify_config(tmp_path, ["cat", "dog", "fox"])
     code, out, err = run_main(["harvest", str(path), "--first", "5", "--dry-run"], capsys)
     assert code == 0, err
     plan = json.loads(out)

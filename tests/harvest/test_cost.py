@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from stillroom.config import CostConfig, GenerationConfig
+from stillroom.config import CostConfig
 from stillroom.errors import ConfigError
 from stillroom.harvest.cost import Budget, worst_case_cost
 from stillroom.prices import Price, price_for
@@ -29,10 +29,20 @@ def test_input_bound_is_never_below_bytes() -> None:
 
 
 def test_worst_case_uses_max_tokens_times_n() -> None:
-    gen = GenerationConfig(max_tokens=100, n=3)
     req = TeacherRequest(prompt="abcd", params=GenerationParams(max_tokens=100, n=3))
     price = Price(0.0, 1e6)  # $1 per output token, inputs free
-    assert worst_case_cost(req, gen, price) == pytest.approx(300.0)
+    assert worst_case_cost(req, price) == pytest.approx(300.0)
+
+
+def test_a_classification_call_reserves_no_output_tokens() -> None:
+    params = GenerationParams(max_tokens=256, n=1)
+    scored = TeacherRequest(prompt="abcd", params=params, candidates=(" cat", " dog"))
+    generated = TeacherRequest(prompt="abcd", params=params)
+    price = Price(1e6, 1e6)  # $1 per token either way
+    assert worst_case_cost(scored, price) == pytest.approx(input_tokens_upper_bound(scored))
+    assert worst_case_cost(generated, price) == pytest.approx(
+        input_tokens_upper_bound(generated) + 256
+    )
 
 
 def test_reserve_then_settle_never_exceeds_the_limit() -> None:

@@ -97,3 +97,37 @@ def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
     (tmp_path / "p.txt").write_text("x")
     with pytest.raises(InputError, match="set prompts.format"):
         load_prompts(PromptSource(path=tmp_path / "p.txt", field="t"), SPLIT)
+
+
+def test_split_field_keeps_the_data_sets_own_split(tmp_path: Path) -> None:
+    parts = ["train", "Validation", "dev", "TEST", "heldout", "training"]
+    path = jsonl(tmp_path, [json.dumps({"t": f"x{i}", "fold": p}) for i, p in enumerate(parts)])
+    split = SplitConfig(field="fold", names={"heldout": "test"})
+    items, _ = load_prompts(PromptSource(path=path, field="t"), split)
+    assert [i.split for i in items] == [
+        "train",
+        "validation",
+        "validation",
+        "test",
+        "test",
+        "train",
+    ]
+    assert items[2].where == f"{path}:3"
+
+
+def test_an_unknown_or_missing_split_value_names_file_line_and_fix(tmp_path: Path) -> None:
+    path = jsonl(tmp_path, ['{"t": "a", "fold": "train"}', '{"t": "b", "fold": "exam"}'])
+    with pytest.raises(InputError) as info:
+        load_prompts(PromptSource(path=path, field="t"), SplitConfig(field="fold"))
+    assert str(info.value).startswith(f"{path}:2: split.field 'fold' is 'exam', not a split")
+    assert "split.names: {exam: test}" in str(info.value)
+    path = jsonl(tmp_path, ['{"t": "a", "fold": "train"}', '{"t": "b"}'])
+    with pytest.raises(InputError, match=r"p.jsonl:2: no field 'fold' \(split.field\)"):
+        load_prompts(PromptSource(path=path, field="t"), SplitConfig(field="fold"))
+
+
+def test_first_keeps_only_the_first_usable_rows(tmp_path: Path) -> None:
+    path = jsonl(tmp_path, ['{"t": "a"}', "oops", '{"t": "c"}', '{"t": "d"}'])
+    items, report = load_prompts(PromptSource(path=path, field="t"), SPLIT, skip_bad=True, first=2)
+    assert [i.prompt for i in items] == ["a", "c"]
+    assert report.rows == 3

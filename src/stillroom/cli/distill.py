@@ -20,6 +20,9 @@ class ExportFormat(StrEnum):
 def harvest(
     config: Annotated[Path, typer.Argument(help="Harvest config (YAML).")],
     limit: Annotated[int | None, typer.Option(help="Make at most N teacher calls.")] = None,
+    first: Annotated[
+        int | None, typer.Option(min=1, help="Use only the first N prompts of the file.")
+    ] = None,
     budget: Annotated[
         float | None, typer.Option(help="Hard cap in USD on the run store's total spend.")
     ] = None,
@@ -51,12 +54,20 @@ def harvest(
         overrides.append(f"cost.budget_usd={budget}")
     cfg = load_config(config, overrides)
     if dry_run:
-        emit(asdict(estimate(cfg, limit=limit, skip_bad=skip_bad)))
+        plan = estimate(cfg, limit=limit, skip_bad=skip_bad, first=first)
+        emit(asdict(plan))
+        _say_notes(plan.checks)
         return
     result = run_harvest(
-        cfg, limit=limit, skip_bad=skip_bad, retry_errors=retry_errors, show_progress=not quiet
+        cfg,
+        limit=limit,
+        skip_bad=skip_bad,
+        retry_errors=retry_errors,
+        show_progress=not quiet,
+        first=first,
     )
     emit(asdict(result))
+    _say_notes(result.checks, result.resplit)
     if result.skipped_rows:
         say(f"skipped {len(result.skipped_rows)} bad rows; first: {result.skipped_rows[0]}")
     if result.stopped == "budget":
@@ -65,6 +76,13 @@ def harvest(
             "exceed it; raise --budget to continue"
         )
         raise typer.Exit(3)
+
+
+def _say_notes(notes: list[str], resplit: int = 0) -> None:
+    for note in notes:
+        say(f"note: {note}")
+    if resplit:
+        say(f"moved {resplit} stored calls to the split the config now gives them")
 
 
 def train(
@@ -116,16 +134,20 @@ def distill(
     config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="Use only the first N prompts of the file (a trial run)."),
+    ] = None,
 ) -> None:
     """Harvest, train, eval and report in one resumable command.
 
-    Example: stillroom distill examples/wordnet.yaml
+    Example: stillroom distill examples/wordnet.yaml --limit 100
     """
     from stillroom.config import load_config
     from stillroom.distill import distill as run_distill
 
     cfg = load_config(config, list(set_ or []))
-    out = run_distill(cfg, show_progress=not quiet)
+    out = run_distill(cfg, show_progress=not quiet, limit=limit)
     emit({"headline": out["headline"], "report": out["report"]})
     say(out["headline"])
     say(f"report: {out['report']}")

@@ -14,9 +14,11 @@ from typing import Any
 from stillroom.config import HarvestConfig
 from stillroom.harvest.store import RunStore
 from stillroom.train.data import (
+    ExampleCounts,
     TeacherToStudent,
     VocabMismatch,
     collate,
+    is_empty_answer,
     iter_batches,
     iter_examples,
 )
@@ -25,11 +27,15 @@ from stillroom.train.students import Student
 
 
 def mean_topk_kl(cfg: HarvestConfig, student: Student) -> tuple[float | None, str | None]:
-    """(mean KL over the teacher's generated test tokens, None), or (None, why not)."""
+    """(mean KL over the teacher's generated test tokens, a note or None), or (None, why
+    not). Empty teacher answers (zero tokens) have nothing to compare: the KL is over the
+    rest, and the note says how many were left out."""
     store = RunStore.open_run(cfg.run_dir)
     try:
-        first = next(store.iter_records("test"), None)
-        if first is None or first["topk"] is None:
+        first = next((r for r in store.iter_records("test") if not is_empty_answer(r)), None)
+        if first is None:
+            return None, "no top-k KL: the test split has no non-empty teacher answer"
+        if first["topk"] is None:
             return None, (
                 "no top-k KL: the harvest stored no top-k log-probs "
                 "(harvest with generation.top_logprobs > 0 to measure it)"
@@ -41,18 +47,36 @@ def mean_topk_kl(cfg: HarvestConfig, student: Student) -> tuple[float | None, st
             )
         mapping = TeacherToStudent(student.teacher_to_student(), student.to_teacher is None)
         pad = student.tokenizer.pad_token_id
+        counts = ExampleCounts()
         try:
-            return _kl(cfg, store, student.model.eval(), mapping, 0 if pad is None else pad), None
+            kl = _kl(cfg, store, student.model.eval(), mapping, 0 if pad is None else pad, counts)
         except VocabMismatch as e:
             return None, f"no top-k KL: {e}"
+        return kl, _empty_note(counts)
     finally:
         store.close()
 
 
+def _empty_note(counts: ExampleCounts) -> str | None:
+    if not counts.empty:
+        return None
+    n = counts.empty
+    return (
+        f"top-k KL leaves out {n} empty teacher answer{'s' if n != 1 else ''} (zero tokens) "
+        "of the test split: it is the mean over the others"
+    )
+
+
 def _kl(
-    cfg: HarvestConfig, store: RunStore, model: Any, mapping: TeacherToStudent, pad: int
+    cfg: HarvestConfig,
+    store: RunStore,
+    model: Any,
+    mapping: TeacherToStudent,
+    pad: int,
+    counts: ExampleCounts,
 ) -> float | None:
     def examples() -> Any:
+        counts.empty = 0  # counted once per pass
         return iter_examples(
             store,
             "test",
@@ -60,6 +84,7 @@ def _kl(
             encode=_no_encode,
             max_len=cfg.train.max_len,
             need_signals=True,
+            counts=counts,
         )
 
     batches = iter_batches(

@@ -2,7 +2,8 @@
 `stillroom.teachers.estimates`).
 
 The budget is a hard cap on what a run store has ever spent: before each call the runner
-reserves the call's worst case (an upper bound on its input tokens, plus max_tokens x n),
+reserves the call's worst case (an upper bound on its input tokens, plus max_tokens x n, or
+nothing for a classification call, which generates no tokens),
 and settles to the billed usage on completion. A call in flight when a run is killed may
 have been billed, so its reservation counts as spent for good, even once a later run asks
 again and is answered (the teacher may have billed both).
@@ -10,18 +11,16 @@ again and is answered (the teacher may have billed both).
 
 from __future__ import annotations
 
-from stillroom.config import GenerationConfig
 from stillroom.errors import BudgetExceeded
 from stillroom.prices import Price
 from stillroom.teachers.base import TeacherRequest
-from stillroom.teachers.estimates import input_tokens_upper_bound
+from stillroom.teachers.estimates import input_tokens_upper_bound, output_tokens_upper_bound
 
 
-def worst_case_cost(request: TeacherRequest, gen: GenerationConfig, price: Price) -> float:
+def worst_case_cost(request: TeacherRequest, price: Price) -> float:
     if price.free:
         return 0.0
-    out = (gen.max_tokens or 0) * gen.n
-    return price.cost(input_tokens_upper_bound(request), out)
+    return price.cost(input_tokens_upper_bound(request), output_tokens_upper_bound(request))
 
 
 class Budget:

@@ -1,7 +1,8 @@
 """Prompt sources: JSONL, CSV, Parquet, or a saved Hugging Face dataset folder.
 
-Each row becomes a `PromptItem` with a stable id and a split drawn from a seeded hash of the
-prompt, so the same prompt lands in the same split on every run and every machine.
+Each row becomes a `PromptItem` with a stable id and a split: drawn from a seeded hash of the
+prompt id, so the same prompt lands in the same split on every run and every machine, or read
+from the row's own `split.field` column (a data set's published split).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class PromptItem:
     messages: Messages | None
     split: str
     fields: dict[str, Any] = field(default_factory=dict)
+    where: str = field(default="", compare=False)  # "file:line" of the row, for messages
 
     @property
     def text(self) -> str:
@@ -42,14 +44,20 @@ class LoadReport:
 
 
 def load_prompts(
-    src: PromptSource, split: SplitConfig, *, skip_bad: bool = False
+    src: PromptSource,
+    split: SplitConfig,
+    *,
+    skip_bad: bool = False,
+    first: int | None = None,
 ) -> tuple[list[PromptItem], LoadReport]:
-    """Read every row; a bad row raises InputError naming file:line, or with `skip_bad` is
-    counted in the report and left out."""
+    """Read every row (or only up to the `first` N usable ones); a bad row raises InputError
+    naming file:line, or with `skip_bad` is counted in the report and left out."""
     report = LoadReport()
     items: list[PromptItem] = []
     seen: set[str] = set()
     for where, row in _rows(src):
+        if first is not None and len(items) >= first:
+            break
         report.rows += 1
         try:
             item = _to_item(src, split, row, where)
@@ -192,7 +200,26 @@ def _to_item(src: PromptSource, split: SplitConfig, row: Any, where: str) -> Pro
     if missing:
         raise InputError(f"{where}: no field {missing[0]!r} (listed in prompts.keep_fields)")
     kept = {k: row[k] for k in src.keep_fields}
-    return PromptItem(pid, prompt, messages, split_of(pid, split), kept)
+    part = _split_column(split, row, where) if split.field else split_of(pid, split)
+    return PromptItem(pid, prompt, messages, part, kept, where)
+
+
+def _split_column(split: SplitConfig, row: dict[str, Any], where: str) -> str:
+    assert split.field is not None
+    if split.field not in row:
+        raise InputError(
+            f"{where}: no field {split.field!r} (split.field); give every row a split, or "
+            "remove split.field to split by the seeded hash"
+        )
+    value = row[split.field]
+    name = split.split_for(value)
+    if name is None:
+        raise InputError(
+            f"{where}: split.field {split.field!r} is {value!r}, not a split; use train, "
+            "validation or test (or train/training, val/valid/dev, testing), or map the value "
+            f"in the config: split.names: {{{value}: test}}"
+        )
+    return name
 
 
 def _prompt_of(src: PromptSource, row: dict[str, Any], where: str) -> tuple[str | None, Any]:

@@ -19,13 +19,14 @@ from pathlib import Path
 from stillroom.config import HarvestConfig, dump_config
 from stillroom.errors import StoreError, TeacherReplyError
 from stillroom.harvest.cost import Budget, worst_case_cost
+from stillroom.harvest.preflight import check_task
 from stillroom.harvest.progress import HarvestProgress
 from stillroom.harvest.prompts import LoadReport, PromptItem, load_prompts
 from stillroom.harvest.store import STORE_NAME, CallMeta, RunStore
 from stillroom.prices import price_for
 from stillroom.reportkit.files import write_atomic
 from stillroom.teachers.base import GenerationParams, Teacher, TeacherRequest
-from stillroom.teachers.estimates import input_tokens_estimate
+from stillroom.teachers.estimates import input_tokens_estimate, output_tokens_upper_bound
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Plan:
     stored: int  # already in the store
     report: LoadReport
     duplicates: int = 0  # prompts whose request repeats an earlier one's exactly
+    splits: dict[str, str] = field(default_factory=dict)  # every planned key -> its split
 
 
 @dataclass
@@ -61,6 +63,8 @@ class HarvestResult:
     stopped: str = "done"  # done | limit | budget
     duplicate_requests: int = 0
     skipped_rows: list[str] = field(default_factory=list)
+    resplit: int = 0  # stored calls moved to the split the config now gives them
+    checks: list[str] = field(default_factory=list)  # notes from the checks before calling
 
 
 @dataclass
@@ -74,6 +78,7 @@ class DryRunEstimate:
     cost_usd_max: float
     price_per_1m: dict[str, float]
     skipped_rows: list[str]
+    checks: list[str] = field(default_factory=list)
 
 
 def build_plan(
@@ -83,24 +88,26 @@ def build_plan(
     limit: int | None = None,
     skip_bad: bool = False,
     retry_errors: bool = False,
+    first: int | None = None,
+    loaded: tuple[list[PromptItem], LoadReport] | None = None,
 ) -> tuple[list[PromptItem], Plan]:
-    items, report = load_prompts(cfg.prompts, cfg.split, skip_bad=skip_bad)
+    """The calls still to make: for the `first` N prompts (all by default), at most `limit`.
+    `loaded`: the prompts, when the caller has read them already."""
+    items, report = loaded or load_prompts(cfg.prompts, cfg.split, skip_bad=skip_bad, first=first)
     done = store.stored_keys(include_errors=not retry_errors) if store else set()
-    todo: list[PlannedCall] = []
-    total = stored = duplicates = 0
-    planned: set[str] = set()
+    plan = Plan([], 0, 0, report)
     for call in _all_calls(cfg, items):
         key = call.meta.key
-        if key in planned:  # the same request under another prompt id: one call serves both
-            duplicates += 1
+        if key in plan.splits:  # the same request under another prompt id: one call serves both
+            plan.duplicates += 1
             continue
-        planned.add(key)
-        total += 1
+        plan.splits[key] = call.meta.split
+        plan.total += 1
         if key in done:
-            stored += 1
-        elif limit is None or len(todo) < limit:
-            todo.append(call)
-    return items, Plan(todo, total, stored, report, duplicates)
+            plan.stored += 1
+        elif limit is None or len(plan.calls) < limit:
+            plan.calls.append(call)
+    return items, plan
 
 
 def _all_calls(cfg: HarvestConfig, items: list[PromptItem]) -> Iterator[PlannedCall]:
@@ -129,27 +136,35 @@ def _all_calls(cfg: HarvestConfig, items: list[PromptItem]) -> Iterator[PlannedC
 
 
 def dry_run(
-    cfg: HarvestConfig, *, limit: int | None = None, skip_bad: bool = False
+    cfg: HarvestConfig,
+    *,
+    limit: int | None = None,
+    skip_bad: bool = False,
+    first: int | None = None,
 ) -> DryRunEstimate:
+    """What a harvest would call and cost, after the same checks a harvest makes first. A
+    classification call generates nothing: its estimate is the prompt's tokens alone."""
+    loaded = load_prompts(cfg.prompts, cfg.split, skip_bad=skip_bad, first=first)
+    notes = check_task(cfg, loaded[0])
     path = cfg.run_dir / "harvest.sqlite"
     store = RunStore(path, create=False) if path.exists() else None
     try:
-        items, plan = build_plan(cfg, store, limit=limit, skip_bad=skip_bad)
+        items, plan = build_plan(cfg, store, limit=limit, loaded=loaded)
     finally:
         if store:
             store.close()
     price = price_for(cfg.teacher.model, cfg.teacher.kind, cfg.cost)
-    out_max = (cfg.generation.max_tokens or 0) * cfg.generation.n
     return DryRunEstimate(
         prompts=len(items),
         calls_total=plan.total,
         already_stored=plan.stored,
         calls_to_make=len(plan.calls),
         input_tokens_est=sum(input_tokens_estimate(c.request) for c in plan.calls),
-        output_tokens_max=out_max * len(plan.calls),
-        cost_usd_max=sum(worst_case_cost(c.request, cfg.generation, price) for c in plan.calls),
+        output_tokens_max=sum(output_tokens_upper_bound(c.request) for c in plan.calls),
+        cost_usd_max=sum(worst_case_cost(c.request, price) for c in plan.calls),
         price_per_1m={"input": price.input_per_1m, "output": price.output_per_1m},
         skipped_rows=plan.report.skipped,
+        checks=notes,
     )
 
 
@@ -161,17 +176,25 @@ def harvest(
     skip_bad: bool = False,
     retry_errors: bool = False,
     show_progress: bool = True,
+    first: int | None = None,
 ) -> HarvestResult:
-    """Run a harvest to completion, the limit, or the budget. Safe to rerun at any time."""
+    """Run a harvest to completion, the limit, or the budget. Safe to rerun at any time.
+
+    `first`: only the first N prompts of the file; `limit`: at most N calls this time. The
+    task is checked (`check_task`) before the run folder is touched or a teacher loads.
+    """
+    loaded = load_prompts(cfg.prompts, cfg.split, skip_bad=skip_bad, first=first)
+    local_tokenizer = getattr(teacher, "tokenizer", None) if cfg.teacher.is_local else None
+    notes = check_task(cfg, loaded[0], teacher_tokenizer=local_tokenizer)
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(run_dir):
         write_atomic(run_dir / "config.yaml", dump_config(cfg))
         store = RunStore.open_run(run_dir, create=True)
         try:
-            _, plan = build_plan(
-                cfg, store, limit=limit, skip_bad=skip_bad, retry_errors=retry_errors
-            )
+            _, plan = build_plan(cfg, store, limit=limit, retry_errors=retry_errors, loaded=loaded)
+            # The config decides splits (split.field, split.seed): stored calls follow it.
+            resplit = store.resplit(plan.splits)
             orphaned = store.orphan_reservations()
             spent = store.totals().cost_usd + orphaned
             redo = store.stored_keys() if retry_errors else set()
@@ -183,6 +206,8 @@ def harvest(
             plan.stored,
             duplicate_requests=plan.duplicates,
             skipped_rows=plan.report.skipped,
+            resplit=resplit,
+            checks=notes,
         )
         if limit is not None and plan.total - plan.stored > len(plan.calls):
             result.stopped = "limit"
@@ -246,7 +271,7 @@ async def _run_workers(
         for call in pending:  # a shared iterator: each call is taken by one worker
             if result.stopped == "budget":
                 return
-            worst = worst_case_cost(call.request, cfg.generation, price)
+            worst = worst_case_cost(call.request, price)
             if not budget.try_reserve(worst):
                 result.stopped = "budget"
                 return

@@ -243,6 +243,18 @@ class RunStore:
         assert cursor.lastrowid is not None
         self.held[key] = cursor.lastrowid
 
+    def resplit(self, splits: dict[str, str]) -> int:
+        """Move stored calls to the split `splits` gives their key (the config's split may
+        have changed since they were stored); returns how many moved. Only the split column
+        changes: no answer is lost."""
+        with self._transaction():
+            before = self.db.total_changes
+            self.db.executemany(
+                "UPDATE calls SET split = ? WHERE key = ? AND split != ?",
+                [(split, key, split) for key, split in splits.items()],
+            )
+            return self.db.total_changes - before
+
     def orphan_reservations(self) -> float:
         """Mark reservations left by a killed run as spent (they may have been billed)."""
         self.db.execute("UPDATE reservations SET orphaned = 1 WHERE orphaned = 0")

@@ -1,5 +1,8 @@
 """Token counts of a request before it is sent: an upper bound (budgets, rate limits) and a
 typical figure (dry-run estimates). Pure arithmetic on the request's text, no tokenizer.
+
+A classification request (candidates to score) generates nothing: the teacher reads the
+prompt and each candidate's few tokens, and answers with their log-probs.
 """
 
 from __future__ import annotations
@@ -21,3 +24,10 @@ def input_tokens_upper_bound(request: TeacherRequest) -> int:
 def input_tokens_estimate(request: TeacherRequest) -> int:
     """A typical figure (~4 characters per token) for dry-run estimates, not a bound."""
     return max(1, len(request.text_for_estimate()) // 4) + 4
+
+
+def output_tokens_upper_bound(request: TeacherRequest) -> int:
+    """The most tokens the teacher may generate: none when it scores candidates."""
+    if request.candidates:
+        return 0
+    return (request.params.max_tokens or 0) * request.params.n

@@ -4,6 +4,10 @@ Nothing here holds a whole harvest: records stream from SQLite, a bounded buffer
 by length into batches (length bucketing, so little padding is computed), and each batch's
 top-k signals are decoded only when the batch is built.
 
+An empty teacher answer (zero tokens: the first token generated was a stop string or the
+end) teaches a sequence or logit student nothing and carries no top-k; it is skipped and
+counted, never mistaken for a harvest without signals.
+
 Alignment: the logits at position t predict token t + 1. A completion starting at index
 `start` of `input_ids` is scored at positions start-1 .. L-2, and the teacher's top-k for
 completion token j belongs to position start-1+j.
@@ -73,6 +77,23 @@ class TeacherToStudent:
         return out
 
 
+@dataclass
+class ExampleCounts:
+    """What `iter_examples` passed over, for the caller to report."""
+
+    empty: int = 0  # teacher answers of zero tokens
+
+
+def is_empty_answer(rec: dict[str, Any]) -> bool:
+    """Whether a stored completion has no tokens: by its token ids (local teachers), its
+    token strings (API teachers), or else its text."""
+    if rec["token_ids"] is not None:
+        return len(rec["token_ids"]) == 0
+    if rec["tokens"] is not None:
+        return not json.loads(rec["tokens"])
+    return not rec["text"]
+
+
 class _Sized(Protocol):
     def __len__(self) -> int: ...
 
@@ -91,8 +112,10 @@ def iter_examples(
     encode: Encoder,
     max_len: int,
     need_signals: bool,
+    counts: ExampleCounts | None = None,
 ) -> Iterator[Example]:
-    """One example per stored completion of `split`.
+    """One example per stored completion of `split`; empty answers are skipped (and counted
+    in `counts`).
 
     With teacher token ids in the store (local teachers) and a mapping, the student sees
     exactly the teacher's tokens; otherwise `encode(request, text, finish_reason)` tokenizes
@@ -101,11 +124,12 @@ def iter_examples(
     for rec in store.iter_records(split):
         where = f"{store.path} call {rec['key']}"
         request = json.loads(rec["request"])
+        if is_empty_answer(rec):
+            if counts is not None:
+                counts.empty += 1
+            continue
         if need_signals and rec["topk"] is None:
-            raise VocabMismatch(
-                f"{where}: no top-k signals stored; harvest with generation.top_logprobs > 0 "
-                "or use objective: sequence"
-            )
+            raise VocabMismatch(_no_signals(where, request))
         if rec["token_ids"] is not None and rec["prompt_ids"] is not None and mapping:
             prompt = mapping.ids(np.frombuffer(rec["prompt_ids"], "<i4").astype(np.int64), where)
             completion = mapping.ids(np.frombuffer(rec["token_ids"], "<i4").astype(np.int64), where)
@@ -126,6 +150,20 @@ def iter_examples(
         if len(ids) <= len(prompt):
             continue  # the prompt alone fills max_len: nothing to learn from
         yield Example(ids, len(prompt), rec["topk"] if need_signals else None)
+
+
+def _no_signals(where: str, request: dict[str, Any]) -> str:
+    asked = int(request.get("params", {}).get("top_logprobs") or 0)
+    if not asked:
+        return (
+            f"{where}: no top-k signals stored; harvest with generation.top_logprobs > 0 "
+            "or use objective: sequence"
+        )
+    return (
+        f"{where}: the harvest asked for {asked} top log-probs (generation.top_logprobs) but "
+        "the teacher returned none for this answer; its API may not return log-probs: use "
+        "objective: sequence, or a teacher that returns them"
+    )
 
 
 def iter_batches(

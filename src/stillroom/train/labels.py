@@ -1,8 +1,10 @@
 """Classification students: soft-label KD on the teacher's label log-probs.
 
 The student reads an item without the teacher's few-shot prefix and answers with the next
-token: its logits for each label's first token, at the item's last position, are its label
-scores. Labels must therefore start with distinct tokens in the student's vocabulary.
+token: its logits for each label's token, at the item's last position, are its label scores.
+The teacher scores each label's whole candidate, so a candidate of several tokens would be
+judged on its first token alone: labels must be one token each, and distinct, in the
+student's vocabulary (`stillroom.harvest.preflight` checks this before the harvest).
 """
 
 from __future__ import annotations
@@ -17,23 +19,29 @@ from stillroom.train.losses import soft_label_loss
 
 
 def label_token_ids(tokenizer: Any, candidates: tuple[str, ...]) -> torch.Tensor:
-    """(C,) the first token of each candidate (" animal"); they must differ."""
-    firsts = []
+    """(C,) the token of each candidate (" animal"): one token each, all different."""
+    problems, ids = [], []
     for c in candidates:
-        ids = tokenizer(c, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise ConfigError("config", [f"task.labels: {c!r} has no tokens"])
-        firsts.append(int(ids[0]))
-    if len(set(firsts)) != len(firsts):
-        clash = [c for c, f in zip(candidates, firsts, strict=True) if firsts.count(f) > 1]
-        raise ConfigError(
-            "config",
-            [
-                f"task.labels: {clash} start with the same token in the student's vocabulary; "
-                "choose label words whose first tokens differ"
-            ],
+        tokens = tokenizer(c, add_special_tokens=False)["input_ids"]
+        if not tokens:
+            problems.append(f"task.labels: {c!r} has no tokens; give every label a word")
+        elif len(tokens) > 1:
+            pieces = [tokenizer.decode([t]) for t in tokens]
+            problems.append(
+                f"task.labels: {c!r} is {len(tokens)} tokens in the student's vocabulary "
+                f"({pieces}); the student answers with one token, so only {pieces[0]!r} would "
+                "count; rename the label to one word that is a single token"
+            )
+        ids.append(int(tokens[0]) if tokens else -1)
+    clash = [c for c, t in zip(candidates, ids, strict=True) if t >= 0 and ids.count(t) > 1]
+    if clash:
+        problems.append(
+            f"task.labels: {clash} start with the same token in the student's vocabulary; "
+            "choose label words whose first tokens differ"
         )
-    return torch.tensor(firsts, dtype=torch.long)
+    if problems:
+        raise ConfigError("config", problems)
+    return torch.tensor(ids, dtype=torch.long)
 
 
 def left_pad(batch: LabelBatch, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -40,6 +40,7 @@ from stillroom.train.data import (
     TeacherToStudent,
     collate,
     collate_labels,
+    is_empty_answer,
     iter_batches,
     iter_examples,
     iter_label_examples,
@@ -192,7 +193,8 @@ class Trainer:
     def _has_signals(self) -> bool:
         """Whether the harvest holds teacher ids and top-k (asked once, not per evaluation)."""
         for rec in self.store.iter_records():
-            return rec["topk"] is not None and rec["token_ids"] is not None
+            if not is_empty_answer(rec):  # an empty answer has no top-k to show
+                return rec["topk"] is not None and rec["token_ids"] is not None
         return False
 
     def _encode(
