@@ -21,3 +21,16 @@ def pg_database() -> str:
     if not os.environ.get(PG_URL_ENV):
         pytest.skip(f"no PostgreSQL server named in {PG_URL_ENV} (.ci/run starts one)")
     return fresh_pg_database()
+
+
+@pytest.fixture(scope="session")
+def vllm_url() -> str:
+    """The base URL of the test vLLM server (.ci/run starts one with scripts/start-vllm and
+    names it in STILLROOM_TEST_VLLM_URL). Skipped where none is named, except where
+    STILLROOM_REQUIRE_VLLM is set (CI): there a missing server fails the test."""
+    url = os.environ.get("STILLROOM_TEST_VLLM_URL")
+    if not url:
+        if os.environ.get("STILLROOM_REQUIRE_VLLM"):
+            pytest.fail("STILLROOM_REQUIRE_VLLM is set but no STILLROOM_TEST_VLLM_URL is named")
+        pytest.skip("no vLLM server named in STILLROOM_TEST_VLLM_URL (.ci/run starts one)")
+    return url
