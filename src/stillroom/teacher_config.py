@@ -35,6 +35,10 @@ class ApiTeacherConfig(_TeacherBase):
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     endpoint: Literal["chat", "completions"] = "chat"
+    # Ask for token ids (vLLM's return_token_ids and return_tokens_as_token_ids; stillroom
+    # serve answers both): the store then keeps ids as for a local teacher, so a student
+    # sharing the served model's tokenizer trains with objective: logits.
+    token_ids: bool = False
     concurrency: int = Field(32, ge=1, le=4096)
     requests_per_minute: float | None = Field(None, gt=0)
     tokens_per_minute: float | None = Field(None, gt=0)

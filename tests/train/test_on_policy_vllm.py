@@ -42,9 +42,7 @@ def test_vllm_scores_a_sequence_as_the_local_teacher_does(vllm_url: str) -> None
         assert gap.mean() < 0.08 and gap.max() < 0.3
 
 
-def test_on_policy_training_against_vllm_pays_each_call_once(
-    vllm_url: str, tmp_path: Path
-) -> None:
+def test_on_policy_training_against_vllm_pays_each_call_once(vllm_url: str, tmp_path: Path) -> None:
     prompts = tmp_path / "p.jsonl"
     with prompts.open("w") as f:
         for i, t in enumerate(TEXTS * 4):
@@ -72,8 +70,9 @@ def test_on_policy_training_against_vllm_pays_each_call_once(
     assert first.on_policy is not None and first.on_policy["scoring_calls_paid"] > 0
     again = train(cfg, quiet=True)  # the same steps, seeds and student: nothing new to pay
     assert again.on_policy is not None and again.on_policy["scoring_calls_paid"] == 0
-    assert again.on_policy["scoring_calls_reused"] == first.on_policy["scoring_calls_paid"] + (
-        first.on_policy["scoring_calls_reused"]
+    assert (
+        again.on_policy["scoring_calls_reused"]
+        == first.on_policy["scoring_calls_paid"] + (first.on_policy["scoring_calls_reused"])
     )
 
 

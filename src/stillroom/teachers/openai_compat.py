@@ -125,6 +125,8 @@ class OpenAITeacher:
             kw["prompt"] = request.prompt or ""
             if p.top_logprobs:
                 kw["logprobs"] = p.top_logprobs
+        if self.cfg.token_ids:
+            kw["return_token_ids"] = kw["return_tokens_as_token_ids"] = True
         return kw
 
     async def _call_with_retries(self, kwargs: dict[str, Any], path: str | None = None) -> Any:
@@ -175,6 +177,12 @@ class OpenAITeacher:
             raise TeacherReplyError("reply has no choices")
         chat = self.cfg.endpoint == "chat"
         choices = [_parse_chat_choice(c) if chat else _parse_text_choice(c) for c in choices_raw]
+        prompt_ids = None
+        if self.cfg.token_ids:
+            given = reply.get("prompt_token_ids") or choices_raw[0].get("prompt_token_ids")
+            prompt_ids = _as_ids(given, "prompt_token_ids")
+            for choice, raw in zip(choices, choices_raw, strict=True):
+                with_ids(choice, _as_ids(raw.get("token_ids"), "token_ids"))
         usage = reply.get("usage") or {}
         prompt_tokens, completion_tokens = (
             usage.get("prompt_tokens"),
@@ -187,6 +195,7 @@ class OpenAITeacher:
             usage=Usage(prompt_tokens, completion_tokens),
             model=reply.get("model") or self.model,
             latency_s=latency,
+            prompt_token_ids=prompt_ids,
         )
 
 
@@ -221,6 +230,36 @@ def _retry_after_seconds(headers: Any) -> float | None:
         except ValueError:
             continue  # an HTTP date: rare from APIs; fall back to backoff
     return None
+
+
+def _as_ids(value: Any, field: str) -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(i, int) for i in value):
+        raise TeacherReplyError(
+            f"reply has no {field}; teacher.token_ids needs a server that returns token ids "
+            "(vLLM, stillroom serve); set teacher.token_ids: false for others"
+        )
+    return value
+
+
+def with_ids(choice: Choice, ids: list[int]) -> None:
+    """Turn a choice read with token strings into one in vocabulary ids, as a local teacher
+    gives it, when every token string names its id ("token_id:N")."""
+    named = [_named_id(t) for t in (choice.tokens or [])]
+    table = [_named_id(t) for t in (choice.token_table or [])]
+    if choice.tokens is not None and (named != ids[: len(named)] or None in table):
+        raise TeacherReplyError(
+            "logprobs: tokens are not named by id ('token_id:N') although teacher.token_ids "
+            "asked for them"
+        )
+    choice.token_ids = list(ids)
+    if choice.top_ids is not None:
+        lookup = np.asarray([-1 if t is None else t for t in table], dtype=np.int64)
+        choice.top_ids = np.where(choice.top_ids >= 0, lookup[np.maximum(choice.top_ids, 0)], -1)
+    choice.tokens, choice.token_table = None, None
+
+
+def _named_id(token: str) -> int | None:
+    return int(token[9:]) if token.startswith("token_id:") else None
 
 
 def _parse_chat_choice(c: dict[str, Any]) -> Choice:
