@@ -142,3 +142,21 @@ def test_token_id_prompts_are_scored_as_given_and_refused_for_generation(
     for bad in ({**body, "echo": False, "max_tokens": 4}, {**body, "prompt": [10**9]}):
         refused = _post(url, key, bad)
         assert refused.status_code == 400 and "prompt" in refused.json()["error"]["message"]
+
+
+def test_return_token_ids_gives_the_answer_and_prompt_ids(
+    plain: tuple[str, str, LocalTeacher],
+) -> None:
+    url, key, teacher = plain
+    body = {"model": teacher.model, "prompt": "the cat sat", "max_tokens": 6, "seed": 3,
+            "temperature": 1.0, "logprobs": 2, "return_tokens_as_token_ids": True,
+            "return_token_ids": True}  # fmt: skip
+    reply = _post(url, key, body)
+    assert reply.status_code == 200, reply.text
+    choice = reply.json()["choices"][0]
+    assert choice["prompt_token_ids"] == teacher.tokenizer("the cat sat")["input_ids"]
+    named = [int(t.removeprefix("token_id:")) for t in choice["logprobs"]["tokens"]]
+    assert choice["token_ids"][: len(named)] == named and len(choice["token_ids"]) >= len(named)
+    assert teacher.tokenizer.decode(choice["token_ids"], skip_special_tokens=True) == choice["text"]
+    plain_reply = _post(url, key, {k: v for k, v in body.items() if k != "return_token_ids"})
+    assert "token_ids" not in plain_reply.json()["choices"][0]

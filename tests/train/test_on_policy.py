@@ -3,6 +3,7 @@ its tokens through the run store, and a killed run resumes without paying a call
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -17,7 +18,9 @@ import numpy as np
 import pytest
 import yaml
 
+from stillroom.config import validate_config
 from stillroom.errors import BudgetExceeded, ConfigError
+from stillroom.harvest.runner import harvest
 from stillroom.harvest.signals import decode_topk
 from stillroom.harvest.store import RunStore
 from stillroom.prices import Price
@@ -26,6 +29,7 @@ from stillroom.serve.app import create_app
 from stillroom.serve.backends import LocalBackend
 from stillroom.serve.db import open_db
 from stillroom.serve.gateway import ServeSettings
+from stillroom.student_config import StudentConfig
 from stillroom.teacher_config import ApiTeacherConfig
 from stillroom.teachers.local import LocalTeacher
 from stillroom.train.teacher_scores import LocalScorer, ScoreCache, make_scorer
@@ -192,10 +196,10 @@ def test_on_policy_through_a_served_teacher_trains_as_with_the_local_one(
         api_key_env="STILLROOM_TEST_KEY",
         concurrency=4,
     )
-    # An API teacher has no folder to build from: both students name the open model's
-    # tokenizer, so they start identical.
+    # An API teacher has no folder to build from: both students are cut from the open
+    # model behind it, so they start identical.
     for cfg in (local, served):
-        cfg.train.student.path = cfg.train.student.tokenizer = str(harvested["root"] / "teacher")
+        cfg.train.student = StudentConfig(init="shrink", path=str(harvested["root"] / "teacher"))
     train(local, quiet=True)
     result = train(served, quiet=True)
     assert result.on_policy is not None and result.on_policy["scoring_calls_paid"] > 0
@@ -203,3 +207,29 @@ def test_on_policy_through_a_served_teacher_trains_as_with_the_local_one(
     a = [r["loss"] for r in log_rows(local) if "loss" in r]
     b = [r["loss"] for r in log_rows(served) if "loss" in r]
     assert b == pytest.approx(a, abs=1e-3)
+
+
+def test_logit_kd_from_a_harvest_of_a_served_teacher_with_token_ids(
+    harvested: dict[str, Any], served_teacher: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, key = served_teacher
+    monkeypatch.setenv("STILLROOM_TEST_KEY", key)
+    raw = json.loads(json.dumps(harvested["raw"]))
+    folder = str(harvested["root"] / "teacher")
+    raw |= {
+        "name": "served-ids",
+        "teacher": {
+            "kind": "api",
+            "model": folder,
+            "base_url": url,
+            "api_key_env": "STILLROOM_TEST_KEY",
+            "endpoint": "completions",
+            "token_ids": True,
+        },
+    }
+    raw["train"] |= {"max_steps": 4, "eval_every": 4}
+    raw["train"]["student"] = {"init": "shrink", "path": folder}
+    cfg = validate_config(raw, "test")
+    assert harvest(cfg, show_progress=False).ok == 60
+    result = train(cfg, quiet=True)  # objective: logits, which needs ids and top-k
+    assert result.best_val is not None and result.best_val["val_kl"] > 0

@@ -33,6 +33,9 @@ class AnswerChoice:
     pieces: list[str]  # the text split the way it was generated, for streaming
     logprobs: list[TokenLogprob] | None = None
     raw_logprobs: Any = None  # an upstream's logprobs object, passed through as given
+    # With return_token_ids: the answer's and its prompt's vocabulary ids.
+    token_ids: list[int] | None = None
+    prompt_token_ids: list[int] | None = None
 
 
 @dataclass
@@ -224,7 +227,11 @@ class LocalBackend:
                     else None
                 )
                 reason = "length" if c.finish_reason == "length" else "stop"
-                choices.append(AnswerChoice(len(choices), c.text, reason, pieces, lps))
+                choice = AnswerChoice(len(choices), c.text, reason, pieces, lps)
+                if body.return_token_ids:
+                    choice.token_ids = list(c.token_ids or [])  # a final EOS kept, if any
+                    choice.prompt_token_ids = list(completion.prompt_token_ids or [])
+                choices.append(choice)
         return Answer(
             self.model_id,
             choices,

@@ -50,6 +50,13 @@ def _logprobs(c: AnswerChoice, chat: bool) -> Any:
     return _chat_logprobs(c.logprobs) if chat else _text_logprobs(c.logprobs)
 
 
+def _ids(c: AnswerChoice) -> dict[str, Any]:
+    """vLLM's return_token_ids fields, when the request asked for them."""
+    if c.token_ids is None:
+        return {}
+    return {"token_ids": c.token_ids, "prompt_token_ids": c.prompt_token_ids}
+
+
 def chat_body(a: Answer, rid: str, created: int) -> dict[str, Any]:
     choices = [
         {
@@ -58,6 +65,7 @@ def chat_body(a: Answer, rid: str, created: int) -> dict[str, Any]:
             "logprobs": _logprobs(c, True),
             "finish_reason": c.finish_reason,
         }
+        | _ids(c)
         for c in a.choices
     ]
     return {
@@ -79,6 +87,7 @@ def completion_body(a: Answer, rid: str, created: int) -> dict[str, Any]:
             "logprobs": _logprobs(c, False),
             "finish_reason": c.finish_reason,
         }
+        | _ids(c)
         for c in a.choices
     ]
     return {

@@ -50,6 +50,8 @@ class _Sampling(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
+    # vLLM's extension: each choice also carries its token ids and its prompt's.
+    return_token_ids: bool | None = None
 
     @field_validator("stop")
     @classmethod
