@@ -34,3 +34,15 @@ def vllm_url() -> str:
             pytest.fail("STILLROOM_REQUIRE_VLLM is set but no STILLROOM_TEST_VLLM_URL is named")
         pytest.skip("no vLLM server named in STILLROOM_TEST_VLLM_URL (.ci/run starts one)")
     return url
+
+
+@pytest.fixture(scope="session")
+def vllm_watermark_key(vllm_url: str) -> str:
+    """The key file the test vLLM server's watermark plugin loaded (STILLROOM_TEST_VLLM_KEY;
+    .ci/run makes one and starts vLLM with it, marking only requests that name it)."""
+    path = os.environ.get("STILLROOM_TEST_VLLM_KEY")
+    if not path:
+        if os.environ.get("STILLROOM_REQUIRE_VLLM"):
+            pytest.fail("STILLROOM_REQUIRE_VLLM is set but no STILLROOM_TEST_VLLM_KEY is named")
+        pytest.skip("the test vLLM server has no watermark key named in STILLROOM_TEST_VLLM_KEY")
+    return path
