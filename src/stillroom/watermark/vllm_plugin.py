@@ -30,7 +30,7 @@ from functools import cache
 from typing import Any
 
 import torch
-from vllm.v1.sample.logits_processor import (  # type: ignore[import-not-found]
+from vllm.v1.sample.logits_processor import (
     BatchUpdate,
     LogitsProcessor,
     MoveDirectionality,
@@ -66,7 +66,7 @@ def _requested_id(params: Any) -> str:
     return str(extra.get(REQUEST_ARG) or _default_id())
 
 
-class WatermarkLogitsProcessor(LogitsProcessor):  # type: ignore[misc]
+class WatermarkLogitsProcessor(LogitsProcessor):
     """Adds delta to the green logits of each watermarked request's row."""
 
     @classmethod
