@@ -177,22 +177,33 @@ def demo(
 
 
 def task(
-    name: Annotated[str, typer.Argument(help="The built-in task: wordnet.")],
+    name: Annotated[
+        str, typer.Argument(help="The built-in task: wordnet (classify) or wordnet-derived.")
+    ],
     out: Annotated[Path, typer.Option(help="Folder for the task's JSONL.")] = Path("examples/data"),
-    per_class: Annotated[int, typer.Option(help="Items per class.")] = 300,
+    per_class: Annotated[int, typer.Option(help="wordnet: items per class.")] = 300,
+    items: Annotated[int, typer.Option(help="wordnet-derived: items in all.")] = 1600,
     seed: Annotated[int, typer.Option(help="Which items are drawn.")] = 0,
 ) -> None:
     """Build a built-in task's data from an installed package (WordNet: Debian wordnet-base).
 
-    Each row carries `prompt`, the teacher's few-shot prompt for the item.
-    Example: stillroom task wordnet --out examples/data
+    wordnet: noun definitions -> 8 categories. wordnet-derived: a definition -> the derived
+    word it defines ("in a magical manner (adverb)" -> "magically"). Each row carries
+    `prompt`, the teacher's few-shot prompt for the item.
+    Example: stillroom task wordnet-derived --out examples/data
     """
     from stillroom.errors import InputError
+    from stillroom.tasks.derived import build_derived_task
     from stillroom.tasks.wordnet import build_wordnet_task
 
-    if name != "wordnet":
-        raise InputError(f"no built-in task {name!r}; the built-in task is: wordnet")
-    path = build_wordnet_task(out, per_class=per_class, seed=seed, with_prompts=True)
+    if name == "wordnet":
+        path = build_wordnet_task(out, per_class=per_class, seed=seed, with_prompts=True)
+    elif name == "wordnet-derived":
+        path = build_derived_task(out, items=items, seed=seed)
+    else:
+        raise InputError(
+            f"no built-in task {name!r}; the built-in tasks are: wordnet, wordnet-derived"
+        )
     with path.open(encoding="utf-8") as f:
         emit({"path": str(path), "items": sum(1 for _ in f)})
 
