@@ -121,8 +121,10 @@ class TaskConfig(_Strict):
     # The row field holding the gold label (classify) or gold text (generate), if any; for
     # generate, list it in prompts.keep_fields so the harvest stores it.
     gold_field: str | None = None
-    # How the student reads an item (classification): no few-shot prefix, just the item.
-    student_template: str = "{text}"
+    # How the student reads an item: a template over the row's fields, so the student sees
+    # no few-shot prefix. Unset: "{text}" for classification; the teacher's own prompt for
+    # generation (e.g. "{text}\nWord:" lets a small student read only the item).
+    student_template: str | None = None
 
     @model_validator(mode="after")
     def _labels_for_classify(self) -> TaskConfig:
@@ -136,8 +138,16 @@ class TaskConfig(_Strict):
     def candidates(self) -> tuple[str, ...]:
         return tuple(self.label_prefix + label for label in self.labels)
 
+    @property
+    def student_input(self) -> str | None:
+        """The template the student reads; None: the teacher's prompt (generation only)."""
+        if self.student_template is None and self.kind == "classify":
+            return "{text}"
+        return self.student_template
+
     def student_fields(self) -> list[str]:
-        return [name for _, name, _, _ in string.Formatter().parse(self.student_template) if name]
+        template = self.student_input or ""
+        return [name for _, name, _, _ in string.Formatter().parse(template) if name]
 
 
 class OnPolicyConfig(_Strict):
@@ -225,7 +235,8 @@ class HarvestConfig(_Strict):
             raise ValueError(
                 "train.objective: labels goes with task.kind: classify (and only with it)"
             )
-        if classify:  # the store must keep what the student reads and the gold label
+        if classify or self.task.student_template is not None:
+            # the store must keep what the student reads, and the gold label
             wanted = [*self.task.student_fields(), *filter(None, [self.task.gold_field])]
             for name in wanted:
                 if name not in self.prompts.keep_fields:

@@ -32,6 +32,9 @@ from stillroom.serve.gateway import ServeSettings
 from stillroom.student_config import StudentConfig
 from stillroom.teacher_config import ApiTeacherConfig
 from stillroom.teachers.local import LocalTeacher
+from stillroom.train.data import TeacherToStudent, iter_examples
+from stillroom.train.student_vocab import student_prompt_ids
+from stillroom.train.students import load_student
 from stillroom.train.teacher_scores import LocalScorer, ScoreCache, make_scorer
 from stillroom.train.trainer import train
 from tests.helpers.serve import running
@@ -233,3 +236,34 @@ def test_logit_kd_from_a_harvest_of_a_served_teacher_with_token_ids(
     assert harvest(cfg, show_progress=False).ok == 60
     result = train(cfg, quiet=True)  # objective: logits, which needs ids and top-k
     assert result.best_val is not None and result.best_val["val_kl"] > 0
+
+
+def test_a_student_reading_its_own_prompt_is_scored_after_the_teachers(
+    harvested: dict[str, Any], tmp_path: Path
+) -> None:
+    """task.student_template: the student trains and samples on its own short prompt, while
+    the teacher scores the student's answer after the teacher's prompt."""
+    raw = json.loads(json.dumps(harvested["raw"]))
+    raw |= {"name": "own-prompt", "runs_dir": str(tmp_path / "runs")}
+    raw["task"] = {"kind": "generate", "student_template": "{text} ="}
+    raw["train"] |= {"max_steps": 3, "eval_every": 0, **ON_POLICY}
+    cfg = validate_config(raw, "test")
+    assert "text" in cfg.prompts.keep_fields  # the store keeps what the student reads
+    teacher = LocalTeacher.load(cfg.teacher.model)
+    assert harvest(cfg, teacher=teacher, show_progress=False).ok == 60
+    train(cfg, quiet=True)
+    student = load_student(cfg.run_dir / "student")
+    with sqlite3.connect(cfg.run_dir / "harvest.sqlite") as db:
+        prompts = [json.loads(r)["prompt"] for (r,) in db.execute("SELECT request FROM calls")]
+        sent = db.execute("SELECT tokens - scored FROM teacher_scores").fetchall()
+    teacher_lengths = {len(teacher.tokenizer(p)["input_ids"]) for p in prompts}
+    assert sent and {n for (n,) in sent} <= teacher_lengths  # the teacher's prompt, whole
+    examples = iter_examples(
+        RunStore(cfg.run_dir / "harvest.sqlite"), "train",
+        mapping=TeacherToStudent(student.teacher_to_student(), student.to_teacher is None),
+        encode=lambda *a: ([], []), max_len=512, need_signals=False,
+        student_prompt=lambda f, w: student_prompt_ids(student.tokenizer, "{text} =", f, w),
+    )  # fmt: skip
+    first = next(examples)
+    assert student.tokenizer.decode(first.input_ids[: first.start]).endswith(" =")
+    assert first.teacher_prompt is not None and len(first.teacher_prompt) in teacher_lengths

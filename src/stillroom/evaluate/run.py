@@ -129,7 +129,7 @@ def _test_items(cfg: HarvestConfig) -> dict[str, Any]:
         "gold": np.array([labels.index(str(f[cfg.task.gold_field])) for f in fields]),
         "teacher_logp": np.stack([np.frombuffer(r["label_logprobs"], "<f4") for r in records]),
         "prompts": [json.loads(r["request"])["prompt"] for r in records],
-        "texts": [cfg.task.student_template.format_map(f) for f in fields],
+        "texts": [(cfg.task.student_input or "{text}").format_map(f) for f in fields],
     }
 
 

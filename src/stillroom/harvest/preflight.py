@@ -142,7 +142,7 @@ def prompt_end_problems(task: TaskConfig, items: list[PromptItem]) -> list[str]:
             "each label; end the prompts (prompts.field or prompts.template) without trailing "
             "whitespace"
         )
-    if task.student_template[-1:].isspace():
+    if (task.student_input or "")[-1:].isspace():
         problems.append(
             f"task.student_template ends with whitespace and task.label_prefix "
             f"{task.label_prefix!r} adds another before each label; remove the trailing "

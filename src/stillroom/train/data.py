@@ -34,6 +34,9 @@ class Example:
     input_ids: np.ndarray  # (L,) student ids: prompt then completion
     start: int  # index of the first completion token
     topk: bytes | None  # encoded teacher signals for the completion, decoded per batch
+    # The teacher's prompt in student ids, when the student reads another one
+    # (task.student_template): what on-policy scoring puts before the student's answer.
+    teacher_prompt: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -48,6 +51,7 @@ class Batch:
     topk_ids: torch.Tensor | None  # (B, T, k) long, -1 where absent
     topk_logprobs: torch.Tensor | None  # (B, T, k) float32, -inf where absent
     topk_rest: torch.Tensor | None  # (B, T) float32
+    teacher_prompts: list[np.ndarray | None] | None = None  # Example.teacher_prompt per row
 
     @property
     def n_tokens(self) -> int:
@@ -102,6 +106,8 @@ E = TypeVar("E", bound=_Sized)
 B = TypeVar("B")
 
 Encoder = Callable[[dict[str, Any], str, str | None], tuple[list[int], list[int]]]
+# A row's kept fields -> the student's prompt ids (task.student_template), or None.
+StudentPrompt = Callable[[dict[str, Any], str], list[int]]
 
 
 def iter_examples(
@@ -113,6 +119,7 @@ def iter_examples(
     max_len: int,
     need_signals: bool,
     counts: ExampleCounts | None = None,
+    student_prompt: StudentPrompt | None = None,
 ) -> Iterator[Example]:
     """One example per stored completion of `split`; empty answers are skipped (and counted
     in `counts`).
@@ -120,6 +127,7 @@ def iter_examples(
     With teacher token ids in the store (local teachers) and a mapping, the student sees
     exactly the teacher's tokens; otherwise `encode(request, text, finish_reason)` tokenizes
     prompt and completion with the student's tokenizer (sequence KD from API harvests).
+    With `student_prompt` the student reads its own prompt before the teacher's answer.
     """
     for rec in store.iter_records(split):
         where = f"{store.path} call {rec['key']}"
@@ -144,12 +152,16 @@ def iter_examples(
             prompt, completion = np.asarray(p, np.int64), np.asarray(c, np.int64)
         if len(completion) == 0:
             continue
+        teacher_prompt = None
+        if student_prompt is not None:
+            fields = json.loads(rec["fields"]) if rec["fields"] else {}
+            teacher_prompt, prompt = prompt, np.asarray(student_prompt(fields, where), np.int64)
         ids = np.concatenate([prompt, completion])
         if len(ids) > max_len:  # keep the completion's start: cut its tail
             ids = ids[:max_len]
         if len(ids) <= len(prompt):
             continue  # the prompt alone fills max_len: nothing to learn from
-        yield Example(ids, len(prompt), rec["topk"] if need_signals else None)
+        yield Example(ids, len(prompt), rec["topk"] if need_signals else None, teacher_prompt)
 
 
 def _no_signals(where: str, request: dict[str, Any]) -> str:
@@ -236,7 +248,9 @@ def collate(group: list[Example], mapping: TeacherToStudent | None, pad_id: int)
             topk_lp[i, rows, : slp.shape[1]] = torch.from_numpy(slp[:m])
             assert topk_rest is not None
             topk_rest[i, rows] = torch.from_numpy(srest[:m])
-    return Batch(input_ids, attention, targets, loss_mask, topk_ids, topk_lp, topk_rest)
+    prompts = [ex.teacher_prompt for ex in group]
+    return Batch(input_ids, attention, targets, loss_mask, topk_ids, topk_lp, topk_rest,
+                 prompts if any(p is not None for p in prompts) else None)  # fmt: skip
 
 
 def _signals(

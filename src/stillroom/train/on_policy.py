@@ -85,15 +85,21 @@ class OnPolicy:
         """The student's answers to `stored`'s prompts, with the teacher's top-k on them."""
         prompts = prompts_of(stored)
         answers = self._sample(model, prompts, epoch, index)
-        examples = [(p, a) for p, a in zip(prompts, answers, strict=True) if a]
-        sequences = [self._teacher_ids(p + a) for p, a in examples]
-        blobs = self.cache.blobs(sequences, [len(p) for p, _ in examples])
+        # The teacher reads its own prompt before the student's answer (they differ when the
+        # student reads task.student_template).
+        theirs = [
+            p if t is None else t.tolist()
+            for p, t in zip(prompts, stored.teacher_prompts or [None] * len(prompts), strict=True)
+        ]
+        rows = [(p, t, a) for p, t, a in zip(prompts, theirs, answers, strict=True) if a]
+        sequences = [self._teacher_ids(t + a) for _, t, a in rows]
+        blobs = self.cache.blobs(sequences, [len(t) for _, t, _ in rows])
         group = [
             Example(np.asarray(p + a, np.int64), len(p), blob)
-            for (p, a), blob in zip(examples, blobs, strict=True)
+            for (p, _, a), blob in zip(rows, blobs, strict=True)
         ]
         self.batches += 1
-        self.answer_tokens += sum(len(a) for _, a in examples)
+        self.answer_tokens += sum(len(a) for _, _, a in rows)
         return collate(group, self.mapping, self.pad_id)
 
     def _sample(

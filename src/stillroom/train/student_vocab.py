@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from stillroom.config import HarvestConfig
-from stillroom.errors import ConfigError
+from stillroom.errors import ConfigError, VocabMismatch
 from stillroom.harvest.signals import decode_topk
 from stillroom.harvest.store import RunStore
 
@@ -85,16 +85,33 @@ def harvest_text_ids(store: RunStore, model_dir: Path) -> set[int]:
     return ids
 
 
-def task_token_ids(cfg: HarvestConfig, teacher_dir: Path) -> set[int]:
-    """Teacher ids a classification student needs beyond the harvest: its labels, and the
-    literal text of its template."""
-    if cfg.task.kind != "classify":
+def student_prompt_ids(tok: Any, template: str, fields: dict[str, Any], where: str) -> list[int]:
+    """The student's own prompt for a stored row (task.student_template), in `tok`'s ids."""
+    try:
+        text = template.format_map(fields)
+    except KeyError as e:
+        raise VocabMismatch(
+            f"{where}: task.student_template uses {{{e.args[0]}}}, which the harvest did not "
+            "keep; add it to prompts.keep_fields and harvest again"
+        ) from None
+    return list(tok(text)["input_ids"])
+
+
+def task_token_ids(cfg: HarvestConfig, teacher_dir: Path, store: RunStore) -> set[int]:
+    """Teacher ids a student needs beyond the harvest: a classifier's labels and the literal
+    text of its template; a generator's own prompts (task.student_template) as read."""
+    template = cfg.task.student_input
+    if template is None:
         return set()
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(teacher_dir)
-    literal = "".join(text for text, _, _, _ in string.Formatter().parse(cfg.task.student_template))
+    literal = "".join(text for text, _, _, _ in string.Formatter().parse(template))
     ids: set[int] = set(tok(literal)["input_ids"])
     for c in cfg.task.candidates:
         ids.update(tok(c, add_special_tokens=False)["input_ids"])
+    if cfg.task.kind == "generate":
+        for rec in store.iter_records():
+            fields = json.loads(rec["fields"]) if rec["fields"] else {}
+            ids.update(student_prompt_ids(tok, template, fields, f"{store.path} {rec['key']}"))
     return ids

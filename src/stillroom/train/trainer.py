@@ -52,6 +52,7 @@ from stillroom.train.student_vocab import (
     encode_record,
     harvest_text_ids,
     harvest_token_ids,
+    student_prompt_ids,
     task_token_ids,
     teacher_folder,
 )
@@ -156,7 +157,7 @@ class Trainer:
         teacher_dir = teacher_folder(self.cfg)
         keep = None
         if self.tc.student.trim_vocab:
-            keep = harvest_token_ids(self.store) | task_token_ids(self.cfg, teacher_dir)
+            keep = harvest_token_ids(self.store) | task_token_ids(self.cfg, teacher_dir, self.store)
             if not self.cfg.teacher.is_local:  # API records carry text, not our ids
                 keep |= harvest_text_ids(self.store, teacher_dir)
         student = build_student(self.tc.student, teacher_dir, keep)
@@ -187,7 +188,12 @@ class Trainer:
             encode=self._encode,
             max_len=self.tc.max_len,
             need_signals=need if split == "train" else self._has_signals,
+            student_prompt=self._student_prompt if self.cfg.task.student_template else None,
         )
+
+    def _student_prompt(self, fields: dict[str, Any], where: str) -> list[int]:
+        template = self.cfg.task.student_template or ""
+        return student_prompt_ids(self.student.tokenizer, template, fields, where)
 
     @functools.cached_property
     def _has_signals(self) -> bool:
@@ -227,7 +233,7 @@ class Trainer:
             self.store,
             split,
             encode=lambda text: list(tok(text)["input_ids"]),
-            template=task.student_template,
+            template=task.student_input or "{text}",
             labels=task.labels,
             gold_field=task.gold_field,
             max_len=self.tc.max_len,
