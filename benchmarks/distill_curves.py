@@ -7,8 +7,10 @@ Same task, same student init, same prompts, same steps for every run:
   steps; one point per N in `--sizes`.
 - **on-policy** (lambda 1): the student answers the training prompts itself and the teacher
   scores those answers (prompt and answer tokens are the price of each scoring call); one
-  run of `--steps` steps, evaluated at `--points` checkpoints along the way. It reads no
-  stored teacher answer, so only its scoring calls are counted.
+  run of `--on-policy-steps` steps, evaluated at `--points` checkpoints along the way. It
+  reads no stored teacher answer, so only its scoring calls are counted. Its steps are
+  fewer: every step pays the teacher for a whole batch, so its token count, not its step
+  count, is what the curve compares.
 Quality is chrF against the task's gold text on the first `--test-items` test items, the
 student answering greedily; the teacher's own chrF on the same items (its harvested
 answers) is printed beside, with the task's trivial answers (copying the input, the most
@@ -44,7 +46,9 @@ def main() -> None:
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--sizes", type=int, nargs="+", default=[250, 500, 1000, 2000])
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--points", type=int, default=6)
+    ap.add_argument("--points", type=int, default=8)
+    ap.add_argument("--on-policy-steps", type=int, default=40)
+    ap.add_argument("--batch-tokens", type=int, default=512)
     ap.add_argument("--test-items", type=int, default=200)
     ap.add_argument("--divergence", default="reverse_kl")
     ap.add_argument("--work", type=Path, default=Path("runs/curves"))
@@ -52,6 +56,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
     base = base_config(args.config, args.work, args.steps)
+    base.train.batch_tokens = args.batch_tokens
     harvest(base, show_progress=False)
     items = load_text_items(base)
     n_test = min(args.test_items, len(items.requests))
@@ -126,10 +131,11 @@ def harvest_tokens(cfg: HarvestConfig) -> int:
 def on_policy_curve(
     base: HarvestConfig, args: argparse.Namespace, n_test: int, gold: list[str]
 ) -> list[dict[str, Any]]:
-    every = max(1, args.steps // args.points)
+    every = max(1, args.on_policy_steps // args.points)
     cfg = subset_run(base, "on-policy", max(args.sizes), objective="on_policy",
                      divergence=args.divergence, checkpoint_every=every,
-                     keep_checkpoints=args.points + 1)  # fmt: skip
+                     keep_checkpoints=args.points + 1,
+                     max_steps=args.on_policy_steps)  # fmt: skip
     cfg.train.on_policy.lmbda = 1.0
     train(cfg, quiet=True)
     paid = {
@@ -153,11 +159,29 @@ def quality(cfg: HarvestConfig, folder: Path, n_test: int, gold: list[str]) -> d
 
     student = load_student(folder, cfg.eval.student_dtype)
     runner = LocalTeacher(student.model, student.tokenizer, name=str(folder), batch_size=32)
-    requests = load_text_items(cfg).requests[:n_test]
+    requests = student_requests(cfg)[:n_test]
     answers: list[str] = []
     for i in range(0, len(requests), 32):
         answers += [c.choices[0].text for c in runner.generate(requests[i : i + 32])]
     return text_scores(answers, gold)
+
+
+def student_requests(cfg: HarvestConfig) -> list[Any]:
+    """The test items as the student reads them: its own template (task.student_template)
+    over each item's fields, or else the teacher's prompt; in load_text_items' order."""
+    from dataclasses import replace
+
+    from stillroom.evaluate.inputs import test_records
+
+    requests = load_text_items(cfg).requests
+    template = cfg.task.student_template
+    if template is None:
+        return requests
+    fields: dict[str, dict[str, Any]] = {}
+    for rec in test_records(cfg):
+        fields.setdefault(rec["prompt_id"], json.loads(rec["fields"] or "{}"))
+    texts = [template.format_map(f) for f in fields.values()]
+    return [replace(r, prompt=t) for r, t in zip(requests, texts, strict=True)]
 
 
 def trivial_answers(base: HarvestConfig, items: Any, n_test: int) -> dict[str, Any]:
