@@ -140,8 +140,6 @@ def verdict_headline(
             f"; it beats the gold-only baseline's {fmt(b['quality'][metric])} by "
             f"{points(g['diff'])} {unit} (95% interval {points(g['low'])} to {points(g['high'])})"
         )
-    elif b is not None:
-        kept += f"; the gold-only baseline scores {fmt(b['quality'][metric])}"
     speed = conservative_speedup(t, s)
     if speed is not None:
         kept += (
@@ -165,7 +163,7 @@ def _baseline_lead(
     if g["high"] < 0:
         text = (
             f"distillation did not pay here: the gold-only baseline scores {fmt(bs)} vs the "
-            f"student's {fmt(ss)} {name} ({_gap(behind, points, unit)} ahead)"
+            f"student's {fmt(ss)} {name}, ahead by {_gap(behind, points, unit)}"
         )
     else:
         text = (
