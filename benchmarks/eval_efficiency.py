@@ -171,6 +171,7 @@ def summarise(runs: dict[str, Any], folder: Path, texts: list[str]) -> dict[str,
     tok, act = tokenizer_mb(folder), activations_mb(folder, texts)
     held = weights + tok + act
     peaks = [r[c]["peak_rss_mb"] for r in runs["new"] for c in ("a", "b")]
+    kept = [r[c]["held_rss_mb"] for r in runs["new"] for c in ("a", "b")]
     worst_memory = max(abs(p / held - 1) for p in peaks)
     return {
         "throughput_ratio_identical_models": {
@@ -180,6 +181,7 @@ def summarise(runs: dict[str, Any], folder: Path, texts: list[str]) -> dict[str,
         },
         "peak_memory_mb": {
             "new_per_process": [round(p, 1) for p in peaks],
+            "new_held_after_serving": [round(k, 1) for k in kept],
             "baseline_old_rise_in_one_process": [
                 round(r[c]["peak_rss_mb"], 1) for r in runs["old"] for c in ("a", "b")
             ],
@@ -188,6 +190,9 @@ def summarise(runs: dict[str, Any], folder: Path, texts: list[str]) -> dict[str,
             "activations_mb_estimate": round(act, 2),
             "new_worst_off_weights_tokenizer_activations": round(worst_memory, 3),
             "new_worst_over_weights_alone": round(max(peaks) / weights, 3),
+            "new_held_worst_off_weights_tokenizer_activations": round(
+                max(abs(k / held - 1) for k in kept), 3
+            ),
             "floor": MEMORY_FLOOR,
         },
         "new_last_repeat_items_per_s": {

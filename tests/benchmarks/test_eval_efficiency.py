@@ -56,7 +56,8 @@ def test_summary_measures_each_method_against_a_ratio_of_one(
 ) -> None:
     def copy(rate: float, peak: float) -> dict[str, Any]:
         return {"throughput_items_per_s": rate, "throughput_min": rate * 0.9,
-                "throughput_max": rate * 1.1, "peak_rss_mb": peak, "weights_mb": 0.4}  # fmt: skip
+                "throughput_max": rate * 1.1, "peak_rss_mb": peak, "held_rss_mb": peak,
+                "weights_mb": 0.4}  # fmt: skip
 
     runs = {
         "old": [{"a": copy(100, 0.1), "b": copy(40, 0.0)}],  # one copy timed in a quiet spell

@@ -274,9 +274,9 @@ def test_the_table_shows_the_rounds_spread_and_the_weights(
     run_dir: Path, result: dict[str, Any]
 ) -> None:
     student = result["models"]["student"]["efficiency"]
-    student |= {"throughput_min": 61.0, "throughput_max": 75.5, "rounds": 5, "weights_mb": 77.6}
+    student |= {"throughput_min": 61.0, "throughput_max": 75.5, "passes": 5, "weights_mb": 77.6}
     md = write_report(run_dir, result)["md"].read_text(encoding="utf-8")
-    assert "| 70 items/s (batch 16; 61-75.5 over 5 rounds) |" in md
+    assert "| 70 items/s (batch 16; 61-75.5 over 5 passes) |" in md
     assert "| 310 MB (weights 77.6 MB) |" in md
 
 

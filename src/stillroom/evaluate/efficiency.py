@@ -27,20 +27,22 @@ MIN_TIMED_S = 2.0  # repeat fast models' throughput passes until this much time 
 class Efficiency:
     params: int
     disk_mb: float
-    latency_ms_p50: float  # over every batch-1 call of every round
+    latency_ms_p50: float  # over every batch-1 call
     latency_ms_p95: float
-    throughput_items_per_s: float  # the median round's rate
+    throughput_items_per_s: float  # the median pass's rate
     batch: int
     items_timed: int
     peak_rss_mb: float  # peak resident memory of the model's process while serving, above
     # its level with torch imported and no model loaded (see workers.py)
     dtype: str = "float32"  # the precision the model was timed in
-    throughput_min: float | None = None  # the slowest and fastest round's rate
+    throughput_min: float | None = None  # the slowest and fastest whole pass's rate
     throughput_max: float | None = None
-    latency_ms_p50_min: float | None = None  # the range of the rounds' batch-1 medians
-    latency_ms_p50_max: float | None = None
-    rounds: int = 1  # timed rounds, interleaved with the other models'
+    latency_ms_min: float | None = None  # the fastest and slowest batch-1 call
+    latency_ms_max: float | None = None
+    rounds: int = 1  # turns taken, interleaved with the other models' (evaluate/rounds.py)
+    passes: int = 1  # whole passes over the timed items
     weights_mb: float | None = None  # parameters and buffers as held in memory
+    held_rss_mb: float | None = None  # resident after serving, above the same level as peak
 
     def as_dict(self) -> dict[str, Any]:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}

@@ -19,7 +19,8 @@ eval.json as read here (`?` marks optional parts):
                  fidelity: {agreement, kl, chrf_to_teacher?} | null, cost_per_1m_requests_usd,
                  efficiency: {params, disk_mb, latency_ms_p50, latency_ms_p95,
                               throughput_items_per_s, batch, peak_rss_mb, dtype,
-                              throughput_min?, throughput_max?, rounds?, weights_mb?}},
+                              throughput_min?, throughput_max?, latency_ms_min?,
+                              latency_ms_max?, rounds?, passes?, weights_mb?}},
                  most_common?, copy_input?: {name, role: "trivial", quality}}
     verdict?    what evaluate/verdict.py found: paired gaps to the baseline and the floor
     confusion?  {labels: [str], teacher | student | baseline: [[int]]}  rows true, columns predicted
@@ -481,9 +482,9 @@ def _table(result: dict[str, Any]) -> tuple[list[str], list[tuple[str, list[str]
         tp, batch = eff(m, "throughput_items_per_s"), eff(m, "batch")
         if not _is_num(tp):
             return MISSING
-        low, high, rounds = (eff(m, k) for k in ("throughput_min", "throughput_max", "rounds"))
-        spread = (f"; {_sig(low)}-{_sig(high)} over {rounds} rounds"
-                  if _is_num(low) and _is_num(high) and _is_num(rounds) else "")  # fmt: skip
+        low, high, passes = (eff(m, k) for k in ("throughput_min", "throughput_max", "passes"))
+        spread = (f"; {_sig(low)}-{_sig(high)} over {passes} passes"
+                  if _is_num(low) and _is_num(high) and _is_num(passes) else "")  # fmt: skip
         return f"{_sig(tp)} items/s" + (f" (batch {batch}{spread})" if _is_num(batch) else "")
 
     def memory(m: dict[str, Any]) -> str:

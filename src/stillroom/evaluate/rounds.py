@@ -2,13 +2,16 @@
 
 Timing one model after another lets the machine's load decide their ratio: on a shared
 machine a model timed while another job runs looks slow beside one timed a minute later in
-quiet (an eval once put two copies of the same architecture 2.3x apart). Here each round
-gives every model a short slice, one after another, the first model rotating from round to
-round; a burst of load lands on a round, not on a model, and the spread over rounds shows
-how steady the figures were. Each slice is whole passes over the same items, sorted by
-length and cut into batches as a server's batcher would (padding a short item to a long
-one's length is work no model needs); a fast model repeats its pass until the slice lasts
-about `slice_s`. Batch-1 latency is timed in the same slices, a few items per round.
+quiet (an eval once put two copies of the same architecture 2.3x apart). Here the models
+take turns: each round gives every model one short slice of batches (about `slice_s`, one
+batch at least), the first model rotating from round to round, so a burst of load that
+lasts longer than a round lands on all of them. Batches are cut from the items sorted by
+length, as a server's batcher would (padding a short item to a long one's length is work
+no model needs), and each model works through them in order, wrapping around; a whole
+pass's rate is one sample of its throughput. Rounds go on until every model has made
+`min_passes` passes and been timed `min_timed_s`; the median pass is reported, with the
+slowest and fastest beside it. Each round also times one item alone (batch 1) per model,
+until `latency_items` have been.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from stillroom.evaluate.efficiency import Efficiency
+from stillroom.evaluate.efficiency import MIN_TIMED_S, Efficiency
 from stillroom.evaluate.workers import ModelSpec, workers
 
-ROUNDS = 5
-SLICE_S = 0.3
+SLICE_S = 0.1
+MIN_PASSES = 3
 
 
 class Timer(Protocol):
@@ -33,31 +36,57 @@ class Timer(Protocol):
 
 @dataclass
 class Timed:
-    """One model's figures from the rounds: items/s and batch-1 ms, per round."""
+    """One model's progress through the rounds: its batches' sizes, where it is, and the
+    rates of its whole passes and its batch-1 latencies so far."""
 
-    rates: list[float] = field(default_factory=list)
-    latencies: list[list[float]] = field(default_factory=list)
+    sizes: list[int]
+    per_slice: int = 1  # batches per turn
+    position: int = 0  # batches run so far
+    pass_items: int = 0
+    pass_s: float = 0.0
+    timed_s: float = 0.0
+    rounds: int = 0
+    passes: list[float] = field(default_factory=list)  # items/s of each whole pass
+    latencies: list[float] = field(default_factory=list)  # ms
+
+    def record(self, spent: list[float], latency_ms: float) -> None:
+        for seconds in spent:
+            self.pass_items += self.sizes[self.position % len(self.sizes)]
+            self.pass_s += seconds
+            self.timed_s += seconds
+            self.position += 1
+            if self.position % len(self.sizes) == 0:
+                self.passes.append(self.pass_items / self.pass_s)
+                self.pass_items, self.pass_s = 0, 0.0
+        if not math.isnan(latency_ms):
+            self.latencies.append(latency_ms)
+        self.rounds += 1
+
+    def done(self, min_passes: int, min_timed_s: float, singles: int) -> bool:
+        enough = len(self.passes) >= min_passes and self.timed_s >= min_timed_s
+        return enough and len(self.latencies) >= singles
 
     def efficiency(
-        self, info: Mapping[str, Any], *, batch: int, items: int, peak_mb: float
+        self, info: Mapping[str, Any], *, batch: int, items: int, memory_mb: tuple[float, float]
     ) -> Efficiency:
-        lat = [x for r in self.latencies for x in r] or [float("nan")]
-        medians = [float(np.median(r)) for r in self.latencies if r] or [float("nan")]
+        lat = self.latencies or [float("nan")]
         return Efficiency(
             params=int(info["params"]),
             disk_mb=float(info["disk_mb"]),
             latency_ms_p50=float(np.percentile(lat, 50)),
             latency_ms_p95=float(np.percentile(lat, 95)),
-            throughput_items_per_s=float(np.median(self.rates)),
+            throughput_items_per_s=float(np.median(self.passes)),
             batch=batch,
             items_timed=items,
-            peak_rss_mb=peak_mb,
+            peak_rss_mb=memory_mb[0],
+            held_rss_mb=memory_mb[1],
             dtype=str(info["dtype"]),
-            throughput_min=min(self.rates),
-            throughput_max=max(self.rates),
-            latency_ms_p50_min=min(medians),
-            latency_ms_p50_max=max(medians),
-            rounds=len(self.rates),
+            throughput_min=min(self.passes),
+            throughput_max=max(self.passes),
+            latency_ms_min=min(lat),
+            latency_ms_max=max(lat),
+            rounds=self.rounds,
+            passes=len(self.passes),
             weights_mb=float(info["weights_mb"]),
         )
 
@@ -69,31 +98,30 @@ def time_in_rounds(
     batch: int,
     latency_items: int,
     length: Callable[[Any], int] = len,
-    rounds: int = ROUNDS,
     slice_s: float = SLICE_S,
+    min_passes: int = MIN_PASSES,
+    min_timed_s: float = MIN_TIMED_S,
 ) -> dict[str, Timed]:
     """Every model's throughput on its `items` and batch-1 latency on the first
-    `latency_items` of them, over `rounds` interleaved rounds. `items[role]` are the same
-    test items for every model, each in its own form (a teacher's few-shot prompt, a
-    student's bare text)."""
-    by_length = {role: sorted(items[role], key=length) for role in timers}
-    passes = {}
-    for role, timer in timers.items():  # warm-up, and how many passes make a slice
-        seconds = timer.call("calibrate", by_length[role], batch)
-        passes[role] = max(1, math.ceil(slice_s / max(seconds, 1e-9)))
-    n_single = min(latency_items, *(len(items[role]) for role in timers))
-    per_round = math.ceil(n_single / rounds) if n_single else 0
+    `latency_items` of them, in interleaved rounds. `items[role]` are the same test items
+    for every model, each in its own form (a teacher's few-shot prompt, a student's text)."""
+    singles = min(latency_items, *(len(items[role]) for role in timers))
+    state = {}
+    for role, timer in timers.items():  # warm-up, and how many batches make a slice
+        ordered = sorted(items[role], key=length)
+        batches = [ordered[i : i + batch] for i in range(0, len(ordered), batch)]
+        per_batch = timer.call("calibrate", batches, list(items[role][:singles]))
+        state[role] = Timed([len(b) for b in batches], max(1, round(slice_s / per_batch)))
     roles = list(timers)
-    out = {role: Timed() for role in roles}
-    for r in range(rounds):
-        picks = [(r * per_round + k) % n_single for k in range(per_round)]
+    r = 0
+    while not all(t.done(min_passes, min_timed_s, singles) for t in state.values()):
         first = r % len(roles)
         for role in roles[first:] + roles[:first]:
-            latency = [items[role][i] for i in picks]
-            rate, lat = timers[role].call("slice", by_length[role], batch, passes[role], latency)
-            out[role].rates.append(rate)
-            out[role].latencies.append(lat)
-    return out
+            t = state[role]
+            single = len(t.latencies) if len(t.latencies) < singles else None
+            t.record(*timers[role].call("slice", t.position, t.per_slice, single))
+        r += 1
+    return state
 
 
 def serve_and_time(
@@ -111,11 +139,11 @@ def serve_and_time(
         predicted = {role: w.call("predict") for role, w in running.items()}
         timed = time_in_rounds(running, items, batch=batch, latency_items=latency_items,
                                length=length)  # fmt: skip
-        memory = {role: float(w.call("memory")) for role, w in running.items()}
+        memory = {role: w.call("memory") for role, w in running.items()}
         info = {role: w.info for role, w in running.items()}
     efficiency = {
         role: timed[role]
-        .efficiency(info[role], batch=batch, items=len(items[role]), peak_mb=memory[role])
+        .efficiency(info[role], batch=batch, items=len(items[role]), memory_mb=memory[role])
         .as_dict()
         for role in running
     }

@@ -36,11 +36,11 @@ from stillroom.evaluate.workers import ModelSpec
 CPU_HOUR_USD = 0.05  # a 2-core cloud VM is ~$0.10/hour: $0.05 per core-hour
 NOTES = [
     "Every model is loaded in a process of its own and timed in interleaved rounds: each "
-    "round gives each model a short slice, so a busy machine slows them alike. Throughput is "
-    "the median round's; the headline's speed ratio divides the student's slowest round by "
-    "the teacher's fastest. Peak memory is what the model's process holds while serving "
-    "(weights, activations, tokenizer, runtime buffers) above its level with torch imported "
-    "and no model loaded.",
+    "round gives each model a short slice of batches, so a busy machine slows them alike. "
+    "Throughput is the median whole pass's over the timed items; the headline's speed ratio "
+    "divides the student's slowest pass by the teacher's fastest. Peak memory is what the "
+    "model's process holds while serving (weights, activations, tokenizer, runtime buffers) "
+    "above its level with torch and the model's code imported and no model loaded.",
     "Differences between models are paired over the test items, with a 95% bootstrap "
     "interval; the most common label is the train split's, scored on the test items.",
 ]

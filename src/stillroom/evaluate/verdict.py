@@ -8,8 +8,8 @@ the verdict compares, item by item on the same test set, the student with the ba
 the teacher with the best trivial answer, each difference with a 95% paired bootstrap
 interval, and the headline leads with whichever of these failed. The share of the teacher
 kept is only ever shown beside the teacher's margin over the trivial answer and the
-baseline's score. The speed it quotes is the conservative end of the timing rounds: the
-student's slowest round against the teacher's fastest.
+baseline's score. The speed it quotes is the conservative end of the timed passes: the
+student's slowest against the teacher's fastest.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def judge(
 
 
 def conservative_speedup(teacher: Mapping[str, Any], student: Mapping[str, Any]) -> float | None:
-    """The student's slowest round's throughput over the teacher's fastest round's."""
+    """The student's slowest pass's throughput over the teacher's fastest pass's."""
     t, s = teacher.get("efficiency") or {}, student.get("efficiency") or {}
     fast = t.get("throughput_max") or t.get("throughput_items_per_s")
     slow = s.get("throughput_min") or s.get("throughput_items_per_s")
@@ -143,8 +143,8 @@ def verdict_headline(
     speed = conservative_speedup(t, s)
     if speed is not None:
         kept += (
-            f"; it runs at {times(speed)} the teacher's speed or more (its slowest timing "
-            "round against the teacher's fastest)"
+            f"; it runs at {times(speed)} the teacher's speed or more (its slowest timed pass "
+            "against the teacher's fastest)"
         )
     return "; ".join([*lead, kept])
 

@@ -148,42 +148,44 @@ class _Child:
     def __init__(self, served: Served, base_mb: float) -> None:
         self.served, self.base_mb = served, base_mb
         self.sampler: PeakMemory | None = None
+        self.batches: list[Sequence[Any]] = []
+        self.singles: Sequence[Any] = ()
 
     def predict(self) -> Any:
         return self.served.predict()
 
-    def calibrate(self, items: Sequence[Any], batch: int) -> float:
-        """Warm up on a whole batch, then time one pass: seconds per pass."""
-        self.served.run(items[:batch])
+    def calibrate(self, batches: list[Sequence[Any]], singles: Sequence[Any]) -> float:
+        """Keep the batches to time and the items to time alone; warm up on the first
+        batch, then time one pass over all: seconds per batch."""
+        self.batches, self.singles = batches, singles
+        self.served.run(batches[0])
         start = time.perf_counter()
-        self._pass(items, batch)
-        return time.perf_counter() - start
+        for chunk in batches:
+            self.served.run(chunk)
+        return (time.perf_counter() - start) / len(batches)
 
-    def slice(
-        self, items: Sequence[Any], batch: int, passes: int, latency: Sequence[Any]
-    ) -> tuple[float, list[float]]:
-        """`passes` passes over `items` in batches (items/s), then each of `latency` alone
-        (ms each)."""
-        start = time.perf_counter()
-        for _ in range(passes):
-            self._pass(items, batch)
-        rate = passes * len(items) / (time.perf_counter() - start)
-        lat = []
-        for item in latency:
+    def slice(self, first: int, count: int, single: int | None) -> tuple[list[float], float]:
+        """Batches first, first + 1, ... (`count` of them, wrapping around): seconds each;
+        then item `single` alone: ms (nan for none)."""
+        spent = []
+        for k in range(first, first + count):
             start = time.perf_counter()
-            self.served.run([item])
-            lat.append((time.perf_counter() - start) * 1e3)
-        return rate, lat
+            self.served.run(self.batches[k % len(self.batches)])
+            spent.append(time.perf_counter() - start)
+        if single is None:
+            return spent, float("nan")
+        start = time.perf_counter()
+        self.served.run([self.singles[single]])
+        return spent, (time.perf_counter() - start) * 1e3
 
-    def memory(self) -> float:
-        """Peak resident MB while serving, above the level before the model was loaded."""
+    def memory(self) -> tuple[float, float]:
+        """Resident MB above the level before the model was loaded: the peak while serving,
+        and what is held now, after serving."""
+        release_freed_memory()
+        held = rss_mb() - self.base_mb
         if self.sampler is not None:
-            return self.sampler.peak - self.base_mb
-        return (peak_rss_mb() or rss_mb()) - self.base_mb
-
-    def _pass(self, items: Sequence[Any], batch: int) -> None:
-        for i in range(0, len(items), batch):
-            self.served.run(items[i : i + batch])
+            return self.sampler.peak - self.base_mb, held
+        return (peak_rss_mb() or rss_mb()) - self.base_mb, held
 
 
 def child_main(down: int, up: int) -> None:
