@@ -50,7 +50,7 @@ def test_two_copies_timed_in_rounds_and_their_memory(student: Path, small: Path)
     logps, eff = serve_and_time(specs, dict.fromkeys(specs, TEXTS), batch=8, latency_items=6)
     assert (logps["a"] == logps["b"]).all() and logps["a"].shape == (len(TEXTS), 2)
     for e in eff.values():
-        assert e["passes"] >= 3 and e["items_timed"] == len(TEXTS)
+        assert e["passes"] >= 5 and e["items_timed"] == len(TEXTS)
         assert 0 < e["throughput_min"] <= e["throughput_items_per_s"] <= e["throughput_max"]
         assert (
             e["latency_ms_min"] <= e["latency_ms_p50"] <= e["latency_ms_p95"] <= e["latency_ms_max"]
@@ -79,8 +79,8 @@ def test_models_take_turns_until_each_has_its_passes(student: Path, small: Path)
         assert len(t.passes) >= 2 and t.timed_s >= 0.5 and all(r > 0 for r in t.passes)
         assert len(t.latencies) == 7  # one a round while any is left
         assert len(t.passes) == t.position // 3
-    # the small model's turns hold more batches: about as long as one of the big model's
-    assert small_.per_slice >= big.per_slice
+    # turns last about as long for both: the small model's hold more batches
+    assert small_.position > big.position
 
 
 def test_a_failed_load_comes_back_as_its_own_error(tmp_path: Path) -> None:

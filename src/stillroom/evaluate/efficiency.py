@@ -29,7 +29,7 @@ class Efficiency:
     disk_mb: float
     latency_ms_p50: float  # over every batch-1 call
     latency_ms_p95: float
-    throughput_items_per_s: float  # the median pass's rate
+    throughput_items_per_s: float  # over every whole pass timed
     batch: int
     items_timed: int
     peak_rss_mb: float  # peak resident memory of the model's process while serving, above

@@ -3,15 +3,16 @@
 Timing one model after another lets the machine's load decide their ratio: on a shared
 machine a model timed while another job runs looks slow beside one timed a minute later in
 quiet (an eval once put two copies of the same architecture 2.3x apart). Here the models
-take turns: each round gives every model one short slice of batches (about `slice_s`, one
+take turns: each round gives every model one turn of batches lasting about `slice_s` (one
 batch at least), the first model rotating from round to round, so a burst of load that
-lasts longer than a round lands on all of them. Batches are cut from the items sorted by
-length, as a server's batcher would (padding a short item to a long one's length is work
-no model needs), and each model works through them in order, wrapping around; a whole
-pass's rate is one sample of its throughput. Rounds go on until every model has made
-`min_passes` passes and been timed `min_timed_s`; the median pass is reported, with the
-slowest and fastest beside it. Each round also times one item alone (batch 1) per model,
-until `latency_items` have been.
+lasts longer than a round lands on all of them; a warm-up pass comes first. Batches are
+cut from the items sorted by length, as a server's batcher would (padding a short item to
+a long one's length is work no model needs), and each model works through them in order,
+wrapping around; a whole pass's rate is one sample of its throughput. Rounds go on until
+every model has made `min_passes` passes and been timed `min_timed_s`; the rate over all
+whole passes is reported (every turn counts, so a burst of load weighs by how long it
+lasted), with the slowest and fastest pass beside it. Each round also times one item alone
+(batch 1) per model, until `latency_items` have been.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from stillroom.evaluate.efficiency import MIN_TIMED_S, Efficiency
 from stillroom.evaluate.workers import ModelSpec, workers
 
 SLICE_S = 0.1
-MIN_PASSES = 3
+MIN_PASSES = 5
+TIMING_NOTE = (
+    "Every model is loaded in a process of its own and timed in interleaved rounds: each "
+    "round gives each model a short turn of batches, so a busy machine slows them alike. "
+    "Throughput is over every whole pass of the timed items; the headline's speed ratio "
+    "divides the student's slowest pass by the teacher's fastest. Peak memory is the most "
+    "the model's process held while serving (weights, activations, tokenizer, runtime "
+    "buffers) above its level with torch and the model's code imported and no model loaded."
+)
 
 
 class Timer(Protocol):
@@ -40,13 +49,14 @@ class Timed:
     rates of its whole passes and its batch-1 latencies so far."""
 
     sizes: list[int]
-    per_slice: int = 1  # batches per turn
     position: int = 0  # batches run so far
     pass_items: int = 0
     pass_s: float = 0.0
     timed_s: float = 0.0
     rounds: int = 0
     passes: list[float] = field(default_factory=list)  # items/s of each whole pass
+    passes_items: int = 0  # items and seconds of the whole passes together
+    passes_s: float = 0.0
     latencies: list[float] = field(default_factory=list)  # ms
 
     def record(self, spent: list[float], latency_ms: float) -> None:
@@ -57,6 +67,8 @@ class Timed:
             self.position += 1
             if self.position % len(self.sizes) == 0:
                 self.passes.append(self.pass_items / self.pass_s)
+                self.passes_items += self.pass_items
+                self.passes_s += self.pass_s
                 self.pass_items, self.pass_s = 0, 0.0
         if not math.isnan(latency_ms):
             self.latencies.append(latency_ms)
@@ -75,7 +87,7 @@ class Timed:
             disk_mb=float(info["disk_mb"]),
             latency_ms_p50=float(np.percentile(lat, 50)),
             latency_ms_p95=float(np.percentile(lat, 95)),
-            throughput_items_per_s=float(np.median(self.passes)),
+            throughput_items_per_s=self.passes_items / self.passes_s,
             batch=batch,
             items_timed=items,
             peak_rss_mb=memory_mb[0],
@@ -107,11 +119,11 @@ def time_in_rounds(
     for every model, each in its own form (a teacher's few-shot prompt, a student's text)."""
     singles = min(latency_items, *(len(items[role]) for role in timers))
     state = {}
-    for role, timer in timers.items():  # warm-up, and how many batches make a slice
+    for role, timer in timers.items():  # the batches each model works through; a warm-up
         ordered = sorted(items[role], key=length)
         batches = [ordered[i : i + batch] for i in range(0, len(ordered), batch)]
-        per_batch = timer.call("calibrate", batches, list(items[role][:singles]))
-        state[role] = Timed([len(b) for b in batches], max(1, round(slice_s / per_batch)))
+        timer.call("calibrate", batches, list(items[role][:singles]))
+        state[role] = Timed([len(b) for b in batches])
     roles = list(timers)
     r = 0
     while not all(t.done(min_passes, min_timed_s, singles) for t in state.values()):
@@ -119,7 +131,7 @@ def time_in_rounds(
         for role in roles[first:] + roles[:first]:
             t = state[role]
             single = len(t.latencies) if len(t.latencies) < singles else None
-            t.record(*timers[role].call("slice", t.position, t.per_slice, single))
+            t.record(*timers[role].call("slice", t.position, slice_s, single))
         r += 1
     return state
 

@@ -27,7 +27,7 @@ from stillroom.evaluate.inputs import (
 )
 from stillroom.evaluate.metrics import accuracy, confusion, label_kl, macro_f1
 from stillroom.evaluate.result import EvalResult
-from stillroom.evaluate.rounds import serve_and_time
+from stillroom.evaluate.rounds import TIMING_NOTE, serve_and_time
 from stillroom.evaluate.served import LabelStudent, LabelTeacher
 from stillroom.evaluate.text import evaluate_text
 from stillroom.evaluate.verdict import judge, verdict_headline
@@ -35,12 +35,7 @@ from stillroom.evaluate.workers import ModelSpec
 
 CPU_HOUR_USD = 0.05  # a 2-core cloud VM is ~$0.10/hour: $0.05 per core-hour
 NOTES = [
-    "Every model is loaded in a process of its own and timed in interleaved rounds: each "
-    "round gives each model a short slice of batches, so a busy machine slows them alike. "
-    "Throughput is the median whole pass's over the timed items; the headline's speed ratio "
-    "divides the student's slowest pass by the teacher's fastest. Peak memory is what the "
-    "model's process holds while serving (weights, activations, tokenizer, runtime buffers) "
-    "above its level with torch and the model's code imported and no model loaded.",
+    TIMING_NOTE,
     "Differences between models are paired over the test items, with a 95% bootstrap "
     "interval; the most common label is the train split's, scored on the test items.",
 ]

@@ -34,7 +34,7 @@ from stillroom.evaluate.inputs import (
 )
 from stillroom.evaluate.metrics import chrf, corpus_chrf, exact_match, normalise_whitespace
 from stillroom.evaluate.result import EvalResult
-from stillroom.evaluate.rounds import serve_and_time
+from stillroom.evaluate.rounds import TIMING_NOTE, serve_and_time
 from stillroom.evaluate.served import TextStudent, TextTeacher
 from stillroom.evaluate.verdict import judge, verdict_headline
 from stillroom.evaluate.workers import ModelSpec
@@ -284,7 +284,12 @@ def _notes(cfg: HarvestConfig, items: TextItems) -> list[str]:
         "and collapsing whitespace runs to one space; chrF is corpus chrF (Popović 2015: "
         "character 1- to 6-grams, whitespace removed, beta 2) on a 0-100 scale. Agreement is "
         "exact match with the teacher's answer; KL is the mean KL(teacher || student) per "
-        "teacher-generated test token, over the teacher's stored top-k and the rest."
+        "teacher-generated test token, over the teacher's stored top-k and the rest.",
+        "Two trivial answers are scored beside the models: copying the input, and always "
+        "giving the train split's most common answer. Differences between models and against "
+        "the better trivial answer are paired over the test items on sentence-level chrF, "
+        "with a 95% bootstrap interval.",
+        TIMING_NOTE,
     ]
     if items.gold is None:
         notes.append(

@@ -154,23 +154,22 @@ class _Child:
     def predict(self) -> Any:
         return self.served.predict()
 
-    def calibrate(self, batches: list[Sequence[Any]], singles: Sequence[Any]) -> float:
-        """Keep the batches to time and the items to time alone; warm up on the first
-        batch, then time one pass over all: seconds per batch."""
+    def calibrate(self, batches: list[Sequence[Any]], singles: Sequence[Any]) -> None:
+        """Keep the batches to time and the items to time alone; warm up on each batch
+        once (first calls at a new shape are not the steady state)."""
         self.batches, self.singles = batches, singles
-        self.served.run(batches[0])
-        start = time.perf_counter()
         for chunk in batches:
             self.served.run(chunk)
-        return (time.perf_counter() - start) / len(batches)
 
-    def slice(self, first: int, count: int, single: int | None) -> tuple[list[float], float]:
-        """Batches first, first + 1, ... (`count` of them, wrapping around): seconds each;
-        then item `single` alone: ms (nan for none)."""
-        spent = []
-        for k in range(first, first + count):
+    def slice(self, first: int, seconds: float, single: int | None) -> tuple[list[float], float]:
+        """Batches first, first + 1, ... (wrapping around) until `seconds` are spent, one
+        at least: seconds each; then item `single` alone: ms (nan for none). A turn lasts
+        as long for every model, so each starts as many turns with caches another model
+        has just used."""
+        spent: list[float] = []
+        while not spent or sum(spent) < seconds:
             start = time.perf_counter()
-            self.served.run(self.batches[k % len(self.batches)])
+            self.served.run(self.batches[(first + len(spent)) % len(self.batches)])
             spent.append(time.perf_counter() - start)
         if single is None:
             return spent, float("nan")
