@@ -171,6 +171,7 @@ def test_report_for_a_text_task(
     paths = write_report(tmp_path, result)
     md = paths["md"].read_text()
     assert "| chrF |" in md and "| exact match |" in md and "| chrF against teacher |" in md
+    assert "| served in | float32 | float32 | — | — |" in md  # trivial answers run on nothing
     assert "metric: chrF against the gold text (answer)" in md
     assert {p.stem for p in paths["plots"]} == {"quality_cost", "training_curves"}  # no confusion
     assert "## Examples" in md and "| student |" in md

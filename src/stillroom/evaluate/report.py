@@ -497,7 +497,7 @@ def _table(result: dict[str, Any]) -> tuple[list[str], list[tuple[str, list[str]
         *scores("fidelity"),
         ("parameters", [fmt_count(eff(m, "params")) for m in models]),
         ("disk", [fmt_mb(eff(m, "disk_mb")) for m in models]),
-        ("served in", [str(eff(m, "dtype")) for m in models]),
+        ("served in", [str(eff(m, "dtype") or MISSING) for m in models]),
         ("latency p50 / p95", [latency(m) for m in models]),
         ("throughput", [throughput(m) for m in models]),
         ("peak memory", [memory(m) if m.get("efficiency") else MISSING for m in models]),
