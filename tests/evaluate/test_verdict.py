@@ -98,6 +98,16 @@ def test_a_teacher_at_chance_is_said_first() -> None:
     assert f"the student's {floor.mean():.1%} is not clearly above it either" in text
 
 
+def test_a_teacher_below_a_trivial_answer_is_said_to_be_below_it() -> None:
+    rng = np.random.default_rng(6)
+    floor = correct(rng, 0.6)
+    _, text = verdict_and_headline({"teacher": floor * correct(rng, 0.5),
+                                    "student": floor * correct(rng, 0.4),
+                                    "most_common": floor})  # fmt: skip
+    assert text.startswith("the teacher is not clearly above a trivial answer")
+    assert "points below always 'animal'" in text and "points above" not in text
+
+
 def test_the_normal_headline_shows_the_teachers_margin_and_the_baseline() -> None:
     rng = np.random.default_rng(5)
     teacher = correct(rng, 0.88)

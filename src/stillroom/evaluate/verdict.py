@@ -132,7 +132,8 @@ def verdict_headline(
         )
     kept = (
         f"the student keeps {ss / max(ts, 1e-9):.1%} of the teacher's {name} ({fmt(ss)} vs "
-        f"{fmt(ts)}; the teacher is {points(ts - fs)} {unit} above {floor}, {fmt(fs)})"
+        f"{fmt(ts)}; the teacher is {points(abs(ts - fs))} {unit} "
+        f"{'above' if ts >= fs else 'below'} {floor}, {fmt(fs)})"
     )
     if b is not None and verdict["distillation_paid"]:
         g = verdict["student_over_baseline"]
