@@ -351,6 +351,24 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
         ],
     ),
+    "eval_efficiency": (
+        ["benchmarks/eval_efficiency.py"],
+        [
+            (
+                "eval timing, two identical models under bursty CPU load: worst throughput "
+                "ratio's distance from 1, interleaved rounds vs one after another",
+                "throughput_ratio_identical_models.new_interleaved_rounds.worst_off_by",
+                "throughput_ratio_identical_models.baseline_old_sequential_measure.worst_off_by",
+                "ratio",
+            ),
+            (
+                "eval peak memory per model process vs weights + tokenizer + activations",
+                "peak_memory_mb.new_worst_off_weights_tokenizer_activations",
+                None,
+                "fraction",
+            ),
+        ],
+    ),
 }
 
 

@@ -15,6 +15,7 @@ from stillroom.errors import ConfigError, StoreError
 from stillroom.evaluate.metrics import corpus_chrf, exact_match
 from stillroom.evaluate.report import write_report
 from stillroom.evaluate.run import evaluate
+from stillroom.evaluate.text import text_scores
 from stillroom.harvest.runner import harvest
 from stillroom.harvest.store import RunStore
 from stillroom.student_config import StudentConfig
@@ -97,7 +98,7 @@ def test_trained_student_scored_against_gold_and_teacher(
                              "quality_against": "gold", "gold_field": "answer"}  # fmt: skip
     assert len(gold) >= 8
     models = first["models"]
-    assert set(models) == {"teacher", "student"}
+    assert set(models) == {"teacher", "student", "copy_input", "most_common"}
     # The teacher's quality is its stored answers against gold, computed independently here.
     assert models["teacher"]["quality"] == {
         "exact_match": round(exact_match(teacher_text, gold), 4),
@@ -109,9 +110,12 @@ def test_trained_student_scored_against_gold_and_teacher(
     assert 0 <= student["fidelity"]["chrf_to_teacher"] <= 100
     assert student["fidelity"]["kl"] > 0  # a 1-layer student trained 6 steps is not the teacher
     assert student["efficiency"]["params"] < models["teacher"]["efficiency"]["params"]
-    assert student["efficiency"]["throughput_items_per_s"] > 0
-    assert first["headline"].startswith("the student keeps")
-    assert "chrF against gold" in first["headline"]
+    eff = student["efficiency"]
+    assert 0 < eff["throughput_min"] <= eff["throughput_items_per_s"] <= eff["throughput_max"]
+    assert eff["passes"] >= 5 and eff["weights_mb"] > 0 and eff["peak_rss_mb"] > 0
+    assert "the student keeps" in first["headline"] and "chrF against gold" in first["headline"]
+    lead = first["verdict"]["teacher_clear_of_floor"]
+    assert first["headline"].startswith("the student keeps" if lead else "the teacher is not")
     shown = first["examples"][0]
     assert set(shown) == {"prompt", "gold", "teacher", "student"}
     assert (shown["teacher"], shown["gold"]) == (teacher_text[0], gold[0])
@@ -128,6 +132,38 @@ def test_a_second_eval_of_the_same_student_gives_the_same_metrics(
     assert second["examples"] == first["examples"]
 
 
+def test_trivial_answers_are_scored_beside_the_models(
+    trained: tuple[HarvestConfig, dict[str, Any]],
+) -> None:
+    """Copying the prompt, and always the train split's most common gold text, scored like
+    the models; the verdict measures the teacher against the better of the two."""
+    cfg, result = trained
+    _, gold = stored_test_answers(cfg)
+    prompts = [json.loads(r["request"])["prompt"] for r in _test_rows(cfg)]
+    models = result["models"]
+    assert models["copy_input"]["quality"] == text_scores(prompts, gold)
+    common = models["most_common"]["name"].removeprefix("always answering ")[1:-1]
+    assert common in {json.loads(r["fields"])["answer"] for r in _rows(cfg, "train")}
+    assert models["most_common"]["quality"] == text_scores([common] * len(gold), gold)
+    floor = result["verdict"]["floor"]
+    assert models[floor]["quality"]["chrf"] == max(
+        models[k]["quality"]["chrf"] for k in ("copy_input", "most_common")
+    )
+    assert models[floor]["name"] in result["headline"]
+
+
+def _rows(cfg: HarvestConfig, split: str) -> list[dict[str, Any]]:
+    store = RunStore.open_run(cfg.run_dir)
+    try:
+        return list(store.iter_records(split))
+    finally:
+        store.close()
+
+
+def _test_rows(cfg: HarvestConfig) -> list[dict[str, Any]]:
+    return _rows(cfg, "test")
+
+
 def test_report_for_a_text_task(
     trained: tuple[HarvestConfig, dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -135,6 +171,7 @@ def test_report_for_a_text_task(
     paths = write_report(tmp_path, result)
     md = paths["md"].read_text()
     assert "| chrF |" in md and "| exact match |" in md and "| chrF against teacher |" in md
+    assert "| served in | float32 | float32 | — | — |" in md  # trivial answers run on nothing
     assert "metric: chrF against the gold text (answer)" in md
     assert {p.stem for p in paths["plots"]} == {"quality_cost", "training_curves"}  # no confusion
     assert "## Examples" in md and "| student |" in md
@@ -177,7 +214,7 @@ def test_a_student_identical_to_the_teacher_agrees_with_it_exactly(
     assert student["fidelity"]["chrf_to_teacher"] == 100.0
     assert student["fidelity"]["kl"] == pytest.approx(0.0, abs=1e-3)
     assert student["quality"] == teacher["quality"]
-    assert result["headline"].startswith("the student keeps 100.0% of the teacher's quality")
+    assert "the student keeps 100.0% of the teacher's chrF against gold" in result["headline"]
 
 
 def test_without_gold_quality_is_fidelity_to_the_teacher(harvested: dict[str, Any]) -> None:
@@ -222,9 +259,12 @@ def test_distill_runs_a_generation_task_to_its_report(harvested: dict[str, Any])
     cfg = config(harvested, "distilled")
     out = distill(cfg, show_progress=False)
     assert out["eval"]["harvest"]["calls"] == 40
-    assert set(out["eval"]["models"]) == {"teacher", "student"}
+    assert {k for k, m in out["eval"]["models"].items() if m["role"] != "trivial"} == {
+        "teacher",
+        "student",
+    }
     assert out["headline"] == out["eval"]["headline"]
-    assert out["headline"].startswith("the student keeps")
+    assert "the student keeps" in out["headline"]
     saved = json.loads((cfg.run_dir / "eval.json").read_text())
     assert saved["models"]["student"]["quality"] == out["eval"]["models"]["student"]["quality"]
     assert Path(out["report"]).is_file() and not (cfg.run_dir / "plots/confusion.png").exists()

@@ -255,11 +255,29 @@ def test_html_escapes_what_it_is_given(run_dir: Path, result: dict[str, Any]) ->
 
 
 def test_headline_from_the_numbers(result: dict[str, Any]) -> None:
-    assert headline(result) == HEADLINE
+    """An eval.json without a headline: the share kept comes with the teacher's margin over
+    chance (1/6 here) and the baseline's score."""
+    beside = "(the teacher is 54.3 points above uniform chance, 16.7%; the gold-only baseline "
+    kept = "the student keeps 96.1% of the teacher's accuracy " + beside + "scores 0.610)"
+    assert headline(result) == kept + " at 31x lower cost and 24x the speed"
+    # timed in rounds: the speed is the student's slowest round over the teacher's fastest
+    result["models"]["teacher"]["efficiency"] |= {"throughput_min": 2.5, "throughput_max": 3.5}
+    result["models"]["student"]["efficiency"] |= {"throughput_min": 52.5, "throughput_max": 80}
+    assert headline(result) == kept + " at 31x lower cost and 15x the speed"
     del result["models"]["student"]["efficiency"]
-    assert headline(result) == "the student keeps 96.1% of the teacher's accuracy at 31x lower cost"
+    assert headline(result) == kept + " at 31x lower cost"
     del result["models"]["student"]
     assert headline(result) is None
+
+
+def test_the_table_shows_the_rounds_spread_and_the_weights(
+    run_dir: Path, result: dict[str, Any]
+) -> None:
+    student = result["models"]["student"]["efficiency"]
+    student |= {"throughput_min": 61.0, "throughput_max": 75.5, "passes": 5, "weights_mb": 77.6}
+    md = write_report(run_dir, result)["md"].read_text(encoding="utf-8")
+    assert "| 70 items/s (batch 16; 61-75.5 over 5 passes) |" in md
+    assert "| 310 MB (weights 77.6 MB) |" in md
 
 
 def test_number_formats() -> None:

@@ -1,10 +1,9 @@
 """What `stillroom eval` reads from a run folder, for label and text tasks alike: the
-harvest's test split, the students trained so far, their training logs, and the teacher it
-times."""
+harvest's test split (and its train split's answers, for the trivial baselines), the
+students trained so far, their training logs, and the teacher it times."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,17 @@ NEEDS_LOCAL_TEACHER = (
 )
 
 
-def test_records(cfg: HarvestConfig) -> list[dict[str, Any]]:
-    """The harvest's test-split records; an error if there are none."""
+def split_records(cfg: HarvestConfig, split: str) -> list[dict[str, Any]]:
     store = RunStore.open_run(cfg.run_dir)
     try:
-        records = list(store.iter_records("test"))
+        return list(store.iter_records(split))
     finally:
         store.close()
+
+
+def test_records(cfg: HarvestConfig) -> list[dict[str, Any]]:
+    """The harvest's test-split records; an error if there are none."""
+    records = split_records(cfg, "test")
     if not records:
         raise StoreError(f"{cfg.run_dir}: no test items in the harvest; check split.test")
     return records
@@ -49,22 +52,3 @@ def timed_teacher(cfg: HarvestConfig) -> LocalTeacherConfig:
     if not isinstance(cfg.teacher, LocalTeacherConfig):
         raise ConfigError("config", [NEEDS_LOCAL_TEACHER])
     return cfg.teacher
-
-
-def teacher_efficiency(
-    cfg: HarvestConfig, items: int, batch: int, timed: Callable[[Any], tuple[float, float, float]]
-) -> dict[str, Any]:
-    """The teacher loaded as the config says, and `timed(teacher)` (p50, p95, throughput) over
-    `items` items, with its size and the memory loading and running it took."""
-    from stillroom.evaluate.efficiency import Efficiency, PeakMemory, folder_mb
-    from stillroom.teachers.local import LocalTeacher
-
-    local = timed_teacher(cfg)
-    with PeakMemory() as memory:
-        teacher = LocalTeacher.load(local.model, dtype=local.dtype, batch_size=batch)
-        p50, p95, tput = timed(teacher)
-    params = sum(p.numel() for p in teacher.runtime.lm.parameters())
-    folder = Path(teacher.runtime.lm.name_or_path)
-    eff = Efficiency(params, folder_mb(folder) if folder.is_dir() else 0.0, p50, p95, tput,
-                     batch, items, memory.added_mb, local.dtype)  # fmt: skip
-    return eff.as_dict()

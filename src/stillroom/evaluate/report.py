@@ -18,7 +18,11 @@ eval.json as read here (`?` marks optional parts):
     models      {teacher, student, baseline?: {name, role, quality: {metric: float},
                  fidelity: {agreement, kl, chrf_to_teacher?} | null, cost_per_1m_requests_usd,
                  efficiency: {params, disk_mb, latency_ms_p50, latency_ms_p95,
-                              throughput_items_per_s, batch, peak_rss_mb, dtype}}}
+                              throughput_items_per_s, batch, peak_rss_mb, dtype,
+                              throughput_min?, throughput_max?, latency_ms_min?,
+                              latency_ms_max?, rounds?, passes?, weights_mb?}},
+                 most_common?, copy_input?: {name, role: "trivial", quality}}
+    verdict?    what evaluate/verdict.py found: paired gaps to the baseline and the floor
     confusion?  {labels: [str], teacher | student | baseline: [[int]]}  rows true, columns predicted
     training_logs?  {student | baseline: train_log.jsonl path, absolute or relative to the
                      working directory or to run_dir}
@@ -35,6 +39,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from stillroom.evaluate.verdict import conservative_speedup
 from stillroom.reportkit.figures import Plot, figure_png, new_figure
 from stillroom.reportkit.files import write_atomic
 from stillroom.reportkit.pages import render
@@ -84,25 +89,33 @@ def write_report(run_dir: Path, evaluated: Mapping[str, Any]) -> ReportPaths:
 
 
 def headline(result: dict[str, Any]) -> str | None:
-    """'the student keeps X% of the teacher's <metric> at Y times lower cost and Z times the
-    speed', from the student's and teacher's numbers; None without both models."""
+    """For an eval.json without one: the student's share of the teacher's score, always
+    beside the teacher's margin over uniform chance (label tasks) and the baseline's score,
+    then the cost and speed ratios (the speed the student's slowest timing round against the
+    teacher's fastest, where rounds were kept); None without both models."""
     models = result.get("models") or {}
     teacher, student = models.get("teacher"), models.get("student")
     if not teacher or not student:
         return None
     metric = (result.get("task") or {}).get("metric") or "quality"
-    text = "the student"
+    text, beside = "the student", []
     tq, sq = _quality(teacher, metric), _quality(student, metric)
     if tq and sq is not None:
         text += f" keeps {100 * sq / tq:.1f}% of the teacher's {_label(metric)}"
+        labels = (result.get("task") or {}).get("labels") or []
+        if metric == "accuracy" and labels:
+            beside.append(f"the teacher is {100 * (tq - 1 / len(labels)):.1f} points above "
+                          f"uniform chance, {1 / len(labels):.1%}")  # fmt: skip
+        if (bq := _quality(models.get("baseline") or {}, metric)) is not None:
+            beside.append(f"the gold-only baseline scores {fmt_score(bq)}")
+    text += f" ({'; '.join(beside)})" if beside else ""
     phrases = []
     tc, sc = (_num(m.get("cost_per_1m_requests_usd")) for m in (teacher, student))
     if tc and sc and min(tc, sc) > 0:
         more = "lower" if tc >= sc else "higher"
         phrases.append(f"{_ratio(max(tc / sc, sc / tc))}x {more} cost")
-    tt, st = (_num(_efficiency(m, "throughput_items_per_s")) for m in (teacher, student))
-    if tt and st and min(tt, st) > 0:
-        phrases.append(f"{_ratio(st / tt)}x the speed")
+    if (speed := conservative_speedup(teacher, student)) is not None:
+        phrases.append(f"{_ratio(speed)}x the speed")
     if phrases:
         text += " at " + " and ".join(phrases)
     return None if text == "the student" else text
@@ -469,7 +482,14 @@ def _table(result: dict[str, Any]) -> tuple[list[str], list[tuple[str, list[str]
         tp, batch = eff(m, "throughput_items_per_s"), eff(m, "batch")
         if not _is_num(tp):
             return MISSING
-        return f"{_sig(tp)} items/s" + (f" (batch {batch})" if _is_num(batch) else "")
+        low, high, passes = (eff(m, k) for k in ("throughput_min", "throughput_max", "passes"))
+        spread = (f"; {_sig(low)}-{_sig(high)} over {passes} passes"
+                  if _is_num(low) and _is_num(high) and _is_num(passes) else "")  # fmt: skip
+        return f"{_sig(tp)} items/s" + (f" (batch {batch}{spread})" if _is_num(batch) else "")
+
+    def memory(m: dict[str, Any]) -> str:
+        peak, weights = eff(m, "peak_rss_mb"), eff(m, "weights_mb")
+        return fmt_mb(peak) + (f" (weights {fmt_mb(weights)})" if _is_num(weights) else "")
 
     return [r for r, _ in _models(result)], [
         ("model", [str(m.get("name", MISSING)) for m in models]),
@@ -477,10 +497,10 @@ def _table(result: dict[str, Any]) -> tuple[list[str], list[tuple[str, list[str]
         *scores("fidelity"),
         ("parameters", [fmt_count(eff(m, "params")) for m in models]),
         ("disk", [fmt_mb(eff(m, "disk_mb")) for m in models]),
-        ("served in", [str(eff(m, "dtype")) for m in models]),
+        ("served in", [str(eff(m, "dtype") or MISSING) for m in models]),
         ("latency p50 / p95", [latency(m) for m in models]),
         ("throughput", [throughput(m) for m in models]),
-        ("peak memory", [fmt_mb(eff(m, "peak_rss_mb")) for m in models]),
+        ("peak memory", [memory(m) if m.get("efficiency") else MISSING for m in models]),
         ("cost per 1M requests", [fmt_usd(m.get("cost_per_1m_requests_usd")) for m in models]),
     ]
 

@@ -13,6 +13,7 @@ class EvalResult(TypedDict, total=False):
     models: Required[dict[str, Any]]  # role (teacher, student, baseline) -> quality, cost, speed
     training_logs: Required[dict[str, Any]]
     settings: Required[dict[str, Any]]  # what the timing ran on
+    verdict: dict[str, Any]  # did distilling pay: gaps to the baseline and trivial answers
     confusion: dict[str, Any]  # label tasks: role -> confusion matrix
     notes: list[str]  # text tasks: what to keep in mind reading the figures
     examples: list[dict[str, Any]]  # text tasks: prompts with every model's answer

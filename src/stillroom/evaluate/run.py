@@ -10,33 +10,35 @@ model); its speed is measured live on a sample of them.
 from __future__ import annotations
 
 import json
-import os
 import platform
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from stillroom.config import HarvestConfig
 from stillroom.errors import ConfigError, StoreError
-from stillroom.evaluate.efficiency import (
-    Efficiency,
-    PeakMemory,
-    cost_per_million,
-    folder_mb,
-    measure,
-)
+from stillroom.evaluate.efficiency import price_models
 from stillroom.evaluate.inputs import (
-    teacher_efficiency,
+    split_records,
     test_records,
+    timed_teacher,
     trained_students,
     training_logs,
 )
 from stillroom.evaluate.metrics import accuracy, confusion, label_kl, macro_f1
 from stillroom.evaluate.result import EvalResult
+from stillroom.evaluate.rounds import TIMING_NOTE, serve_and_time
+from stillroom.evaluate.served import LabelStudent, LabelTeacher
 from stillroom.evaluate.text import evaluate_text
+from stillroom.evaluate.verdict import judge, verdict_headline
+from stillroom.evaluate.workers import ModelSpec
 
 CPU_HOUR_USD = 0.05  # a 2-core cloud VM is ~$0.10/hour: $0.05 per core-hour
+NOTES = [
+    TIMING_NOTE,
+    "Differences between models are paired over the test items, with a 95% bootstrap "
+    "interval; the most common label is the train split's, scored on the test items.",
+]
 
 
 def evaluate(
@@ -48,49 +50,47 @@ def evaluate(
     cpu_hour_usd: float = CPU_HOUR_USD,
 ) -> EvalResult:
     """Labels (task.kind: classify) or text (task.kind: generate, see evaluate/text.py).
-    Items timed default to 96 (16 at batch 1) for labels, 32 (8) for text: generating an
+    Items timed default to 96 (16 at batch 1) for labels, 16 (5) for text: generating an
     answer costs many forward passes where scoring labels costs one."""
     if cfg.task.kind == "generate":
-        return evaluate_text(cfg, timed_items=timed_items or 32, latency_items=latency_items or 8,
+        return evaluate_text(cfg, timed_items=timed_items or 16, latency_items=latency_items or 5,
                              batch=batch, cpu_hour_usd=cpu_hour_usd)  # fmt: skip
     timed_items, latency_items = timed_items or 96, latency_items or 16
     test = _test_items(cfg)
-    labels = cfg.task.labels
-    gold = test["gold"]
-    models: dict[str, Any] = {}
-    confusions: dict[str, Any] = {"labels": labels}
-    teacher_pred = test["teacher_logp"].argmax(1)
-    teacher: dict[str, Any] = {"name": cfg.teacher.model, "role": "teacher", "fidelity": None}
-    teacher |= _quality(teacher_pred, gold, len(labels))
-    timed, candidates = test["prompts"][:timed_items], list(cfg.task.candidates)
-    teacher["efficiency"] = teacher_efficiency(
-        cfg, len(timed), batch,
-        lambda t: measure(lambda b: t.score_batch(list(b), candidates), timed, batch=batch,
-                          latency_items=latency_items),
-    )  # fmt: skip
-    models["teacher"] = teacher
-    confusions["teacher"] = confusion(teacher_pred, gold, len(labels)).tolist()
+    labels, gold = cfg.task.labels, test["gold"]
+    candidates = list(cfg.task.candidates)
+    specs = {"teacher": ModelSpec(LabelTeacher, (timed_teacher(cfg), candidates, batch))}
+    items = {"teacher": test["prompts"][:timed_items]}
     for role, folder in trained_students(cfg.run_dir):
-        logp, eff = _student_run(cfg, folder, test["texts"], timed_items, batch, latency_items)
-        pred = logp.argmax(1)
-        entry: dict[str, Any] = {"name": str(folder), "role": role, "efficiency": eff}
-        entry |= _quality(pred, gold, len(labels))
-        entry["fidelity"] = {
-            "agreement": round(float((pred == teacher_pred).mean()), 4),
-            "kl": round(label_kl(test["teacher_logp"], logp), 4),
-        }
-        models[role] = entry
-        confusions[role] = confusion(pred, gold, len(labels)).tolist()
-    cores = os.cpu_count() or 1
-    for entry in models.values():
-        tput = entry["efficiency"]["throughput_items_per_s"]
-        entry["cost_per_1m_requests_usd"] = round(cost_per_million(tput, cpu_hour_usd, cores), 4)
+        args = (folder, cfg.eval.student_dtype, candidates, test["texts"], batch)
+        specs[role] = ModelSpec(LabelStudent, args, code_of=folder)
+        items[role] = test["texts"][:timed_items]
+    logps, efficiency = serve_and_time(specs, items, batch=batch, latency_items=latency_items)
+    logps["teacher"] = test["teacher_logp"]
+    preds = {role: logp.argmax(1) for role, logp in logps.items()}
+    names = {role: str(spec.args[0]) for role, spec in specs.items()}
+    names["teacher"] = cfg.teacher.model
+    models = _entries(names, logps, gold, efficiency)
+    cores = price_models(models, cpu_hour_usd)
+    majority = _majority_label(cfg, gold)
+    models["most_common"] = {"name": f"always {labels[majority]!r}", "role": "trivial",
+                             "fidelity": None} | _quality(np.full_like(gold, majority), gold,
+                                                          len(labels))  # fmt: skip
+    verdict = judge(
+        {role: (pred == gold).astype(float) for role, pred in preds.items()},
+        {"most_common": (gold == majority).astype(float)},
+        {k: m["quality"]["accuracy"] for k, m in models.items()},
+        "accuracy",
+    )
     return {
         "run": cfg.name,
         "task": {"kind": "classify", "labels": labels, "n_test": len(gold), "metric": "accuracy"},
-        "headline": headline(models),
+        "headline": headline(models, verdict),
+        "verdict": verdict,
         "models": models,
-        "confusion": confusions,
+        "confusion": {"labels": labels}
+        | {role: confusion(pred, gold, len(labels)).tolist() for role, pred in preds.items()},
+        "notes": list(NOTES),
         "training_logs": training_logs(cfg.run_dir),
         "settings": {
             "cpu_hour_usd": cpu_hour_usd,
@@ -101,17 +101,47 @@ def evaluate(
     }
 
 
-def headline(models: dict[str, Any]) -> str:
-    t, s = models["teacher"], models.get("student")
-    if s is None:
-        return "no student to compare yet: run `stillroom train` first"
-    kept = s["quality"]["accuracy"] / max(t["quality"]["accuracy"], 1e-9)
-    cheaper = t["cost_per_1m_requests_usd"] / max(s["cost_per_1m_requests_usd"], 1e-12)
-    speed = s["efficiency"]["throughput_items_per_s"] / t["efficiency"]["throughput_items_per_s"]
-    return (
-        f"the student keeps {kept:.1%} of the teacher's accuracy at {cheaper:.0f}x lower cost "
-        f"and {speed:.0f}x the speed"
-    )
+def _entries(
+    names: dict[str, str],
+    logps: dict[str, np.ndarray],
+    gold: np.ndarray,
+    efficiency: dict[str, Any],
+) -> dict[str, Any]:
+    """Each model's row: quality against gold, fidelity to the teacher, efficiency."""
+    models: dict[str, Any] = {}
+    teacher = logps["teacher"]
+    for role, logp in logps.items():
+        pred = logp.argmax(1)
+        models[role] = {"name": names[role], "role": role, "efficiency": efficiency[role]}
+        models[role] |= _quality(pred, gold, teacher.shape[1])
+        models[role]["fidelity"] = None if role == "teacher" else {
+            "agreement": round(float((pred == teacher.argmax(1)).mean()), 4),
+            "kl": round(label_kl(teacher, logp), 4),
+        }  # fmt: skip
+    return models
+
+
+def headline(models: dict[str, Any], verdict: dict[str, Any]) -> str:
+    return verdict_headline(verdict, models, "accuracy", _percent, _points, "points")
+
+
+def _percent(v: float) -> str:
+    return f"{v:.1%}"
+
+
+def _points(v: float) -> str:
+    return f"{100 * v:.1f}"
+
+
+def _majority_label(cfg: HarvestConfig, test_gold: np.ndarray) -> int:
+    """The train split's most common gold label (the test split's when train has none)."""
+    field, labels = cfg.task.gold_field, cfg.task.labels
+    seen = [json.loads(r["fields"] or "{}").get(field) for r in split_records(cfg, "train")]
+    counts = np.bincount([labels.index(str(v)) for v in seen if str(v) in labels],
+                         minlength=len(labels))  # fmt: skip
+    if counts.sum() == 0:
+        counts = np.bincount(test_gold, minlength=len(labels))
+    return int(counts.argmax())
 
 
 def _test_items(cfg: HarvestConfig) -> dict[str, Any]:
@@ -140,34 +170,3 @@ def _quality(pred: np.ndarray, gold: np.ndarray, n: int) -> dict[str, Any]:
             "macro_f1": round(macro_f1(pred, gold, n), 4),
         }
     }
-
-
-def _student_run(
-    cfg: HarvestConfig, folder: Path, texts: list[str], timed: int, batch: int, latency_items: int
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """The student's label log-probs on every test text, and its efficiency on the first
-    `timed` of them: the same items the teacher is timed on."""
-    import torch
-
-    from stillroom.train.data import LabelExample, collate_labels
-    from stillroom.train.labels import label_logits, label_token_ids
-    from stillroom.train.students import load_student
-
-    with PeakMemory() as memory:
-        student = load_student(folder, cfg.eval.student_dtype)
-        model, tok = student.model.eval(), student.tokenizer
-        label_ids = label_token_ids(tok, cfg.task.candidates)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        blank = np.zeros(len(cfg.task.labels), np.float32)
-
-        @torch.inference_mode()
-        def run(chunk: Any) -> np.ndarray:
-            group = [LabelExample(np.asarray(tok(t)["input_ids"]), blank, -1) for t in chunk]
-            logits = label_logits(model, collate_labels(group, pad), label_ids, pad)
-            return torch.log_softmax(logits, -1).numpy()
-
-        logp = np.concatenate([run(texts[i : i + batch]) for i in range(0, len(texts), batch)])
-        p50, p95, tput = measure(run, texts[:timed], batch=batch, latency_items=latency_items)
-    eff = Efficiency(student.params_student, folder_mb(folder), p50, p95, tput, batch,
-                     min(timed, len(texts)), memory.added_mb, cfg.eval.student_dtype)  # fmt: skip
-    return logp, eff.as_dict()

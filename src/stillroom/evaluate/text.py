@@ -13,31 +13,31 @@ definition. Speed is measured live for teacher and students with the same loop a
 from __future__ import annotations
 
 import json
-import os
 import platform
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from stillroom.config import HarvestConfig
 from stillroom.errors import ConfigError, StoreError
-from stillroom.evaluate.efficiency import (
-    Efficiency,
-    PeakMemory,
-    cost_per_million,
-    folder_mb,
-    measure,
-)
+from stillroom.evaluate.efficiency import price_models
 from stillroom.evaluate.inputs import (
     NEEDS_LOCAL_TEACHER,
-    teacher_efficiency,
+    split_records,
     test_records,
+    timed_teacher,
     trained_students,
     training_logs,
 )
-from stillroom.evaluate.metrics import corpus_chrf, exact_match
+from stillroom.evaluate.metrics import chrf, corpus_chrf, exact_match, normalise_whitespace
 from stillroom.evaluate.result import EvalResult
+from stillroom.evaluate.rounds import TIMING_NOTE, serve_and_time
+from stillroom.evaluate.served import TextStudent, TextTeacher
+from stillroom.evaluate.verdict import judge, verdict_headline
+from stillroom.evaluate.workers import ModelSpec
 from stillroom.teacher_config import LocalTeacherConfig
 from stillroom.teachers.base import GenerationParams, TeacherRequest
 
@@ -50,6 +50,7 @@ class TextItems:
     requests: list[TeacherRequest]  # one per test prompt, greedy, generation.max_tokens
     teacher: list[str]  # the teacher's stored answers
     gold: list[str] | None  # gold text, when task.gold_field names it
+    inputs: list[str]  # what the student reads: the trivial answer that copies it
 
 
 def check_text_config(cfg: HarvestConfig) -> None:
@@ -77,10 +78,11 @@ def check_text_config(cfg: HarvestConfig) -> None:
 def load_text_items(cfg: HarvestConfig) -> TextItems:
     params = GenerationParams(max_tokens=cfg.generation.max_tokens, stop=tuple(cfg.generation.stop))
     first = _first_answers(iter(test_records(cfg)))
-    requests, teacher, gold, missing = [], [], [], 0
+    requests, teacher, gold, inputs, missing = [], [], [], [], 0
     field = cfg.task.gold_field
     for rec in first:
         req = json.loads(rec["request"])
+        fields = json.loads(rec["fields"] or "{}")
         if "candidates" in req:
             raise StoreError(
                 f"{cfg.run_dir}: the harvest scored labels (task.kind: classify) but the config "
@@ -95,8 +97,9 @@ def load_text_items(cfg: HarvestConfig) -> TextItems:
             )
         )
         teacher.append(rec["text"] or "")
+        inputs.append(_input_text(cfg, fields, requests[-1]))
         if field is not None:
-            value = json.loads(rec["fields"] or "{}").get(field)
+            value = fields.get(field)
             missing += value is None
             gold.append("" if value is None else str(value))
     if missing:
@@ -105,7 +108,30 @@ def load_text_items(cfg: HarvestConfig) -> TextItems:
             "stored; the run was harvested before it was in prompts.keep_fields. Harvest "
             "again under a new name, or drop task.gold_field"
         )
-    return TextItems(requests, teacher, gold if field is not None else None)
+    return TextItems(requests, teacher, gold if field is not None else None, inputs)
+
+
+def _input_text(cfg: HarvestConfig, fields: dict[str, Any], request: TeacherRequest) -> str:
+    """The student's filled task.student_template when the harvest kept its fields, else
+    the prompt as sent (a chat's last message)."""
+    if all(name in fields for name in cfg.task.student_fields()):
+        return cfg.task.student_template.format_map(fields)
+    if request.messages:
+        return request.messages[-1][1]
+    return request.prompt or ""
+
+
+def most_common_answer(cfg: HarvestConfig, gold: bool) -> str:
+    """The train split's most frequent gold text, or without gold the teacher's most
+    frequent answer there (whitespace-normalised; the first seen wins a tie)."""
+    records = split_records(cfg, "train")
+    if gold:
+        field = cfg.task.gold_field
+        texts = [json.loads(r["fields"] or "{}").get(field) for r in records]
+    else:
+        texts = [r["text"] for r in _first_answers(iter(records))]
+    counts = Counter(normalise_whitespace(str(t)) for t in texts if t is not None)
+    return counts.most_common(1)[0][0] if counts else ""
 
 
 def _first_answers(records: Iterator[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -143,31 +169,32 @@ def evaluate_text(
     notes = _notes(cfg, items)
     refs = items.gold if items.gold is not None else items.teacher
     timed = items.requests[:timed_items]
-    teacher: dict[str, Any] = {"name": cfg.teacher.model, "role": "teacher", "fidelity": None}
-    teacher["quality"] = text_scores(items.teacher, refs)
-    teacher["efficiency"] = teacher_efficiency(
-        cfg, len(timed), batch, lambda t: _timed(t, timed, batch, latency_items)
-    )
-    models: dict[str, Any] = {"teacher": teacher}
-    shown: dict[str, list[str]] = {"teacher": items.teacher[:EXAMPLES]}
-    if items.gold is not None:
-        shown["gold"] = items.gold[:EXAMPLES]
+    specs = {"teacher": ModelSpec(TextTeacher, (timed_teacher(cfg), batch))}
     for role, folder in trained_students(cfg.run_dir):
-        answers, eff, kl, note = _student_run(cfg, folder, items.requests, timed, batch,
-                                              latency_items)  # fmt: skip
-        models[role] = _student_entry(str(folder), role, eff, answers, refs, items.teacher, kl)
-        shown[role] = answers[:EXAMPLES]
-        notes += [f"{role}: {note}"] if note else []
-    cores = os.cpu_count() or 1
-    for entry in models.values():
-        tput = entry["efficiency"]["throughput_items_per_s"]
-        entry["cost_per_1m_requests_usd"] = round(cost_per_million(tput, cpu_hour_usd, cores), 4)
+        specs[role] = ModelSpec(TextStudent, (cfg, folder, items.requests, batch), code_of=folder)
+    predicted, efficiency = serve_and_time(specs, dict.fromkeys(specs, timed), batch=batch,
+                                           latency_items=latency_items,
+                                           length=lambda r: len(_text(r)))  # fmt: skip
+    models, answers = _entries(cfg, items, refs, predicted, efficiency, notes)
+    cores = price_models(models, cpu_hour_usd)
+    models |= (trivial := _trivial(cfg, items, refs))
+    verdict = judge(
+        {role: _sentence_chrf(texts, refs) for role, texts in answers.items()},
+        {key: _sentence_chrf(t["answers"], refs) for key, t in trivial.items()},
+        {key: m["quality"][METRIC] for key, m in models.items()},
+        METRIC,
+    )
+    for t in trivial.values():
+        del t["answers"]
     task = {"kind": "generate", "n_test": len(items.requests), "metric": METRIC,
             "quality_against": against, "gold_field": cfg.task.gold_field}  # fmt: skip
+    shown = {k: v[:EXAMPLES] for k, v in answers.items()}
+    shown |= {} if items.gold is None else {"gold": items.gold[:EXAMPLES]}
     return {
         "run": cfg.name,
         "task": task,
-        "headline": text_headline(models, against),
+        "headline": text_headline(models, verdict, against),
+        "verdict": verdict,
         "models": models,
         "notes": notes,
         "examples": [
@@ -183,6 +210,46 @@ def evaluate_text(
             "decoding": f"greedy, up to {cfg.generation.max_tokens} tokens",
         },
     }
+
+
+def _entries(
+    cfg: HarvestConfig,
+    items: TextItems,
+    refs: list[str],
+    predicted: dict[str, Any],
+    efficiency: dict[str, Any],
+    notes: list[str],
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Each model's row, and each model's answers; a student's note on its KL joins `notes`."""
+    teacher: dict[str, Any] = {"name": cfg.teacher.model, "role": "teacher", "fidelity": None}
+    teacher |= {"quality": text_scores(items.teacher, refs), "efficiency": efficiency["teacher"]}
+    models: dict[str, Any] = {"teacher": teacher}
+    answers = {"teacher": items.teacher}
+    for role, folder in trained_students(cfg.run_dir):
+        answers[role], kl, note = predicted[role]
+        models[role] = _student_entry(str(folder), role, efficiency[role], answers[role], refs,
+                                      items.teacher, kl)  # fmt: skip
+        notes += [f"{role}: {note}"] if note else []
+    return models, answers
+
+
+def _trivial(cfg: HarvestConfig, items: TextItems, refs: list[str]) -> dict[str, Any]:
+    """Trivial answers scored like the models: copying the input, and always the most
+    common answer of the train split. Their answers stay under "answers" for the verdict."""
+    common = most_common_answer(cfg, items.gold is not None)
+    shown = common if len(common) <= 40 else common[:39] + "…"
+    out = {}
+    for key, name, texts in (
+        ("copy_input", "copying the input", items.inputs),
+        ("most_common", f"always answering {shown!r}", [common] * len(refs)),
+    ):
+        out[key] = {"name": name, "role": "trivial", "fidelity": None, "answers": texts,
+                    "quality": text_scores(texts, refs)}  # fmt: skip
+    return out
+
+
+def _sentence_chrf(hyps: list[str], refs: list[str]) -> np.ndarray:
+    return np.array([chrf(h, r) for h, r in zip(hyps, refs, strict=True)])  # (N,)
 
 
 def _student_entry(
@@ -217,7 +284,12 @@ def _notes(cfg: HarvestConfig, items: TextItems) -> list[str]:
         "and collapsing whitespace runs to one space; chrF is corpus chrF (Popović 2015: "
         "character 1- to 6-grams, whitespace removed, beta 2) on a 0-100 scale. Agreement is "
         "exact match with the teacher's answer; KL is the mean KL(teacher || student) per "
-        "teacher-generated test token, over the teacher's stored top-k and the rest."
+        "teacher-generated test token, over the teacher's stored top-k and the rest.",
+        "Two trivial answers are scored beside the models: copying the input, and always "
+        "giving the train split's most common answer. Differences between models and against "
+        "the better trivial answer are paired over the test items on sentence-level chrF, "
+        "with a 95% bootstrap interval.",
+        TIMING_NOTE,
     ]
     if items.gold is None:
         notes.append(
@@ -228,73 +300,13 @@ def _notes(cfg: HarvestConfig, items: TextItems) -> list[str]:
     return notes
 
 
-def text_headline(models: dict[str, Any], against: str) -> str:
-    t, s = models["teacher"], models.get("student")
-    if s is None:
-        return "no student to compare yet: run `stillroom train` first"
-    kept = s["quality"][METRIC] / max(t["quality"][METRIC], 1e-9)
-    cheaper = t["cost_per_1m_requests_usd"] / max(s["cost_per_1m_requests_usd"], 1e-12)
-    speed = s["efficiency"]["throughput_items_per_s"] / t["efficiency"]["throughput_items_per_s"]
+def text_headline(models: dict[str, Any], verdict: dict[str, Any], against: str) -> str:
     what = "chrF against gold" if against == "gold" else "chrF against the teacher's answers"
-    cost = f"{_times(cheaper)} lower" if cheaper >= 1 else f"{_times(1 / cheaper)} higher"
-    return (
-        f"the student keeps {kept:.1%} of the teacher's quality ({what}) at {cost} cost "
-        f"and {_times(speed)} the speed"
-    )
-
-
-def _times(ratio: float) -> str:
-    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
-
-
-def _generate(runner: Any, requests: list[TeacherRequest], batch: int) -> list[str]:
-    out: list[str] = []
-    for i in range(0, len(requests), batch):
-        out += [c.choices[0].text for c in runner.generate(requests[i : i + batch])]
-    return out
-
-
-def _timed(runner: Any, requests: list[TeacherRequest], batch: int, latency_items: int) -> Any:
-    """(p50, p95, items/s) as `measure` gives them; items go in as their prompt text, so its
-    length-sorted batching works as for classification."""
-    by_text = {_text(r): r for r in requests}
-    return measure(
-        lambda chunk: runner.generate([by_text[t] for t in chunk]),
-        [_text(r) for r in requests],
-        batch=batch,
-        latency_items=latency_items,
-    )
+    return verdict_headline(verdict, models, what, lambda v: f"{v:.1f}",
+                            lambda v: f"{v:.1f}", "chrF points")  # fmt: skip
 
 
 def _text(request: TeacherRequest) -> str:
     if request.messages is not None:
         return json.dumps(request.messages)
     return request.prompt or ""
-
-
-def _student_run(
-    cfg: HarvestConfig,
-    folder: Path,
-    requests: list[TeacherRequest],
-    timed: list[TeacherRequest],
-    batch: int,
-    latency_items: int,
-) -> tuple[list[str], dict[str, Any], float | None, str | None]:
-    """The student's greedy answers to every test prompt, its efficiency on the prompts the
-    teacher is timed on, and its mean top-k KL to the teacher (or why there is none)."""
-    import torch
-
-    from stillroom.evaluate.topk import mean_topk_kl
-    from stillroom.teachers.local import LocalTeacher
-    from stillroom.train.students import load_student
-
-    with PeakMemory() as memory:
-        student = load_student(folder, cfg.eval.student_dtype)
-        runner = LocalTeacher(student.model, student.tokenizer, name=str(folder), batch_size=batch)
-        answers = _generate(runner, requests, batch)
-        p50, p95, tput = _timed(runner, timed, batch, latency_items)
-    eff = Efficiency(student.params_student, folder_mb(folder), p50, p95, tput, batch,
-                     len(timed), memory.added_mb, cfg.eval.student_dtype)  # fmt: skip
-    with torch.inference_mode():
-        kl, note = mean_topk_kl(cfg, student)
-    return answers, eff.as_dict(), None if kl is None else round(kl, 4), note
