@@ -42,7 +42,7 @@ def small(student: Path) -> Path:
 
 
 def spec(folder: Path) -> ModelSpec:
-    return ModelSpec(LabelStudent, (folder, "float32", ["cat", "dog"], TEXTS, 8), code_of=folder)
+    return ModelSpec(LabelStudent, (folder, "float32", [" cat", " dog"], TEXTS, 8), code_of=folder)
 
 
 def test_two_copies_timed_in_rounds_and_their_memory(student: Path, small: Path) -> None:

@@ -16,7 +16,7 @@ import json
 import platform
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,8 @@ class TextItems:
     teacher: list[str]  # the teacher's stored answers
     gold: list[str] | None  # gold text, when task.gold_field names it
     inputs: list[str]  # what the student reads: the trivial answer that copies it
+    # The same items as the student reads them (task.student_template), else `requests`.
+    student_requests: list[TeacherRequest]
 
 
 def check_text_config(cfg: HarvestConfig) -> None:
@@ -79,6 +81,7 @@ def load_text_items(cfg: HarvestConfig) -> TextItems:
     params = GenerationParams(max_tokens=cfg.generation.max_tokens, stop=tuple(cfg.generation.stop))
     first = _first_answers(iter(test_records(cfg)))
     requests, teacher, gold, inputs, missing = [], [], [], [], 0
+    students: list[TeacherRequest] = []
     field = cfg.task.gold_field
     for rec in first:
         req = json.loads(rec["request"])
@@ -97,7 +100,8 @@ def load_text_items(cfg: HarvestConfig) -> TextItems:
             )
         )
         teacher.append(rec["text"] or "")
-        inputs.append(_input_text(cfg, fields, requests[-1]))
+        students.append(_student_request(cfg, fields, requests[-1], rec["key"]))
+        inputs.append(_what_it_reads(students[-1]))
         if field is not None:
             value = fields.get(field)
             missing += value is None
@@ -108,17 +112,29 @@ def load_text_items(cfg: HarvestConfig) -> TextItems:
             "stored; the run was harvested before it was in prompts.keep_fields. Harvest "
             "again under a new name, or drop task.gold_field"
         )
-    return TextItems(requests, teacher, gold if field is not None else None, inputs)
+    return TextItems(requests, teacher, gold if field is not None else None, inputs, students)
 
 
-def _input_text(cfg: HarvestConfig, fields: dict[str, Any], request: TeacherRequest) -> str:
-    """The student's filled task.student_template when the harvest kept its fields, else
-    the prompt as sent (a chat's last message)."""
-    if all(name in fields for name in cfg.task.student_fields()):
-        return cfg.task.student_template.format_map(fields)
-    if request.messages:
-        return request.messages[-1][1]
-    return request.prompt or ""
+def _what_it_reads(request: TeacherRequest) -> str:
+    """A request's text as the student reads it: the prompt, or a chat's last message."""
+    return request.messages[-1][1] if request.messages else (request.prompt or "")
+
+
+def _student_request(
+    cfg: HarvestConfig, fields: dict[str, Any], request: TeacherRequest, key: str
+) -> TeacherRequest:
+    """The request as the student reads it: its own template over the item's kept fields
+    (task.student_template), or the teacher's own prompt."""
+    template = cfg.task.student_template
+    if template is None:
+        return request
+    try:
+        return replace(request, prompt=template.format_map(fields), messages=None)
+    except KeyError as e:
+        raise StoreError(
+            f"{cfg.run_dir}: test call {key} has no {e.args[0]!r} field for "
+            "task.student_template; add it to prompts.keep_fields and harvest again"
+        ) from None
 
 
 def most_common_answer(cfg: HarvestConfig, gold: bool) -> str:
@@ -171,8 +187,12 @@ def evaluate_text(
     timed = items.requests[:timed_items]
     specs = {"teacher": ModelSpec(TextTeacher, (timed_teacher(cfg), batch))}
     for role, folder in trained_students(cfg.run_dir):
-        specs[role] = ModelSpec(TextStudent, (cfg, folder, items.requests, batch), code_of=folder)
-    predicted, efficiency = serve_and_time(specs, dict.fromkeys(specs, timed), batch=batch,
+        specs[role] = ModelSpec(TextStudent, (cfg, folder, items.student_requests, batch),
+                                code_of=folder)  # fmt: skip
+    # Each model is timed on the same items as it reads them: students on their own prompts.
+    on = {role: timed if role == "teacher" else items.student_requests[:timed_items]
+          for role in specs}  # fmt: skip
+    predicted, efficiency = serve_and_time(specs, on, batch=batch,
                                            latency_items=latency_items,
                                            length=lambda r: len(_text(r)))  # fmt: skip
     models, answers = _entries(cfg, items, refs, predicted, efficiency, notes)

@@ -15,6 +15,7 @@ from stillroom.config import HarvestConfig
 from stillroom.harvest.store import RunStore
 from stillroom.train.data import (
     ExampleCounts,
+    StudentPrompt,
     TeacherToStudent,
     VocabMismatch,
     collate,
@@ -23,6 +24,7 @@ from stillroom.train.data import (
     iter_examples,
 )
 from stillroom.train.losses import forward_kl, topk_buckets
+from stillroom.train.student_vocab import student_prompt_ids
 from stillroom.train.students import Student
 
 
@@ -49,12 +51,21 @@ def mean_topk_kl(cfg: HarvestConfig, student: Student) -> tuple[float | None, st
         pad = student.tokenizer.pad_token_id
         counts = ExampleCounts()
         try:
-            kl = _kl(cfg, store, student.model.eval(), mapping, 0 if pad is None else pad, counts)
+            kl = _kl(cfg, store, student, mapping, 0 if pad is None else pad, counts)
         except VocabMismatch as e:
             return None, f"no top-k KL: {e}"
         return kl, _empty_note(counts)
     finally:
         store.close()
+
+
+def own_prompt(cfg: HarvestConfig, tokenizer: Any) -> StudentPrompt | None:
+    """How the student reads a stored row when it has its own template (else None: it
+    reads the teacher's prompt)."""
+    template = cfg.task.student_template
+    if template is None:
+        return None
+    return lambda fields, where: student_prompt_ids(tokenizer, template, fields, where)
 
 
 def _empty_note(counts: ExampleCounts) -> str | None:
@@ -70,7 +81,7 @@ def _empty_note(counts: ExampleCounts) -> str | None:
 def _kl(
     cfg: HarvestConfig,
     store: RunStore,
-    model: Any,
+    student: Student,
     mapping: TeacherToStudent,
     pad: int,
     counts: ExampleCounts,
@@ -85,6 +96,7 @@ def _kl(
             max_len=cfg.train.max_len,
             need_signals=True,
             counts=counts,
+            student_prompt=own_prompt(cfg, student.tokenizer),
         )
 
     batches = iter_batches(
@@ -96,6 +108,7 @@ def _kl(
         shuffle=False,
     )
     total, n = 0.0, 0
+    model = student.model.eval()
     for batch in batches:
         if batch.topk_ids is None or batch.topk_logprobs is None:
             continue
