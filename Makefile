@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: setup system-deps demo test lint bench clean vllm-setup
+.PHONY: setup system-deps demo demo-generate test lint bench clean vllm-setup
 
 setup: $(VENV)/.installed system-deps
 
@@ -41,6 +41,15 @@ demo: setup $(TASK_FILE)
 # task's code changes.
 $(TASK_FILE): src/stillroom/tasks/wordnet.py | setup
 	$(VENV)/bin/stillroom task wordnet --out examples/data --per-class 200
+
+# The generative task end to end: a WordNet definition -> the derived word it defines.
+# Longer than the demo (~35 minutes on a busy 2-core machine: a 1,600-item harvest).
+DERIVED_FILE = examples/data/wordnet-derived.jsonl
+demo-generate: setup $(DERIVED_FILE)
+	$(VENV)/bin/stillroom distill examples/wordnet-derived.yaml
+
+$(DERIVED_FILE): src/stillroom/tasks/derived.py | setup
+	$(VENV)/bin/stillroom task wordnet-derived --out examples/data --items 1600
 
 test: setup
 	$(VENV)/bin/ruff check src tests benchmarks
