@@ -37,9 +37,27 @@ class Example:
     # The teacher's prompt in student ids, when the student reads another one
     # (task.student_template): what on-policy scoring puts before the student's answer.
     teacher_prompt: np.ndarray | None = None
+    forced: int = 0  # trailing answer tokens added here (AnswerEnd), which the teacher wrote
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+
+@dataclass(frozen=True)
+class AnswerEnd:
+    """The end of an answer that stopped on the stop string. A local teacher's stored ids
+    end before that string (it is cut from the answer), so a student trained on them never
+    sees where an answer ends and writes on to max_tokens. The string's tokens are put back
+    after such answers, with the teacher's certainty as their signal: it did write them."""
+
+    stop_ids: tuple[int, ...]  # generation.stop (a single string), in student ids
+    eos_ids: frozenset[int]  # an answer ending in one of these stopped by itself
+
+    def complete(self, completion: np.ndarray, finish: str | None) -> tuple[np.ndarray, int]:
+        ended = len(completion) > 0 and int(completion[-1]) in self.eos_ids
+        if finish != "stop" or ended or not self.stop_ids:
+            return completion, 0
+        return np.concatenate([completion, np.asarray(self.stop_ids, np.int64)]), len(self.stop_ids)
 
 
 @dataclass
@@ -120,6 +138,7 @@ def iter_examples(
     need_signals: bool,
     counts: ExampleCounts | None = None,
     student_prompt: StudentPrompt | None = None,
+    end: AnswerEnd | None = None,
 ) -> Iterator[Example]:
     """One example per stored completion of `split`; empty answers are skipped (and counted
     in `counts`).
@@ -127,7 +146,8 @@ def iter_examples(
     With teacher token ids in the store (local teachers) and a mapping, the student sees
     exactly the teacher's tokens; otherwise `encode(request, text, finish_reason)` tokenizes
     prompt and completion with the student's tokenizer (sequence KD from API harvests).
-    With `student_prompt` the student reads its own prompt before the teacher's answer.
+    With `student_prompt` the student reads its own prompt before the teacher's answer;
+    with `end`, answers cut at the stop string get it back (stored ids only).
     """
     for rec in store.iter_records(split):
         where = f"{store.path} call {rec['key']}"
@@ -141,7 +161,11 @@ def iter_examples(
         if rec["token_ids"] is not None and rec["prompt_ids"] is not None and mapping:
             prompt = mapping.ids(np.frombuffer(rec["prompt_ids"], "<i4").astype(np.int64), where)
             completion = mapping.ids(np.frombuffer(rec["token_ids"], "<i4").astype(np.int64), where)
+            completion, forced = (
+                (completion, 0) if end is None else end.complete(completion, rec["finish_reason"])
+            )
         else:
+            forced = 0
             if need_signals:
                 raise VocabMismatch(
                     f"{where}: top-k logit KD needs the teacher's token ids, but this harvest "
@@ -161,7 +185,8 @@ def iter_examples(
             ids = ids[:max_len]
         if len(ids) <= len(prompt):
             continue  # the prompt alone fills max_len: nothing to learn from
-        yield Example(ids, len(prompt), rec["topk"] if need_signals else None, teacher_prompt)
+        topk = rec["topk"] if need_signals else None
+        yield Example(ids, len(prompt), topk, teacher_prompt, forced)
 
 
 def _no_signals(where: str, request: dict[str, Any]) -> str:
@@ -248,6 +273,9 @@ def collate(group: list[Example], mapping: TeacherToStudent | None, pad_id: int)
             topk_lp[i, rows, : slp.shape[1]] = torch.from_numpy(slp[:m])
             assert topk_rest is not None
             topk_rest[i, rows] = torch.from_numpy(srest[:m])
+            for row in range(ex.start - 1 + m, min(ex.start - 1 + m + ex.forced, n - 1)):
+                topk_ids[i, row, 0] = int(ids[row + 1])  # an added end: the teacher's for sure
+                topk_lp[i, row, 0] = 0.0
     prompts = [ex.teacher_prompt for ex in group]
     return Batch(input_ids, attention, targets, loss_mask, topk_ids, topk_lp, topk_rest,
                  prompts if any(p is not None for p in prompts) else None)  # fmt: skip

@@ -34,6 +34,7 @@ from stillroom.errors import StoreError
 from stillroom.harvest.store import RunStore
 from stillroom.reportkit.files import atomic_file, write_atomic
 from stillroom.train.data import (
+    AnswerEnd,
     Batch,
     Example,
     LabelExample,
@@ -189,7 +190,21 @@ class Trainer:
             max_len=self.tc.max_len,
             need_signals=need if split == "train" else self._has_signals,
             student_prompt=self._student_prompt if self.cfg.task.student_template else None,
+            end=self._answer_end,
         )
+
+    @functools.cached_property
+    def _answer_end(self) -> AnswerEnd | None:
+        """With one stop string, answers cut at it get it back (see AnswerEnd); with several
+        the stored answer does not say which one ended it."""
+        stops = self.cfg.generation.stop
+        if len(stops) != 1:
+            return None
+        from stillroom.runtime.loading import eos_ids
+
+        tok = self.student.tokenizer
+        ids = tuple(int(i) for i in tok(stops[0], add_special_tokens=False)["input_ids"])
+        return AnswerEnd(ids, eos_ids(self.student.model, tok))
 
     def _student_prompt(self, fields: dict[str, Any], where: str) -> list[int]:
         template = self.cfg.task.student_template or ""
