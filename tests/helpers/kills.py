@@ -118,3 +118,22 @@ def finished(proc: subprocess.Popen[bytes]) -> int:
     _, err = proc.communicate(timeout=120)
     assert proc.returncode in (0, 3), err.decode()
     return proc.returncode
+
+
+def train_until_checkpoint(cfg: HarvestConfig, step: int) -> subprocess.Popen[bytes]:
+    """`stillroom train` on `cfg` in a child process, returned once its checkpoint of `step`
+    is whole on disk (the child keeps training)."""
+    path = cfg.run_dir / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True)))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stillroom", "train", str(path), "--quiet"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    state = cfg.run_dir / "checkpoints" / f"step-{step:06d}" / "trainer_state.pt"
+    deadline = time.monotonic() + 120
+    while not state.exists():
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.monotonic() < deadline, f"no checkpoint at step {step} within 120 s"
+        time.sleep(0.01)
+    return proc

@@ -7,8 +7,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from stillroom.config import validate_config
 from stillroom.errors import BudgetExceeded, ConfigError
@@ -37,6 +34,7 @@ from stillroom.train.student_vocab import student_prompt_ids
 from stillroom.train.students import load_student
 from stillroom.train.teacher_scores import LocalScorer, ScoreCache, make_scorer
 from stillroom.train.trainer import train
+from tests.helpers.kills import train_until_checkpoint
 from tests.helpers.serve import running
 from tests.train.test_train import config, harvested, log_rows
 
@@ -103,19 +101,8 @@ def test_a_killed_on_policy_run_resumes_without_paying_a_call_twice(
     paid_whole = {key for key, *_ in scores(whole)}
 
     cut = config(harvested, "op-cut", max_steps=12, **ON_POLICY)
-    path = cut.run_dir / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cut.model_dump(mode="json", by_alias=True)))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stillroom", "train", str(path), "--quiet"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    state = cut.run_dir / "checkpoints" / "step-000004" / "trainer_state.pt"
+    proc = train_until_checkpoint(cut, 4)
     deadline = time.monotonic() + 120
-    while not state.exists():
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
     at_checkpoint = len(scores(cut))
     while len(scores(cut)) == at_checkpoint:  # let it pay for a batch past the checkpoint
         assert proc.poll() is None and time.monotonic() < deadline

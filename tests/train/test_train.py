@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import yaml
 from transformers import AutoModelForCausalLM
 
 from stillroom.config import HarvestConfig, validate_config
@@ -21,6 +17,7 @@ from stillroom.harvest.runner import harvest
 from stillroom.teachers.local import LocalTeacher
 from stillroom.train.data import VocabMismatch
 from stillroom.train.trainer import train
+from tests.helpers.kills import train_until_checkpoint
 from tests.helpers.tiny_models import make_sharp_tiny_lm, make_tiny_lm
 
 WORDS = [
@@ -143,19 +140,7 @@ def test_kill_then_resume_finishes_at_the_same_step_and_continues_the_curve(
     reference = {r["step"]: r["loss"] for r in log_rows(whole) if "loss" in r}
 
     cut = config(harvested, "cut")
-    path = cut.run_dir / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cut.model_dump(mode="json")))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stillroom", "train", str(path), "--quiet"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    state = cut.run_dir / "checkpoints" / "step-000004" / "trainer_state.pt"
-    deadline = time.monotonic() + 120
-    while not state.exists():
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    proc = train_until_checkpoint(cut, 4)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 

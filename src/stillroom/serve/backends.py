@@ -229,7 +229,7 @@ class LocalBackend:
                 reason = "length" if c.finish_reason == "length" else "stop"
                 choice = AnswerChoice(len(choices), c.text, reason, pieces, lps)
                 if body.return_token_ids:
-                    choice.token_ids = list(c.token_ids or [])  # a final EOS kept, if any
+                    choice.token_ids = ids  # as its log-probs: without a final EOS
                     choice.prompt_token_ids = list(completion.prompt_token_ids or [])
                 choices.append(choice)
         return Answer(

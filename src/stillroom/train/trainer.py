@@ -195,10 +195,11 @@ class Trainer:
 
     @functools.cached_property
     def _answer_end(self) -> AnswerEnd | None:
-        """With one stop string, answers cut at it get it back (see AnswerEnd); with several
-        the stored answer does not say which one ended it."""
+        """With one stop string, a local teacher's answers cut at it get it back (AnswerEnd).
+        With several, the stored answer does not say which one ended it; an API's answer
+        may have lost its final EOS too, so "stop" does not say a string ended it."""
         stops = self.cfg.generation.stop
-        if len(stops) != 1:
+        if len(stops) != 1 or not self.cfg.teacher.is_local:
             return None
         from stillroom.runtime.loading import eos_ids
 
