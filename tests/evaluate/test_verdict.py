@@ -108,6 +108,19 @@ def test_a_teacher_below_a_trivial_answer_is_said_to_be_below_it() -> None:
     assert "points below always 'animal'" in text and "points above" not in text
 
 
+def test_a_student_below_a_trivial_answer_is_said_first() -> None:
+    """A good teacher, and a student no better than always giving one label (a generation
+    task has no gold-only baseline to lead with: this is its honest lead)."""
+    rng = np.random.default_rng(8)
+    floor = correct(rng, 0.3)
+    verdict, text = verdict_and_headline({"teacher": correct(rng, 0.9),
+                                          "student": floor * correct(rng, 0.9),
+                                          "most_common": floor})  # fmt: skip
+    assert verdict["teacher_clear_of_floor"] and not verdict["student_clear_of_floor"]
+    assert text.startswith("the student is not clearly above a trivial answer: its accuracy is")
+    assert "always 'animal'" in text.split(";")[0]
+
+
 def test_the_normal_headline_shows_the_teachers_margin_and_the_baseline() -> None:
     rng = np.random.default_rng(5)
     teacher = correct(rng, 0.88)

@@ -126,6 +126,13 @@ def verdict_headline(
         if not verdict.get("student_clear_of_floor", True):
             text += f"; the student's {fmt(ss)} is not clearly above it either"
         lead.append(text)
+    elif not verdict.get("student_clear_of_floor", True):
+        g = verdict["student_over_floor"]
+        lead.append(
+            f"the student is not clearly above a trivial answer: its {name} is {fmt(ss)} vs "
+            f"{fmt(fs)} for {floor} (margin {_gap(g, points, unit)}), so serving it would be "
+            "no better than that answer"
+        )
     if b is not None and not verdict.get("distillation_paid", True):
         lead.append(
             _baseline_lead(verdict, name, fmt, (points, unit), (ts, ss, b["quality"][metric]))
