@@ -117,7 +117,7 @@ def test_a_student_below_a_trivial_answer_is_said_first() -> None:
                                           "student": floor * correct(rng, 0.9),
                                           "most_common": floor})  # fmt: skip
     assert verdict["teacher_clear_of_floor"] and not verdict["student_clear_of_floor"]
-    assert text.startswith("the student is not clearly above a trivial answer: its accuracy is")
+    assert text.startswith("the student is below a trivial answer: its accuracy is")
     assert "always 'animal'" in text.split(";")[0]
 
 

@@ -128,8 +128,9 @@ def verdict_headline(
         lead.append(text)
     elif not verdict.get("student_clear_of_floor", True):
         g = verdict["student_over_floor"]
+        where = "below" if g["high"] < 0 else "not clearly above"
         lead.append(
-            f"the student is not clearly above a trivial answer: its {name} is {fmt(ss)} vs "
+            f"the student is {where} a trivial answer: its {name} is {fmt(ss)} vs "
             f"{fmt(fs)} for {floor} (margin {_gap(g, points, unit)}), so serving it would be "
             "no better than that answer"
         )
