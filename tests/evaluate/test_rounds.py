@@ -48,7 +48,10 @@ def spec(folder: Path) -> ModelSpec:
 def test_two_copies_timed_in_rounds_and_their_memory(student: Path, small: Path) -> None:
     specs = {"a": spec(student), "b": spec(student), "small": spec(small)}
     logps, eff = serve_and_time(specs, dict.fromkeys(specs, TEXTS), batch=8, latency_items=6)
-    assert (logps["a"] == logps["b"]).all() and logps["a"].shape == (len(TEXTS), 2)
+    # The same model in two processes: the same answers, up to the float noise of kernels
+    # that may split their work differently when the machine is busy.
+    assert logps["a"].shape == (len(TEXTS), 2)
+    np.testing.assert_allclose(logps["a"], logps["b"], atol=1e-4)
     for e in eff.values():
         assert e["passes"] >= 5 and e["items_timed"] == len(TEXTS)
         assert 0 < e["throughput_min"] <= e["throughput_items_per_s"] <= e["throughput_max"]
