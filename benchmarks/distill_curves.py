@@ -31,12 +31,11 @@ import os
 import shutil
 import sqlite3
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from stillroom.config import HarvestConfig, load_config
-from stillroom.evaluate.text import load_text_items, text_scores
+from stillroom.evaluate.text import TextItems, load_text_items, most_common_answer, text_scores
 from stillroom.harvest.runner import harvest
 from stillroom.train.trainer import train
 
@@ -159,36 +158,22 @@ def quality(cfg: HarvestConfig, folder: Path, n_test: int, gold: list[str]) -> d
 
     student = load_student(folder, cfg.eval.student_dtype)
     runner = LocalTeacher(student.model, student.tokenizer, name=str(folder), batch_size=32)
-    requests = student_requests(cfg)[:n_test]
+    requests = load_text_items(cfg).student_requests[:n_test]
     answers: list[str] = []
     for i in range(0, len(requests), 32):
         answers += [c.choices[0].text for c in runner.generate(requests[i : i + 32])]
     return text_scores(answers, gold)
 
 
-def student_requests(cfg: HarvestConfig) -> list[Any]:
-    """The test items as the student reads them: its own template (task.student_template)
-    over each item's fields, or else the teacher's prompt; in load_text_items' order."""
-    from dataclasses import replace
-
-    from stillroom.evaluate.inputs import test_records
-
-    requests = load_text_items(cfg).requests
-    template = cfg.task.student_template
-    if template is None:
-        return requests
-    fields: dict[str, dict[str, Any]] = {}
-    for rec in test_records(cfg):
-        fields.setdefault(rec["prompt_id"], json.loads(rec["fields"] or "{}"))
-    texts = [template.format_map(f) for f in fields.values()]
-    return [replace(r, prompt=t) for r, t in zip(requests, texts, strict=True)]
-
-
-def trivial_answers(base: HarvestConfig, items: Any, n_test: int) -> dict[str, Any]:
-    """The most common gold answer, given to every item: a floor any student must clear."""
+def trivial_answers(base: HarvestConfig, items: TextItems, n_test: int) -> dict[str, Any]:
+    """The floors any student must clear, as eval scores them: copying the input, and the
+    train split's most common gold answer given to every item."""
     gold = (items.gold or [])[:n_test]
-    common = Counter(gold).most_common(1)[0][0] if gold else ""
-    return {"most_common_gold": text_scores([common] * len(gold), gold)}
+    common = most_common_answer(base, gold=True)
+    return {
+        "copy_input": text_scores(items.inputs[:n_test], gold),
+        "most_common_gold": text_scores([common] * len(gold), gold),
+    }
 
 
 def summary(curves: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
