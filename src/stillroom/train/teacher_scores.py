@@ -99,10 +99,6 @@ class ApiScorer:
             for r, seq, start in zip(replies, sequences, starts, strict=True)
         ]
 
-    def close(self) -> None:
-        self.loop.run_until_complete(self.teacher.aclose())
-        self.loop.close()
-
 
 def parse_echo(reply: dict[str, Any], ids: list[int], start: int, k: int) -> ScoredAnswer:
     """A `completions` echo reply's top-k at tokens start.., as teacher ids. The server must
