@@ -188,6 +188,7 @@ def summarise(runs: dict[str, Any], folder: Path, texts: list[str]) -> dict[str,
             "weights_mb": round(weights, 1),
             "tokenizer_mb": round(tok, 1),
             "activations_mb_estimate": round(act, 2),
+            "held_mb_estimate": round(held, 3),
             "new_worst_off_weights_tokenizer_activations": round(worst_memory, 3),
             "new_worst_over_weights_alone": round(max(peaks) / weights, 3),
             "new_held_worst_off_weights_tokenizer_activations": round(

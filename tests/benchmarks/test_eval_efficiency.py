@@ -68,8 +68,11 @@ def test_summary_measures_each_method_against_a_ratio_of_one(
     assert ratios["baseline_old_sequential_measure"]["worst_off_by"] == 1.5
     assert ratios["new_interleaved_rounds"]["worst_off_by"] == 0.05
     memory = out["peak_memory_mb"]
-    held = memory["weights_mb"] + memory["tokenizer_mb"] + memory["activations_mb_estimate"]
+    held = memory["held_mb_estimate"]  # the parts are rounded; this is their unrounded sum
+    assert held == pytest.approx(
+        memory["weights_mb"] + memory["tokenizer_mb"] + memory["activations_mb_estimate"], abs=0.2
+    )
     assert memory["new_worst_off_weights_tokenizer_activations"] == pytest.approx(
-        abs(5.0 / held - 1), abs=0.05
+        abs(5.0 / held - 1), abs=0.01
     )
     assert out["passed"] == (memory["new_worst_off_weights_tokenizer_activations"] <= 0.2)
