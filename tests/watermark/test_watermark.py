@@ -214,6 +214,41 @@ def test_processor_adds_delta_to_green_logits_only() -> None:
     torch.testing.assert_close(kept[0, green_ids[3:]], logits[0, green_ids[3:]] + 3.0)
 
 
+@pytest.mark.parametrize("vocab", [262_144, 1_001])
+def test_one_pass_kernel_equals_the_numpy_mask_bit_for_bit(vocab: int) -> None:
+    key = fixed_key(3, delta=2.0, context_width=2)
+    rng = np.random.default_rng(vocab)
+    logits = torch.from_numpy(rng.standard_normal((5, vocab)).astype(np.float32))
+    contexts = rng.integers(0, vocab, size=(3, 2)).tolist()
+    rows = [4, 0, 2]  # rows in any order; rows 1 and 3 are someone else's
+    fast = logits.clone()
+    WatermarkProcessor(key, unbiased=[1]).apply_inplace(fast, rows, contexts)
+    mask = GreenList(key).green_mask(torch.tensor(contexts), vocab)
+    mask[:, 1] = False
+    expected = logits.clone()
+    expected[rows] = logits[rows].add(mask, alpha=2.0)
+    assert torch.equal(fast, expected)
+    assert mask.float().mean().item() == pytest.approx(key.gamma, abs=0.02)
+
+
+def test_without_the_kernel_the_mask_path_gives_the_same_logits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stillroom.watermark import bias_kernel
+
+    key = fixed_key(4, context_width=2)
+    logits = torch.randn(4, 3000)
+    contexts = [[1, 2], [3, 4], [5], [7, 8]]
+    fast = WatermarkProcessor(key)(logits, contexts)
+    monkeypatch.setattr(bias_kernel, "_KERNEL", None)
+    assert torch.equal(WatermarkProcessor(key)(logits, contexts), fast)
+    half = logits.to(torch.bfloat16)  # another dtype takes the mask path as well
+    mask = GreenList(key).green_mask(torch.tensor([[1, 2], [3, 4], [7, 8]]), 3000)
+    expected = half.clone()
+    expected[[0, 1, 3]] = half[[0, 1, 3]].add(mask, alpha=key.delta)
+    assert torch.equal(WatermarkProcessor(key)(half, contexts), expected)
+
+
 # ---- the teacher --------------------------------------------------------------------------
 
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
 
+from stillroom.watermark.bias_kernel import add_bias_inplace
 from stillroom.watermark.greenlist import GreenList
 from stillroom.watermark.key import WatermarkKey
 
@@ -36,17 +38,36 @@ class WatermarkProcessor:  # a stillroom.runtime.sampling.LogitsProcessor
         last `context_width` are read). A row with fewer has no green list and is left as is:
         the detector skips those positions too.
         """
+        if all(len(c) < self.context_width for c in contexts):
+            return logits
+        out = logits.clone()
+        self.apply_inplace(out, range(len(contexts)), contexts)
+        return out
+
+    def apply_inplace(
+        self, logits: torch.Tensor, rows: Sequence[int], contexts: Sequence[Sequence[int]]
+    ) -> None:
+        """Add `delta` to the green ids of `logits[rows[i]]` after `contexts[i]`, in place."""
         w = self.context_width
         full = [i for i, c in enumerate(contexts) if len(c) >= w]
         if not full:
-            return logits
-        ids = torch.tensor([list(contexts[i])[-w:] for i in full], dtype=torch.long)  # (B', w)
-        mask = self.green.green_mask(ids, logits.shape[-1]).to(logits.device)  # (B', V)
-        skip = [t for t in self.unbiased if t < mask.shape[-1]]
-        mask[:, skip] = False
-        if len(full) == logits.shape[0]:
-            return logits.add(mask, alpha=self.key.delta)
-        out = logits.clone()
-        rows = torch.tensor(full, device=logits.device)
-        out[rows] = logits[rows].add(mask, alpha=self.key.delta)
-        return out
+            return
+        ctx = np.array([list(contexts[i])[-w:] for i in full], dtype=np.int64)  # (B', w)
+        index = torch.tensor([rows[i] for i in full], dtype=torch.long)
+        vocab = logits.shape[-1]
+        skip = torch.tensor([t for t in self.unbiased if t < vocab], dtype=torch.long)
+        kept = logits[index[:, None], skip]  # end-of-sequence logits, restored after
+        if not (logits.device.type == "cpu" and self._add_fast(logits, index, ctx)):
+            mask = torch.from_numpy(self.green.green_mask_np(ctx, vocab)).to(logits.device)
+            logits[index] = logits[index].add(mask, alpha=self.key.delta)
+        logits[index[:, None], skip] = kept
+
+    def _add_fast(self, logits: torch.Tensor, index: torch.Tensor, ctx: np.ndarray) -> bool:
+        """The one-pass kernel on a float32 CPU tensor (its numpy view shares memory)."""
+        if logits.dtype != torch.float32 or logits.dim() != 2:
+            return False
+        seeds = np.array([self.green.context_seed(c) for c in ctx.tolist()], dtype=np.uint64)
+        values = self.green.vocab_values(logits.shape[-1])
+        return add_bias_inplace(
+            logits.numpy(), index.numpy(), seeds, values, self.green.threshold, self.key.delta
+        )

@@ -115,8 +115,7 @@ class WatermarkLogitsProcessor(LogitsProcessor):
             processor = self.rows[indices[0]][0]
             width = processor.context_width
             contexts = [_context(*self.rows[i][1:], width) for i in indices]
-            rows = torch.tensor(indices, device=logits.device)
-            logits[rows] = processor(logits[rows], contexts)
+            processor.apply_inplace(logits, indices, contexts)  # only these rows change
         return logits
 
 
