@@ -369,6 +369,31 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
         ],
     ),
+    # Needs a vLLM started with the watermark plugin (scripts/start-vllm with
+    # STILLROOM_WATERMARK_KEYS set, STILLROOM_WATERMARK_DEFAULT=none) and its URL exported.
+    "vllm_watermark": (
+        ["benchmarks/vllm_watermark.py"],
+        [
+            (
+                "vLLM watermark plugin: 200-token answers with z > 4",
+                "detected_z_over_4",
+                None,
+                "fraction",
+            ),
+            (
+                "vLLM watermark plugin: answers x fresh keys with p <= 1e-3",
+                "false_positive_fresh_keys.rate",
+                None,
+                "fraction",
+            ),
+            (
+                "vLLM tokens/s with the watermark plugin vs without (same server, interleaved)",
+                "tokens_per_s_marked",
+                "tokens_per_s_unmarked_baseline",
+                "tok/s",
+            ),
+        ],
+    ),
 }
 
 
@@ -387,9 +412,23 @@ def run(name: str) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, *cmd], cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True
     ).stdout
-    data = json.loads(out[out.index("{") :])
+    data = last_json_object(out)
     data["_wall_s"] = round(time.perf_counter() - start, 1)
     return data
+
+
+def last_json_object(out: str) -> dict[str, Any]:
+    """The last JSON object a benchmark printed (some print progress objects before it)."""
+    decoder, found, at = json.JSONDecoder(), None, out.find("{")
+    while at != -1:
+        try:
+            found, end = decoder.raw_decode(out, at)
+        except json.JSONDecodeError:
+            end = at + 1
+        at = out.find("{", end)
+    if not isinstance(found, dict):
+        raise SystemExit("the benchmark printed no JSON object")
+    return found
 
 
 def table(results: dict[str, Any]) -> str:
@@ -418,9 +457,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="*", choices=list(BENCHMARKS))
     ap.add_argument("--table-only", action="store_true", help="rewrite the README table only")
+    ap.add_argument(
+        "--record",
+        nargs="*",
+        default=[],
+        metavar="NAME=LOG",
+        help="keep the JSON of a run made by hand (a benchmark needing a server) from its output",
+    )
     args = ap.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    for name in [] if args.table_only else args.only or list(BENCHMARKS):
+    for item in args.record:
+        name, _, log = item.partition("=")
+        if name not in BENCHMARKS:
+            raise SystemExit(f"--record {item}: no benchmark {name!r}")
+        results[name] = last_json_object(Path(log).read_text())
+    for name in [] if args.table_only or args.record else args.only or list(BENCHMARKS):
         results[name] = run(name)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     results["_machine"] = machine

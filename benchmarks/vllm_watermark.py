@@ -4,11 +4,14 @@ One vLLM server (scripts/start-vllm with STILLROOM_WATERMARK_KEYS naming KEY, de
 "none") answers the same prompts marked (`vllm_xargs.watermark_key_id`) and unmarked, in
 alternating rounds of concurrent requests, so a busy machine slows both alike. Reports:
 - detection: the share of marked answers (>= 150 scored tokens) with z > 4;
-- false positives: the share of unmarked answers with p <= 1e-3;
+- false positives: the share of unmarked answers with p <= 1e-3 under the serving key, and,
+  for a rate measured to 1e-3, of every answer (marked or not) under fresh keys that marked
+  nothing here: to a key that did not mark it, any text is unmarked text;
 - cost: marked tokens/s over unmarked tokens/s, per round and overall;
 - the same key on our own backend: answers from `LocalTeacher` with the key, detected alike.
 
-    STILLROOM_TEST_VLLM_URL=... python benchmarks/vllm_watermark.py --key KEY.json \
+    STILLROOM_TEST_VLLM_URL=... STILLROOM_WATERMARK_KEYS=KEY.json \
+        python benchmarks/vllm_watermark.py [--key KEY.json] \
         [--rounds 10] [--concurrency 8] [--max-tokens 200]
 """
 
@@ -24,7 +27,7 @@ from typing import Any
 import httpx
 
 from stillroom.watermark.detect import detect_texts
-from stillroom.watermark.key import WatermarkKey, load_key
+from stillroom.watermark.key import WatermarkKey, generate_key, load_key
 
 SUBJECTS = [
     "a dragon who bakes bread", "a walk through a market", "how a bicycle works",
@@ -73,14 +76,30 @@ def local_backend_z(key: WatermarkKey, n: int, max_tokens: int) -> list[float]:
     return [d.z for d in detect_texts([c.choices[0].text for c in done], key)]
 
 
+def fresh_key_false_positives(texts: list[str], keys: int) -> dict[str, Any]:
+    """p <= 1e-3 among all texts under `keys` fresh keys (each text has >= 50 scored pairs)."""
+    from stillroom.runtime.loading import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    tests = hits = 0
+    for _ in range(keys):
+        found = [d for d in detect_texts(texts, generate_key(), tokenizer) if d.tokens_scored >= 50]
+        tests += len(found)
+        hits += sum(d.p_value <= 1e-3 for d in found)
+    return {"tests": tests, "p_le_1e3": hits, "rate": round(hits / max(1, tests), 5)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--key", required=True)
+    # The server's key file: the first one vLLM was started with (scripts/start-vllm).
+    first = os.environ.get("STILLROOM_WATERMARK_KEYS", "").split(os.pathsep)[0] or None
+    ap.add_argument("--key", default=first, required=first is None)
     ap.add_argument("--url", default=os.environ.get("STILLROOM_TEST_VLLM_URL"))
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=200)
     ap.add_argument("--local-answers", type=int, default=8)
+    ap.add_argument("--fresh-keys", type=int, default=50)
     args = ap.parse_args()
     key = load_key(args.key)
     marked: list[str] = []
@@ -112,6 +131,7 @@ def main() -> None:
         "marked_with_150_scored_tokens": len(long_enough),
         "median_z_marked": round(sorted(d.z for d in found)[len(found) // 2], 2),
         "false_positive_p_le_1e3": round(sum(d.p_value <= 1e-3 for d in null) / len(null), 4),
+        "false_positive_fresh_keys": fresh_key_false_positives(marked + plain, args.fresh_keys),
         "tokens_per_s_marked": round(marked_rate, 1),
         "tokens_per_s_unmarked_baseline": round(plain_rate, 1),
         "throughput_ratio": round(marked_rate / plain_rate, 3),
