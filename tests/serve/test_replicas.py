@@ -112,8 +112,11 @@ def test_a_block_through_one_replicas_admin_api_reaches_all(replicas: Replicas) 
         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
     )
     assert blocked.status_code == 200, blocked.text
+    # The replica that blocked forgets its cached key at once: its very next answer is 403,
+    # with no wait for the key cache (a count, where a time bound failed on a loaded machine).
+    first = httpx.post(f"{replicas.roots[0]}/v1/chat/completions", json=CHAT, headers=auth(key.key))
+    assert first.status_code == 403, first.text
     seconds = asyncio.run(_propagation_s(replicas.roots, key.key, time.monotonic()))
-    assert seconds[0] < 0.2  # the replica that blocked forgets its cached key at once
     assert max(seconds) <= KEY_CACHE_S + PROPAGATION_SLACK_S, seconds
 
 
