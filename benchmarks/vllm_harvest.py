@@ -320,11 +320,16 @@ def kd_summary(runs: dict[str, list[dict[str, Any]]], key: str = "val_kl") -> di
         abs(a[key] - b[key]) for rs in runs.values() for a, b in itertools.combinations(rs, 2)
     )
     gap = abs(means["vllm"] - means["local"])
+    # Same seed, same batch order where the answers agree: the per-seed differences show
+    # whether one harvest is ahead every time, which the means alone hide.
+    pairs = zip(runs["vllm"], runs["local"], strict=True)
+    paired = [round(v[key] - lo[key], 4) for v, lo in pairs]
     return {
         "val_kl_vllm_harvest_mean": round(means["vllm"], 4),
         "val_kl_local_harvest_mean": round(means["local"], 4),
         "gap": round(gap, 4),
         "seed_to_seed_spread": round(spread, 4),
+        "vllm_minus_local_per_seed": paired,
         "passed": gap <= spread,
     }
 

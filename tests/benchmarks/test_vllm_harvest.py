@@ -55,15 +55,17 @@ def test_agreement_counts_identical_answers_and_skips_absent_entries(bench: Modu
 
 def test_kd_summary_sets_the_gap_beside_the_seed_spread(bench: ModuleType) -> None:
     runs = {
-        "vllm": [{"val_kl": 2.0}, {"val_kl": 2.3}],
+        "vllm": [{"val_kl": 2.0}, {"val_kl": 2.3}, {"val_kl": 2.15}],
         "local": [{"val_kl": 2.1}, {"val_kl": 2.15}, {"val_kl": 2.2}],
     }
     got = bench.kd_summary(runs)
     assert got["gap"] == pytest.approx(0.0) and got["seed_to_seed_spread"] == 0.3
+    assert got["vllm_minus_local_per_seed"] == [-0.1, 0.15, -0.05]
     assert got["passed"]
-    runs["vllm"] = [{"val_kl": 3.0}, {"val_kl": 3.1}]
+    runs["vllm"] = [{"val_kl": 3.0}, {"val_kl": 3.1}, {"val_kl": 3.05}]
     got = bench.kd_summary(runs)
-    assert got["gap"] == pytest.approx(0.9) and not got["passed"]
+    assert got["gap"] == pytest.approx(0.9) and got["seed_to_seed_spread"] == 0.1
+    assert not got["passed"]
 
 
 def test_throughput_summary_divides_totals_not_round_rates(bench: ModuleType) -> None:
