@@ -369,6 +369,26 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
         ],
     ),
+    # Needs a vLLM (scripts/start-vllm) and its URL in STILLROOM_TEST_VLLM_URL.
+    "vllm_harvest": (
+        ["benchmarks/vllm_harvest.py"],
+        [
+            (
+                "harvest from vLLM, top-20 log-probs with token ids, vs bare `openai` loop, "
+                "concurrency 8",
+                "throughput.stillroom_harvest.tokens_per_s",
+                "throughput.bare_openai_loop.tokens_per_s",
+                "tok/s",
+            ),
+            (
+                "logit KD validation KL: student of a vLLM harvest vs of the local teacher's, "
+                "3 seeds, scored on the local harvest",
+                "logit_kd.on_one_reference.val_kl_vllm_harvest_mean",
+                "logit_kd.on_one_reference.val_kl_local_harvest_mean",
+                "KL",
+            ),
+        ],
+    ),
     # Needs a vLLM started with the watermark plugin (scripts/start-vllm with
     # STILLROOM_WATERMARK_KEYS set, STILLROOM_WATERMARK_DEFAULT=none) and its URL exported.
     "vllm_watermark": (
