@@ -32,6 +32,7 @@ import os
 import platform
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,28 +46,12 @@ from stillroom.harvest.runner import harvest
 from stillroom.harvest.signals import decode_topk
 from stillroom.train.trainer import train
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kd_vs_sequence import TEMPLATES, TOPICS
+
 MODEL = "gemma-3-270m"
 TOP_LOGPROBS = 20
 THROUGHPUT_FLOOR = 0.9
-TOPICS = [
-    "volcanoes", "honey bees", "the moon", "bread", "rivers", "chess", "glaciers", "owls",
-    "electric cars", "coffee", "deserts", "violins", "tides", "mushrooms", "bridges",
-    "penguins", "clouds", "libraries", "tomatoes", "trains",
-]  # fmt: skip
-TEMPLATES = [
-    "Question: What is interesting about {t}?\nAnswer:",
-    "Write one sentence about {t}.\n",
-    "Explain {t} to a child.\nExplanation:",
-    "List two facts about {t}.\n1.",
-    "Question: Why do people study {t}?\nAnswer:",
-    "A short story about {t}:\n",
-    "Describe {t} in simple words.\n",
-    "Question: Where can you find {t}?\nAnswer:",
-    "The most surprising thing about {t} is",
-    "Q: How would you describe {t}?\nA:",
-    "Here is a fun fact about {t}:",
-    "Teacher: Tell me about {t}.\nStudent:",
-]
 PROMPTS = [t.format(t=topic) for topic, t in itertools.product(TOPICS, TEMPLATES)]
 
 
