@@ -156,11 +156,14 @@ def audit(  # long: the steps of one run in order: measure, calibrate, score, re
     log: Callable[[str], None] | None = None,
     state: Path | None = None,
     accounts_table: str | None = None,
+    record: bool = False,
 ) -> AuditResult:
     """Flag the units whose score passes the benign threshold for `fpr`; units with fewer
     than `min_requests` requests in the window are scored but not flagged. With `state` (a
     file), read only what is new since the last run on it, and give each flagged unit the
-    time it was first flagged (`first_flagged`, in log time)."""
+    time it was first flagged (`first_flagged`, in log time). With `record`, and `source` a
+    stillroom gateway's database, the run is stored there for the console (runs_store.py),
+    and the accounts reviewers dismissed as benign there stay in the benign reference."""
     say = log or _stderr
     emb = text.Embedder(embedder)
     eng = make_engine(engine)
@@ -194,8 +197,16 @@ def audit(  # long: the steps of one run in order: measure, calibrate, score, re
             calibration = fit(list(ref.units.values()))  # known benign: all of it is reference
         clock = _Clock(m.timings)
         cal = calibration or self_calibrate(list(m.units.values()))
+        store = _gateway_store(source) if record else None
+        benign = _known_benign(store, cal, m, say)
         result = decide(m, cal, fpr, min_requests)
         clock.lap("score")
+        if store is not None:
+            from stillroom.audit.runs_store import record_run
+
+            run_id = record_run(store, result, source, benign)
+            say(f"stored as audit run {run_id}: {len(result.flagged)} case(s) for the console")
+            store.dispose()
         if st is not None:
             first = st.record(result.flagged, as_of=m.window[1])
             for f in result.flagged:
@@ -205,6 +216,32 @@ def audit(  # long: the steps of one run in order: measure, calibrate, score, re
             st.close()
         eng.close()
     return result
+
+
+def _gateway_store(source: str) -> Any:
+    """An engine on `source` when it is a stillroom gateway's database, else None (a log
+    file, or another gateway's database: nothing to keep the run in)."""
+    if not ingest.is_gateway_db(source):
+        return None
+    from stillroom.audit.runs_store import is_stillroom_gateway
+    from stillroom.serve.db import open_db
+
+    engine = open_db(source, migrate=False)
+    if is_stillroom_gateway(engine):
+        return engine
+    engine.dispose()
+    return None
+
+
+def _known_benign(store: Any, cal: Calibration, m: Measured, say: Callable[[str], None]) -> int:
+    if store is None:
+        return 0
+    from stillroom.audit.runs_store import count_known_benign, known_benign_accounts
+
+    n = count_known_benign(cal, m.units, known_benign_accounts(store))
+    if n:
+        say(f"calibration: {n} unit(s) dismissed as benign in the console count as known benign")
+    return n
 
 
 def _stderr(message: str) -> None:
