@@ -218,9 +218,13 @@ def _open_case(conn: sa.Connection, unit: str, run_id: str, now: float) -> None:
     if found is None:
         conn.execute(
             cases.insert().values(
-                unit=unit, status="new", first_run=run_id, last_run=run_id, opened_at=now,
+                unit=unit,
+                status="new",
+                first_run=run_id,
+                last_run=run_id,
+                opened_at=now,
                 updated_at=now,
             )
-        )  # fmt: skip
+        )
     else:
         conn.execute(cases.update().where(cases.c.id == found.id).values(last_run=run_id))

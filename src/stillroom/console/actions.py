@@ -24,8 +24,9 @@ def add_routes(app: FastAPI, engine: Engine) -> None:
         session = await auth.current(engine, request)
         form = await auth.read_form(request, session.csrf)
         if verb not in VERBS:
-            raise ConsoleError(f"no action {verb!r}; the case page's buttons are "
-                                 f"{', '.join(VERBS)}", 404)  # fmt: skip
+            raise ConsoleError(
+                f"no action {verb!r}; the case page's buttons are {', '.join(VERBS)}", 404
+            )
         auth.require(session, "reviewer", f"{verb} a case")
         who = session.reviewer
         if verb in ("block", "unblock"):

@@ -72,8 +72,10 @@ def _errors(app: FastAPI) -> None:
     async def console_error(request: Request, e: ConsoleError) -> Response:
         if wants_json(request):
             return _json_error(e.status, str(e))
-        return HTMLResponse(views.page("error.html.j2", message=str(e), status=e.status,
-                                          session=None), status_code=e.status)  # fmt: skip
+        return HTMLResponse(
+            views.page("error.html.j2", message=str(e), status=e.status, session=None),
+            status_code=e.status,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, e: RequestValidationError) -> Response:
@@ -84,16 +86,19 @@ def _errors(app: FastAPI) -> None:
         message = f"bad request: {problems}; fix the address and try again"
         if wants_json(request):
             return _json_error(422, message)
-        return HTMLResponse(views.page("error.html.j2", message=message, status=422,
-                                       session=None), status_code=422)  # fmt: skip
+        return HTMLResponse(
+            views.page("error.html.j2", message=message, status=422, session=None), status_code=422
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> Response:
         message = "no such page" if e.status_code == 404 else str(e.detail)
         if wants_json(request):
             return _json_error(e.status_code, message)
-        return HTMLResponse(views.page("error.html.j2", message=message, status=e.status_code,
-                                          session=None), status_code=e.status_code)  # fmt: skip
+        return HTMLResponse(
+            views.page("error.html.j2", message=message, status=e.status_code, session=None),
+            status_code=e.status_code,
+        )
 
 
 def _json_error(status: int, message: str) -> JSONResponse:
@@ -110,8 +115,15 @@ def _login_routes(app: FastAPI, engine: Engine, settings: ConsoleSettings) -> No
         csrf = auth.login_csrf(request)
         html = views.page("login.html.j2", csrf=csrf, failed=bool(failed), session=None)
         response = HTMLResponse(html)
-        response.set_cookie(LOGIN_COOKIE, csrf, max_age=3600, httponly=True, samesite="strict",
-                            secure=settings.secure_cookies, path="/login")  # fmt: skip
+        response.set_cookie(
+            LOGIN_COOKIE,
+            csrf,
+            max_age=3600,
+            httponly=True,
+            samesite="strict",
+            secure=settings.secure_cookies,
+            path="/login",
+        )
         return response
 
     @app.post("/login")
@@ -148,34 +160,44 @@ def _page_routes(app: FastAPI, engine: Engine) -> None:
         f = _filters(request)
         rows, total = await asyncio.to_thread(C.queue, engine, f)
         pages = max(1, -(-total // C.PAGE))
-        return HTMLResponse(views.page(
-            "queue.html.j2", session=session, cases=rows, total=total, f=f, pages=pages,
-            statuses=C.STATUSES, severities=C.SEVERITIES,
-        ))  # fmt: skip
+        return HTMLResponse(
+            views.page(
+                "queue.html.j2",
+                session=session,
+                cases=rows,
+                total=total,
+                f=f,
+                pages=pages,
+                statuses=C.STATUSES,
+                severities=C.SEVERITIES,
+            )
+        )
 
     @app.get("/cases/{case_id}", response_class=HTMLResponse)
     async def case_page(request: Request, case_id: CaseId) -> Response:
         session = await auth.current(engine, request)
         data = await asyncio.to_thread(_case_view, engine, case_id)
-        return HTMLResponse(views.page("case.html.j2", session=session, c=data,
-                                          policies=C.POLICIES))  # fmt: skip
+        return HTMLResponse(
+            views.page("case.html.j2", session=session, c=data, policies=C.POLICIES)
+        )
 
     @app.get("/cases/{case_id}/{picture}.png")
     async def picture(request: Request, case_id: CaseId, picture: str) -> Response:
         await auth.current(engine, request)
         if picture not in views.KINDS:
-            raise ConsoleError(f"no picture {picture!r}; there are {', '.join(views.KINDS)}",
-                               404)  # fmt: skip
+            raise ConsoleError(f"no picture {picture!r}; there are {', '.join(views.KINDS)}", 404)
         png = await asyncio.to_thread(views.png, engine, case_id, picture)
-        return Response(png, media_type="image/png",
-                        headers={"Cache-Control": "private, max-age=60"})  # fmt: skip
+        return Response(
+            png, media_type="image/png", headers={"Cache-Control": "private, max-age=60"}
+        )
 
     @app.get("/trail", response_class=HTMLResponse)
     async def trail_page(request: Request) -> Response:
         session = await auth.current(engine, request)
         rows = await asyncio.to_thread(store.entries, engine, None, None)
-        return HTMLResponse(views.page("trail.html.j2", session=session,
-                                          entries=list(reversed(rows))[:1000]))  # fmt: skip
+        return HTMLResponse(
+            views.page("trail.html.j2", session=session, entries=list(reversed(rows))[:1000])
+        )
 
     @app.get("/trail.jsonl")
     async def trail_export(
@@ -191,9 +213,13 @@ def _page_routes(app: FastAPI, engine: Engine) -> None:
 
 def _filters(request: Request) -> C.Filters:
     p = request.query_params
-    return C.check_filters(p.get("status", ""), p.get("severity", ""),
-                           p.get("min_accounts", "1") or "1", p.get("q", ""),
-                           p.get("page", "1") or "1")  # fmt: skip
+    return C.check_filters(
+        p.get("status", ""),
+        p.get("severity", ""),
+        p.get("min_accounts", "1") or "1",
+        p.get("q", ""),
+        p.get("page", "1") or "1",
+    )
 
 
 def _case_view(engine: Engine, case_id: int) -> dict[str, Any]:

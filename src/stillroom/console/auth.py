@@ -59,21 +59,27 @@ def require(session: Session, role: str, doing: str) -> None:
 async def read_form(request: Request, csrf: str | None) -> dict[str, str]:
     """The url-encoded form of `request`, refused unless its `csrf` field matches `csrf`
     (the session's, or for the login form the login cookie's)."""
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > MAX_FORM_BYTES:
+        raise ConsoleError(f"a form is at most {MAX_FORM_BYTES} bytes", 413)
+    body = b""
+    async for chunk in request.stream():  # a chunked body has no length to check first
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise ConsoleError(f"a form is at most {MAX_FORM_BYTES} bytes", 413)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/x-www-form-urlencoded":
+    if body and kind != "application/x-www-form-urlencoded":
         raise ConsoleError(
             "a form must be sent as application/x-www-form-urlencoded (submit the page's form)",
             415,
         )
-    declared = request.headers.get("content-length", "0")
-    if not declared.isdigit() or int(declared) > MAX_FORM_BYTES:
-        raise ConsoleError(f"a form is at most {MAX_FORM_BYTES} bytes", 413)
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise ConsoleError(f"a form is at most {MAX_FORM_BYTES} bytes", 413)
     try:
-        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True,
-                          max_num_fields=MAX_FIELDS, strict_parsing=bool(body))  # fmt: skip
+        fields = parse_qs(
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            max_num_fields=MAX_FIELDS,
+            strict_parsing=bool(body),
+        )
     except (UnicodeDecodeError, ValueError):
         raise ConsoleError(
             "the form is not valid url-encoded UTF-8; submit the page's form"
@@ -100,9 +106,14 @@ def text_field(form: dict[str, str], name: str, *, limit: int = 2000, needed: bo
 
 def set_session_cookie(response: Any, cookie: str, settings: ConsoleSettings) -> None:
     response.set_cookie(
-        COOKIE, cookie, max_age=int(settings.session_hours * 3600), httponly=True,
-        samesite="strict", secure=settings.secure_cookies, path="/",
-    )  # fmt: skip
+        COOKIE,
+        cookie,
+        max_age=int(settings.session_hours * 3600),
+        httponly=True,
+        samesite="strict",
+        secure=settings.secure_cookies,
+        path="/",
+    )
 
 
 def login_csrf(request: Request) -> str:

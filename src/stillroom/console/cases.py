@@ -55,12 +55,22 @@ def check_filters(status: str, severity: str, min_accounts: str, q: str, page: s
 def queue(engine: Engine, f: Filters) -> tuple[list[dict[str, Any]], int]:
     """One page of cases, strongest first, and how many match."""
     q = (
-        sa.select(cases.c.id, cases.c.unit, cases.c.status, cases.c.opened_at,
-                  cases.c.updated_at, units.c.score, units.c.severity, units.c.n_accounts,
-                  units.c.requests, units.c.evidence, runs.c.created_at.label("run_at"))
+        sa.select(
+            cases.c.id,
+            cases.c.unit,
+            cases.c.status,
+            cases.c.opened_at,
+            cases.c.updated_at,
+            units.c.score,
+            units.c.severity,
+            units.c.n_accounts,
+            units.c.requests,
+            units.c.evidence,
+            runs.c.created_at.label("run_at"),
+        )
         .join(units, sa.and_(units.c.run_id == cases.c.last_run, units.c.unit == cases.c.unit))
         .join(runs, runs.c.id == cases.c.last_run)
-    )  # fmt: skip
+    )
     if f.status:
         q = q.where(cases.c.status == f.status)
     if f.severity:
@@ -102,21 +112,43 @@ def case(engine: Engine, case_id: int) -> dict[str, Any]:
         ).one()
         run = conn.execute(sa.select(runs).where(runs.c.id == c.last_run)).one()
         history = conn.execute(
-            sa.select(units.c.run_id, units.c.score, units.c.severity, units.c.n_accounts,
-                      runs.c.created_at, runs.c.threshold)
+            sa.select(
+                units.c.run_id,
+                units.c.score,
+                units.c.severity,
+                units.c.n_accounts,
+                runs.c.created_at,
+                runs.c.threshold,
+            )
             .join(runs, runs.c.id == units.c.run_id)
-            .where(units.c.unit == c.unit).order_by(runs.c.created_at.desc())
-        ).all()  # fmt: skip
+            .where(units.c.unit == c.unit)
+            .order_by(runs.c.created_at.desc())
+        ).all()
     members = case_accounts(engine, c.last_run, c.unit)
     return {
-        "id": c.id, "unit": c.unit, "status": c.status, "opened_at": c.opened_at,
-        "updated_at": c.updated_at, "score": u.score, "severity": u.severity,
-        "requests": u.requests, "evidence": json.loads(u.evidence), "links": json.loads(u.links),
-        "features": json.loads(u.features), "examples": json.loads(u.examples),
-        "run": {"id": run.id, "at": run.created_at, "fpr": run.fpr, "threshold": run.threshold,
-                "source": run.source, "calibration": json.loads(run.calibration)},
-        "history": [dict(h._mapping) for h in history], "accounts": members,
-    }  # fmt: skip
+        "id": c.id,
+        "unit": c.unit,
+        "status": c.status,
+        "opened_at": c.opened_at,
+        "updated_at": c.updated_at,
+        "score": u.score,
+        "severity": u.severity,
+        "requests": u.requests,
+        "evidence": json.loads(u.evidence),
+        "links": json.loads(u.links),
+        "features": json.loads(u.features),
+        "examples": json.loads(u.examples),
+        "run": {
+            "id": run.id,
+            "at": run.created_at,
+            "fpr": run.fpr,
+            "threshold": run.threshold,
+            "source": run.source,
+            "calibration": json.loads(run.calibration),
+        },
+        "history": [dict(h._mapping) for h in history],
+        "accounts": members,
+    }
 
 
 def case_accounts(engine: Engine, run_id: str, unit: str) -> list[dict[str, Any]]:
@@ -124,15 +156,27 @@ def case_accounts(engine: Engine, run_id: str, unit: str) -> list[dict[str, Any]
     has is listed as unknown, not dropped)."""
     live = sa.func.count(api_keys.c.id).filter(api_keys.c.revoked_at.is_(None))
     q = (
-        sa.select(unit_accounts.c.account_id, accounts.c.name, accounts.c.blocked_at,
-                  accounts.c.blocked_reason, live.label("live_keys"))
-        .select_from(unit_accounts.outerjoin(accounts, accounts.c.id == unit_accounts.c.account_id)
-                     .outerjoin(api_keys, api_keys.c.account_id == accounts.c.id))
+        sa.select(
+            unit_accounts.c.account_id,
+            accounts.c.name,
+            accounts.c.blocked_at,
+            accounts.c.blocked_reason,
+            live.label("live_keys"),
+        )
+        .select_from(
+            unit_accounts.outerjoin(
+                accounts, accounts.c.id == unit_accounts.c.account_id
+            ).outerjoin(api_keys, api_keys.c.account_id == accounts.c.id)
+        )
         .where(unit_accounts.c.run_id == run_id, unit_accounts.c.unit == unit)
-        .group_by(unit_accounts.c.account_id, accounts.c.name, accounts.c.blocked_at,
-                  accounts.c.blocked_reason)
+        .group_by(
+            unit_accounts.c.account_id,
+            accounts.c.name,
+            accounts.c.blocked_at,
+            accounts.c.blocked_reason,
+        )
         .order_by(unit_accounts.c.account_id)
-    )  # fmt: skip
+    )
     with engine.connect() as conn:
         return [dict(r._mapping) | {"known": r.name is not None} for r in conn.execute(q)]
 
@@ -143,17 +187,24 @@ def recent_prompts(engine: Engine, account_ids: list[str], k: int = 5) -> list[d
     with engine.connect() as conn:
         for a in account_ids[:50]:
             rows = conn.execute(
-                sa.select(requests.c.created_at, requests.c.account_id, requests.c.endpoint,
-                          requests.c.messages, requests.c.prompt)
+                sa.select(
+                    requests.c.created_at,
+                    requests.c.account_id,
+                    requests.c.endpoint,
+                    requests.c.messages,
+                    requests.c.prompt,
+                )
                 .where(requests.c.account_id == a)
-                .order_by(requests.c.created_at.desc()).limit(k)
-            ).all()  # fmt: skip
+                .order_by(requests.c.created_at.desc())
+                .limit(k)
+            ).all()
             found += [dict(r._mapping) for r in rows]
     found.sort(key=lambda r: -r["created_at"])
     out = []
     for r in found[:k]:
-        text = prompt_of(r["messages"] if r["endpoint"] != "completions" else r["prompt"],
-                         r["endpoint"])  # fmt: skip
+        text = prompt_of(
+            r["messages"] if r["endpoint"] != "completions" else r["prompt"], r["endpoint"]
+        )
         out.append({"at": r["created_at"], "account_id": r["account_id"], "text": text[:400]})
     return out
 
@@ -183,8 +234,7 @@ def set_status(engine: Engine, who: Reviewer, case_id: int, action: str, reason:
         if action == "reopen":
             conn.execute(known_benign.delete().where(known_benign.c.case_id == case_id))
         _move(conn, case_id, after)
-        append(conn, who, action, case_id, members, {"status": c.status}, {"status": after},
-               reason)  # fmt: skip
+        append(conn, who, action, case_id, members, {"status": c.status}, {"status": after}, reason)
 
 
 def dismiss(engine: Engine, who: Reviewer, case_id: int, reason: str) -> None:
@@ -195,13 +245,22 @@ def dismiss(engine: Engine, who: Reviewer, case_id: int, reason: str) -> None:
             raise ConsoleError(f"case {case_id} is blocked: unblock it before dismissing it")
         now = time.time()
         held = {r[0] for r in conn.execute(sa.select(known_benign.c.account_id))}
-        new = [{"account_id": a, "case_id": case_id, "since": now} for a in members
-               if a not in held]  # fmt: skip
+        new = [
+            {"account_id": a, "case_id": case_id, "since": now} for a in members if a not in held
+        ]
         if new:
             conn.execute(known_benign.insert(), new)
         _move(conn, case_id, "dismissed")
-        append(conn, who, "dismiss", case_id, members, {"status": c.status},
-               {"status": "dismissed", "known_benign": members}, reason)  # fmt: skip
+        append(
+            conn,
+            who,
+            "dismiss",
+            case_id,
+            members,
+            {"status": c.status},
+            {"status": "dismissed", "known_benign": members},
+            reason,
+        )
 
 
 def block(
@@ -213,13 +272,15 @@ def block(
     with engine.begin() as conn:
         c, members = _lock(conn, case_id)
         state = conn.execute(
-            sa.select(accounts.c.id, accounts.c.blocked_at, accounts.c.blocked_reason)
-            .where(accounts.c.id.in_(members))
-        ).all()  # fmt: skip
+            sa.select(accounts.c.id, accounts.c.blocked_at, accounts.c.blocked_reason).where(
+                accounts.c.id.in_(members)
+            )
+        ).all()
         if not state:
             raise ConsoleError(f"case {case_id}: the gateway has none of its accounts any more")
-        before = {r.id: {"blocked": r.blocked_at is not None, "reason": r.blocked_reason}
-                  for r in state}  # fmt: skip
+        before = {
+            r.id: {"blocked": r.blocked_at is not None, "reason": r.blocked_reason} for r in state
+        }
         stored = f"{policy}: {reason} (console case {case_id}, {who.name})" if blocked else None
         values = {"blocked_at": time.time() if blocked else None, "blocked_reason": stored}
         changed = [a for a, b in before.items() if b["blocked"] != blocked]
@@ -227,9 +288,17 @@ def block(
         after_status = "blocked" if blocked else "in review"
         _move(conn, case_id, after_status)
         after = {a: {"blocked": blocked, "reason": stored} for a in before}
-        append(conn, who, "block" if blocked else "unblock", case_id, sorted(before),
-               {"status": c.status, "accounts": before},
-               {"status": after_status, "accounts": after}, reason, policy)  # fmt: skip
+        append(
+            conn,
+            who,
+            "block" if blocked else "unblock",
+            case_id,
+            sorted(before),
+            {"status": c.status, "accounts": before},
+            {"status": after_status, "accounts": after},
+            reason,
+            policy,
+        )
     return changed
 
 

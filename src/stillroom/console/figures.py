@@ -28,8 +28,14 @@ def features_png(features: dict[str, Any], calibration: dict[str, Any]) -> bytes
         value = float(features.get(name) or 0.0)
         ax.plot([(value - centre) / spread], [y], "o", color=UNIT_COLOUR, ms=9)
         shown = FEATURES[name].show(value) if name in FEATURES else f"{value:.2f}"
-        ax.annotate(shown, ((value - centre) / spread, y), xytext=(8, 6),
-                    textcoords="offset points", fontsize=8, color=UNIT_COLOUR)  # fmt: skip
+        ax.annotate(
+            shown,
+            ((value - centre) / spread, y),
+            xytext=(8, 6),
+            textcoords="offset points",
+            fontsize=8,
+            color=UNIT_COLOUR,
+        )
     ax.set_yticks(range(len(names)), [n.replace("_", " ") for n in reversed(names)], fontsize=8)
     ax.axvline(0, color="#4a5560", lw=0.6, ls=":")
     ax.set_xlabel("robust spreads above the benign median (grey: benign p50, p90, p99)")

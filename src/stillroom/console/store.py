@@ -145,9 +145,14 @@ def add_reviewer(engine: Engine, name: str, role: str) -> tuple[Reviewer, str]:
 def list_reviewers(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(reviewers.c.id, reviewers.c.name, reviewers.c.role, reviewers.c.created_at,
-                      reviewers.c.disabled_at).order_by(reviewers.c.created_at)
-        )  # fmt: skip
+            sa.select(
+                reviewers.c.id,
+                reviewers.c.name,
+                reviewers.c.role,
+                reviewers.c.created_at,
+                reviewers.c.disabled_at,
+            ).order_by(reviewers.c.created_at)
+        )
         return [dict(r._mapping) for r in rows]
 
 
@@ -157,8 +162,9 @@ def disable_reviewer(engine: Engine, name: str) -> None:
         row = conn.execute(sa.select(reviewers.c.id).where(reviewers.c.name == name)).first()
         if row is None:
             raise ConsoleError(f"no reviewer {name!r}; `stillroom console reviewers` lists them")
-        conn.execute(reviewers.update().where(reviewers.c.id == row.id).values(
-            disabled_at=time.time()))  # fmt: skip
+        conn.execute(
+            reviewers.update().where(reviewers.c.id == row.id).values(disabled_at=time.time())
+        )
         conn.execute(sessions.delete().where(sessions.c.reviewer_id == row.id))
 
 
@@ -177,22 +183,33 @@ def login(engine: Engine, token: str, lifetime_s: float) -> tuple[str, Session] 
         conn.execute(sessions.delete().where(sessions.c.expires_at < now))
         conn.execute(
             sessions.insert().values(
-                id_hash=_hash(cookie), reviewer_id=row.id, csrf=csrf, created_at=now,
+                id_hash=_hash(cookie),
+                reviewer_id=row.id,
+                csrf=csrf,
+                created_at=now,
                 expires_at=now + lifetime_s,
             )
-        )  # fmt: skip
+        )
     return cookie, Session(Reviewer(row.id, row.name, row.role), csrf, now + lifetime_s)
 
 
 def session(engine: Engine, cookie: str) -> Session | None:
     """The live session of a cookie, or None (unknown, expired, or its reviewer disabled)."""
     q = (
-        sa.select(sessions.c.csrf, sessions.c.expires_at, reviewers.c.id, reviewers.c.name,
-                  reviewers.c.role)
+        sa.select(
+            sessions.c.csrf,
+            sessions.c.expires_at,
+            reviewers.c.id,
+            reviewers.c.name,
+            reviewers.c.role,
+        )
         .join(reviewers, reviewers.c.id == sessions.c.reviewer_id)
-        .where(sessions.c.id_hash == _hash(cookie), sessions.c.expires_at > time.time(),
-               reviewers.c.disabled_at.is_(None))
-    )  # fmt: skip
+        .where(
+            sessions.c.id_hash == _hash(cookie),
+            sessions.c.expires_at > time.time(),
+            reviewers.c.disabled_at.is_(None),
+        )
+    )
     with engine.connect() as conn:
         row = conn.execute(q).first()
     if row is None:
@@ -219,11 +236,18 @@ def append(
     """One trail entry, in the caller's transaction: it commits with the change it records."""
     conn.execute(
         trail.insert().values(
-            at=time.time(), reviewer=who.name, role=who.role, action=action, case_id=case_id,
-            accounts=json.dumps(accounts), before=json.dumps(before), after=json.dumps(after),
-            reason=reason, policy=policy,
+            at=time.time(),
+            reviewer=who.name,
+            role=who.role,
+            action=action,
+            case_id=case_id,
+            accounts=json.dumps(accounts),
+            before=json.dumps(before),
+            after=json.dumps(after),
+            reason=reason,
+            policy=policy,
         )
-    )  # fmt: skip
+    )
 
 
 def entries(engine: Engine, case_id: int | None = None, limit: int | None = None) -> list[dict]:

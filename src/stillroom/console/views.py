@@ -85,7 +85,8 @@ def png(engine: Engine, case_id: int, kind: str) -> bytes:
     if kind == "features":
         made = figures.features_png(data["features"], data["run"]["calibration"])
     else:
-        made = figures.timeline_png(C.hourly_activity(engine, [a["account_id"] for a in
-                                                              data["accounts"]]))  # fmt: skip
+        made = figures.timeline_png(
+            C.hourly_activity(engine, [a["account_id"] for a in data["accounts"]])
+        )
     _kept.put(key, made)
     return made
