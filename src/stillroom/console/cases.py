@@ -182,7 +182,8 @@ def case_accounts(engine: Engine, run_id: str, unit: str) -> list[dict[str, Any]
 
 
 def recent_prompts(engine: Engine, account_ids: list[str], k: int = 5) -> list[dict[str, Any]]:
-    """The latest `k` prompts of these accounts (the index on account and time serves it)."""
+    """The latest `k` answered prompts of these accounts (the index on account and time
+    serves it; refusals carry no prompt worth reading)."""
     found: list[dict[str, Any]] = []
     with engine.connect() as conn:
         for a in account_ids[:50]:
@@ -194,7 +195,7 @@ def recent_prompts(engine: Engine, account_ids: list[str], k: int = 5) -> list[d
                     requests.c.messages,
                     requests.c.prompt,
                 )
-                .where(requests.c.account_id == a)
+                .where(requests.c.account_id == a, requests.c.status == 200)
                 .order_by(requests.c.created_at.desc())
                 .limit(k)
             ).all()
