@@ -202,11 +202,7 @@ def audit(  # long: the steps of one run in order: measure, calibrate, score, re
         result = decide(m, cal, fpr, min_requests)
         clock.lap("score")
         if store is not None:
-            from stillroom.audit.runs_store import record_run
-
-            run_id = record_run(store, result, source, benign)
-            say(f"stored as audit run {run_id}: {len(result.flagged)} case(s) for the console")
-            store.dispose()
+            _record(store, result, source, benign, say)
         if st is not None:
             first = st.record(result.flagged, as_of=m.window[1])
             for f in result.flagged:
@@ -231,6 +227,22 @@ def _gateway_store(source: str) -> Any:
         return engine
     engine.dispose()
     return None
+
+
+def _record(store: Any, result: AuditResult, source: str, benign: int, say: Any) -> None:
+    """Keep the run for the console. A database the audit may read but not write (a read
+    replica) costs the console its cases, not the audit its result."""
+    import sqlalchemy as sa
+
+    from stillroom.audit.runs_store import record_run
+
+    try:
+        run_id = record_run(store, result, source, benign)
+        say(f"stored as audit run {run_id}: {len(result.flagged)} case(s) for the console")
+    except sa.exc.SQLAlchemyError as e:
+        say(f"warning: the run was not stored for the console: {str(e).splitlines()[0]}")
+    finally:
+        store.dispose()
 
 
 def _known_benign(store: Any, cal: Calibration, m: Measured, say: Callable[[str], None]) -> int:

@@ -1,0 +1,53 @@
+"""`stillroom console reviewers ...` and `stillroom audit` storing its run, from the shell."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from typer.testing import CliRunner
+
+from stillroom.audit import runs_store
+from stillroom.cli import app
+from stillroom.errors import InputError
+from tests.console.conftest import Visitor
+
+runner = CliRunner()
+
+
+def test_reviewers_from_the_shell(engine: Engine) -> None:
+    db = str(engine.url.database)
+    added = runner.invoke(
+        app, ["console", "reviewers", "add", "ana", "--role", "admin", "--db", db]
+    )
+    assert added.exit_code == 0, added.output
+    made = json.loads(added.stdout)
+    assert made["role"] == "admin" and made["token"].startswith(f"scr-{made['id']}-")
+    listed = runner.invoke(app, ["console", "reviewers", "list", "--db", db])
+    assert [r["name"] for r in json.loads(listed.stdout)["data"]] == ["ana"]
+    assert made["token"] not in listed.stdout
+    v = Visitor(engine)
+    assert v.login(made["token"]).headers["location"] == "/"
+    bad = runner.invoke(app, ["console", "reviewers", "add", "bo", "--role", "boss", "--db", db])
+    assert bad.exit_code != 0 and "viewer, reviewer, admin" in str(bad.exception)
+    off = runner.invoke(app, ["console", "reviewers", "disable", "ana", "--db", db])
+    assert off.exit_code == 0
+    assert v.get("/api/cases").status_code == 401
+    assert Visitor(engine).login(made["token"]).headers["location"] == "/login?failed=1"
+    nodb = runner.invoke(app, ["console", "reviewers", "list"])
+    assert isinstance(nodb.exception, InputError) and "--db" in str(nodb.exception)
+
+
+def test_the_audit_command_stores_its_run_in_the_gateway_db(
+    engine: Engine, built: dict[str, Any]
+) -> None:
+    db = str(engine.url.database)
+    res = runner.invoke(app, ["audit", db, "--fpr", "0.01", "--calibrate", str(built["benign"])])
+    assert res.exit_code == 0, res.output
+    assert "stored as audit run run_" in res.stderr
+    with engine.connect() as conn:
+        runs = conn.execute(sa.select(runs_store.runs.c.id)).scalars().all()
+        cases = conn.execute(sa.select(sa.func.count()).select_from(runs_store.cases)).scalar()
+    assert len(runs) == 2 and cases == len(built["result"].flagged)  # the same units: same cases
