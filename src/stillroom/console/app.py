@@ -13,7 +13,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.engine import Engine
@@ -155,9 +155,9 @@ def _login_routes(app: FastAPI, engine: Engine, settings: ConsoleSettings) -> No
 
 def _page_routes(app: FastAPI, engine: Engine) -> None:
     @app.get("/", response_class=HTMLResponse)
-    async def queue_page(request: Request) -> Response:
+    async def queue_page(request: Request, raw: Filtered) -> Response:
         session = await auth.current(engine, request)
-        f = _filters(request)
+        f = C.check_filters(*raw)
         rows, total = await asyncio.to_thread(C.queue, engine, f)
         pages = max(1, -(-total // C.PAGE))
         return HTMLResponse(
@@ -211,15 +211,15 @@ def _page_routes(app: FastAPI, engine: Engine) -> None:
         return Response(body, media_type="application/x-ndjson", headers=disposition)
 
 
-def _filters(request: Request) -> C.Filters:
-    p = request.query_params
-    return C.check_filters(
-        p.get("status", ""),
-        p.get("severity", ""),
-        p.get("min_accounts", "1") or "1",
-        p.get("q", ""),
-        p.get("page", "1") or "1",
-    )
+def queue_filters(
+    status: str = "", severity: str = "", min_accounts: str = "1", q: str = "", page: str = "1"
+) -> tuple[str, str, str, str, str]:
+    """The queue's filters from the query string, as text: checked (`check_filters`, which
+    names a bad one) only once the session is, so a visitor not logged in learns nothing."""
+    return status, severity, min_accounts or "1", q, page or "1"
+
+
+Filtered = Annotated[tuple[str, str, str, str, str], Depends(queue_filters)]
 
 
 def _case_view(engine: Engine, case_id: int) -> dict[str, Any]:
@@ -231,9 +231,9 @@ def _case_view(engine: Engine, case_id: int) -> dict[str, Any]:
 
 def _api_routes(app: FastAPI, engine: Engine) -> None:
     @app.get("/api/cases")
-    async def api_cases(request: Request) -> dict[str, Any]:
+    async def api_cases(request: Request, raw: Filtered) -> dict[str, Any]:
         await auth.current(engine, request)
-        rows, total = await asyncio.to_thread(C.queue, engine, _filters(request))
+        rows, total = await asyncio.to_thread(C.queue, engine, C.check_filters(*raw))
         return {"total": total, "page_size": C.PAGE, "data": rows}
 
     @app.get("/api/cases/{case_id}")
