@@ -59,6 +59,9 @@ def test_queue_lists_filters_and_names_a_bad_filter(engine: Engine, built: dict[
     member = runs_store_member(engine, actors[0]["unit"])
     found = cases_of(v, f"?q={member}")["data"]
     assert [c["unit"] for c in found] == [actors[0]["unit"]]  # an account finds its actor
+    by_name = cases_of(v, "?q=hydra_thin-")["data"]  # the start of its accounts' names
+    assert actors[0]["unit"] in [c["unit"] for c in by_name]
+    assert cases_of(v, "?q=nobody-by-this-name")["total"] == 0
     for query, field in (
         ("?status=open", "status"),
         ("?severity=huge", "severity"),
@@ -166,7 +169,7 @@ def test_forms_without_the_csrf_token_are_refused(engine: Engine) -> None:
     v = logged_in(engine, "admin")
     c = cases_of(v)["data"][0]
     good = v.csrf(f"/cases/{c['id']}")
-    for verb in ("block", "unblock", "dismiss", "note", "review", "reopen"):
+    for verb in ("block", "unblock", "dismiss", "note", "review", "reopen", "revoke"):
         for csrf in ({}, {"csrf": ""}, {"csrf": good[:-2] + "xx"}):
             data = {**csrf, "reason": "r", "policy": "model-extraction"}
             r = v.post(f"/cases/{c['id']}/{verb}", data)
@@ -293,3 +296,22 @@ def test_a_blocked_case_must_be_unblocked_before_it_is_dismissed(engine: Engine)
     v.post(f"/cases/{c['id']}/block", {"csrf": csrf, "reason": "r", "policy": "terms-other"})
     r = v.post(f"/cases/{c['id']}/dismiss", {"csrf": csrf, "reason": "benign"})
     assert r.status_code == 400 and "unblock it" in r.text
+
+
+def test_a_reviewer_revokes_one_key_of_the_case(engine: Engine, built: dict[str, Any]) -> None:
+    v = logged_in(engine, "reviewer")
+    c = next(c for c in cases_of(v)["data"] if c["unit"] in built["keys"])
+    key = built["keys"][c["unit"]]
+    key_id = lookup_key(engine, key).key_id
+    page = v.get(f"/cases/{c['id']}").text
+    assert key_id in page and key not in page  # the key's id is shown, never the key
+    csrf = v.csrf(f"/cases/{c['id']}")
+    other = next(k for a, k in built["keys"].items() if a != c["unit"])
+    wrong = {"csrf": csrf, "key_id": lookup_key(engine, other).key_id, "reason": "x"}
+    r = v.post(f"/cases/{c['id']}/revoke", wrong)
+    assert r.status_code == 400 and "key_id" in r.text and lookup_key(engine, other)
+    r = v.post(f"/cases/{c['id']}/revoke", {"csrf": csrf, "key_id": key_id, "reason": "leaked"})
+    assert r.status_code == 303 and lookup_key(engine, key) is None
+    assert not get_account(engine, c["unit"]).blocked  # the account itself is untouched
+    (entry,) = v.get(f"/api/cases/{c['id']}/trail").json()["data"]
+    assert entry["action"] == "revoke key" and entry["after"] == {"key": key_id, "live": False}

@@ -15,7 +15,7 @@ from stillroom.console import cases as C
 from stillroom.console.store import ConsoleError
 
 CaseId = Annotated[int, Path(ge=1, le=2**31 - 1)]
-VERBS = ("block", "unblock", "dismiss", "note", "review", "reopen")
+VERBS = ("block", "unblock", "dismiss", "note", "review", "reopen", "revoke")
 
 
 def add_routes(app: FastAPI, engine: Engine) -> None:
@@ -33,6 +33,10 @@ def add_routes(app: FastAPI, engine: Engine) -> None:
             reason = auth.text_field(form, "reason")
             policy = form.get("policy") if verb == "block" else None
             await asyncio.to_thread(C.block, engine, who, case_id, verb == "block", reason, policy)
+        elif verb == "revoke":
+            reason = auth.text_field(form, "reason")
+            key_id = auth.text_field(form, "key_id", limit=60)
+            await asyncio.to_thread(C.revoke_key, engine, who, case_id, key_id, reason)
         elif verb == "dismiss":
             reason = auth.text_field(form, "reason")
             await asyncio.to_thread(C.dismiss, engine, who, case_id, reason)

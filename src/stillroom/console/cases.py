@@ -24,6 +24,7 @@ from stillroom.serve.db import accounts, api_keys, requests
 POLICIES = ("model-extraction", "automated-harvesting", "account-sharing", "terms-other")
 SEVERITIES = ("high", "medium", "low")
 PAGE = 100
+MAX_MATCHES = 1000  # accounts (and units) one search may match
 _RANK = sa.case({"high": 0, "medium": 1, "low": 2}, value=units.c.severity, else_=3)
 
 
@@ -32,7 +33,7 @@ class Filters:
     status: str | None = None
     severity: str | None = None
     min_accounts: int = 1
-    q: str = ""  # a unit, account id or account name (prefix)
+    q: str = ""  # a unit, an account id, or the start of an account name
     page: int = 1
 
 
@@ -77,14 +78,9 @@ def queue(engine: Engine, f: Filters) -> tuple[list[dict[str, Any]], int]:
         q = q.where(units.c.severity == f.severity)
     if f.min_accounts > 1:
         q = q.where(units.c.n_accounts >= f.min_accounts)
-    if f.q:
-        named = sa.select(accounts.c.id).where(accounts.c.name.startswith(f.q, autoescape=True))
-        held = sa.select(unit_accounts.c.unit).where(
-            unit_accounts.c.run_id == cases.c.last_run,
-            sa.or_(unit_accounts.c.account_id == f.q, unit_accounts.c.account_id.in_(named)),
-        )
-        q = q.where(sa.or_(cases.c.unit == f.q, cases.c.unit.in_(held)))
     with engine.connect() as conn:
+        if f.q:
+            q = q.where(cases.c.unit.in_([f.q, *_units_holding(conn, f.q)]))
         total = conn.execute(sa.select(sa.func.count()).select_from(q.subquery())).scalar_one()
         rows = conn.execute(
             q.order_by(_RANK, units.c.score.desc(), cases.c.id)
@@ -98,6 +94,17 @@ def queue(engine: Engine, f: Filters) -> tuple[list[dict[str, Any]], int]:
         d["evidence"] = ev[0] if ev else ""
         out.append(d)
     return out, int(total)
+
+
+def _units_holding(conn: sa.Connection, q: str) -> list[str]:
+    """Units that ever held the account with id `q`, or an account whose name starts with
+    `q`. The prefix is a range on the name's index (a LIKE would read every account)."""
+    named = sa.select(accounts.c.id).where(
+        sa.or_(accounts.c.id == q, sa.and_(accounts.c.name >= q, accounts.c.name < q + "\uffff"))
+    )
+    ids = [q, *conn.execute(named.limit(MAX_MATCHES)).scalars()]
+    held = sa.select(unit_accounts.c.unit).where(unit_accounts.c.account_id.in_(ids)).distinct()
+    return list(conn.execute(held.limit(MAX_MATCHES)).scalars())
 
 
 def case(engine: Engine, case_id: int) -> dict[str, Any]:
@@ -152,33 +159,35 @@ def case(engine: Engine, case_id: int) -> dict[str, Any]:
 
 
 def case_accounts(engine: Engine, run_id: str, unit: str) -> list[dict[str, Any]]:
-    """The unit's accounts with their gateway state now (an account the gateway no longer
-    has is listed as unknown, not dropped)."""
-    live = sa.func.count(api_keys.c.id).filter(api_keys.c.revoked_at.is_(None))
+    """The unit's accounts with their gateway state now and their live keys (an account the
+    gateway no longer has is listed as unknown, not dropped)."""
     q = (
         sa.select(
             unit_accounts.c.account_id,
             accounts.c.name,
             accounts.c.blocked_at,
             accounts.c.blocked_reason,
-            live.label("live_keys"),
         )
-        .select_from(
-            unit_accounts.outerjoin(
-                accounts, accounts.c.id == unit_accounts.c.account_id
-            ).outerjoin(api_keys, api_keys.c.account_id == accounts.c.id)
-        )
+        .select_from(unit_accounts.outerjoin(accounts, accounts.c.id == unit_accounts.c.account_id))
         .where(unit_accounts.c.run_id == run_id, unit_accounts.c.unit == unit)
-        .group_by(
-            unit_accounts.c.account_id,
-            accounts.c.name,
-            accounts.c.blocked_at,
-            accounts.c.blocked_reason,
-        )
         .order_by(unit_accounts.c.account_id)
     )
     with engine.connect() as conn:
-        return [dict(r._mapping) | {"known": r.name is not None} for r in conn.execute(q)]
+        found = [
+            dict(r._mapping) | {"known": r.name is not None, "keys": []} for r in conn.execute(q)
+        ]
+        keys = conn.execute(
+            sa.select(api_keys.c.id, api_keys.c.account_id, api_keys.c.label, api_keys.c.created_at)
+            .where(
+                api_keys.c.account_id.in_([a["account_id"] for a in found]),
+                api_keys.c.revoked_at.is_(None),
+            )
+            .order_by(api_keys.c.created_at)
+        ).all()
+    by_account = {a["account_id"]: a for a in found}
+    for k in keys:
+        by_account[k.account_id]["keys"].append(dict(k._mapping))
+    return found
 
 
 def recent_prompts(engine: Engine, account_ids: list[str], k: int = 5) -> list[dict[str, Any]]:
@@ -301,6 +310,32 @@ def block(
             policy,
         )
     return changed
+
+
+def revoke_key(engine: Engine, who: Reviewer, case_id: int, key_id: str, reason: str) -> None:
+    """Revoke one live key of one of the case's accounts (the account stays as it is)."""
+    with engine.begin() as conn:
+        _c, members = _lock(conn, case_id)
+        key = conn.execute(
+            sa.select(api_keys.c.account_id, api_keys.c.revoked_at).where(api_keys.c.id == key_id)
+        ).first()
+        if key is None or key.account_id not in members:
+            raise ConsoleError(f"key_id={key_id[:60]!r}: not a key of case {case_id}'s accounts")
+        if key.revoked_at is not None:
+            raise ConsoleError(f"key {key_id} is already revoked")
+        conn.execute(
+            api_keys.update().where(api_keys.c.id == key_id).values(revoked_at=time.time())
+        )
+        append(
+            conn,
+            who,
+            "revoke key",
+            case_id,
+            [key.account_id],
+            {"key": key_id, "live": True},
+            {"key": key_id, "live": False},
+            reason,
+        )
 
 
 def _lock(conn: sa.Connection, case_id: int) -> tuple[Any, list[str]]:
