@@ -315,3 +315,23 @@ def test_a_reviewer_revokes_one_key_of_the_case(engine: Engine, built: dict[str,
     assert not get_account(engine, c["unit"]).blocked  # the account itself is untouched
     (entry,) = v.get(f"/api/cases/{c['id']}/trail").json()["data"]
     assert entry["action"] == "revoke key" and entry["after"] == {"key": key_id, "live": False}
+
+
+def test_accounts_pages_find_an_account_and_show_its_keys_usage_and_cases(
+    engine: Engine, built: dict[str, Any]
+) -> None:
+    v = logged_in(engine, "viewer")
+    c = next(c for c in cases_of(v)["data"] if c["unit"] in built["keys"])
+    account = get_account(engine, c["unit"])
+    found = v.get(f"/accounts?q={account.name}")
+    assert found.status_code == 200 and f'href="/accounts/{account.id}"' in found.text
+    assert "customer" not in v.get("/accounts?q=zzz-nobody").text.split('id="accounts"')[1]
+    page = v.get(f"/accounts/{account.id}")
+    assert page.status_code == 200 and f'href="/cases/{c["id"]}"' in page.text
+    data = v.get(f"/api/accounts/{account.id}").json()
+    assert data["requests"] == c["requests"] and [k["revoked_at"] for k in data["keys"]] == [None]
+    assert [x["id"] for x in data["cases"]] == [c["id"]]
+    usage = v.get(f"/accounts/{account.id}/timeline.png")
+    assert usage.status_code == 200 and png_size(usage.content)[0] > 400
+    assert v.get("/accounts/acct_nobody").status_code == 404
+    assert v.get("/api/accounts/" + "x" * 81).status_code == 422

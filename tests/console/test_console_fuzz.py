@@ -45,4 +45,5 @@ def test_no_input_makes_the_json_routes_fail(engine: Engine) -> None:
 
             call()
             checked += 1
-    assert checked == 4  # /api/cases, /api/cases/{id}, its trail, /trail.jsonl
+    # /api/cases, /api/cases/{id}, its trail, /api/accounts/{id}, /trail.jsonl
+    assert checked == 5

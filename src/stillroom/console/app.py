@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from stillroom.console import actions, auth, store, views
+from stillroom.console import accounts_page, actions, auth, store, views
 from stillroom.console import cases as C
 from stillroom.console.auth import COOKIE, LOGIN_COOKIE, ConsoleSettings, LoginNeeded
 from stillroom.console.store import ConsoleError
@@ -53,6 +53,7 @@ def create_console_app(engine: Engine, settings: ConsoleSettings | None = None) 
     _login_routes(app, engine, settings)
     _page_routes(app, engine)
     actions.add_routes(app, engine)
+    accounts_page.add_routes(app, engine)
     _api_routes(app, engine)
     return app
 
