@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from stillroom.audit import runs_store
 from stillroom.cli import app
+from stillroom.console import store
 from stillroom.errors import InputError
 from tests.console.conftest import Visitor
 
@@ -51,3 +53,32 @@ def test_the_audit_command_stores_its_run_in_the_gateway_db(
         runs = conn.execute(sa.select(runs_store.runs.c.id)).scalars().all()
         cases = conn.execute(sa.select(sa.func.count()).select_from(runs_store.cases)).scalar()
     assert len(runs) == 2 and cases == len(built["result"].flagged)  # the same units: same cases
+
+
+def test_a_trace_verdict_is_attached_to_a_case_and_shown(engine: Engine, tmp_path: Path) -> None:
+    db = str(engine.url.database)
+    v = Visitor(engine)
+    store.add_reviewer(engine, "tess", "reviewer")
+    store.add_reviewer(engine, "vera", "viewer")
+    case_id = 1
+    verdict = {
+        "suspect": "rival-student",
+        "radioactivity": {"p_value": 3.2e-11, "statement": "the suspect carries the watermark"},
+        "output_match": {"p_value": 0.41, "statement": "its answers match no closer than chance"},
+    }
+    path = tmp_path / "verdict.json"
+    path.write_text(json.dumps(verdict))
+    argv = ["console", "attach-trace", str(case_id), str(path), "--db", db]
+    ok = runner.invoke(app, [*argv, "--reviewer", "tess"])
+    assert ok.exit_code == 0, ok.output
+    refused = runner.invoke(app, [*argv, "--reviewer", "vera"])
+    assert "is a viewer" in str(refused.exception)
+    path.write_text(json.dumps({"hello": 1}))
+    wrong = runner.invoke(app, [*argv, "--reviewer", "tess"])
+    assert "not a trace verdict" in str(wrong.exception)
+    token = store.add_reviewer(engine, "rex", "viewer")[1]
+    v.login(token)
+    page = v.get(f"/cases/{case_id}").text
+    assert "rival-student" in page and "3.2e-11" in page and "carries the watermark" in page
+    trail = v.get(f"/api/cases/{case_id}/trail").json()["data"]
+    assert [(t["action"], t["reviewer"]) for t in trail] == [("attach trace", "tess")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -67,8 +68,13 @@ def console(
     say(f"console on http://{host}:{port}/ (log in with a reviewer token)")
     # No access log: it would hold every URL; tokens never travel in one, but case
     # searches name accounts.
-    uvicorn.run(create_console_app(engine, settings), host=host, port=port,
-                log_level="warning", access_log=False)  # fmt: skip
+    uvicorn.run(
+        create_console_app(engine, settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 @reviewers_app.command("add")
@@ -104,3 +110,31 @@ def reviewers_disable(
 
     disable_reviewer(_engine(db), name)
     emit({"disabled": name})
+
+
+@app.command("attach-trace")
+def attach_trace(
+    case: Annotated[int, typer.Argument(help="The case number, as the queue shows it.")],
+    verdict: Annotated[Path, typer.Argument(help="A verdict written by `stillroom trace --json`.")],
+    reviewer: Annotated[str, typer.Option(help="Who attaches it (a reviewer or admin).")],
+    db: DbOption = None,
+) -> None:
+    """Attach a trace verdict to a case: the case page shows each test's p-value and words.
+
+    Example: stillroom console attach-trace 3 rival.json --reviewer alice --db gateway.sqlite
+    """
+    import json
+
+    from stillroom.console.cases import attach_trace as attach
+    from stillroom.console.store import reviewer_named
+
+    engine = _engine(db)
+    who = reviewer_named(engine, reviewer, "reviewer")
+    try:
+        data = json.loads(verdict.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(
+            f"{verdict}: cannot read it as JSON ({e}); give the --json file of `stillroom trace`"
+        ) from None
+    attach(engine, who, case, data, str(verdict))
+    emit({"case": case, "attached": str(verdict)})

@@ -227,6 +227,7 @@ def _case_view(engine: Engine, case_id: int) -> dict[str, Any]:
     data = C.case(engine, case_id)
     data["recent"] = C.recent_prompts(engine, [a["account_id"] for a in data["accounts"]])
     data["trail"] = store.entries(engine, case_id)
+    data["traces"] = C.traces(engine, case_id)
     return data
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from stillroom.audit.runs_store import STATUSES, cases, known_benign, runs, unit_accounts, units
 from stillroom.audit.text import prompt_of
-from stillroom.console.store import ConsoleError, Reviewer, append
+from stillroom.console.store import ConsoleError, Reviewer, append, attachments
 from stillroom.serve.db import accounts, api_keys, requests
 
 POLICIES = ("model-extraction", "automated-harvesting", "account-sharing", "terms-other")
@@ -358,3 +358,63 @@ def _move(conn: sa.Connection, case_id: int, status: str) -> None:
     conn.execute(
         cases.update().where(cases.c.id == case_id).values(status=status, updated_at=time.time())
     )
+
+
+TRACE_TESTS = ("served", "radioactivity", "output_match", "identity")
+
+
+def attach_trace(engine: Engine, who: Reviewer, case_id: int, verdict: Any, source: str) -> None:
+    """Attach a `stillroom trace` verdict (its JSON, as `--json` writes it) to a case."""
+    if not isinstance(verdict, dict) or not any(k in verdict for k in TRACE_TESTS):
+        raise ConsoleError(
+            f"{source}: not a trace verdict (a JSON object with one of "
+            f"{', '.join(TRACE_TESTS)}); write one with `stillroom trace ... --json FILE`"
+        )
+    with engine.begin() as conn:
+        _c, members = _lock(conn, case_id)
+        conn.execute(
+            attachments.insert().values(
+                case_id=case_id,
+                kind="trace",
+                at=time.time(),
+                reviewer=who.name,
+                body=json.dumps(verdict),
+            )
+        )
+        tests = [k for k in TRACE_TESTS if k in verdict]
+        append(
+            conn,
+            who,
+            "attach trace",
+            case_id,
+            members,
+            {},
+            {"suspect": verdict.get("suspect"), "tests": tests},
+            f"trace verdict from {source}",
+        )
+
+
+def traces(engine: Engine, case_id: int) -> list[dict[str, Any]]:
+    """The case's trace verdicts, newest first, each test as (name, statement, p-value)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(attachments)
+            .where(attachments.c.case_id == case_id, attachments.c.kind == "trace")
+            .order_by(attachments.c.id.desc())
+        ).all()
+    out = []
+    for r in rows:
+        v = json.loads(r.body)
+        tests = [
+            {
+                "name": k.replace("_", " "),
+                "statement": str(v[k].get("statement", "")),
+                "p_value": v[k].get("p_value"),
+            }
+            for k in TRACE_TESTS
+            if isinstance(v.get(k), dict)
+        ]
+        out.append(
+            {"at": r.at, "reviewer": r.reviewer, "suspect": v.get("suspect", ""), "tests": tests}
+        )
+    return out

@@ -66,6 +66,17 @@ trail = sa.Table(
     sa.Index("ix_console_trail_case", "case_id", "id"),
 )
 
+attachments = sa.Table(
+    "console_attachments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.Integer, nullable=False, index=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # "trace": a `stillroom trace` verdict
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("reviewer", sa.String(100), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),  # JSON, as the tool wrote it
+)
+
 _SQLITE_GUARD = """CREATE TRIGGER IF NOT EXISTS console_trail_no_{op}
 BEFORE {op} ON console_trail BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END"""
 _PG_GUARD = [
@@ -166,6 +177,20 @@ def disable_reviewer(engine: Engine, name: str) -> None:
             reviewers.update().where(reviewers.c.id == row.id).values(disabled_at=time.time())
         )
         conn.execute(sessions.delete().where(sessions.c.reviewer_id == row.id))
+
+
+def reviewer_named(engine: Engine, name: str, role: str) -> Reviewer:
+    """An enabled reviewer by name, who must hold `role` or higher (commands act as them)."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(reviewers).where(reviewers.c.name == name, reviewers.c.disabled_at.is_(None))
+        ).first()
+    if row is None:
+        raise ConsoleError(f"--reviewer {name!r}: no such enabled reviewer; add one first")
+    who = Reviewer(row.id, row.name, row.role)
+    if not who.may(role):
+        raise ConsoleError(f"--reviewer {name!r} is a {who.role}; this needs {role} or higher")
+    return who
 
 
 def login(engine: Engine, token: str, lifetime_s: float) -> tuple[str, Session] | None:
