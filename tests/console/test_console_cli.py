@@ -82,3 +82,45 @@ def test_a_trace_verdict_is_attached_to_a_case_and_shown(engine: Engine, tmp_pat
     assert "rival-student" in page and "3.2e-11" in page and "carries the watermark" in page
     trail = v.get(f"/api/cases/{case_id}/trail").json()["data"]
     assert [(t["action"], t["reviewer"]) for t in trail] == [("attach trace", "tess")]
+
+
+def test_the_console_command_serves_and_logs_no_secret(engine: Engine) -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.helpers.serve import free_port
+
+    db, port = str(engine.url.database), free_port()
+    store.create_tables(engine)
+    token = store.add_reviewer(engine, "sam", "reviewer")[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "stillroom", "console", "--db", db, "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                httpx.get(f"{base}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        with httpx.Client(base_url=base, timeout=30) as c:
+            csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)
+            c.post("/login", data={"csrf": csrf.group(1) if csrf else "", "token": token})
+            session = c.cookies.get("stillroom_console")
+            assert session and c.get("/api/cases").status_code == 200
+            page = c.get("/cases/1").text
+            form = re.search(r'name="csrf" value="([^"]+)"', page)
+            note = {"csrf": form.group(1) if form else "", "reason": "seen from the shell"}
+            assert c.post("/cases/1/note", data=note).status_code == 303
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert "console on http://127.0.0.1" in err
+    assert token not in out + err and token.rsplit("-", 1)[1] not in out + err
+    assert session not in out + err
