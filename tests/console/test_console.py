@@ -335,3 +335,41 @@ def test_accounts_pages_find_an_account_and_show_its_keys_usage_and_cases(
     assert usage.status_code == 200 and png_size(usage.content)[0] > 400
     assert v.get("/accounts/acct_nobody").status_code == 404
     assert v.get("/api/accounts/" + "x" * 81).status_code == 422
+
+
+def test_a_prompt_is_shown_as_text_never_as_markup(engine: Engine, built: dict[str, Any]) -> None:
+    from stillroom.serve.db import requests
+
+    v = logged_in(engine, "viewer")
+    c = next(c for c in cases_of(v)["data"] if c["unit"] in built["keys"])
+    hostile = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    with engine.begin() as conn:
+        conn.execute(
+            requests.insert().values(
+                id="req_hostile",
+                created_at=time.time(),
+                account_id=c["unit"],
+                endpoint="completions",
+                prompt=hostile,
+                params="{}",
+                status=200,
+            )
+        )
+    page = v.get(f"/cases/{c['id']}")
+    assert (
+        hostile not in page.text and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page.text
+    )
+    assert "script-src" not in page.headers["content-security-policy"]  # none allowed at all
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+
+
+def test_blocking_a_dismissed_case_takes_it_off_the_known_benign_list(engine: Engine) -> None:
+    v = logged_in(engine, "reviewer")
+    c = next(c for c in cases_of(v)["data"] if c["n_accounts"] == 1)
+    csrf = v.csrf(f"/cases/{c['id']}")
+    v.post(f"/cases/{c['id']}/dismiss", {"csrf": csrf, "reason": "looked benign"})
+    assert runs_store.known_benign_accounts(engine) == {c["unit"]}
+    block = {"csrf": csrf, "reason": "it was not", "policy": "model-extraction"}
+    assert v.post(f"/cases/{c['id']}/block", block).status_code == 303
+    assert runs_store.known_benign_accounts(engine) == set()
+    assert get_account(engine, c["unit"]).blocked

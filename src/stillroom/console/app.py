@@ -26,6 +26,7 @@ from stillroom.console.store import ConsoleError
 
 CaseId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 CaseQuery = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
+TRAIL_SHOWN = 1000  # the newest entries on the trail page; the export has them all
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -195,10 +196,8 @@ def _page_routes(app: FastAPI, engine: Engine) -> None:
     @app.get("/trail", response_class=HTMLResponse)
     async def trail_page(request: Request) -> Response:
         session = await auth.current(engine, request)
-        rows = await asyncio.to_thread(store.entries, engine, None, None)
-        return HTMLResponse(
-            views.page("trail.html.j2", session=session, entries=list(reversed(rows))[:1000])
-        )
+        rows = await asyncio.to_thread(store.entries, engine, None, TRAIL_SHOWN, True)
+        return HTMLResponse(views.page("trail.html.j2", session=session, entries=rows))
 
     @app.get("/trail.jsonl")
     async def trail_export(

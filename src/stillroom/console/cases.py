@@ -294,6 +294,8 @@ def block(
         stored = f"{policy}: {reason} (console case {case_id}, {who.name})" if blocked else None
         values = {"blocked_at": time.time() if blocked else None, "blocked_reason": stored}
         changed = [a for a, b in before.items() if b["blocked"] != blocked]
+        if c.status == "dismissed":  # blocked after all: no longer known benign
+            conn.execute(known_benign.delete().where(known_benign.c.case_id == case_id))
         conn.execute(accounts.update().where(accounts.c.id.in_(list(before))).values(**values))
         after_status = "blocked" if blocked else "in review"
         _move(conn, case_id, after_status)

@@ -275,9 +275,11 @@ def append(
     )
 
 
-def entries(engine: Engine, case_id: int | None = None, limit: int | None = None) -> list[dict]:
-    """Trail entries, oldest first; one case's, or all."""
-    q = sa.select(trail).order_by(trail.c.id)
+def entries(
+    engine: Engine, case_id: int | None = None, limit: int | None = None, newest: bool = False
+) -> list[dict]:
+    """Trail entries, oldest first (or `newest` first); one case's, or all."""
+    q = sa.select(trail).order_by(trail.c.id.desc() if newest else trail.c.id)
     if case_id is not None:
         q = q.where(trail.c.case_id == case_id)
     if limit is not None:
