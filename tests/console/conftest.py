@@ -72,8 +72,10 @@ def reviewer(engine: Engine, role: str, name: str | None = None) -> str:
     return store.add_reviewer(engine, name or f"{role}-one", role)[1]
 
 
-def logged_in(engine: Engine, role: str, settings: ConsoleSettings | None = None) -> Visitor:
+def logged_in(
+    engine: Engine, role: str, settings: ConsoleSettings | None = None, name: str | None = None
+) -> Visitor:
     v = Visitor(engine, settings)
-    r = v.login(reviewer(engine, role))
+    r = v.login(reviewer(engine, role, name))
     assert r.status_code == 303 and r.headers["location"] == "/", r.text
     return v

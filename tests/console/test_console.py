@@ -208,6 +208,13 @@ def test_login_fails_closed_and_sessions_expire(engine: Engine) -> None:
     time.sleep(1.7)
     assert v.get("/api/cases").status_code == 401
     assert v.get("/", follow_redirects=False).headers["location"] == "/login"
+    idle = ConsoleSettings(session_hours=1.0, idle_minutes=1.2 / 60)  # unused for 1.2 s
+    w = logged_in(engine, "reviewer", idle, "idle-one")
+    for _ in range(4):  # in use: alive past the idle time
+        time.sleep(0.5)
+        assert w.get("/api/cases").status_code == 200
+    time.sleep(1.5)
+    assert w.get("/api/cases").status_code == 401
 
 
 def test_a_disabled_reviewer_is_logged_out(engine: Engine) -> None:

@@ -45,6 +45,7 @@ def console(
     session_hours: Annotated[
         float, typer.Option(help="A login lasts this long, then the reviewer logs in again.")
     ] = 8.0,
+    idle_minutes: Annotated[float, typer.Option(help="... or once unused for this long.")] = 30.0,
     secure_cookies: Annotated[
         bool, typer.Option("--secure-cookies", help="Behind HTTPS: cookies over HTTPS only.")
     ] = False,
@@ -58,13 +59,17 @@ def console(
         return
     if not 0 < session_hours <= 24 * 30:
         raise InputError(f"--session-hours {session_hours}: give more than 0, at most 720")
+    if not 0 < idle_minutes <= session_hours * 60:
+        raise InputError(
+            f"--idle-minutes {idle_minutes}: give more than 0, at most --session-hours x 60"
+        )
     import uvicorn
 
     from stillroom.console.app import create_console_app
     from stillroom.console.auth import ConsoleSettings
 
     engine = _engine(db)
-    settings = ConsoleSettings(session_hours=session_hours, secure_cookies=secure_cookies)
+    settings = ConsoleSettings(session_hours, idle_minutes, secure_cookies)
     say(f"console on http://{host}:{port}/ (log in with a reviewer token)")
     # No access log: it would hold every URL; tokens never travel in one, but case
     # searches name accounts.

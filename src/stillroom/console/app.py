@@ -41,6 +41,7 @@ def create_console_app(engine: Engine, settings: ConsoleSettings | None = None) 
     store.create_tables(engine)
     app = FastAPI(title="stillroom console", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine
+    app.state.idle_s = settings.idle_minutes * 60
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Callable[..., Awaitable[Any]]) -> Any:

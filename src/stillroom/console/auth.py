@@ -30,6 +30,7 @@ MAX_FIELDS = 16
 @dataclass(frozen=True)
 class ConsoleSettings:
     session_hours: float = 8.0  # a session ends this long after its login
+    idle_minutes: float = 30.0  # ... or once unused for this long
     secure_cookies: bool = False  # set behind HTTPS: cookies then go over HTTPS only
 
 
@@ -38,10 +39,11 @@ class LoginNeeded(Exception):
 
 
 async def current(engine: Engine, request: Request) -> Session:
+    idle_s = getattr(request.app.state, "idle_s", float("inf"))
     cookie = request.cookies.get(COOKIE)
     if not cookie or len(cookie) > 100:
         raise LoginNeeded
-    found = await asyncio.to_thread(store.session, engine, cookie)
+    found = await asyncio.to_thread(store.session, engine, cookie, idle_s)
     if found is None:
         raise LoginNeeded
     return found

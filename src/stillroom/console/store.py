@@ -46,7 +46,8 @@ sessions = sa.Table(
     sa.Column("reviewer_id", sa.String(40), nullable=False),
     sa.Column("csrf", sa.String(64), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),  # at the latest, however busy
+    sa.Column("seen_at", sa.Float, nullable=False),  # last use, to the minute (idle expiry)
 )
 
 trail = sa.Table(
@@ -213,17 +214,24 @@ def login(engine: Engine, token: str, lifetime_s: float) -> tuple[str, Session] 
                 csrf=csrf,
                 created_at=now,
                 expires_at=now + lifetime_s,
+                seen_at=now,
             )
         )
     return cookie, Session(Reviewer(row.id, row.name, row.role), csrf, now + lifetime_s)
 
 
-def session(engine: Engine, cookie: str) -> Session | None:
-    """The live session of a cookie, or None (unknown, expired, or its reviewer disabled)."""
+TOUCH_S = 60.0  # a session's last use is written at most once a minute, not per request
+
+
+def session(engine: Engine, cookie: str, idle_s: float = float("inf")) -> Session | None:
+    """The live session of a cookie, or None (unknown, past its lifetime, unused for more
+    than `idle_s`, or its reviewer disabled)."""
+    now = time.time()
     q = (
         sa.select(
             sessions.c.csrf,
             sessions.c.expires_at,
+            sessions.c.seen_at,
             reviewers.c.id,
             reviewers.c.name,
             reviewers.c.role,
@@ -231,7 +239,8 @@ def session(engine: Engine, cookie: str) -> Session | None:
         .join(reviewers, reviewers.c.id == sessions.c.reviewer_id)
         .where(
             sessions.c.id_hash == _hash(cookie),
-            sessions.c.expires_at > time.time(),
+            sessions.c.expires_at > now,
+            sessions.c.seen_at > now - idle_s,
             reviewers.c.disabled_at.is_(None),
         )
     )
@@ -239,6 +248,11 @@ def session(engine: Engine, cookie: str) -> Session | None:
         row = conn.execute(q).first()
     if row is None:
         return None
+    if now - row.seen_at > min(TOUCH_S, idle_s / 4):
+        with engine.begin() as conn:
+            conn.execute(
+                sessions.update().where(sessions.c.id_hash == _hash(cookie)).values(seen_at=now)
+            )
     return Session(Reviewer(row.id, row.name, row.role), row.csrf, row.expires_at)
 
 
