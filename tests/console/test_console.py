@@ -380,3 +380,21 @@ def test_blocking_a_dismissed_case_takes_it_off_the_known_benign_list(engine: En
     assert v.post(f"/cases/{c['id']}/block", block).status_code == 303
     assert runs_store.known_benign_accounts(engine) == set()
     assert get_account(engine, c["unit"]).blocked
+
+
+def test_known_benign_leaves_the_given_calibration_alone(built: dict[str, Any]) -> None:
+    result = built["result"]
+    cal, units = result.calibration, result.measured.units
+    flagged = result.flagged[0]
+    before = (cal.ref_scores.copy(), list(cal.notes), cal.screened_out)
+    once, n = runs_store.with_known_benign(cal, units, flagged["accounts"])
+    assert n == 1 and len(once.ref_scores) == len(cal.ref_scores) + 1
+    assert once.ref_scores.max() == pytest.approx(flagged["score"])
+    assert (cal.ref_scores.tolist(), cal.notes, cal.screened_out) == (
+        before[0].tolist(),
+        before[1],
+        before[2],
+    )
+    twice, _ = runs_store.with_known_benign(once, units, flagged["accounts"])  # a watch's rerun
+    assert len(twice.ref_scores) == len(once.ref_scores) and twice.notes == once.notes
+    assert runs_store.with_known_benign(cal, units, ["acct_nobody"]) == (cal, 0)

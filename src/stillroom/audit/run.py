@@ -198,7 +198,7 @@ def audit(  # long: the steps of one run in order: measure, calibrate, score, re
         clock = _Clock(m.timings)
         cal = calibration or self_calibrate(list(m.units.values()))
         store = _gateway_store(source) if record else None
-        benign = _known_benign(store, cal, m, say)
+        cal, benign = _known_benign(store, cal, m, say)
         result = decide(m, cal, fpr, min_requests)
         clock.lap("score")
         if store is not None:
@@ -245,15 +245,17 @@ def _record(store: Any, result: AuditResult, source: str, benign: int, say: Any)
         store.dispose()
 
 
-def _known_benign(store: Any, cal: Calibration, m: Measured, say: Callable[[str], None]) -> int:
+def _known_benign(
+    store: Any, cal: Calibration, m: Measured, say: Callable[[str], None]
+) -> tuple[Calibration, int]:
     if store is None:
-        return 0
-    from stillroom.audit.runs_store import count_known_benign, known_benign_accounts
+        return cal, 0
+    from stillroom.audit.runs_store import known_benign_accounts, with_known_benign
 
-    n = count_known_benign(cal, m.units, known_benign_accounts(store))
+    cal, n = with_known_benign(cal, m.units, known_benign_accounts(store))
     if n:
         say(f"calibration: {n} unit(s) dismissed as benign in the console count as known benign")
-    return n
+    return cal, n
 
 
 def _stderr(message: str) -> None:

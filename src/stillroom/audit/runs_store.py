@@ -11,7 +11,7 @@ audit_unit_accounts   (run, unit, account): which accounts a flagged unit held i
 audit_cases           one row per unit ever flagged: its status (new, in review, blocked,
                       dismissed) and the runs that flagged it first and last
 audit_known_benign    accounts a reviewer dismissed as benign: the next audit keeps them in
-                      its benign reference (`count_known_benign`)
+                      its benign reference (`with_known_benign`)
 
 A case is a unit name (an account id, or `actor:<its first account>`): the same actor flagged
 again by a later run is the same case. The console writes the status; the audit only makes
@@ -24,8 +24,10 @@ import json
 import secrets
 import time
 from collections.abc import Collection
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -34,6 +36,10 @@ from stillroom.audit.score import Calibration, score
 
 metadata = sa.MetaData()
 STATUSES = ("new", "in review", "blocked", "dismissed")
+KNOWN_BENIGN_NOTE = (
+    "unit(s) a reviewer dismissed as benign in the console count as known benign: they stay "
+    "in the calibration's reference"
+)
 
 runs = sa.Table(
     "audit_runs",
@@ -130,27 +136,26 @@ def known_benign_accounts(engine: Engine) -> set[str]:
         return {r[0] for r in conn.execute(sa.select(known_benign.c.account_id))}
 
 
-def count_known_benign(
+def with_known_benign(
     cal: Calibration, unit_features: dict[str, dict[str, Any]], benign: Collection[str]
-) -> int:
-    """Keep every unit whose accounts a reviewer dismissed as benign in the calibration's
+) -> tuple[Calibration, int]:
+    """`cal` with every unit whose accounts a reviewer dismissed as benign kept in its
     reference, even where the screen left it out as a likely harvester: the threshold then
-    sits above it. Returns how many units that touched (0: the reference is unchanged)."""
+    sits above it. A new calibration (a watching audit reuses the one it was given); and
+    how many units that touched (0: `cal` itself, unchanged)."""
     kept = [f for f in unit_features.values() if f["members"] and set(f["members"]) <= set(benign)]
     if not kept:
-        return 0
+        return cal, 0
     s = score(cal, kept)[0]
     out = s[s > (cal.ref_scores.max() if len(cal.ref_scores) else -1.0)]
-    if len(out):
-        import numpy as np
-
-        cal.ref_scores = np.concatenate([cal.ref_scores, out])
-        cal.screened_out = max(0, cal.screened_out - len(out))
-    cal.notes.append(
-        f"{len(kept)} unit(s) a reviewer dismissed as benign in the console count as known "
-        "benign: they stay in the calibration's reference"
-    )
-    return len(kept)
+    note = f"{len(kept)} {KNOWN_BENIGN_NOTE}"
+    earlier = [n for n in cal.notes if KNOWN_BENIGN_NOTE not in n]  # a watching audit's last
+    return replace(
+        cal,
+        ref_scores=np.concatenate([cal.ref_scores, out]),
+        screened_out=max(0, cal.screened_out - len(out)),
+        notes=[*earlier, note],
+    ), len(kept)
 
 
 def record_run(engine: Engine, result: AuditResult, source: str, benign: int = 0) -> str:
