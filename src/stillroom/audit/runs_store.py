@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from typing import Any
 
@@ -106,8 +106,54 @@ known_benign = sa.Table(
 )
 
 
+schema_versions = sa.Table(
+    "stillroom_schema",
+    metadata,
+    sa.Column("component", sa.String(40), primary_key=True),  # "audit", "console"
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+Migration = Callable[[sa.Connection], None]
+
+
+def migrate(engine: Engine, component: str, migrations: list[tuple[int, Migration]]) -> int:
+    """Apply a component's migrations not applied yet, in order, each in one transaction
+    with its version; returns the version. Append-only, as the gateway's: a released entry
+    is never edited, a change is a new entry."""
+    schema_versions.create(engine, checkfirst=True)
+    with engine.connect() as conn:
+        done = conn.execute(
+            sa.select(schema_versions.c.version).where(schema_versions.c.component == component)
+        ).scalar()
+    version = int(done or 0)
+    for number, step in migrations:
+        if number <= version:
+            continue
+        with engine.begin() as conn:
+            step(conn)
+            row = {"version": number, "applied_at": time.time()}
+            if version == 0:
+                conn.execute(schema_versions.insert().values(component=component, **row))
+            else:
+                conn.execute(
+                    schema_versions.update()
+                    .where(schema_versions.c.component == component)
+                    .values(**row)
+                )
+        version = number
+    return version
+
+
+def _initial(conn: sa.Connection) -> None:
+    for table in (runs, units, unit_accounts, cases, known_benign):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[tuple[int, Migration]] = [(1, _initial)]
+
+
 def create_tables(engine: Engine) -> None:
-    metadata.create_all(engine, checkfirst=True)
+    migrate(engine, "audit", MIGRATIONS)
 
 
 def is_stillroom_gateway(engine: Engine) -> bool:

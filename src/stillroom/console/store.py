@@ -116,17 +116,25 @@ class Session:
     expires_at: float
 
 
+def _initial(conn: sa.Connection) -> None:
+    for table in (reviewers, sessions, trail, attachments):
+        table.create(conn, checkfirst=True)
+    if conn.dialect.name == "sqlite":
+        for op in ("UPDATE", "DELETE"):
+            conn.execute(sa.text(_SQLITE_GUARD.format(op=op)))
+    elif conn.dialect.name == "postgresql":
+        for statement in _PG_GUARD:
+            conn.execute(sa.text(statement))
+
+
+# Append-only (runs_store.migrate): never edit a released entry; add one.
+MIGRATIONS: list[tuple[int, runs_store.Migration]] = [(1, _initial)]
+
+
 def create_tables(engine: Engine) -> None:
-    """The console's tables and the audit's, and the trail's guard (idempotent)."""
+    """The audit's tables and the console's, migrated to their latest versions."""
     runs_store.create_tables(engine)
-    metadata.create_all(engine, checkfirst=True)
-    with engine.begin() as conn:
-        if engine.dialect.name == "sqlite":
-            for op in ("UPDATE", "DELETE"):
-                conn.execute(sa.text(_SQLITE_GUARD.format(op=op)))
-        elif engine.dialect.name == "postgresql":
-            for statement in _PG_GUARD:
-                conn.execute(sa.text(statement))
+    runs_store.migrate(engine, "console", MIGRATIONS)
 
 
 def _hash(secret: str) -> str:

@@ -78,7 +78,7 @@ _kept = _Kept()
 def png(engine: Engine, case_id: int, kind: str) -> bytes:
     """One of a case's pictures (KINDS) as PNG."""
     data = C.case(engine, case_id)
-    key = (id(engine), case_id, data["run"]["id"], kind)
+    key = (str(engine.url), case_id, data["run"]["id"], kind)
     found = _kept.get(key, KEEP_S[kind])
     if found is not None:
         return found
