@@ -15,10 +15,7 @@ DbOption = Annotated[
     typer.Option("--db", help="Gateway database: a SQLite path or a postgresql:// URL."),
 ]
 
-app = typer.Typer(
-    help="The review console: audit cases, block with a reason, the audit trail.",
-    invoke_without_command=True,
-)
+app = typer.Typer(invoke_without_command=True)  # its help: the docstring of `console`
 reviewers_app = typer.Typer(
     help="Who may log in to the console, and as what.", no_args_is_help=True
 )
@@ -50,10 +47,13 @@ def console(
         bool, typer.Option("--secure-cookies", help="Behind HTTPS: cookies over HTTPS only.")
     ] = False,
 ) -> None:
-    """Serve the console on the gateway database.
+    """The review console: audit cases, block with a reason, the audit trail.
+
+    Serves the console on the gateway database; `reviewers` says who may log in.
 
     Example: stillroom console reviewers add alice --role reviewer --db gateway.sqlite
-             stillroom console --db gateway.sqlite --port 8100
+
+    Example: stillroom console --db gateway.sqlite --port 8100
     """
     if ctx.invoked_subcommand is not None:
         return
