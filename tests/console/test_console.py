@@ -136,7 +136,7 @@ def test_block_and_unblock_use_the_gateway_block_state_and_write_the_trail(
     )
     assert r.status_code == 303 and r.headers["location"] == f"/cases/{c['id']}"
     blocked = lookup_key(engine, key).account
-    assert blocked.blocked and blocked.blocked_reason.startswith("model-extraction: harvests")
+    assert blocked.blocked and blocked.blocked_reason == "policy: model-extraction"
     assert cases_of(v, "?status=blocked")["data"][0]["id"] == c["id"]
     r = v.post(f"/cases/{c['id']}/unblock", {"csrf": csrf, "reason": "customer appealed"})
     assert r.status_code == 303 and not get_account(engine, c["unit"]).blocked

@@ -153,6 +153,8 @@ def test_block_in_the_browser_stops_the_key_at_the_gateway(
         json={"model": "unused", "messages": [{"role": "user", "content": "hi"}]},
     )
     assert chat.status_code == 403 and chat.json()["error"]["code"] == "account_blocked"
+    said = chat.json()["error"]["message"]  # the client hears the policy, not the reviewer
+    assert "model-extraction" in said and "rita" not in said and "own prompts" not in said
 
     page.fill("#unblock-form textarea[name=reason]", "the block was a drill")
     page.click("#unblock-form button")

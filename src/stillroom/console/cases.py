@@ -291,7 +291,9 @@ def block(
         before = {
             r.id: {"blocked": r.blocked_at is not None, "reason": r.blocked_reason} for r in state
         }
-        stored = f"{policy}: {reason} (console case {case_id}, {who.name})" if blocked else None
+        # The gateway tells a blocked client its account's block reason: it gets the policy,
+        # while the reviewer's words and name stay in the trail.
+        stored = f"policy: {policy}" if blocked else None
         values = {"blocked_at": time.time() if blocked else None, "blocked_reason": stored}
         changed = [a for a, b in before.items() if b["blocked"] != blocked]
         if c.status == "dismissed":  # blocked after all: no longer known benign
