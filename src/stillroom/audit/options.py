@@ -92,5 +92,5 @@ def run_audit(o: AuditOptions, calibration: Calibration | None = None) -> AuditR
         calibration=calibration, calibrate=o.calibrate, mapping=o.mapping,
         schema=o.log_schema.value, since=o.since, until=o.until, sample=o.sample,
         embedder=o.embedder.value, link=o.link, state=o.state,
-        accounts_table=o.accounts_table,
+        accounts_table=o.accounts_table, record=True,
     )  # fmt: skip

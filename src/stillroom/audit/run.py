@@ -156,11 +156,14 @@ def audit(  # long: the steps of one run in order: measure, calibrate, score, re
     log: Callable[[str], None] | None = None,
     state: Path | None = None,
     accounts_table: str | None = None,
+    record: bool = False,
 ) -> AuditResult:
     """Flag the units whose score passes the benign threshold for `fpr`; units with fewer
     than `min_requests` requests in the window are scored but not flagged. With `state` (a
     file), read only what is new since the last run on it, and give each flagged unit the
-    time it was first flagged (`first_flagged`, in log time)."""
+    time it was first flagged (`first_flagged`, in log time). With `record`, and `source` a
+    stillroom gateway's database, the run is stored there for the console (runs_store.py),
+    and the accounts reviewers dismissed as benign there stay in the benign reference."""
     say = log or _stderr
     emb = text.Embedder(embedder)
     eng = make_engine(engine)
@@ -194,8 +197,12 @@ def audit(  # long: the steps of one run in order: measure, calibrate, score, re
             calibration = fit(list(ref.units.values()))  # known benign: all of it is reference
         clock = _Clock(m.timings)
         cal = calibration or self_calibrate(list(m.units.values()))
+        store = _gateway_store(source) if record else None
+        cal, benign = _known_benign(store, cal, m, say)
         result = decide(m, cal, fpr, min_requests)
         clock.lap("score")
+        if store is not None:
+            _record(store, result, source, benign, say)
         if st is not None:
             first = st.record(result.flagged, as_of=m.window[1])
             for f in result.flagged:
@@ -205,6 +212,50 @@ def audit(  # long: the steps of one run in order: measure, calibrate, score, re
             st.close()
         eng.close()
     return result
+
+
+def _gateway_store(source: str) -> Any:
+    """An engine on `source` when it is a stillroom gateway's database, else None (a log
+    file, or another gateway's database: nothing to keep the run in)."""
+    if not ingest.is_gateway_db(source):
+        return None
+    from stillroom.audit.runs_store import is_stillroom_gateway
+    from stillroom.serve.db import open_db
+
+    engine = open_db(source, migrate=False)
+    if is_stillroom_gateway(engine):
+        return engine
+    engine.dispose()
+    return None
+
+
+def _record(store: Any, result: AuditResult, source: str, benign: int, say: Any) -> None:
+    """Keep the run for the console. A database the audit may read but not write (a read
+    replica) costs the console its cases, not the audit its result."""
+    import sqlalchemy as sa
+
+    from stillroom.audit.runs_store import record_run
+
+    try:
+        run_id = record_run(store, result, source, benign)
+        say(f"stored as audit run {run_id}: {len(result.flagged)} case(s) for the console")
+    except sa.exc.SQLAlchemyError as e:
+        say(f"warning: the run was not stored for the console: {str(e).splitlines()[0]}")
+    finally:
+        store.dispose()
+
+
+def _known_benign(
+    store: Any, cal: Calibration, m: Measured, say: Callable[[str], None]
+) -> tuple[Calibration, int]:
+    if store is None:
+        return cal, 0
+    from stillroom.audit.runs_store import known_benign_accounts, with_known_benign
+
+    cal, n = with_known_benign(cal, m.units, known_benign_accounts(store))
+    if n:
+        say(f"calibration: {n} unit(s) dismissed as benign in the console count as known benign")
+    return cal, n
 
 
 def _stderr(message: str) -> None:

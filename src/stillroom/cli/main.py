@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from typer.exceptions import TyperException
 
-from stillroom.cli import audit, distill, serve, trace, watermark
+from stillroom.cli import audit, console, distill, serve, trace, watermark
 from stillroom.cli.output import say
 from stillroom.errors import StillroomError
 
@@ -52,6 +52,7 @@ for command, name in (
     app.command(name=name)(command)
 app.add_typer(serve.accounts_app, name="accounts")
 app.add_typer(watermark.app, name="watermark")
+app.add_typer(console.app, name="console")
 
 
 def usage_line(error: TyperException) -> str:
