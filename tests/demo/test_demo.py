@@ -75,6 +75,26 @@ def test_every_stage_ran_through_the_real_gateway(story: tuple[Path, dict]) -> N
     assert {a for u in top for a in u["accounts"]} == {"nimbus-1", "nimbus-2"}
 
 
+def test_the_story_points_at_the_distillers_case_in_the_console(
+    story: tuple[Path, dict],
+) -> None:
+    out, s = story
+    cast = json.loads((out / "cast.json").read_text())
+    query = sa.text(
+        "SELECT c.id, a.account_id FROM audit_cases c "
+        "JOIN audit_unit_accounts a ON a.unit = c.unit AND a.run_id = c.last_run"
+    )
+    with open_db(str(out / "gateway.sqlite")).connect() as conn:
+        members = conn.execute(query).all()
+    cases = {case for case, account in members if cast["ids"][account].startswith("nimbus")}
+    # The audit stored its run; the case named is the one holding the distiller's accounts.
+    flagged = {a for a in s["audit"]["flagged"] if a.startswith("nimbus")}
+    if flagged:
+        assert s["audit"]["console_case"] in cases
+    else:
+        assert s["audit"]["console_case"] is None and not cases
+
+
 def test_a_rerun_resumes_without_new_traffic(story: tuple[Path, dict]) -> None:
     out, s = story
     db = str(out / "gateway.sqlite")

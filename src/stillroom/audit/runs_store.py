@@ -235,6 +235,13 @@ def record_run(engine: Engine, result: AuditResult, source: str, benign: int = 0
     return run_id
 
 
+def case_of(engine: Engine, unit: str) -> int | None:
+    """The console's case id for a unit a stored run flagged, or None."""
+    with engine.connect() as conn:
+        found = conn.execute(sa.select(cases.c.id).where(cases.c.unit == unit)).first()
+    return None if found is None else int(found.id)
+
+
 def _run_row(
     result: AuditResult, source: str, benign: int, run_id: str, now: float
 ) -> dict[str, Any]:

@@ -113,7 +113,22 @@ def run_demo(
 
     path = write_story(story, out / "story.html")
     say(f"== done in {story['total_s']:.0f} s\nreport: {path}")
+    say(_console_hint(out, audit.get("console_case")))
     return story | {"report": str(path)}
+
+
+def _console_hint(out: Path, case: int | None) -> str:
+    """Where a reviewer takes it from here: the distiller's case in the console."""
+    db = out / "gateway.sqlite"
+    if case is None:
+        return (
+            f"console: no case holds the distiller; see every case with stillroom console --db {db}"
+        )
+    return (
+        f"console: the distiller's case is /cases/{case}; add a reviewer, then serve it:\n"
+        f"  stillroom console reviewers add $USER --role reviewer --db {db}\n"
+        f"  stillroom console --db {db}"
+    )
 
 
 class _Timed:
@@ -390,7 +405,7 @@ def _audit(out: Path, cast: dict[str, Any], traffic: dict[str, Any]) -> dict[str
                 sa.select(requests.c.account_id, sa.func.count()).group_by(requests.c.account_id)
             ).all()
         )
-    final = audit(db, fpr=FPR, min_requests=MIN_REQUESTS, log=quiet)
+    final = audit(db, fpr=FPR, min_requests=MIN_REQUESTS, log=quiet, record=True)
     ranked = sorted(final.scores.items(), key=lambda kv: -kv[1])
     flagged = sorted(final.flagged_accounts())
     timeline = _audit_timeline(db, times, names)
@@ -415,6 +430,7 @@ def _audit(out: Path, cast: dict[str, Any], traffic: dict[str, Any]) -> dict[str
             for f in final.flagged
         ],
         "timeline": timeline,
+        "console_case": _distiller_case(db, final.flagged, names),
         # Each logged request: seconds since the first, and who sent it (for the figure).
         "requests": [
             [round(t - t0, 2), "distiller" if names.get(a, "").startswith("nimbus") else "benign"]
@@ -423,6 +439,21 @@ def _audit(out: Path, cast: dict[str, Any], traffic: dict[str, Any]) -> dict[str
     }
     _write_json(done, result)
     return result
+
+
+def _distiller_case(db: str, flagged: list[Any], names: dict[str, str]) -> int | None:
+    """The console's case of the unit holding the distiller's accounts (stored by the audit)."""
+    from stillroom.audit.runs_store import case_of
+    from stillroom.serve.db import open_db
+
+    for f in flagged:
+        if any(names.get(a, "").startswith("nimbus") for a in f["accounts"]):
+            engine = open_db(db, migrate=False)
+            try:
+                return case_of(engine, f["unit"])
+            finally:
+                engine.dispose()
+    return None
 
 
 def _audit_timeline(db: str, times: list[float], names: dict[str, str]) -> list[dict[str, Any]]:
