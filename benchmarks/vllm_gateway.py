@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -365,6 +366,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def log_rows(db: str) -> int:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return int(conn.execute("SELECT count(*) FROM requests WHERE status = 200").fetchone()[0])
+
+
+def logged_times(db: str, skip: int) -> dict[str, dict[str, float]]:
+    """Where a request's time went, as the gateway logged it (rows after the first `skip`):
+    its latency from authentication to the reply, and of that, the upstream call. Set beside
+    the client's latency, the rest is time outside the gateway's window: queued in its event
+    loop or its sockets behind the other requests of a burst."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute(
+            "SELECT latency_ms, backend_ms FROM requests WHERE status = 200 ORDER BY rowid"
+        ).fetchall()[skip:]
+    return {
+        "authenticated_to_reply": pct([r[0] for r in rows]),
+        "upstream_call": pct([r[1] for r in rows]),
+        "authenticated_to_reply_minus_upstream": pct([r[0] - r[1] for r in rows]),
+    }
+
+
 def gateway_key(db: str) -> str:
     """A fresh account and key in the gateway database `db` (created and migrated here)."""
     from stillroom.serve.accounts import create_account
@@ -423,11 +449,13 @@ def gateway_phases(args: argparse.Namespace, bare: Target, tmp: str) -> dict[str
         warm = short_bodies(2 * args.clients, 90_000, args.max_tokens)
         for target in (gw, bare):
             asyncio.run(closed(target, warm, args.clients))
+        logged = log_rows(db)
         cpu = cpu_seconds(proc.pid)
         sat = saturation(gw, bare, args.rounds, args.per_round, args.clients, args.max_tokens)
         # The gateway's own CPU a request: on 2 cores, taken from the model server.
         cpu = (cpu_seconds(proc.pid) - cpu) / max(1, sat["requests_each"]["gateway"])
         sat["gateway_process_cpu_ms_per_request"] = round(cpu * 1e3, 2)
+        sat["gateway_log_ms"] = logged_times(db, logged)
         half = half_load(
             gw, bare, sat["baseline_vllm_bare_req_per_s"], args.paced_each, args.max_tokens
         )
