@@ -44,7 +44,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.tiny_models import make_tiny_lm  # noqa: E402
+from tests.helpers.tiny_models import make_tiny_lm  # noqa: E402
 
 MAX_TOKENS = 8
 

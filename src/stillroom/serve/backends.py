@@ -6,14 +6,15 @@ Both return an `Answer` in one shape; the app turns it into a reply body or a st
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import h11
 import httpx
 
 from stillroom.errors import BackendError as BackendError  # its home before the tree
 from stillroom.serve.schemas import ChatRequest, CompletionRequest
+from stillroom.serve.upstream_http import Reply, upstream_client
 
 UPSTREAM_MAX_TOKENS = 32768  # the most an upstream is asked for, unless the operator says
 
@@ -312,10 +313,8 @@ class UpstreamBackend:
         self.base_url = base_url.rstrip("/")
         self.model_id = model or "upstream"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-        self.client = httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, timeout=timeout_s, limits=limits
-        )
+        # One client, its connections kept alive, for the backend's life (see upstream_http).
+        self.client = upstream_client(self.base_url, headers=headers, timeout_s=timeout_s)
 
     async def chat(self, body: ChatRequest) -> Answer:
         return await self._forward("/chat/completions", body, chat=True)
@@ -330,8 +329,8 @@ class UpstreamBackend:
         # row must be committed before the first byte goes to the client.
         payload = body.model_dump(exclude_none=True, exclude={"stream", "stream_options"})
         try:
-            reply = await self.client.post(path, json=payload)
-        except httpx.HTTPError as e:
+            reply = await self.client.post(path, payload)
+        except (httpx.HTTPError, OSError, h11.ProtocolError) as e:  # OSError: timeouts too
             raise BackendError(f"upstream {self.base_url} unreachable: {type(e).__name__}") from e
         if reply.status_code >= 400:
             status = reply.status_code if reply.status_code in (400, 404, 422, 429) else 502
@@ -341,7 +340,7 @@ class UpstreamBackend:
                 code="upstream_error",
             )
         try:
-            data = json.loads(reply.content)
+            data = reply.json()
             choices: list[AnswerChoice] = []
             for c in data["choices"]:
                 text = (c.get("message") or {}).get("content") if chat else c.get("text")
@@ -371,7 +370,7 @@ class UpstreamBackend:
         await self.client.aclose()
 
 
-def _message(reply: httpx.Response) -> str:
+def _message(reply: Reply) -> str:
     try:
         err = reply.json().get("error") or {}
         return str(err.get("message") or reply.text[:200])
