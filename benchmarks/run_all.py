@@ -369,6 +369,36 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
         ],
     ),
+    # Needs a vLLM (scripts/start-vllm) and its URL in --url or STILLROOM_TEST_VLLM_URL.
+    "vllm_gateway": (
+        ["benchmarks/vllm_gateway.py"],
+        [
+            (
+                "gateway --upstream vLLM vs vLLM bare, 16 clients, saturation",
+                "gateway_vs_vllm_bare.saturation.gateway_req_per_s",
+                "gateway_vs_vllm_bare.saturation.baseline_vllm_bare_req_per_s",
+                "req/s",
+            ),
+            (
+                "gateway --upstream vLLM vs vLLM bare, half load: p99 latency",
+                "gateway_vs_vllm_bare.half_load.gateway_latency_ms.p99",
+                "gateway_vs_vllm_bare.half_load.baseline_vllm_bare_latency_ms.p99",
+                "ms",
+            ),
+            (
+                "our backend (stillroom serve --model) vs vLLM bare, Gemma 3 270M, concurrency 1",
+                "our_backend_vs_vllm_bare.concurrency_1.stillroom_tokens_per_s",
+                "our_backend_vs_vllm_bare.concurrency_1.baseline_vllm_bare_tokens_per_s",
+                "tok/s",
+            ),
+            (
+                "our backend vs vLLM bare, Gemma 3 270M, concurrency 16",
+                "our_backend_vs_vllm_bare.concurrency_16.stillroom_tokens_per_s",
+                "our_backend_vs_vllm_bare.concurrency_16.baseline_vllm_bare_tokens_per_s",
+                "tok/s",
+            ),
+        ],
+    ),
     # Needs a vLLM (scripts/start-vllm) and its URL in STILLROOM_TEST_VLLM_URL.
     "vllm_harvest": (
         ["benchmarks/vllm_harvest.py"],

@@ -1,6 +1,6 @@
 """Trace under the null: are the p-values calibrated for models that never saw the key?
 
-Runs on tiny models built here (the two-layer Gemma 3 of tests/tiny_models.py, 512-token
+Runs on tiny models built here (the two-layer Gemma 3 of tests/helpers/tiny_models.py, 512-token
 byte-level BPE): a few minutes on 2 cores. Prints one JSON object; each figure sits beside
 the value a calibrated test must give.
 
@@ -52,7 +52,7 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.tiny_models import (  # noqa: E402
+from tests.helpers.tiny_models import (  # noqa: E402
     SENTENCES,
     fit_on_answers,
     make_tiny_lm,
@@ -225,7 +225,7 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     result = {
-        "runs_on": "tiny two-layer Gemma 3 LMs (tests/tiny_models.py), CPU",
+        "runs_on": "tiny two-layer Gemma 3 LMs (tests/helpers/tiny_models.py), CPU",
         "generating_mode": {"keys": args.keys, "answers_per_model": args.prompts, **gen},
         "reading_mode": {
             "keys": args.read_keys,

@@ -1,6 +1,6 @@
 """Vocabulary trimming: the trimmed tokenizer splits kept text exactly as the teacher does.
 
-Two tiny BPE tokenizers trained in the session: the byte-level one of tests/tiny_models.py
+Two tiny BPE tokenizers trained in the session: the byte-level one of tests/helpers/tiny_models.py
 and a Gemma-style one (spaces as ▁, byte fallback, <unusedN> placeholders).
 """
 
