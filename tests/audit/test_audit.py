@@ -260,7 +260,9 @@ def test_gateway_db_source_and_block(sim: dict[str, Any], benign_log: str, tmp_p
     assert res.exit_code == 0, res.output
     some = sorted(db.flagged_accounts())[0]
     blocked = get_account(engine, some)
-    assert blocked.blocked and blocked.blocked_reason.startswith("audit: ")
+    # The gateway repeats the reason to the client: a policy tag, never the evidence.
+    assert blocked.blocked and blocked.blocked_reason == "audit: policy: model-extraction"
+    assert not any(e[:20] in blocked.blocked_reason for f in db.flagged for e in f["evidence"])
 
 
 def test_jsonl_with_column_map_and_nested_params(sim: dict[str, Any], tmp_path: Path) -> None:

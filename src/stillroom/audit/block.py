@@ -11,6 +11,9 @@ from stillroom.errors import InputError
 GATEWAY_DB_SUFFIXES = (".sqlite", ".db", ".sqlite3")
 
 
+BLOCK_REASON = "audit: policy: model-extraction"  # the evidence stays in the audit's output
+
+
 @dataclass
 class Blocked:
     accounts: list[str] = field(default_factory=list)
@@ -18,9 +21,11 @@ class Blocked:
 
 
 def block_flagged(db: str, flagged: Sequence[FlaggedUnit]) -> Blocked:
-    """Block every account of every flagged unit in the gateway database `db`, each with the
-    unit's first evidence line as its reason. An account the gateway does not know is
-    reported in `refused`, not fatal: the log may hold accounts deleted since."""
+    """Block every account of every flagged unit in the gateway database `db`. The reason
+    stored is a policy tag, not the evidence: the gateway repeats it to the blocked client,
+    and evidence would tell a harvester which of its habits gave it away and by how much.
+    An account the gateway does not know is reported in `refused`, not fatal: the log may
+    hold accounts deleted since."""
     from stillroom.serve.accounts import AccountError, set_blocked
     from stillroom.serve.db import open_db
 
@@ -43,7 +48,7 @@ def block_flagged(db: str, flagged: Sequence[FlaggedUnit]) -> Blocked:
         )
     done = Blocked()
     for unit in flagged:
-        reason = f"audit: {unit['evidence'][0] if unit['evidence'] else 'harvesting pattern'}"
+        reason = BLOCK_REASON
         for account in unit["accounts"]:
             try:
                 set_blocked(engine, account, True, reason[:500])
