@@ -369,6 +369,24 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
         ],
     ),
+    "console_speed": (
+        ["benchmarks/console_speed.py"],
+        [
+            (
+                "console case queue, 10k accounts, 2M log rows, 500 cases, SQLite: p95 "
+                "(baseline: /health)",
+                "queue.p95_ms",
+                "health.p95_ms",
+                "ms",
+            ),
+            (
+                "console case page, same database: p95 (baseline: /health)",
+                "case.p95_ms",
+                "health.p95_ms",
+                "ms",
+            ),
+        ],
+    ),
     # Needs a vLLM (scripts/start-vllm) and its URL in --url or STILLROOM_TEST_VLLM_URL.
     "vllm_gateway": (
         ["benchmarks/vllm_gateway.py"],
