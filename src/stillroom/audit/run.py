@@ -262,6 +262,9 @@ def _stderr(message: str) -> None:
     sys.stderr.write(message + "\n")
 
 
+TIE_TOLERANCE = 1e-9  # relative: far above float noise, far below any real score gap
+
+
 def decide(m: Measured, cal: Calibration, fpr: float, min_requests: int = 1) -> AuditResult:
     """Scores, the threshold for `fpr`, and the flagged units with their evidence.
 
@@ -271,9 +274,13 @@ def decide(m: Measured, cal: Calibration, fpr: float, min_requests: int = 1) -> 
     names = list(m.units)
     scores, contrib = score(cal, [m.units[u] for u in names])
     thr = cal.threshold(fpr)
+    # Above the threshold by more than float noise: DuckDB's parallel sums differ in the last
+    # bits from run to run, and a unit scoring exactly the threshold (a reference account
+    # that is also in the log) must not be flagged on one run and not on the next.
+    above = thr + TIE_TOLERANCE * max(1.0, abs(thr))
     flagged: list[FlaggedUnit] = []
     for i in np.argsort(-scores).tolist():
-        if scores[i] <= thr:
+        if scores[i] <= above:
             break
         unit = names[i]
         f = m.units[unit]
