@@ -51,14 +51,8 @@ MODEL = "gemma-3-270m"  # vLLM's served name (scripts/start-vllm)
 THROUGHPUT_FLOOR = 0.95  # gateway over bare, at saturation
 P99_FLOOR_MS = 5.0  # gateway minus bare, at half load
 
-SUBJECTS = [
-    "a dragon who bakes bread", "a walk through a market", "how a bicycle works",
-    "a trip to the sea", "a village by a river", "a bee's summer day", "a lost umbrella",
-    "the first snow of winter", "a robot learning to paint", "an old lighthouse keeper",
-    "a garden after rain", "a train crossing mountains", "a cat who guards a library",
-    "the night sky in the desert", "a kitchen on a holiday morning", "a violin maker",
-]  # fmt: skip
-FORMS = ["Write a story about {s}.", "Describe {s} in detail.", "Tell me about {s}."]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vllm_watermark import FORMS, SUBJECTS  # noqa: E402  (the same prompts as that benchmark)
 
 
 def prompt(i: int) -> str:
