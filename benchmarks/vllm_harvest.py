@@ -283,18 +283,13 @@ def train_from(raw: dict[str, Any], name: str, seed: int, steps: int) -> dict[st
 def val_kl_on(raw: dict[str, Any], student_dir: str, name: str) -> float:
     """A trained student's validation KL to another harvest's top-k, by the trainer's own
     validation code: a Trainer on that harvest, its student swapped for the trained one."""
-    from stillroom.train.data import TeacherToStudent
     from stillroom.train.students import load_student
-    from stillroom.train.trainer import Trainer, _pad_id
+    from stillroom.train.trainer import Trainer
 
     cfg = train_config(raw, name, 0, 1)
     copy_harvest(raw, cfg)
     trainer = Trainer(cfg, quiet=True)
-    student = load_student(Path(student_dir))
-    trainer.student, trainer.model = student, student.model
-    trainer.mapping = TeacherToStudent(student.teacher_to_student(), student.to_teacher is None)
-    trainer.pad_id = _pad_id(student)
-    return round(trainer._evaluate()["val_kl"], 4)
+    return round(trainer.evaluate_student(load_student(Path(student_dir)))["val_kl"], 4)
 
 
 def kd_summary(runs: dict[str, list[dict[str, Any]]], key: str = "val_kl") -> dict[str, Any]:

@@ -197,3 +197,19 @@ def test_soft_label_kd_for_classification(harvested: dict[str, Any]) -> None:
     assert rows[-1]["val_agreement"] >= 0.5
     assert "val_accuracy" in rows[-1]
     assert result.steps == 30
+
+
+def test_another_run_scores_a_trained_student_as_its_own_validation_did(
+    harvested: dict[str, Any],
+) -> None:
+    from stillroom.train.students import load_student
+    from stillroom.train.trainer import Trainer
+
+    result = train(config(harvested, "scored", max_steps=8), quiet=True)
+    assert result.best_val is not None
+    # A fresh run on the same harvest, its own student untrained, scores the saved one.
+    trainer = Trainer(config(harvested, "scorer", max_steps=8), quiet=True)
+    untrained = trainer._evaluate()["val_kl"]
+    scored = trainer.evaluate_student(load_student(Path(result.student_dir)))
+    assert scored["val_kl"] == pytest.approx(result.best_val["val_kl"], rel=1e-4)
+    assert scored["val_kl"] < untrained

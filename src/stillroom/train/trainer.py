@@ -413,6 +413,14 @@ class Trainer:
             result["ce"] = parts.ce
         return result
 
+    def evaluate_student(self, student: Student) -> dict[str, float]:
+        """This run's validation figures for another, trained student: the same code as
+        training's own validation, so students of different harvests compare on one."""
+        self.student, self.model = student, student.model
+        self.mapping = TeacherToStudent(student.teacher_to_student(), student.to_teacher is None)
+        self.pad_id = _pad_id(student)
+        return self._evaluate()
+
     @torch.no_grad()
     def _evaluate(self) -> dict[str, float]:
         """Validation: CE on the teacher's tokens, and KL to the teacher's top-k when stored."""
