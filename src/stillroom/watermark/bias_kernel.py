@@ -52,7 +52,17 @@ def _compiled() -> Callable[..., None] | None:
     return jit(_bias_rows_py)
 
 
-_KERNEL = _compiled()
+_NOT_YET: Any = object()
+# Filled on first use: importing numba takes about 0.3 s, which every command that merely
+# imports the watermark would otherwise pay. None: no numba (the numpy mask is used).
+_KERNEL: Any = _NOT_YET
+
+
+def _kernel() -> Callable[..., None] | None:
+    global _KERNEL
+    if _KERNEL is _NOT_YET:
+        _KERNEL = _compiled()
+    return _KERNEL
 
 
 def add_bias_inplace(
@@ -69,9 +79,10 @@ def add_bias_inplace(
     with nothing changed, where the fast path does not apply (no numba, another dtype or
     layout): the caller then adds the numpy mask instead.
     """
-    if _KERNEL is None or logits.dtype != np.float32 or not logits.flags.c_contiguous:
+    kernel = _kernel()
+    if kernel is None or logits.dtype != np.float32 or not logits.flags.c_contiguous:
         return False
-    _KERNEL(
+    kernel(
         logits,
         np.ascontiguousarray(rows, dtype=np.int64),
         np.ascontiguousarray(seeds, dtype=np.uint64),
