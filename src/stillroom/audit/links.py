@@ -15,13 +15,17 @@ Evidence between two accounts comes in independent families:
 - **timing**: synchronised working windows (at least 3 and at least 60% of the smaller
   account's active 2-hour buckets in common, among accounts not active in most of them).
 
-Two accounts join only on a key or a payment method (one payer), or on specific evidence of
-two different families: an address or block and a system prompt, an address and an
-organization or email domain. A user agent, a sign-up hour and working hours are shared by
-strangers too often (a carrier NAT's users are awake at the same hours) and never make a
-join; they are reported beside the evidence that does. So a shared address or NAT alone
-never joins a customer to anyone. Actors are the connected components. Timing is tested
-only for pairs that already share other evidence; that keeps the pair count small.
+Two accounts join only on a key or a payment method (one payer), or on evidence of two
+different families: an address or block and a system prompt, an address and an
+organization or email domain. A user agent, a sign-up hour and working hours are each shared
+by strangers too often (a carrier NAT's users are awake at the same hours) to count alone;
+two of them together count as one family (a hydra's accounts, made in one sitting, work
+the same shifts), and working hours beside an organization or a (non-free-mail) email
+domain make a join (accounts on one throwaway domain working one rota). An address counts
+only outside crowded ranges: one whose /24 block more than MAX_SHARE["block"] accounts use
+is a cloud or serverless egress pool that strangers' apps share. So a shared address or
+NAT alone never joins a customer to anyone. Actors are the connected components. Timing is
+tested only for pairs that already share other evidence; that keeps the pair count small.
 """
 
 from __future__ import annotations
@@ -61,8 +65,11 @@ MAX_SHARE = {
 COMMON_SHARE = 0.05
 COMMON_KINDS = ("agent", "created")
 # Kinds that strangers share by chance often enough (a popular client, a busy sign-up day,
-# office hours) that they never make a join: they are reported beside the evidence that does.
+# office hours) that one alone is not a family: two together count as one.
 WEAK = ("agent", "created", "timing")
+# ... and timing beside one of these makes a join: the same shifts on the same (non-free)
+# email domain or organization (a hydra's accounts made on a throwaway domain, one rota).
+TIMING_PARTNERS = ("email", "organization")
 SYNC_BUCKET_S = 7200.0
 SYNC_OVERLAP = 0.6
 SYNC_MIN_BUCKETS = 3
@@ -107,16 +114,7 @@ def link(
     metadata: Sequence[tuple[str, str, str]] = (),
 ) -> Links:
     """Join accounts by the evidence above; returns the account -> actor map and why."""
-    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for row in shared:
-        groups[(str(row["kind"]), str(row["value"]))].append(str(row["account_id"]))
-    for acct, prompts in systems.items():
-        for v in prompts:
-            groups[("system", v)].append(acct)
-    present = set(accounts)
-    for kind, value, acct in metadata:  # the table may list accounts with no traffic here
-        if acct in present:
-            groups[(kind, value)].append(acct)
+    groups = _groups(accounts, shared, systems, metadata)
     pair_kinds: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
     common_cap = max(2, int(COMMON_SHARE * len(accounts)))
     for (kind, value), accts in groups.items():
@@ -135,8 +133,7 @@ def link(
         uf.find(a)
     joined: list[tuple[str, str, dict[str, str]]] = []
     for (a, b), kinds in pair_kinds.items():
-        families = {FAMILY[k] for k in kinds if k not in WEAK}
-        if "key" in families or "payment" in kinds or len(families) >= 2:
+        if joins(kinds):
             uf.union(a, b)
             joined.append((a, b, kinds))
     roots = {a: uf.find(a) for a in accounts}
@@ -149,6 +146,42 @@ def link(
         for why in kinds:
             evidence[units[a]][why] += 1
     return Links(units, {u: dict(v) for u, v in evidence.items()})
+
+
+def _groups(
+    accounts: list[str],
+    shared: list[dict[str, Any]],
+    systems: dict[str, set[str]],
+    metadata: Sequence[tuple[str, str, str]],
+) -> dict[tuple[str, str], list[str]]:
+    """(kind, value) -> the accounts that share it; addresses in crowded blocks left out."""
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for row in shared:
+        groups[(str(row["kind"]), str(row["value"]))].append(str(row["account_id"]))
+    for acct, prompts in systems.items():
+        for v in prompts:
+            groups[("system", v)].append(acct)
+    present = set(accounts)
+    for kind, value, acct in metadata:  # the table may list accounts with no traffic here
+        if acct in present:
+            groups[(kind, value)].append(acct)
+    # `shared` lists only blocks few accounts use: an IPv4 address whose block is missing
+    # from it sits in a crowded range (an address two accounts share has a shared block)
+    for kind, value in [k for k in groups if k[0] == "address"]:
+        if value.count(".") == 3 and ("block", value.rsplit(".", 1)[0]) not in groups:
+            del groups[(kind, value)]
+    return groups
+
+
+def joins(kinds: dict[str, str]) -> bool:
+    """Whether the evidence two accounts share makes them one actor (module docstring)."""
+    families = {FAMILY[k] for k in kinds if k not in WEAK}
+    if "key" in families or "payment" in kinds:
+        return True
+    weak = sum(k in kinds for k in WEAK)
+    if "timing" in kinds and any(k in kinds for k in TIMING_PARTNERS):
+        return True
+    return len(families) + (weak >= 2) >= 2
 
 
 def _buckets(activity: list[dict[str, Any]], window_hours: float) -> dict[str, set[int]]:
