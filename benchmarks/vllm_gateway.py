@@ -12,9 +12,9 @@ benchmark starts, each in its own process:
          95% interval; floor: p99 difference <= 5 ms. Also given: per request, the
          gateway's latency minus its own upstream call (Server-Timing "backend"): what it
          adds, free of the engine's batching noise that dominates both tails;
-      c. streaming (no floor): the gateway answers streams whole from upstream and then
-         re-streams them, so its first byte comes when vLLM's last does: time to first
-         byte and to the end, both ways;
+      c. streaming (no floor): the gateway passes vLLM's stream through as it comes (its
+         log row committed before the first byte, the answer recorded after the last): time
+         to first byte and to the end, both ways, on answers of --stream-tokens;
   - `stillroom serve --model <Gemma 3 270M> --dtype bfloat16` (our backend, micro-batched),
     and compares its completion tokens/s with vLLM bare at concurrency 1 and 16 (same
     prompts, same max_tokens, greedy), rounds alternating; reported whichever wins.
@@ -424,6 +424,8 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--paced-each", type=int, default=200, help="half load: requests each")
     ap.add_argument("--stream-rounds", type=int, default=2)
     ap.add_argument("--stream-per-round", type=int, default=32)
+    ap.add_argument("--stream-tokens", type=int, default=96, help="streamed answers' length")
+    ap.add_argument("--only", choices=("streaming",), help="run this gateway phase alone")
     ap.add_argument("--engine-tokens", type=int, default=64)
     ap.add_argument("--engine-rounds", type=int, default=2)
     ap.add_argument("--batch1-requests", type=int, default=3, help="per round")
@@ -443,6 +445,8 @@ def gateway_phases(args: argparse.Namespace, bare: Target, tmp: str) -> dict[str
         warm = short_bodies(2 * args.clients, 90_000, args.max_tokens)
         for target in (gw, bare):
             asyncio.run(closed(target, warm, args.clients))
+        if args.only == "streaming":
+            return {"streaming": streaming_phase(args, gw, bare)}
         logged = log_rows(db)
         cpu = cpu_seconds(proc.pid)
         sat = saturation(gw, bare, args.rounds, args.per_round, args.clients, args.max_tokens)
@@ -453,12 +457,16 @@ def gateway_phases(args: argparse.Namespace, bare: Target, tmp: str) -> dict[str
         half = half_load(
             gw, bare, sat["baseline_vllm_bare_req_per_s"], args.paced_each, args.max_tokens
         )
-        stream = streaming(
-            gw, bare, args.stream_rounds, args.stream_per_round, args.clients, args.max_tokens
-        )
+        stream = streaming_phase(args, gw, bare)
     finally:
         stop(proc)
     return {"saturation": sat, "half_load": half, "streaming": stream}
+
+
+def streaming_phase(args: argparse.Namespace, gw: Target, bare: Target) -> dict[str, Any]:
+    return streaming(
+        gw, bare, args.stream_rounds, args.stream_per_round, args.clients, args.stream_tokens
+    )
 
 
 def engine_phase(args: argparse.Namespace, vllm: Target, tmp: str) -> dict[str, Any]:
@@ -489,6 +497,9 @@ def main() -> None:
     began, load_before = time.perf_counter(), os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         gateway = gateway_phases(args, bare, tmp)
+        if args.only:
+            print(json.dumps({"benchmark": "vllm_gateway", "only": args.only, **gateway}, indent=2))
+            return
         engine = engine_phase(args, bare, tmp)
     half = gateway["half_load"]
     passed = {

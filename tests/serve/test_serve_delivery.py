@@ -17,7 +17,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from stillroom.serve import replies
 from stillroom.serve.accounts import create_account
 from stillroom.serve.app import create_app
 from stillroom.serve.backends import UpstreamBackend
@@ -110,24 +109,13 @@ def test_a_real_gateway_marks_what_each_client_received(db: str) -> None:
     assert served.undelivered_skipped == 1
 
 
-def slowed(stream: Any) -> Any:
-    """A fault: `replies`' stream, each event a tenth of a second apart (a slow link)."""
-
-    def slow(*args: Any) -> Iterator[str]:
-        for event in stream(*args):
-            time.sleep(0.1)
-            yield event
-
-    return slow
-
-
 @contextmanager
-def gateway_in_thread(db: str) -> Iterator[tuple[str, str]]:
-    """The gateway app under a real server in this process, before a fake upstream: (its
-    /v1 URL, an account's key)."""
+def gateway_in_thread(db: str, stream_interval: float = 0.0) -> Iterator[tuple[str, str]]:
+    """The gateway app under a real server in this process, before a fake upstream whose
+    streams send an event each `stream_interval` s: (its /v1 URL, an account's key)."""
     key = new_key(db)
     engine = open_db(db)
-    with start_fake_server(FakeServerConfig()) as upstream:
+    with start_fake_server(FakeServerConfig(stream_interval=stream_interval)) as upstream:
         backend = UpstreamBackend(upstream.base_url, api_key=None)
         try:
             with running(create_app(engine, backend)) as url:
@@ -136,13 +124,11 @@ def gateway_in_thread(db: str) -> Iterator[tuple[str, str]]:
             engine.dispose()
 
 
-def test_a_stream_left_midway_is_partial_and_left_out(
-    db: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(replies, "chat_stream", slowed(replies.chat_stream))
-    with gateway_in_thread(db) as (url, key):
+def test_a_stream_left_midway_is_partial_and_left_out(db: str) -> None:
+    # the upstream's stream passes through as it comes, on a slow link: an event a 0.1 s
+    with gateway_in_thread(db, stream_interval=0.1) as (url, key):
         headers = {"Authorization": f"Bearer {key}"}
-        # n = 8 choices: 3 events each, and [DONE]; the client leaves after the first.
+        # n = 8 choices, several events each, and [DONE]; the client leaves after the first.
         cut = chat_body("cut", stream=True, n=8, max_tokens=4)
         with httpx.stream(
             "POST", f"{url}/chat/completions", json=cut, headers=headers, timeout=30
@@ -162,4 +148,58 @@ def test_a_stream_left_midway_is_partial_and_left_out(
 
     served = read_served(db, ["acme"])
     assert [s.messages[0][1] for s in served] == ["whole"]
-    assert served.undelivered_skipped == 8  # the cut request's eight answers
+    # the cut request's row holds what the upstream had sent when the client left: the
+    # first of its eight answers at least, not all of them
+    assert 1 <= served.undelivered_skipped < 8
+
+
+def stream_events(reply: httpx.Response) -> list[Any]:
+    return [json.loads(line[6:]) for line in reply.text.splitlines() if line.startswith("data: {")]
+
+
+def test_an_upstream_stream_passes_through_as_it_comes_and_is_logged_whole(db: str) -> None:
+    with gateway_in_thread(db, stream_interval=0.2) as (url, key):
+        headers = {"Authorization": f"Bearer {key}"}
+        body = chat_body("tell", stream=True, max_tokens=8)
+        started = time.perf_counter()
+        with httpx.stream(
+            "POST", f"{url}/chat/completions", json=body, headers=headers, timeout=30
+        ) as reply:
+            lines = reply.iter_lines()
+            first = next(line for line in lines if line)
+            first_s = time.perf_counter() - started
+            rest = [line for line in lines if line]
+        whole_s = time.perf_counter() - started
+        # the first event came while the upstream was still generating: passed through
+        assert first.startswith("data: {") and first_s < whole_s / 2, (first_s, whole_s)
+        assert rest[-1] == "data: [DONE]"
+        events = [json.loads(x[6:]) for x in [first, *rest[:-1]]]
+        said = "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
+        assert all("usage" not in e for e in events)  # not asked for, not sent
+        # with usage asked for: the last event before [DONE] carries it, and no choices
+        asked = httpx.post(
+            f"{url}/chat/completions",
+            json=chat_body("count", stream=True, max_tokens=8, stream_options={
+                "include_usage": True}),
+            headers=headers,
+            timeout=30,
+        )  # fmt: skip
+        last = stream_events(asked)[-1]
+        assert last["choices"] == [] and last["usage"]["completion_tokens"] == 8
+        assert deliveries(db) == {"tell": "delivered", "count": "delivered"}
+
+    engine = open_db(db, migrate=False)
+    try:
+        with engine.connect() as conn:
+            rows = {
+                json.loads(r.messages)[0]["content"]: r
+                for r in conn.execute(sa.select(requests)).all()
+            }
+    finally:
+        engine.dispose()
+    tell = rows["tell"]
+    # the row is the stream's: its id, the text the client was sent, the upstream's usage
+    assert tell.id == events[0]["id"] and all(e["id"] == tell.id for e in events)
+    assert json.loads(tell.response_text) == [said] and said
+    assert tell.completion_tokens == 8 and tell.prompt_tokens > 0
+    assert tell.error is None and tell.backend_ms > 0 and tell.latency_ms >= tell.backend_ms

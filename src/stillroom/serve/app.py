@@ -14,7 +14,7 @@ import contextlib
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,6 +35,7 @@ from stillroom.serve.gateway import Gateway, ServeSettings
 from stillroom.serve.intake import BodyLimit, body_schema, document_bodies, read_body
 from stillroom.serve.log import LogRow, RequestLog, as_json
 from stillroom.serve.schemas import ChatRequest, CompletionRequest
+from stillroom.serve.upstream_stream import StreamedAnswer
 
 
 def create_app(  # long: the routes are closures over one gateway's state
@@ -218,6 +219,9 @@ async def _generate(  # long: one request from admission to its log row, in orde
     # The request's half of the log row is built while the model works, not in the burst
     # of replies that a finished batch releases at once.
     row = _row(request, endpoint, 200, body)
+    open_stream = getattr(backend, "open_stream", None) if body.stream else None
+    if open_stream is not None:
+        return await _stream_through(gw, open_stream, body, request, row, (acct.id, reserve))
     # The backend's time is the whole call, reply conversion included: exactly what a
     # server without the gateway would do, so the rest is the gateway's own overhead.
     called = time.perf_counter()
@@ -227,12 +231,7 @@ async def _generate(  # long: one request from admission to its log row, in orde
         )
     except BackendError as e:
         gw.settle(acct.id, reserve, 0)
-        raise APIError(
-            e.status,
-            str(e),
-            type="api_error" if e.status >= 500 else "invalid_request_error",
-            code=e.code,
-        ) from None
+        raise _backend_failed(e) from None
     backend_ms = (time.perf_counter() - called) * 1e3
     gw.settle(acct.id, reserve, answer.prompt_tokens + answer.completion_tokens)
     rid = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
@@ -249,13 +248,7 @@ async def _generate(  # long: one request from admission to its log row, in orde
     except LogWriteError as e:
         # No silent loss: the client is told, and may retry. Returned, not raised: the
         # failure log row would meet the same broken log.
-        failed = APIError(
-            500,
-            f"the request log could not be written ({e}); the request was not served, retry later",
-            type="api_error",
-            code="log_failed",
-        )
-        return _response(failed)
+        return _log_failed(e)
     # What the gateway added to the backend's time, log commit included: for clients and
     # for benchmarks (Server-Timing is a standard header browsers and tools read).
     total_ms = (time.perf_counter() - request.state.started) * 1e3
@@ -273,6 +266,68 @@ async def _generate(  # long: one request from admission to its log row, in orde
     return Delivered(JSONResponse(reply, headers=timing), gw.log, rid)
 
 
+async def _stream_through(
+    gw: Gateway,
+    open_stream: Callable[[ChatRequest | CompletionRequest], Awaitable[StreamedAnswer]],
+    body: ChatRequest | CompletionRequest,
+    request: Request,
+    row: LogRow,
+    reserved: tuple[str, int],  # the account, and the tokens its limit holds for this
+) -> Response:
+    """An upstream's stream passed to the client as it comes. The row, with the request, is
+    committed before the first byte goes out, as for every reply; what was answered is
+    recorded (`RequestLog.finish`) once the stream has ended or the client has left."""
+    account, reserve = reserved
+    called = time.perf_counter()
+    try:
+        answer = await open_stream(body)
+    except BackendError as e:
+        gw.settle(account, reserve, 0)
+        raise _backend_failed(e) from None
+    chat = isinstance(body, ChatRequest)
+    rid = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
+    row.id, row.delivery = rid, SENDING
+    try:
+        await gw.log.write(row)
+    except LogWriteError as e:
+        answer.close()
+        gw.settle(account, reserve, 0)
+        return _log_failed(e)
+
+    def ended() -> None:
+        answer.close()
+        gw.settle(account, reserve, answer.prompt_tokens + answer.completion_tokens)
+        now = time.perf_counter()
+        gw.log.finish(
+            rid,
+            response_text=as_json(answer.texts()),
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            backend_ms=(now - called) * 1e3,
+            latency_ms=(now - request.state.started) * 1e3,
+            error=answer.error,
+        )
+
+    events = answer.events(rid, int(request.state.arrived))
+    streamed = StreamingResponse(events, media_type="text/event-stream")
+    return Delivered(streamed, gw.log, rid, ended=ended)
+
+
+def _backend_failed(e: BackendError) -> APIError:
+    kind = "api_error" if e.status >= 500 else "invalid_request_error"
+    return APIError(e.status, str(e), type=kind, code=e.code)
+
+
+def _log_failed(e: LogWriteError) -> JSONResponse:
+    failed = APIError(
+        500,
+        f"the request log could not be written ({e}); the request was not served, retry later",
+        type="api_error",
+        code="log_failed",
+    )
+    return _response(failed)
+
+
 class Delivered(Response):
     """`reply` sent as it is; then its log row records whether its whole body reached the
     client (the served-answer test counts only what a client received).
@@ -281,9 +336,15 @@ class Delivered(Response):
     on it: what a server can know. The client may be gone before any of it ("client_gone"),
     or leave a stream before its end ("partial", whatever the server did next)."""
 
-    def __init__(self, reply: Response, log: RequestLog, request_id: str) -> None:
+    def __init__(
+        self,
+        reply: Response,
+        log: RequestLog,
+        request_id: str,
+        ended: Callable[[], None] | None = None,  # run first once the reply is done or cut
+    ) -> None:
         # Not Response.__init__: the body, status and headers are all `reply`'s.
-        self.reply, self.log, self.request_id = reply, log, request_id
+        self.reply, self.log, self.request_id, self.ended = reply, log, request_id, ended
         self.status_code, self.raw_headers = reply.status_code, reply.raw_headers
         self.background = None  # FastAPI hangs its background tasks here
 
@@ -292,6 +353,8 @@ class Delivered(Response):
         try:
             await self.reply(scope, receive, watch.send)
         finally:  # cancelled too (Starlette stops a stream whose client left): a row is marked
+            if self.ended is not None:
+                self.ended()
             self.log.mark(self.request_id, watch.outcome())
         if self.background is not None:
             await self.background()

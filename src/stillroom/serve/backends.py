@@ -15,6 +15,7 @@ import httpx
 from stillroom.errors import BackendError as BackendError  # its home before the tree
 from stillroom.serve.schemas import ChatRequest, CompletionRequest
 from stillroom.serve.upstream_http import Reply, upstream_client
+from stillroom.serve.upstream_stream import StreamedAnswer
 
 UPSTREAM_MAX_TOKENS = 32768  # the most an upstream is asked for, unless the operator says
 
@@ -325,20 +326,14 @@ class UpstreamBackend:
     async def _forward(
         self, path: str, body: ChatRequest | CompletionRequest, *, chat: bool
     ) -> Answer:
-        # Streams are answered whole from upstream and re-streamed by the gateway: the log
-        # row must be committed before the first byte goes to the client.
+        # Not for streams: those pass through as they come (open_stream).
         payload = body.model_dump(exclude_none=True, exclude={"stream", "stream_options"})
         try:
             reply = await self.client.post(path, payload)
         except (httpx.HTTPError, OSError, h11.ProtocolError) as e:  # OSError: timeouts too
             raise BackendError(f"upstream {self.base_url} unreachable: {type(e).__name__}") from e
         if reply.status_code >= 400:
-            status = reply.status_code if reply.status_code in (400, 404, 422, 429) else 502
-            raise BackendError(
-                f"upstream answered {reply.status_code}: {_message(reply)}",
-                status=status,
-                code="upstream_error",
-            )
+            raise _refused(reply)
         try:
             data = reply.json()
             choices: list[AnswerChoice] = []
@@ -366,8 +361,40 @@ class UpstreamBackend:
                 f"upstream {self.base_url} sent a reply that is not an OpenAI completion"
             ) from None
 
+    async def open_stream(self, body: ChatRequest | CompletionRequest) -> StreamedAnswer:
+        """The upstream's streamed reply, its head read (so a refusal is a BackendError
+        before the gateway commits anything); its events pass through as they come."""
+        chat = isinstance(body, ChatRequest)
+        payload = body.model_dump(exclude_none=True)
+        payload["stream"] = True
+        payload["stream_options"] = {**payload.get("stream_options", {}), "include_usage": True}
+        path = "/chat/completions" if chat else "/completions"
+        try:
+            stream = await self.client.open(path, payload)
+        except (httpx.HTTPError, OSError, h11.ProtocolError) as e:
+            raise BackendError(f"upstream {self.base_url} unreachable: {type(e).__name__}") from e
+        if stream.status_code >= 400:
+            try:
+                reply = Reply(stream.status_code, await stream.read())
+            except (httpx.HTTPError, OSError, h11.ProtocolError):
+                reply = Reply(stream.status_code, b"")
+            finally:
+                stream.close()
+            raise _refused(reply)
+        want = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamedAnswer(stream, chat=chat, want_usage=want)
+
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def _refused(reply: Reply) -> BackendError:
+    status = reply.status_code if reply.status_code in (400, 404, 422, 429) else 502
+    return BackendError(
+        f"upstream answered {reply.status_code}: {_message(reply)}",
+        status=status,
+        code="upstream_error",
+    )
 
 
 def _message(reply: Reply) -> str:

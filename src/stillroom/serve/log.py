@@ -6,7 +6,9 @@ request waits for its own group's commit: if that fails, the request fails with 
 the client knows; nothing is answered that the log does not hold.
 
 How each reply then went out (`mark`: delivered, client gone, partial) is committed with a
-later group, and nobody waits for it: the client already has its reply, or never will.
+later group, and nobody waits for it: the client already has its reply, or never will. A
+stream passed through from an upstream is logged the same way in two steps: its row, with the
+request, before the first byte goes out; what was answered (`finish`) once it has ended.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from stillroom.errors import LogWriteError as LogWriteError  # its home before t
 from stillroom.serve.db import in_process, requests
 
 MAX_GROUP = 256
+# What `finish` records of a passed-through stream, once it has ended.
+FINISHED = ("response_text", "prompt_tokens", "completion_tokens", "backend_ms", "latency_ms",
+            "error")  # fmt: skip
 # Free text a client controls outside the request body, cut to a fixed size: a 401 costs a
 # client nothing, so neither may its log row cost the log more than this.
 FIELD_LIMITS = {"user_agent": 256, "error": 1024, "client_addr": 64, "model": 200}
@@ -72,6 +77,7 @@ class RequestLog:
         self.engine = engine
         self._pending: list[tuple[LogRow, asyncio.Future[None]]] = []
         self._marks: list[tuple[str, str]] = []  # (delivery, request id), for the next group
+        self._finished: list[dict[str, Any]] = []  # a passed-through stream's answer, ditto
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._busy = False  # a group is being committed
@@ -88,10 +94,18 @@ class RequestLog:
         )
         self._values = attrgetter(*self._columns)
         self._mark_sql = f"UPDATE {requests.name} SET delivery = ? WHERE id = ?"
+        self._finish_sql = (
+            f"UPDATE {requests.name} SET {', '.join(f'{c} = ?' for c in FINISHED)} WHERE id = ?"
+        )
         self._mark = (
             requests.update()
             .where(requests.c.id == sa.bindparam("rid"))
             .values(delivery=sa.bindparam("state"))
+        )
+        self._finish = (
+            requests.update()
+            .where(requests.c.id == sa.bindparam("rid"))
+            .values({c: sa.bindparam(c) for c in FINISHED})
         )
         self._raw: Any = None
 
@@ -108,6 +122,12 @@ class RequestLog:
         self._marks.append((delivery, request_id))
         self._start()
 
+    def finish(self, request_id: str, **answer: Any) -> None:
+        """Record what a passed-through stream answered (the FINISHED fields), like `mark`:
+        committed with the next group, never awaited."""
+        self._finished.append({"rid": request_id, **{c: answer.get(c) for c in FINISHED}})
+        self._start()
+
     def _start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._writer())
@@ -117,19 +137,20 @@ class RequestLog:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending or self._marks:
+            while self._pending or self._marks or self._finished:
                 group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
                 marks, self._marks = self._marks[:MAX_GROUP], self._marks[MAX_GROUP:]
+                ends, self._finished = self._finished[:MAX_GROUP], self._finished[MAX_GROUP:]
                 self._busy = True
                 try:
-                    await self._commit([row for row, _ in group], marks)
+                    await self._commit([row for row, _ in group], marks, ends)
                 except Exception as e:  # the database's own error: every waiter gets it
                     for _, future in group:
                         if not future.done():
                             future.set_exception(LogWriteError(str(e).splitlines()[0]))
-                    if group and marks:  # not lost for another request's refused row
+                    if group and (marks or ends):  # not lost for another request's row
                         with contextlib.suppress(Exception):
-                            await self._commit([], marks)
+                            await self._commit([], marks, ends)
                 else:
                     self.written += len(group)
                     for _, future in group:
@@ -138,18 +159,24 @@ class RequestLog:
                 finally:
                     self._busy = False
 
-    async def _commit(self, rows: list[LogRow], marks: list[tuple[str, str]]) -> None:
+    async def _commit(
+        self, rows: list[LogRow], marks: list[tuple[str, str]], ends: list[dict[str, Any]]
+    ) -> None:
         if self._inline:
-            self._insert(rows, marks)
+            self._insert(rows, marks, ends)
         else:
-            await asyncio.to_thread(self._insert, rows, marks)
+            await asyncio.to_thread(self._insert, rows, marks, ends)
 
-    def _insert(self, rows: list[LogRow], marks: list[tuple[str, str]]) -> None:
-        """One transaction: the new rows, then the delivery of earlier ones."""
+    def _insert(
+        self, rows: list[LogRow], marks: list[tuple[str, str]], ends: list[dict[str, Any]]
+    ) -> None:
+        """One transaction: the new rows, then the answers and delivery of earlier ones."""
         if not self._inline:
             with self.engine.begin() as conn:
                 if rows:
                     conn.execute(requests.insert(), [asdict(r) for r in rows])
+                if ends:
+                    conn.execute(self._finish, ends)
                 if marks:
                     conn.execute(self._mark, [{"state": d, "rid": i} for d, i in marks])
             return
@@ -159,6 +186,10 @@ class RequestLog:
         try:
             if rows:
                 driver.executemany(self._sql, [self._values(r) for r in rows])
+            if ends:
+                driver.executemany(
+                    self._finish_sql, [(*(e[c] for c in FINISHED), e["rid"]) for e in ends]
+                )
             if marks:
                 driver.executemany(self._mark_sql, marks)
             driver.commit()
@@ -168,7 +199,7 @@ class RequestLog:
 
     async def aclose(self) -> None:
         if self._task is not None:
-            while self._pending or self._marks or self._busy:
+            while self._pending or self._marks or self._finished or self._busy:
                 await asyncio.sleep(0.001)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import h11
@@ -89,17 +90,29 @@ class PlainHTTPClient:
         self._slots = asyncio.Semaphore(max_connections)
 
     async def post(self, path: str, payload: Any) -> Reply:
+        stream = await self.open(path, payload)
+        try:
+            return Reply(stream.status_code, await stream.read())
+        finally:
+            stream.close()
+
+    async def open(self, path: str, payload: Any) -> PlainStream:
+        """Send the request and read the reply's head; the body is read from the stream."""
         body = json.dumps(payload).encode()
-        async with self._slots:
+        await self._slots.acquire()
+        try:
             conn = await self._connection()
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    reply = await self._exchange(conn, path, body)
-            except BaseException:  # cancelled or failed mid-exchange: its state is unknown
-                conn.close()
-                raise
-            self._release(conn)
-            return reply
+        except BaseException:
+            self._slots.release()
+            raise
+        stream = PlainStream(self, conn)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                stream.status_code = await self._send(conn, path, body)
+        except BaseException:  # cancelled or failed mid-exchange: its state is unknown
+            stream.close()
+            raise
+        return stream
 
     async def _connection(self) -> _Connection:
         while self._idle:
@@ -111,26 +124,19 @@ class PlainHTTPClient:
             reader, writer = await asyncio.open_connection(self.host, self.port)
         return _Connection(reader, writer)
 
-    async def _exchange(self, conn: _Connection, path: str, body: bytes) -> Reply:
+    async def _send(self, conn: _Connection, path: str, body: bytes) -> int:
+        """Write the request; return the reply's status once its head is in."""
         headers = [*self.headers, ("Content-Length", str(len(body)))]
         request = h11.Request(method="POST", target=self.prefix + path, headers=headers)
         out = conn.h11.send(request) + conn.h11.send(h11.Data(data=body))
         conn.writer.write(out + conn.h11.send(h11.EndOfMessage()))
         await conn.writer.drain()
-        status, chunks = 0, []
         while True:
-            event = conn.h11.next_event()
-            if event is h11.NEED_DATA:
-                conn.h11.receive_data(await conn.reader.read(READ_CHUNK))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                return Reply(status, b"".join(chunks))
-            elif isinstance(event, h11.ConnectionClosed):
-                raise UpstreamClosed("the upstream closed the connection mid-reply")
-            # InformationalResponse (1xx): skipped; the final response follows
+            event = await _next_event(conn)
+            if isinstance(event, h11.Response):
+                return int(event.status_code)
+            if not isinstance(event, h11.InformationalResponse):  # 1xx: the final one follows
+                raise UpstreamClosed("the upstream closed the connection before its reply")
 
     def _release(self, conn: _Connection) -> None:
         """Back to the pool if both sides may send another request on it, else closed."""
@@ -147,6 +153,87 @@ class PlainHTTPClient:
             conn.close()
 
 
+async def _next_event(conn: _Connection) -> Any:
+    while True:
+        event = conn.h11.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        conn.h11.receive_data(await conn.reader.read(READ_CHUNK))
+
+
+class PlainStream:
+    """One reply of a PlainHTTPClient, its body read as it comes. `close` (synchronous, so it
+    may run in a cancelled task's cleanup) keeps the connection if the reply was read to its
+    end, else drops it."""
+
+    def __init__(self, client: PlainHTTPClient, conn: _Connection) -> None:
+        self.client, self.conn = client, conn
+        self.status_code = 0
+        self._closed = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive; each wait for more is bounded by the timeout."""
+        while True:
+            async with asyncio.timeout(self.client.timeout_s):
+                event = await _next_event(self.conn)
+            if isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return
+            else:
+                raise UpstreamClosed("the upstream closed the connection mid-reply")
+
+    async def read(self) -> bytes:
+        """The whole body (a plain loop: this is every unstreamed request's path)."""
+        parts = []
+        async with asyncio.timeout(self.client.timeout_s):
+            while True:
+                event = await _next_event(self.conn)
+                if isinstance(event, h11.Data):
+                    parts.append(bytes(event.data))
+                elif isinstance(event, h11.EndOfMessage):
+                    return b"".join(parts)
+                else:
+                    raise UpstreamClosed("the upstream closed the connection mid-reply")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.client._release(self.conn)
+        self.client._slots.release()
+
+
+class HttpxStream:
+    """The same over an httpx streamed response."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+        self.status_code = int(response.status_code)
+        self._closing: asyncio.Task[None] | None = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self.response.aiter_raw():
+            yield chunk
+
+    async def read(self) -> bytes:
+        return bytes(await self.response.aread())
+
+    def close(self) -> None:
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self.response.aclose())
+
+
+class UpstreamStream(Protocol):
+    status_code: int
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def read(self) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 class HttpxClient:
     """The same `post` over httpx: for https upstreams and those behind a proxy."""
 
@@ -161,6 +248,10 @@ class HttpxClient:
     async def post(self, path: str, payload: Any) -> Reply:
         reply = await self.client.post(path, json=payload)
         return Reply(reply.status_code, reply.content)
+
+    async def open(self, path: str, payload: Any) -> HttpxStream:
+        request = self.client.build_request("POST", path, json=payload)
+        return HttpxStream(await self.client.send(request, stream=True))
 
     async def aclose(self) -> None:
         await self.client.aclose()

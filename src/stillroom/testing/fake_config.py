@@ -89,6 +89,7 @@ class FakeServerConfig:
     """How the fake server behaves. Successful replies leave `latency` s after the request."""
 
     latency: float = 0.0
+    stream_interval: float = 0.0  # seconds between a streamed reply's events
     random_lengths: bool = False  # length uniform in [1, max_tokens] instead of max_tokens
     faults: Sequence[FaultRule] = ()
     model: str = "fake-tiny"

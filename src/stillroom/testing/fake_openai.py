@@ -6,7 +6,8 @@ against it. It is a raw ASGI app under uvicorn on 127.0.0.1 only, answering
     POST /v1/chat/completions   POST /v1/completions   GET /v1/models
     GET /_stats                 POST /_stats/reset
 
-in the shapes the official `openai` client parses. Every generation request is counted by
+in the shapes the official `openai` client parses (a `stream` request as server-sent
+events, a word at a time: fake_stream.py). Every generation request is counted by
 the hash of its canonical JSON body, so a test can assert that nothing was asked twice:
 
     rules = [FaultRule("429", first=2, retry_after=0.1), FaultRule("drop", every=7)]
@@ -42,6 +43,7 @@ from typing import Any, Literal
 import uvicorn
 
 from stillroom.testing.fake_config import FakeServerConfig, FaultRule
+from stillroom.testing.fake_stream import stream_events
 from stillroom.testing.tiny_lm import MAX_TOP_LOGPROBS, TinyLM
 
 HOST = "127.0.0.1"  # never another address: this server has no auth and exists for tests
@@ -95,8 +97,6 @@ def _int_param(body: Mapping[str, Any], name: str, default: int, lo: int, hi: in
 
 
 def _parse_params(body: Mapping[str, Any], chat: bool, default_max: int) -> _Params:
-    if body.get("stream"):
-        raise _HTTPError(400, "streaming is not supported by the fake server", "stream")
     max_key = (
         "max_completion_tokens" if chat and body.get("max_completion_tokens") else "max_tokens"
     )
@@ -377,7 +377,38 @@ class FakeOpenAIApp:
         delay -= time.perf_counter() - arrived
         if delay > 0:
             await asyncio.sleep(delay)
+        if body.get("stream"):
+            chat = path == "/v1/chat/completions"
+            await self._stream(receive, send, json.loads(reply), body, chat)
+            return
         await _send_json(send, 200, reply)
+
+    async def _stream(
+        self, receive: Receive, send: Send, reply: dict[str, Any], body: Any, chat: bool
+    ) -> None:
+        """The reply as server-sent events, a word at a time, `stream_interval` s apart;
+        stopped when the client leaves."""
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.create_task(watch())
+        headers = [(b"content-type", b"text/event-stream")]
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            for event in stream_events(reply, body, chat):
+                if gone.is_set():
+                    return
+                data = b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+                if self.config.stream_interval > 0:
+                    await asyncio.sleep(self.config.stream_interval)
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+        finally:
+            watcher.cancel()
 
     def _reply(self, path: str, body: dict[str, Any], missing_fields: bool) -> bytes:
         chat = path == "/v1/chat/completions"
@@ -518,6 +549,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     add = parser.add_argument
     add("--port", type=int, default=0, help="0 picks a free port (default)")
     add("--latency", type=float, default=0.0, help="seconds added to each reply")
+    add("--stream-interval", type=float, default=0.0, help="seconds between stream events")
     add("--random-lengths", action="store_true", help="lengths in [1, max_tokens]")
     fault_help = "e.g. 429:every=5,retry_after=0.5 or drop:requests=3+9 (repeatable)"
     add("--fault", action="append", default=[], metavar="KIND[:k=v,...]", help=fault_help)
