@@ -425,7 +425,11 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--stream-rounds", type=int, default=2)
     ap.add_argument("--stream-per-round", type=int, default=32)
     ap.add_argument("--stream-tokens", type=int, default=96, help="streamed answers' length")
-    ap.add_argument("--only", choices=("streaming",), help="run this gateway phase alone")
+    ap.add_argument(
+        "--only",
+        choices=("gateway", "streaming"),
+        help="the gateway phases alone (no engine comparison), or its streaming phase alone",
+    )
     ap.add_argument("--engine-tokens", type=int, default=64)
     ap.add_argument("--engine-rounds", type=int, default=2)
     ap.add_argument("--batch1-requests", type=int, default=3, help="per round")
