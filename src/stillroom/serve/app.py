@@ -293,6 +293,10 @@ async def _stream_through(
         answer.close()
         gw.settle(account, reserve, 0)
         return _log_failed(e)
+    except BaseException:  # cancelled (its client left) before the reply began
+        answer.close()  # else its connection, and its slot in the pool, would be held
+        gw.settle(account, reserve, 0)
+        raise
 
     def ended() -> None:
         answer.close()
