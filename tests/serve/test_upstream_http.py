@@ -17,7 +17,7 @@ from starlette.routing import Route
 from stillroom.errors import BackendError
 from stillroom.serve.backends import UpstreamBackend
 from stillroom.serve.schemas import CompletionRequest
-from stillroom.serve.upstream_http import PlainHTTPClient, plain_http
+from stillroom.serve.upstream_http import HttpxClient, PlainHTTPClient, plain_http
 from tests.helpers.serve import free_port, running
 
 pytestmark = pytest.mark.integration
@@ -105,6 +105,33 @@ def test_a_chunked_reply_is_read_whole(upstream: str) -> None:
 
     first, second = asyncio.run(go())
     assert (first["got"], second["got"]) == (7, 8) and first["port"] == second["port"]
+
+
+@pytest.mark.parametrize("kind", ["plain", "httpx"])
+def test_an_opened_reply_streams_its_chunks_and_a_stream_left_early_frees_its_slot(
+    upstream: str, kind: str
+) -> None:
+    async def go() -> tuple[list[bytes], int]:
+        # one connection slot: a stream that did not give its slot back would block the next
+        client: Any = (
+            PlainHTTPClient(upstream, headers={}, timeout_s=30, max_connections=1)
+            if kind == "plain"
+            else HttpxClient(upstream, headers={}, timeout_s=30)
+        )
+        try:
+            stream = await client.open("/chunked", {"n": 7})
+            chunks = [c async for c in stream.chunks()]
+            stream.close()
+            left = await client.open("/chunked", {"n": 8})
+            left.close()  # before its body: the connection is dropped, not pooled
+            again = await client.post("/chunked", {"n": 9})
+            return chunks, again.json()["got"]
+        finally:
+            await client.aclose()
+
+    chunks, got = asyncio.run(asyncio.wait_for(go(), 20))
+    assert b"".join(chunks).startswith(b'{"port": ') and b'"got": 7}' in chunks[-1]
+    assert got == 9
 
 
 def test_a_connection_the_server_closes_is_not_reused(upstream: str) -> None:

@@ -219,6 +219,8 @@ async def _generate(  # long: one request from admission to its log row, in orde
     # The request's half of the log row is built while the model works, not in the burst
     # of replies that a finished batch releases at once.
     row = _row(request, endpoint, 200, body)
+    # A backend that forwards to an upstream passes its streams through (UpstreamBackend's
+    # open_stream); a local model's answer is streamed once whole, as below.
     open_stream = getattr(backend, "open_stream", None) if body.stream else None
     if open_stream is not None:
         return await _stream_through(gw, open_stream, body, request, row, (acct.id, reserve))

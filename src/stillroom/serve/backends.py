@@ -9,12 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import h11
-import httpx
-
 from stillroom.errors import BackendError as BackendError  # its home before the tree
 from stillroom.serve.schemas import ChatRequest, CompletionRequest
-from stillroom.serve.upstream_http import Reply, upstream_client
+from stillroom.serve.upstream_http import TRANSPORT_ERRORS, Reply, upstream_client
 from stillroom.serve.upstream_stream import StreamedAnswer
 
 UPSTREAM_MAX_TOKENS = 32768  # the most an upstream is asked for, unless the operator says
@@ -330,7 +327,7 @@ class UpstreamBackend:
         payload = body.model_dump(exclude_none=True, exclude={"stream", "stream_options"})
         try:
             reply = await self.client.post(path, payload)
-        except (httpx.HTTPError, OSError, h11.ProtocolError) as e:  # OSError: timeouts too
+        except TRANSPORT_ERRORS as e:
             raise BackendError(f"upstream {self.base_url} unreachable: {type(e).__name__}") from e
         if reply.status_code >= 400:
             raise _refused(reply)
@@ -371,12 +368,12 @@ class UpstreamBackend:
         path = "/chat/completions" if chat else "/completions"
         try:
             stream = await self.client.open(path, payload)
-        except (httpx.HTTPError, OSError, h11.ProtocolError) as e:
+        except TRANSPORT_ERRORS as e:
             raise BackendError(f"upstream {self.base_url} unreachable: {type(e).__name__}") from e
         if stream.status_code >= 400:
             try:
                 reply = Reply(stream.status_code, await stream.read())
-            except (httpx.HTTPError, OSError, h11.ProtocolError):
+            except TRANSPORT_ERRORS:
                 reply = Reply(stream.status_code, b"")
             finally:
                 stream.close()

@@ -122,10 +122,21 @@ class RequestLog:
         self._marks.append((delivery, request_id))
         self._start()
 
-    def finish(self, request_id: str, **answer: Any) -> None:
-        """Record what a passed-through stream answered (the FINISHED fields), like `mark`:
-        committed with the next group, never awaited."""
-        self._finished.append({"rid": request_id, **{c: answer.get(c) for c in FINISHED}})
+    def finish(
+        self,
+        request_id: str,
+        *,
+        response_text: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        backend_ms: float,
+        latency_ms: float,
+        error: str | None,
+    ) -> None:
+        """Record what a passed-through stream answered, like `mark`: committed with the next
+        group, never awaited."""
+        values = (response_text, prompt_tokens, completion_tokens, backend_ms, latency_ms, error)
+        self._finished.append({"rid": request_id, **dict(zip(FINISHED, values, strict=True))})
         self._start()
 
     def _start(self) -> None:

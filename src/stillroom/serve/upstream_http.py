@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import h11
+import httpx
 
 READ_CHUNK = 65536
 
@@ -42,6 +43,11 @@ class Reply:
 
 class UpstreamClosed(ConnectionError):
     """The upstream closed the connection before its reply was complete."""
+
+
+# What a failed exchange with an upstream raises, on either client (OSError: timeouts and
+# UpstreamClosed too).
+TRANSPORT_ERRORS = (httpx.HTTPError, OSError, h11.ProtocolError)
 
 
 def plain_http(base_url: str) -> bool:
@@ -138,14 +144,16 @@ class PlainHTTPClient:
             if not isinstance(event, h11.InformationalResponse):  # 1xx: the final one follows
                 raise UpstreamClosed("the upstream closed the connection before its reply")
 
-    def _release(self, conn: _Connection) -> None:
-        """Back to the pool if both sides may send another request on it, else closed."""
+    def _done(self, conn: _Connection) -> None:
+        """A reply is finished with: its connection back to the pool if both sides may send
+        another request on it, else closed; its slot free."""
         done = conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE
         if done and len(self._idle) < self.max_idle and conn.reusable():
             conn.h11.start_next_cycle()
             self._idle.append(conn)
         else:
             conn.close()
+        self._slots.release()
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
@@ -159,6 +167,16 @@ async def _next_event(conn: _Connection) -> Any:
         if event is not h11.NEED_DATA:
             return event
         conn.h11.receive_data(await conn.reader.read(READ_CHUNK))
+
+
+async def _body_part(conn: _Connection) -> bytes | None:
+    """The reply body's next bytes, or None at its end."""
+    event = await _next_event(conn)
+    if isinstance(event, h11.Data):
+        return bytes(event.data)
+    if isinstance(event, h11.EndOfMessage):
+        return None
+    raise UpstreamClosed("the upstream closed the connection mid-reply")
 
 
 class PlainStream:
@@ -175,33 +193,23 @@ class PlainStream:
         """The body's bytes as they arrive; each wait for more is bounded by the timeout."""
         while True:
             async with asyncio.timeout(self.client.timeout_s):
-                event = await _next_event(self.conn)
-            if isinstance(event, h11.Data):
-                yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
+                part = await _body_part(self.conn)
+            if part is None:
                 return
-            else:
-                raise UpstreamClosed("the upstream closed the connection mid-reply")
+            yield part
 
     async def read(self) -> bytes:
         """The whole body (a plain loop: this is every unstreamed request's path)."""
         parts = []
         async with asyncio.timeout(self.client.timeout_s):
-            while True:
-                event = await _next_event(self.conn)
-                if isinstance(event, h11.Data):
-                    parts.append(bytes(event.data))
-                elif isinstance(event, h11.EndOfMessage):
-                    return b"".join(parts)
-                else:
-                    raise UpstreamClosed("the upstream closed the connection mid-reply")
+            while (part := await _body_part(self.conn)) is not None:
+                parts.append(part)
+        return b"".join(parts)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.client._release(self.conn)
-        self.client._slots.release()
+        if not self._closed:
+            self._closed = True
+            self.client._done(self.conn)
 
 
 class HttpxStream:
@@ -238,7 +246,6 @@ class HttpxClient:
     """The same `post` over httpx: for https upstreams and those behind a proxy."""
 
     def __init__(self, base_url: str, *, headers: dict[str, str], timeout_s: float) -> None:
-        import httpx
 
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
         self.client = httpx.AsyncClient(

@@ -13,10 +13,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import h11
-import httpx
-
-from stillroom.serve.upstream_http import UpstreamClosed, UpstreamStream
+from stillroom.serve.upstream_http import TRANSPORT_ERRORS, UpstreamStream
 
 DONE = "data: [DONE]\n\n"
 
@@ -46,7 +43,7 @@ class StreamedAnswer:
                     out = self._event(raw, rid, created)
                     if out is not None:
                         yield out
-        except (UpstreamClosed, OSError, h11.ProtocolError, httpx.HTTPError) as e:
+        except TRANSPORT_ERRORS as e:
             self.error = f"the upstream's stream broke off: {type(e).__name__}"
         if self.complete:
             yield DONE
