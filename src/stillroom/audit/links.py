@@ -165,10 +165,12 @@ def _groups(
     for kind, value, acct in metadata:  # the table may list accounts with no traffic here
         if acct in present:
             groups[(kind, value)].append(acct)
-    # `shared` lists only blocks few accounts use: an IPv4 address whose block is missing
-    # from it sits in a crowded range (an address two accounts share has a shared block)
+    # An IPv4 address two accounts share has a shared block; if `shared` does not list it
+    # (it lists values up to the largest MAX_SHARE), or lists more accounts than a block may
+    # have, the address sits in a crowded range
     for kind, value in [k for k in groups if k[0] == "address"]:
-        if value.count(".") == 3 and ("block", value.rsplit(".", 1)[0]) not in groups:
+        block = groups.get(("block", value.rsplit(".", 1)[0]), ())
+        if value.count(".") == 3 and not 2 <= len(set(block)) <= MAX_SHARE["block"]:
             del groups[(kind, value)]
     return groups
 
@@ -178,9 +180,9 @@ def joins(kinds: dict[str, str]) -> bool:
     families = {FAMILY[k] for k in kinds if k not in WEAK}
     if "key" in families or "payment" in kinds:
         return True
-    weak = sum(k in kinds for k in WEAK)
     if "timing" in kinds and any(k in kinds for k in TIMING_PARTNERS):
         return True
+    weak = sum(k in kinds for k in WEAK)
     return len(families) + (weak >= 2) >= 2
 
 
