@@ -14,6 +14,10 @@ the same way on unwatermarked ones). For every student, through the library's ow
 - read: `read_mode_test` on the watermarked held-out texts, p at each of its looks.
 - generate: `radioactivity_test` asking a `LocalSuspect`, only for the students named by
   `--generate` (it is the expensive one), with queries per CPU-minute.
+- api_mass (only an API): the student behind a real `stillroom serve` gateway; its top-20
+  log-probs on the same unwatermarked texts (completions, echo), net of the teacher's top 20,
+  through `api_mass_test`; p times the looks taken, as `stillroom trace` reports it. Its
+  null is shown by the controls (`--no-api` skips it).
 
 JSON to stdout and runs/recipes/power.json, then a table: p at the largest n per student
 and test, "caught" when p < 1e-6.
@@ -27,9 +31,12 @@ import argparse
 import json
 import os
 import pickle
+import socket
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -59,6 +66,15 @@ class Context:
     teacher_reads: list[tuple[Any, Any]]  # the teacher's (Weights, sequences) per slice
     queries: int
     max_tokens: int
+    loaded_teacher: Any = None
+
+    def teacher(self) -> Any:
+        """The teacher, loaded once: the API test's baseline at the positions it reads."""
+        if self.loaded_teacher is None:
+            from stillroom.teachers.local import LocalTeacher
+
+            self.loaded_teacher = LocalTeacher.load("gemma-3-270m", batch_size=8)
+        return self.loaded_teacher
 
 
 # ---- merging reads (a small helper the library's mass module could offer) -----------------
@@ -192,10 +208,77 @@ def generate_curve(folder: str, ctx: Context) -> dict[str, Any]:
     }
 
 
-# API-based tests (a suspect served over HTTP that returns top-k log-probs) go here:
-# test name -> function(student entry, Context) -> {"curve": [{"n": ..., "p": ...}], ...}.
-# Left empty on purpose; every entry runs for every student beside the open-weight tests.
-API_TESTS: dict[str, Callable[[dict[str, Any], Context], dict[str, Any]]] = {}
+# ---- through an API -----------------------------------------------------------------------
+
+API_TOP_K = 20  # what OpenAI-compatible APIs return at most (vLLM's and ours)
+
+
+@contextmanager
+def served(folder: str) -> Iterator[tuple[str, str, str]]:
+    """The student behind a real `stillroom serve` gateway (no watermark, a throwaway SQLite
+    database), in a thread of this process: (base URL, API key, model name)."""
+    import tempfile
+
+    import uvicorn
+
+    from stillroom.serve import accounts
+    from stillroom.serve.app import create_app
+    from stillroom.serve.backends import LocalBackend
+    from stillroom.serve.db import open_db
+    from stillroom.serve.gateway import ServeSettings
+    from stillroom.teachers.local import LocalTeacher
+
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = open_db(f"{tmp}/gateway.sqlite")
+        backend = LocalBackend(
+            LocalTeacher.load(folder, batch_size=8), default_max_tokens=64, max_tokens_limit=256
+        )
+        _, key = accounts.create_account(engine, "tracer")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        app = create_app(engine, backend, ServeSettings(admin_token="a" * 16))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError(f"the gateway for {folder} did not start")
+            time.sleep(0.05)
+        try:
+            yield f"http://127.0.0.1:{port}/v1", key.key, backend.model_id
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+            engine.dispose()
+
+
+def api_mass_curve(entry: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """Mass mode with only an API: the served student's top-20 log-probs on our unwatermarked
+    texts (completions, echo), net of the teacher's top 20 at the same positions; the
+    sequential test's looks (p times the looks taken, as `stillroom trace` reports it)."""
+    from stillroom.trace.api_mass import LogprobsApi, api_mass_test
+
+    start = time.perf_counter()
+    with served(entry["folder"]) as (url, api_key, model):
+        api = LogprobsApi(url, model, api_key, ctx.tokenizer, k=API_TOP_K)
+        result = api_mass_test(
+            api, ctx.key, ctx.tokenizer, texts=ctx.plain_texts, baseline_model=ctx.teacher(),
+            baseline="teacher", budget=len(ctx.plain_texts), target_p=0.0,
+        )  # fmt: skip
+    curve = [
+        {"n": look.queries, "p": look.p_adjusted, "p_raw": look.p_value, "z": round(look.z, 3)}
+        for look in result.looks
+    ]
+    return {"curve": curve, "top_k": API_TOP_K, "seconds": round(time.perf_counter() - start, 1)}
+
+
+# Tests that need only an API: test name -> function(student entry, Context) -> curve.
+API_TESTS: dict[str, Callable[[dict[str, Any], Context], dict[str, Any]]] = {
+    "api_mass": api_mass_curve,
+}
 
 
 # ---- the null -----------------------------------------------------------------------------
@@ -271,9 +354,16 @@ def run_student(entry: dict[str, Any], ctx: Context, generate: bool) -> tuple[di
     if generate:
         found["generate"] = generate_curve(folder, ctx)
         print(f"{entry['name']} generate {found['generate']['curve'][-1]}", flush=True)
-    for test, run in API_TESTS.items():
-        found[test] = run(entry, ctx)
     return found, weights
+
+
+def add_api_tests(found: dict[str, Any], entry: dict[str, Any], ctx: Context) -> bool:
+    """Run the API tests a student's cached results lack; whether any ran."""
+    missing = [test for test in API_TESTS if test not in found]
+    for test in missing:
+        found[test] = API_TESTS[test](entry, ctx)
+        print(f"{entry['name']} {test} {found[test]['curve'][-1]}", flush=True)
+    return bool(missing)
 
 
 def table(students: dict[str, dict[str, Any]]) -> str:
@@ -311,6 +401,10 @@ def main() -> None:
         "prompts of the harvest's kind",
     )
     ap.add_argument("--students", help="comma-separated names (default: every student)")
+    ap.add_argument(
+        "--no-api", dest="api", action="store_false",
+        help="skip the tests through a served API (mass on its top-20 log-probs)",
+    )  # fmt: skip
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", type=Path, default=OUT, help="what recipe_students.py built")
     ap.add_argument("--json", default="power.json", help="file name under --out")
@@ -366,6 +460,8 @@ def main() -> None:
             found, (rows, c) = run_student(manifest[name], ctx, name in generate)
             save_pickle(done, {"found": found, "rows": rows, "c": c})
         kept = load_pickle(done)
+        if args.api and add_api_tests(kept["found"], manifest[name], ctx):
+            save_pickle(done, kept)
         students[name], weights[name] = kept["found"], (kept["rows"], kept["c"])
     null = None  # --keys 0: a worker's share of the students, no null
     if keys:
