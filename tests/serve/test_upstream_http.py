@@ -112,11 +112,11 @@ def test_an_opened_reply_streams_its_chunks_and_a_stream_left_early_frees_its_sl
     upstream: str, kind: str
 ) -> None:
     async def go() -> tuple[list[bytes], int]:
-        # one connection slot: a stream that did not give its slot back would block the next
+        # one connection slot on either client: a stream that kept it would block the next
         client: Any = (
             PlainHTTPClient(upstream, headers={}, timeout_s=30, max_connections=1)
             if kind == "plain"
-            else HttpxClient(upstream, headers={}, timeout_s=30)
+            else HttpxClient(upstream, headers={}, timeout_s=30, max_connections=1)
         )
         try:
             stream = await client.open("/chunked", {"n": 7})

@@ -245,9 +245,18 @@ class UpstreamStream(Protocol):
 class HttpxClient:
     """The same `post` over httpx: for https upstreams and those behind a proxy."""
 
-    def __init__(self, base_url: str, *, headers: dict[str, str], timeout_s: float) -> None:
-
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        headers: dict[str, str],
+        timeout_s: float,
+        max_connections: int = 256,
+    ) -> None:
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=min(64, max_connections),
+        )
         self.client = httpx.AsyncClient(
             base_url=base_url, headers=headers, timeout=timeout_s, limits=limits
         )
