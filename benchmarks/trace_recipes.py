@@ -31,9 +31,7 @@ import argparse
 import json
 import os
 import pickle
-import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -47,6 +45,7 @@ import numpy as np
 from stillroom.trace.mass import merge
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers
 from trace_mass_null import calibration
 
 OUT = Path("runs/recipes")
@@ -219,7 +218,7 @@ def served(folder: str) -> Iterator[tuple[str, str, str]]:
     database), in a thread of this process: (base URL, API key, model name)."""
     import tempfile
 
-    import uvicorn
+    from tests.helpers.serve import running
 
     from stillroom.serve import accounts
     from stillroom.serve.app import create_app
@@ -234,24 +233,10 @@ def served(folder: str) -> Iterator[tuple[str, str, str]]:
             LocalTeacher.load(folder, batch_size=8), default_max_tokens=64, max_tokens_limit=256
         )
         _, key = accounts.create_account(engine, "tracer")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        app = create_app(engine, backend, ServeSettings(admin_token="a" * 16))
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError(f"the gateway for {folder} did not start")
-            time.sleep(0.05)
         try:
-            yield f"http://127.0.0.1:{port}/v1", key.key, backend.model_id
+            with running(create_app(engine, backend, ServeSettings(admin_token="a" * 16))) as url:
+                yield url, key.key, backend.model_id
         finally:
-            server.should_exit = True
-            thread.join(timeout=30)
             engine.dispose()
 
 
