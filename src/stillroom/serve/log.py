@@ -135,8 +135,16 @@ class RequestLog:
     ) -> None:
         """Record what a passed-through stream answered, like `mark`: committed with the next
         group, never awaited."""
-        values = (response_text, prompt_tokens, completion_tokens, backend_ms, latency_ms, error)
-        self._finished.append({"rid": request_id, **dict(zip(FINISHED, values, strict=True))})
+        answer = {
+            "response_text": response_text,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "backend_ms": backend_ms,
+            "latency_ms": latency_ms,
+            "error": error,
+        }
+        assert answer.keys() == set(FINISHED)  # the columns the UPDATE writes, each by name
+        self._finished.append({"rid": request_id, **answer})
         self._start()
 
     def _start(self) -> None:
