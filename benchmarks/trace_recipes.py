@@ -275,20 +275,23 @@ def null_p_values(
     """Every student's mass p-value under `keys` fresh keys (none of which ever marked text).
 
     The green bits of a key are computed once on the union of every student's rows and
-    looked up for each: the same bits `green_bits` gives each student's rows alone.
+    looked up for each: the same bits `green_bits` gives each student's rows alone. The
+    union's contexts are grouped once, not once per key.
     """
-    from stillroom.trace.mass import green_bits, score
-    from stillroom.watermark.greenlist import GreenList
+    from stillroom.trace.mass import score
+    from stillroom.watermark.greenlist import GreenList, group_contexts
     from stillroom.watermark.key import generate_key
 
     union = np.unique(np.concatenate([_pack(rows) for rows, _ in weights.values()]))
     w = next(iter(weights.values()))[0].shape[1]
     union_rows = np.stack([(union >> (20 * (w - 1 - j))) & ((1 << 20) - 1) for j in range(w)], 1)
     where = {name: np.searchsorted(union, _pack(rows)) for name, (rows, _) in weights.items()}
+    contexts, context_of = group_contexts(union_rows[:, : w - 1])
+    tokens = union_rows[:, w - 1]
     p: dict[str, list[float]] = {name: [] for name in weights}
     for _ in range(keys):
         key = generate_key(context_width=w - 1)
-        green = green_bits(GreenList(key), union_rows)
+        green = GreenList(key).green_grouped(contexts, context_of, tokens)
         for name, (_, c) in weights.items():
             p[name].append(score(c, green[where[name]], key.gamma).p_value)
     return p

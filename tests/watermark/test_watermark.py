@@ -22,7 +22,7 @@ from stillroom.errors import InputError
 from stillroom.teachers.base import GenerationParams, TeacherRequest
 from stillroom.teachers.local import LocalTeacher
 from stillroom.watermark.detect import detect, detect_many, detect_text, detect_texts
-from stillroom.watermark.greenlist import GreenList
+from stillroom.watermark.greenlist import GreenList, group_contexts
 from stillroom.watermark.key import WatermarkKey, generate_key, load_key, save_key
 from stillroom.watermark.processor import WatermarkProcessor
 from tests.helpers.tiny_models import make_tiny_lm
@@ -195,6 +195,21 @@ def test_mask_scalar_and_pair_paths_agree(width: int) -> None:
     assert np.array_equal(green.green_mask_np(contexts, 1000), mask[:, :1000])
     with pytest.raises(ValueError, match=f"a context is {width} non-negative token ids"):
         green.is_green(tuple(range(width + 1)), 0)
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4])
+def test_grouped_contexts_give_the_pairs_their_own_lists(width: int) -> None:
+    # Width 4 of 18-bit ids does not pack into one int64: the row-wise unique must take over.
+    rng = np.random.default_rng(10 + width)
+    contexts = rng.integers(0, 262_144, size=(40, width))[rng.integers(0, 40, size=500)]
+    distinct, where = group_contexts(contexts)
+    expected, _ = np.unique(contexts, axis=0, return_inverse=True)
+    assert np.array_equal(distinct, expected)
+    assert np.array_equal(distinct[where], contexts)
+    green = GreenList(fixed_key(5, context_width=width))
+    tokens = rng.integers(0, V, size=len(contexts))
+    scalar = [green.is_green(tuple(c), int(t)) for c, t in zip(contexts, tokens, strict=True)]
+    assert green.green_pairs(contexts, tokens).tolist() == scalar
 
 
 def test_processor_adds_delta_to_green_logits_only() -> None:

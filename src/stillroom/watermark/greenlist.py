@@ -142,9 +142,38 @@ class GreenList:
         """(N, w) contexts and (N,) tokens -> (N,) bool: one token after each context."""
         if len(tokens) == 0:
             return np.zeros(0, dtype=bool)
+        distinct, where = group_contexts(np.asarray(contexts).reshape(len(tokens), -1))
+        return self.green_grouped(distinct, where, np.asarray(tokens))
+
+    def green_grouped(
+        self, distinct: np.ndarray, where: np.ndarray, tokens: np.ndarray
+    ) -> np.ndarray:
+        """`green_pairs` on contexts already grouped by `group_contexts`: (M, w) distinct
+        contexts, (N,) the row of `distinct` each of the (N,) tokens follows. Grouping is the
+        costly part and does not depend on the key: score one set of pairs under many keys
+        by grouping once."""
         # One keyed hash per distinct context: scoring repeats few contexts over many tokens.
-        distinct, where = np.unique(np.asarray(contexts).reshape(len(tokens), -1), axis=0,
-                                    return_inverse=True)  # fmt: skip
         seeds = np.array([self.context_seed(c) for c in distinct.tolist()], dtype=np.uint64)
-        mixed = np.bitwise_xor(self.token_values(np.asarray(tokens)), seeds[where.reshape(-1)])
+        mixed = np.bitwise_xor(self.token_values(tokens), seeds[where])
         return _mix_inplace(mixed) < np.uint64(self.threshold)
+
+
+def group_contexts(contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, w) non-negative context ids -> ((M, w) distinct contexts, (N,) row of each).
+
+    Each context packs into one int64 when its ids fit (w ids of b bits, w * b <= 62), and a
+    1-D unique over those is about 15 times faster than numpy's row-wise unique.
+    """
+    n, w = contexts.shape
+    top = int(contexts.max()) if n else 0
+    bits = max(top.bit_length(), 1)
+    if w * bits > 62 or int(contexts.min(initial=0)) < 0:
+        distinct, where = np.unique(contexts, axis=0, return_inverse=True)
+        return distinct, where.reshape(-1)
+    packed = np.zeros(n, dtype=np.int64)
+    for j in range(w):
+        packed = (packed << bits) | contexts[:, j].astype(np.int64)
+    keys, where = np.unique(packed, return_inverse=True)
+    mask = (1 << bits) - 1
+    distinct = np.stack([(keys >> (bits * (w - 1 - j))) & mask for j in range(w)], axis=1)
+    return distinct, where.reshape(-1)
