@@ -169,6 +169,10 @@ def main() -> None:
     )
     ap.add_argument("--steps", type=int, default=0, help="training steps (default: the demo's)")
     ap.add_argument("--read-texts", type=int, default=300, help="texts for reading mode")
+    ap.add_argument(
+        "--build-only", action="store_true", help="train the student, skip the tests (for "
+        "benchmarks/trace_served.py)",
+    )  # fmt: skip
     args = ap.parse_args()
     story = args.story
     if not (story / "story.json").is_file():
@@ -188,6 +192,10 @@ def main() -> None:
         train(cfg, quiet=True)
         train_s = time.perf_counter() - start
         done.write_text(json.dumps({"swapped": swapped, "seed": args.seed}))
+    if args.build_only:
+        print(json.dumps({"student": str(story / name / "student"), "swapped": swapped,
+                          "train_s": round(train_s, 1)}))  # fmt: skip
+        return
     prompts = [json.loads(x)["question"] for x in (story / "trace.jsonl").read_text().splitlines()]
     key, tokenizer = load_key(story / "watermark-key.json"), load_tokenizer()
     result = radioactivity_test(

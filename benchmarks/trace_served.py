@@ -22,7 +22,13 @@ served answer with its replay (the real gateway against the replay), the other h
 further replays (seeds 1 and 2). Every null suspect is scored on every run, with and without
 the teacher as baseline; those p-values must be uniform (Kolmogorov-Smirnov).
 
+With `--api`, each suspect is read only through an API: it is served by a real `stillroom
+serve` gateway (in a thread, throwaway database) and its log-probs of each chat prompt and
+answer come from `completions` with `echo` and `logprobs`, as `stillroom trace --served-by
+likelihood` reads a URL. The teacher's baseline is still read with open weights: it is ours.
+
     python benchmarks/trace_served.py [--story runs/story] [--null-runs 100] [--null-size 10]
+    python benchmarks/trace_served.py --api --suspects mixed10,control --no-answers
 """
 
 from __future__ import annotations
@@ -61,6 +67,21 @@ def rival_accounts(story: Path) -> list[str]:
     )
 
 
+def api_logprobs(
+    folder: str, tok: Any, messages: list[Any], texts: dict[str, list[str]]
+) -> dict[str, np.ndarray]:
+    """Each answer's mean log-prob after its chat prompt, read through a served API."""
+    from stillroom.trace.api_likelihood import api_answer_logprobs
+    from stillroom.trace.api_mass import LogprobsApi
+    from trace_recipes import served
+
+    with served(folder) as (url, api_key, model):
+        api = LogprobsApi(url, model, api_key, tok, k=1)
+        return {
+            name: api_answer_logprobs(api, tok, messages[: len(t)], t) for name, t in texts.items()
+        }
+
+
 def tested(d: np.ndarray) -> dict[str, Any]:
     tail = paired_test(d)
     return {
@@ -79,6 +100,8 @@ def main() -> None:
     ap.add_argument("--null-runs", type=int, default=100)
     ap.add_argument("--null-size", type=int, default=10)
     ap.add_argument("--no-answers", action="store_true", help="skip the black-box scoring")
+    ap.add_argument("--api", action="store_true", help="read the suspects through a served API")
+    ap.add_argument("--suspects", help="comma-separated names (default: all found)")
     args = ap.parse_args()
     story = args.story
     if not (story / "story.json").is_file():
@@ -106,13 +129,18 @@ def main() -> None:
     generated_s = time.perf_counter() - start
     messages = [s.messages for s in served]
 
-    def logprobs(folder: str) -> dict[str, np.ndarray]:
+    tok = load_tokenizer()
+
+    def logprobs(folder: str, api: bool = False) -> dict[str, np.ndarray]:
+        if api:
+            return api_logprobs(folder, tok, messages, texts)
         model = LocalTeacher.load(folder, batch_size=8)
         return {name: answer_logprobs(model, messages[: len(t)], t) for name, t in texts.items()}
 
     ref = logprobs("gemma-3-270m")
     out: dict[str, Any] = {
         "benchmark": "trace_served",
+        "read_through": "api (completions, echo)" if args.api else "open weights",
         "accounts": accounts,
         "served": n,
         "replay_seconds": round(generated_s, 1),
@@ -125,14 +153,15 @@ def main() -> None:
         "mixed10-fresh3000": story / "mixed10-fresh3000" / "student",
         "dict-indep": story / "match" / "dict-indep" / "student",
     }
+    if args.suspects:
+        candidates = {n: candidates[n] for n in args.suspects.split(",")}
     nulls = ("control", "mixed10-fresh3000", "dict-indep")
-    tok = load_tokenizer()
     pooled: list[float] = []
     for name, folder in candidates.items():
         if not folder.is_dir():
             out[name] = "missing: run benchmarks/trace_mixed.py (or trace_match_demo.py) first"
             continue
-        lp = logprobs(str(folder))
+        lp = logprobs(str(folder), api=args.api)
         found: dict[str, Any] = {}
         for label, base in (("likelihood", None), ("likelihood_teacher_baseline", ref)):
 
