@@ -11,7 +11,8 @@ Stages (each skips the work whose output exists, so a rerun resumes):
 - harvest (one process per side): a key (gamma 0.25, delta 2, context width 1); chat
   answers of the teacher to WordNet prompts, watermarked ("marked") and not ("plain"), on
   train prompts, plus held-out prompts (disjoint headwords) whose answers are the trace's
-  texts: unwatermarked ones for mass mode, watermarked ones for reading mode.
+  texts: unwatermarked ones for mass mode, watermarked ones for reading mode. `replay`: a
+  second watermarked draw of the first train prompts, the served-answer test's twins.
 - train: AdamW, batch 8, loss on the answer tokens of the chat exchange, float32. Recipes:
   full (first 4 layers, everything trained), frozen (4 layers, tied embeddings frozen),
   lora (all 18 layers, rank-16 LoRA on attention and MLP, merged before saving), trimmed
@@ -20,6 +21,7 @@ Stages (each skips the work whose output exists, so a rerun resumes):
 - check: each student loads as a LocalTeacher and answers a question.
 
     PYTHONPATH=src .venv/bin/python benchmarks/recipe_students.py harvest marked|plain
+    PYTHONPATH=src .venv/bin/python benchmarks/recipe_students.py harvest replay --first 250
     PYTHONPATH=src .venv/bin/python benchmarks/recipe_students.py train [--side marked]
     PYTHONPATH=src .venv/bin/python benchmarks/recipe_students.py check
 
@@ -89,17 +91,18 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def harvest_file(
-    teacher: Any, path: Path, prompts: Sequence[str], max_tokens: int, chunk: int = 64
+    teacher: Any, path: Path, prompts: Sequence[str], max_tokens: int, *, seed: int = SEED
 ) -> float:
     """Append the teacher's answers to the `prompts` not yet in `path`; returns seconds."""
     from stillroom.teachers.base import GenerationParams, TeacherRequest
 
     done = len(read_jsonl(path))
     start = time.perf_counter()
+    chunk = 64
     for at in range(done, len(prompts), chunk):
         part = prompts[at : at + chunk]
         requests = [
-            TeacherRequest(None, (("user", p),), GenerationParams(max_tokens, 1.0, seed=SEED))
+            TeacherRequest(None, (("user", p),), GenerationParams(max_tokens, 1.0, seed=seed))
             for p in part
         ]
         done_chunk = teacher.generate(requests)
@@ -169,6 +172,19 @@ def harvest(
         timing = h / f"{name}.seconds"
         before = float(timing.read_text()) if timing.is_file() else 0.0
         timing.write_text(f"{before + seconds:.1f}\n")
+
+
+def replay(first_n: int, max_tokens: int) -> None:
+    """Fresh twins of the first watermarked train answers: the same teacher, key and prompts
+    with another seed. The served-answer test pairs each answer a student may have trained
+    on with its twin, which no student saw."""
+    from stillroom.teachers.local import LocalTeacher
+
+    teacher = LocalTeacher.load("gemma-3-270m", batch_size=32, watermark=get_key())
+    train, _ = prompt_sets()
+    path = OUT / "harvest" / "replay-marked.jsonl"
+    seconds = harvest_file(teacher, path, train[:first_n], max_tokens, seed=SEED + 1)
+    path.with_name(path.name + ".seconds").write_text(f"{seconds:.1f}\n")
 
 
 # ---- students -----------------------------------------------------------------------------
@@ -447,7 +463,10 @@ def main() -> None:
     sub = ap.add_subparsers(dest="stage", required=True)
     sub.add_parser("measure")
     hv = sub.add_parser("harvest")
-    hv.add_argument("side", choices=["marked", "plain"])
+    hv.add_argument(
+        "side", choices=["marked", "plain", "replay"],
+        help="replay: twins of the first --first marked train answers, another seed",
+    )  # fmt: skip
     hv.add_argument("--train", type=int, default=1000)
     hv.add_argument("--first", type=int, default=250)
     hv.add_argument("--held", type=int, help="held-out texts (default: plain 1000, marked 300)")
@@ -468,6 +487,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.stage == "measure":
         measure(args.max_tokens)
+    elif args.stage == "harvest" and args.side == "replay":
+        replay(args.first, args.max_tokens)
     elif args.stage == "harvest":
         marked = args.side == "marked"
         held = args.held if args.held is not None else (300 if marked else 1000)

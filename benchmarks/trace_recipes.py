@@ -18,6 +18,10 @@ the same way on unwatermarked ones). For every student, through the library's ow
   log-probs on the same unwatermarked texts (completions, echo), net of the teacher's top 20,
   through `api_mass_test`; p times the looks taken, as `stillroom trace` reports it. Its
   null is shown by the controls (`--no-api` skips it).
+- served, api_served: the served-answer test (`benchmarks/recipe_served.py`): does the
+  student find the watermarked answers it may have trained on likelier than fresh twins of
+  each, net of the teacher; with open weights, and through the served student's prompt
+  log-probs. Once `recipe_students.py harvest replay` has built the twins.
 
 JSON to stdout and runs/recipes/power.json, then a table: p at the largest n per student
 and test, "caught" when p < 1e-6.
@@ -33,8 +37,7 @@ import os
 import pickle
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -46,6 +49,8 @@ from stillroom.trace.mass import merge
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers
+from recipe_served import ServedPairs, api_served_curve, load_pairs, served_curve
+from served_student import served
 from trace_mass_null import calibration
 
 OUT = Path("runs/recipes")
@@ -65,6 +70,7 @@ class Context:
     teacher_reads: list[tuple[Any, Any]]  # the teacher's (Weights, sequences) per slice
     queries: int
     max_tokens: int
+    pairs: ServedPairs | None = None  # the served-answer test's pairs
     loaded_teacher: Any = None
 
     def teacher(self) -> Any:
@@ -212,34 +218,6 @@ def generate_curve(folder: str, ctx: Context) -> dict[str, Any]:
 API_TOP_K = 20  # what OpenAI-compatible APIs return at most (vLLM's and ours)
 
 
-@contextmanager
-def served(folder: str) -> Iterator[tuple[str, str, str]]:
-    """The student behind a real `stillroom serve` gateway (no watermark, a throwaway SQLite
-    database), in a thread of this process: (base URL, API key, model name)."""
-    import tempfile
-
-    from tests.helpers.serve import running
-
-    from stillroom.serve import accounts
-    from stillroom.serve.app import create_app
-    from stillroom.serve.backends import LocalBackend
-    from stillroom.serve.db import open_db
-    from stillroom.serve.gateway import ServeSettings
-    from stillroom.teachers.local import LocalTeacher
-
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = open_db(f"{tmp}/gateway.sqlite")
-        backend = LocalBackend(
-            LocalTeacher.load(folder, batch_size=8), default_max_tokens=64, max_tokens_limit=256
-        )
-        _, key = accounts.create_account(engine, "tracer")
-        try:
-            with running(create_app(engine, backend, ServeSettings(admin_token="a" * 16))) as url:
-                yield url, key.key, backend.model_id
-        finally:
-            engine.dispose()
-
-
 def api_mass_curve(entry: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Mass mode with only an API: the served student's top-20 log-probs on our unwatermarked
     texts (completions, echo), net of the teacher's top 20 at the same positions; the
@@ -260,9 +238,22 @@ def api_mass_curve(entry: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return {"curve": curve, "top_k": API_TOP_K, "seconds": round(time.perf_counter() - start, 1)}
 
 
-# Tests that need only an API: test name -> function(student entry, Context) -> curve.
-API_TESTS: dict[str, Callable[[dict[str, Any], Context], dict[str, Any]]] = {
+def served_test(entry: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    assert ctx.pairs is not None  # add_tests runs it only then
+    return served_curve(entry["folder"], ctx.pairs, ctx.teacher())
+
+
+def api_served_test(entry: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    assert ctx.pairs is not None
+    return api_served_curve(entry["folder"], ctx.pairs, ctx.teacher())
+
+
+# Tests run on a student whose cached results lack them: name -> function(entry, Context).
+# Those named api_* need only an API; the served ones need the replay harvest.
+ADDED_TESTS: dict[str, Callable[[dict[str, Any], Context], dict[str, Any]]] = {
     "api_mass": api_mass_curve,
+    "served": served_test,
+    "api_served": api_served_test,
 }
 
 
@@ -345,17 +336,24 @@ def run_student(entry: dict[str, Any], ctx: Context, generate: bool) -> tuple[di
     return found, weights
 
 
-def add_api_tests(found: dict[str, Any], entry: dict[str, Any], ctx: Context) -> bool:
-    """Run the API tests a student's cached results lack; whether any ran."""
-    missing = [test for test in API_TESTS if test not in found]
+def add_tests(found: dict[str, Any], entry: dict[str, Any], ctx: Context, api: bool) -> bool:
+    """Run the added tests a student's cached results lack (API ones if `api`; served ones
+    once the replays exist); whether any ran."""
+    missing = [
+        test
+        for test in ADDED_TESTS
+        if test not in found
+        and (api or not test.startswith("api_"))
+        and (ctx.pairs is not None or "served" not in test)
+    ]
     for test in missing:
-        found[test] = API_TESTS[test](entry, ctx)
+        found[test] = ADDED_TESTS[test](entry, ctx)
         print(f"{entry['name']} {test} {found[test]['curve'][-1]}", flush=True)
     return bool(missing)
 
 
 def table(students: dict[str, dict[str, Any]]) -> str:
-    tests = ["mass", "read", "generate", *API_TESTS]
+    tests = ["mass", "read", "generate", *ADDED_TESTS]
     lines = [f"{'student':32}" + "".join(f"{t:>26}" for t in tests)]
     for name, found in students.items():
         cells = []
@@ -391,7 +389,7 @@ def main() -> None:
     ap.add_argument("--students", help="comma-separated names (default: every student)")
     ap.add_argument(
         "--no-api", dest="api", action="store_false",
-        help="skip the tests through a served API (mass on its top-20 log-probs)",
+        help="skip the tests through a served API (api_mass, api_served)",
     )  # fmt: skip
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", type=Path, default=OUT, help="what recipe_students.py built")
@@ -438,7 +436,16 @@ def main() -> None:
     if args.teacher_only:
         return
     ctx = Context(
-        key, tokenizer, plain, marked, prompts, sizes, teacher_reads, queries, args.max_tokens
+        key,
+        tokenizer,
+        plain,
+        marked,
+        prompts,
+        sizes,
+        teacher_reads,
+        queries,
+        args.max_tokens,
+        load_pairs(out),
     )
     students: dict[str, dict[str, Any]] = {}
     weights = {}
@@ -448,7 +455,7 @@ def main() -> None:
             found, (rows, c) = run_student(manifest[name], ctx, name in generate)
             save_pickle(done, {"found": found, "rows": rows, "c": c})
         kept = load_pickle(done)
-        if args.api and add_api_tests(kept["found"], manifest[name], ctx):
+        if add_tests(kept["found"], manifest[name], ctx, args.api):
             save_pickle(done, kept)
         students[name], weights[name] = kept["found"], (kept["rows"], kept["c"])
     null = None  # --keys 0: a worker's share of the students, no null

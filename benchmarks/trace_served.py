@@ -71,9 +71,9 @@ def api_logprobs(
     folder: str, tok: Any, messages: list[Any], texts: dict[str, list[str]]
 ) -> dict[str, np.ndarray]:
     """Each answer's mean log-prob after its chat prompt, read through a served API."""
+    from served_student import served
     from stillroom.trace.api_likelihood import api_answer_logprobs
     from stillroom.trace.api_mass import LogprobsApi
-    from trace_recipes import served
 
     with served(folder) as (url, api_key, model):
         api = LogprobsApi(url, model, api_key, tok, k=1)
