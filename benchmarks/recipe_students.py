@@ -202,23 +202,44 @@ class Plan:
     answers: int
     epochs: int
     marked: bool  # watermarked answers, or the control's
+    # Of a marked student's answers, the share that are watermarked; the rest are the
+    # unwatermarked answers to the same prompts (a harvest mixed into other data).
+    share: float = 1.0
 
     @property
     def name(self) -> str:
-        return (
-            f"{self.recipe}-{self.answers}x{self.epochs}-{'marked' if self.marked else 'control'}"
-        )
+        side = "control" if not self.marked else "marked" if self.share == 1 else "mix"
+        mix = "" if side != "mix" else f"{round(100 * self.share)}"
+        return f"{self.recipe}-{self.answers}x{self.epochs}-{side}{mix}"
 
     @property
     def lr(self) -> float:
         return 2e-4 if self.recipe == "lora" else 5e-5
 
 
-def plans(answers: int, epochs: int, recipes: Sequence[str], sides: str) -> list[Plan]:
+def plans(
+    answers: int, epochs: int, recipes: Sequence[str], sides: str, share: float = 1.0
+) -> list[Plan]:
     """Each recipe on the watermarked answers, then its control beside it (or one side only,
     so two processes can share the work)."""
     marks = {"both": (True, False), "marked": (True,), "control": (False,)}[sides]
-    return [Plan(r, answers, epochs, m) for r in recipes for m in marks]
+    return [Plan(r, answers, epochs, m, share if m else 1.0) for r in recipes for m in marks]
+
+
+def training_rows(plan: Plan) -> list[dict[str, Any]]:
+    """The plan's answers: marked or plain, or plain with a random `share` of them replaced
+    by the marked answer to the same prompt."""
+    side = "marked" if plan.marked and plan.share == 1 else "plain"
+    rows = read_jsonl(OUT / "harvest" / f"train-{side}.jsonl")[: plan.answers]
+    if len(rows) < plan.answers:
+        sys.exit(f"{plan.name}: {len(rows)} {side} answers harvested, {plan.answers} needed")
+    if plan.marked and plan.share < 1:
+        marked = read_jsonl(OUT / "harvest" / "train-marked.jsonl")[: plan.answers]
+        swap = random.Random(SEED).sample(range(plan.answers), round(plan.share * plan.answers))
+        for i in swap:
+            assert rows[i]["prompt"] == marked[i]["prompt"]
+            rows[i] = marked[i]
+    return rows
 
 
 def encode(tok: Any, prompt: str, answer: str, stopped: bool) -> tuple[list[int], int]:
@@ -380,10 +401,7 @@ def train_one(plan: Plan, folder: Path) -> dict[str, Any]:
     """Train and save one student; returns its manifest entry."""
     import torch
 
-    side = "marked" if plan.marked else "plain"
-    rows = read_jsonl(OUT / "harvest" / f"train-{side}.jsonl")[: plan.answers]
-    if len(rows) < plan.answers:
-        sys.exit(f"{plan.name}: {len(rows)} {side} answers harvested, {plan.answers} needed")
+    rows = training_rows(plan)
     torch.manual_seed(SEED)
     model, lm, tok = build(plan, rows)
     examples = [encode(tok, r["prompt"], r["answer"], r["finish"] == "stop") for r in rows]
@@ -475,6 +493,10 @@ def main() -> None:
     tr.add_argument("--epochs", type=int, default=1)
     tr.add_argument("--recipes", default="frozen,trimmed,full,lora")
     tr.add_argument("--side", choices=["both", "marked", "control"], default="both")
+    tr.add_argument(
+        "--share", type=float, default=1.0,
+        help="watermarked share of a marked student's answers (the rest unwatermarked)",
+    )  # fmt: skip
     sub.add_parser("check")
     for p in sub.choices.values():
         p.add_argument("--max-tokens", type=int, default=MAX_TOKENS)
@@ -496,7 +518,7 @@ def main() -> None:
         skip = len(prompt_sets()[1]) - held if marked else 0
         harvest(args.side, args.train, args.first, held, skip, args.max_tokens)
     elif args.stage == "train":
-        train(plans(args.answers, args.epochs, args.recipes.split(","), args.side))
+        train(plans(args.answers, args.epochs, args.recipes.split(","), args.side, args.share))
     elif args.stage == "check":
         check()
 
