@@ -85,7 +85,11 @@ def served_curve(folder: str, pairs: ServedPairs, teacher: Any) -> dict[str, Any
         model, pairs.messages, pairs.twins
     )
     d = d - pairs.baseline(teacher)
-    return {"curve": curve(d, pairs.sizes), "seconds": round(time.perf_counter() - start, 1)}
+    return {
+        "curve": curve(d, pairs.sizes),
+        "d": d.tolist(),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def api_served_curve(folder: str, pairs: ServedPairs, teacher: Any) -> dict[str, Any]:
@@ -101,4 +105,22 @@ def api_served_curve(folder: str, pairs: ServedPairs, teacher: Any) -> dict[str,
             api, teacher.tokenizer, pairs.messages, pairs.served
         ) - api_answer_logprobs(api, teacher.tokenizer, pairs.messages, pairs.twins)
     d = d - pairs.baseline(teacher)
-    return {"curve": curve(d, pairs.sizes), "seconds": round(time.perf_counter() - start, 1)}
+    return {
+        "curve": curve(d, pairs.sizes),
+        "d": d.tolist(),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def served_null(students: dict[str, dict[str, Any]], test: str, size: int = 10) -> list[float]:
+    """The test's p-values on runs of `size` pairs of every control (none trained on any
+    served answer): uniform if the test is calibrated."""
+    from stillroom.trace.served import paired_test
+
+    p = []
+    for found in students.values():
+        if found.get("marked") or "d" not in found.get(test, {}):
+            continue
+        d = np.asarray(found[test]["d"])
+        p += [paired_test(d[i : i + size]).p_value for i in range(0, len(d) - size + 1, size)]
+    return p

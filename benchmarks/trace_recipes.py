@@ -49,7 +49,7 @@ from stillroom.trace.mass import merge
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers
-from recipe_served import ServedPairs, api_served_curve, load_pairs, served_curve
+from recipe_served import ServedPairs, api_served_curve, load_pairs, served_curve, served_null
 from served_student import served
 from trace_mass_null import calibration
 
@@ -482,6 +482,11 @@ def main() -> None:
         "caught_below_p": CAUGHT_P,
         "students": students,
         "null": null,
+        "served_null": {
+            test: calibration(ps)
+            for test in ("served", "api_served")
+            if (ps := served_null(students, test))
+        },
         "seconds": {
             "teacher_read": round(teacher_s, 1),
             "total": round(time.perf_counter() - wall, 1),
