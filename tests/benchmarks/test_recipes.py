@@ -78,3 +78,27 @@ def test_trimmed_tokenizer_encodes_the_harvest_as_the_teacher_does() -> None:
     assert trimmed.decode(ids) == unseen  # other text falls into smaller kept pieces
     to_teacher = vocab_map(trimmed, teacher)
     assert (to_teacher[ids] >= 0).all()  # and every piece maps to a teacher token by string
+
+
+def test_served_null_takes_runs_of_the_controls_only() -> None:
+    served = _load("recipe_served")
+    rng = np.random.default_rng(1)
+    students = {
+        "a-marked": {"marked": True, "served": {"d": list(rng.normal(1, 1, 250))}},
+        "a-control": {"marked": False, "served": {"d": list(rng.normal(0, 1, 250))}},
+        "b-control": {"marked": False, "served": {"curve": []}},  # cached before D was kept
+    }
+    p = served.served_null(students, "served")
+    assert len(p) == 25 and all(0 < x <= 1 for x in p)
+    assert served.served_null(students, "api_served") == []
+    # A student that won every pair: the sign test's exact tail, 2^-n.
+    won = served.curve(np.ones(20), [10, 20])
+    assert [c["n"] for c in won] == [10, 20]
+    assert won[1]["p"] == pytest.approx(2.0**-20)
+
+
+def test_a_mixed_student_is_named_by_its_watermarked_share() -> None:
+    recipes = _load("recipe_students")
+    names = [p.name for p in recipes.plans(250, 4, ["trimmed"], "both", 0.1)]
+    assert names == ["trimmed-250x4-mix10", "trimmed-250x4-control"]
+    assert recipes.plans(250, 4, ["frozen"], "marked")[0].name == "frozen-250x4-marked"
