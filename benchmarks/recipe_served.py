@@ -94,16 +94,12 @@ def served_curve(folder: str, pairs: ServedPairs, teacher: Any) -> dict[str, Any
 
 def api_served_curve(folder: str, pairs: ServedPairs, teacher: Any) -> dict[str, Any]:
     """Only an API: the same D from the served student's prompt log-probs."""
-    from served_student import served
-    from stillroom.trace.api_likelihood import api_answer_logprobs
-    from stillroom.trace.api_mass import LogprobsApi
+    from served_student import api_logprobs
 
     start = time.perf_counter()
-    with served(folder) as (url, api_key, model):
-        api = LogprobsApi(url, model, api_key, teacher.tokenizer, k=1)
-        d = api_answer_logprobs(
-            api, teacher.tokenizer, pairs.messages, pairs.served
-        ) - api_answer_logprobs(api, teacher.tokenizer, pairs.messages, pairs.twins)
+    tok = teacher.tokenizer  # the prompt is rendered with the teacher's chat template
+    lp = api_logprobs(folder, tok, pairs.messages, {"served": pairs.served, "twins": pairs.twins})
+    d = lp["served"] - lp["twins"]
     d = d - pairs.baseline(teacher)
     return {
         "curve": curve(d, pairs.sizes),

@@ -4,9 +4,10 @@ only through its API."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers
 
@@ -37,3 +38,19 @@ def served(folder: str) -> Iterator[tuple[str, str, str]]:
                 yield url, key.key, backend.model_id
         finally:
             engine.dispose()
+
+
+def api_logprobs(
+    folder: str, tokenizer: Any, messages: Sequence[Any], texts: dict[str, list[str]]
+) -> dict[str, Any]:
+    """Each answer's mean log-prob after its chat prompt, read through the served model's
+    prompt log-probs (echo): one array per named list of answers, over the first prompts."""
+    from stillroom.trace.api_likelihood import api_answer_logprobs
+    from stillroom.trace.api_mass import LogprobsApi
+
+    with served(folder) as (url, api_key, model):
+        api = LogprobsApi(url, model, api_key, tokenizer, k=1)
+        return {
+            name: api_answer_logprobs(api, tokenizer, messages[: len(t)], t)
+            for name, t in texts.items()
+        }

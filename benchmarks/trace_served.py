@@ -67,21 +67,6 @@ def rival_accounts(story: Path) -> list[str]:
     )
 
 
-def api_logprobs(
-    folder: str, tok: Any, messages: list[Any], texts: dict[str, list[str]]
-) -> dict[str, np.ndarray]:
-    """Each answer's mean log-prob after its chat prompt, read through a served API."""
-    from served_student import served
-    from stillroom.trace.api_likelihood import api_answer_logprobs
-    from stillroom.trace.api_mass import LogprobsApi
-
-    with served(folder) as (url, api_key, model):
-        api = LogprobsApi(url, model, api_key, tok, k=1)
-        return {
-            name: api_answer_logprobs(api, tok, messages[: len(t)], t) for name, t in texts.items()
-        }
-
-
 def tested(d: np.ndarray) -> dict[str, Any]:
     tail = paired_test(d)
     return {
@@ -133,6 +118,8 @@ def main() -> None:
 
     def logprobs(folder: str, api: bool = False) -> dict[str, np.ndarray]:
         if api:
+            from served_student import api_logprobs
+
             return api_logprobs(folder, tok, messages, texts)
         model = LocalTeacher.load(folder, batch_size=8)
         return {name: answer_logprobs(model, messages[: len(t)], t) for name, t in texts.items()}
