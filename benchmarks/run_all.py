@@ -310,6 +310,36 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
         ],
     ),
+    # Through an API only: the suspects served by `stillroom serve`, read with echo log-probs.
+    "trace_served_api": (
+        [
+            "benchmarks/trace_served.py",
+            "--api",
+            "--suspects",
+            "rival,mixed10,control",
+            "--no-answers",
+        ],
+        [
+            (
+                "trace through an API, served answers: 10% student p vs 100% student p",
+                "mixed10_p",
+                "rival_p",
+                "p",
+            ),
+            (
+                "trace null through an API, served answers: control x 2 scorings x 100 runs, KS p",
+                "pooled_nulls.ks_p",
+                None,
+                "p",
+            ),
+            (
+                "trace null through an API, served answers: share of the 200 with p <= 0.01",
+                "pooled_nulls.share_p_at_most_1pct",
+                None,
+                "fraction",
+            ),
+        ],
+    ),
     "trace_match_demo": (
         ["benchmarks/trace_match_demo.py"],
         [
