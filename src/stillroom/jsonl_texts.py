@@ -1,4 +1,5 @@
-"""Texts read from a JSONL file's field, in chunks, with file:line for every bad row."""
+"""JSONL reading: texts of a file's field in chunks, with file:line for every bad row; the
+lines of JSONL text."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ from stillroom.errors import InputError
 
 # Texts handed on at a time (one tokenizer call each for the watermark's detector).
 CHUNK = 256
+
+
+def jsonl_lines(text: str) -> list[str]:
+    """The non-blank lines of JSONL text, split at newlines only. `str.splitlines` also splits at
+    U+2028, U+0085 and other breaks that `json.dumps(ensure_ascii=False)` leaves raw inside a
+    string, so a model's answer holding one would cut its row in two."""
+    return [line for line in text.split("\n") if line.strip()]
 
 
 def jsonl_chunks(path: Path, field: str) -> Iterator[tuple[list[int], list[str]]]:

@@ -134,6 +134,23 @@ def test_replays_are_fresh_draws_and_cached(world: dict[str, Any], tmp_path: Pat
         replays(items, make, seed=3, cache=cache)
 
 
+def test_replay_cache_keeps_answers_holding_unicode_line_breaks(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """A model's answer may hold U+2028 or U+0085, which the cache keeps raw: its rows must
+    still read back whole, with no teacher call."""
+    items = read_served(world["db"], ["harvester"])[:3]
+    texts = ["one\u2028two", "three\x85four", "five\u2029six\x0cseven"]
+    cache = tmp_path / "replays.jsonl"
+    rows = [{"ref": s.ref, "seed": 3, "text": t} for s, t in zip(items, texts, strict=True)]
+    cache.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+    def no_teacher() -> LocalTeacher:
+        raise AssertionError("every replay is in the cache")
+
+    assert replays(items, no_teacher, seed=3, cache=cache) == texts
+
+
 def test_paired_test_matches_full_enumeration() -> None:
     rng = np.random.default_rng(0)
     for shift in (0.0, 0.6, 1.2):

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from stillroom.errors import InputError, StillroomError
+from stillroom.jsonl_texts import jsonl_lines
 from stillroom.reportkit.files import write_atomic
 
 MODEL = "gemma-3-270m"
@@ -200,7 +201,7 @@ def _task_rows(task_file: Path) -> list[dict[str, Any]]:
         from stillroom.tasks.wordnet import build_wordnet_task
 
         task_file = build_wordnet_task(task_file.parent, per_class=200)
-    return [json.loads(line) for line in task_file.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in jsonl_lines(task_file.read_text(encoding="utf-8"))]
 
 
 # ---- 2. traffic -------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from stillroom.evaluate.verdict import conservative_speedup
+from stillroom.jsonl_texts import jsonl_lines
 from stillroom.reportkit.figures import Plot, figure_png, new_figure
 from stillroom.reportkit.files import write_atomic
 from stillroom.reportkit.pages import render
@@ -219,7 +220,7 @@ def _read_log(path: Path) -> tuple[Log, int]:
     """Rows of a train_log.jsonl merged by step, in step order; and the unreadable lines."""
     by_step: dict[int, dict[str, Any]] = {}
     bad = 0
-    for line in filter(str.strip, path.read_text(encoding="utf-8", errors="replace").splitlines()):
+    for line in jsonl_lines(path.read_text(encoding="utf-8", errors="replace")):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:

@@ -263,7 +263,9 @@ def replays(
     costs a teacher call per answer, and one set serves every suspect tested against it."""
     done: dict[str, str] = {}
     if cache is not None and cache.is_file():
-        for n, line in enumerate(cache.read_text().splitlines(), 1):
+        for n, line in enumerate(cache.read_text(encoding="utf-8").split("\n"), 1):
+            if not line.strip():
+                continue
             try:
                 row = json.loads(line)
                 if row.get("seed") == seed:
