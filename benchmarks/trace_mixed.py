@@ -178,6 +178,7 @@ def main() -> None:
     if not (story / "story.json").is_file():
         sys.exit(f"{story}: no finished demo here; run `stillroom demo` first")
     name = f"mixed{round(100 * args.fraction)}" + (f"-fresh{args.fresh}" if args.fresh else "")
+    name += f"-s{args.steps}" if args.steps else ""  # e.g. mixed10-s240, beside the demo's
     done = story / name / "mixed.json"
     if args.reuse and done.is_file() and (story / name / "student").is_dir():
         swapped, train_s = json.loads(done.read_text())["swapped"], 0.0
