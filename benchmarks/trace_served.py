@@ -182,7 +182,8 @@ def main() -> None:
             found["answers"] = {str(k): tested(ov[:k]) | {"queries": k} for k in sizes}
         out[name] = found
         print(json.dumps({name: found}), file=sys.stderr, flush=True)
-    out["pooled_nulls"] = calibration(pooled)
+    if pooled:  # none when no null suspect was read
+        out["pooled_nulls"] = calibration(pooled)
     # The headline: the 10% student, teacher baseline, every served answer (beside the
     # rival's, when it was read).
     for name in ("mixed10", "rival"):
