@@ -13,11 +13,12 @@ from stillroom.errors import InputError
 CHUNK = 256
 
 
-def jsonl_lines(text: str) -> list[str]:
-    """The non-blank lines of JSONL text, split at newlines only. `str.splitlines` also splits at
-    U+2028, U+0085 and other breaks that `json.dumps(ensure_ascii=False)` leaves raw inside a
-    string, so a model's answer holding one would cut its row in two."""
-    return [line for line in text.split("\n") if line.strip()]
+def jsonl_lines(text: str) -> list[tuple[int, str]]:
+    """(line number from 1, line) of each non-blank line of JSONL text, split at newlines
+    only. `str.splitlines` also splits at U+2028, U+0085 and other breaks that
+    `json.dumps(ensure_ascii=False)` leaves raw inside a string, so a model's answer holding
+    one would cut its row in two."""
+    return [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
 
 
 def jsonl_chunks(path: Path, field: str) -> Iterator[tuple[list[int], list[str]]]:

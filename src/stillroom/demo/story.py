@@ -201,7 +201,7 @@ def _task_rows(task_file: Path) -> list[dict[str, Any]]:
         from stillroom.tasks.wordnet import build_wordnet_task
 
         task_file = build_wordnet_task(task_file.parent, per_class=200)
-    return [json.loads(line) for line in jsonl_lines(task_file.read_text(encoding="utf-8"))]
+    return [json.loads(line) for _, line in jsonl_lines(task_file.read_text(encoding="utf-8"))]
 
 
 # ---- 2. traffic -------------------------------------------------------------------------

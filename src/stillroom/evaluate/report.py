@@ -220,7 +220,7 @@ def _read_log(path: Path) -> tuple[Log, int]:
     """Rows of a train_log.jsonl merged by step, in step order; and the unreadable lines."""
     by_step: dict[int, dict[str, Any]] = {}
     bad = 0
-    for line in jsonl_lines(path.read_text(encoding="utf-8", errors="replace")):
+    for _, line in jsonl_lines(path.read_text(encoding="utf-8", errors="replace")):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:

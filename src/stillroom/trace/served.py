@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from stillroom.errors import InputError
+from stillroom.jsonl_texts import jsonl_lines
 from stillroom.reportkit.files import write_atomic
 from stillroom.trace.tail import Tail, upper_tail
 
@@ -263,9 +264,7 @@ def replays(
     costs a teacher call per answer, and one set serves every suspect tested against it."""
     done: dict[str, str] = {}
     if cache is not None and cache.is_file():
-        for n, line in enumerate(cache.read_text(encoding="utf-8").split("\n"), 1):
-            if not line.strip():
-                continue
+        for n, line in jsonl_lines(cache.read_text(encoding="utf-8")):
             try:
                 row = json.loads(line)
                 if row.get("seed") == seed:
