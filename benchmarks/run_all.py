@@ -340,6 +340,26 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
         ],
     ),
+    # The open-weights form on the same story as trace_served_api, for a side-by-side reading.
+    "trace_served_open": (
+        ["benchmarks/trace_served.py", "--suspects", "rival,mixed10,control", "--no-answers"],
+        [
+            (
+                "trace with open weights, served answers (the API rows' story): 10% student p vs "
+                "100% student p",
+                "mixed10_p",
+                "rival_p",
+                "p",
+            ),
+            (
+                "trace null with open weights (the API rows' story): control x 2 scorings x 100 "
+                "runs, KS p",
+                "pooled_nulls.ks_p",
+                None,
+                "p",
+            ),
+        ],
+    ),
     "trace_match_demo": (
         ["benchmarks/trace_match_demo.py"],
         [
