@@ -2,8 +2,10 @@
 
 Takes a finished `stillroom demo` folder, and the students of `benchmarks/trace_mixed.py`
 when present. The served answers are the gateway log's replies to the rival's accounts (the
-ones the audit names). The teacher replays each one once, with the gateway's precision and
-the demo key and a new seed; the replays are kept in STORY/served-replays-SEED.jsonl.
+ones the audit names). The teacher replays each one `--twins` + 1 times, with the gateway's
+precision and the demo key and new seeds; the replays are kept in
+STORY/served-replays-SEED.jsonl. The test sets each served answer beside `--twins` of them
+(default 3); the same test with one twin (the paired test) is reported beside it.
 
 Power, each suspect scored on the first n served answers for several n:
 
@@ -17,10 +19,10 @@ The null suspects, none of which trained on any of these draws:
 - mixed10-fresh3000: 10% watermarked with the same key, but answers it was never served;
 - dict-indep: a model trained from scratch on dictionary definitions.
 
-Calibration: `--null-runs` runs of `--null-size` questions each. Half the runs pair each
-served answer with its replay (the real gateway against the replay), the other half pair two
-further replays (seeds 1 and 2). Every null suspect is scored on every run, with and without
-the teacher as baseline; those p-values must be uniform (Kolmogorov-Smirnov).
+Calibration: `--null-runs` runs of `--null-size` questions each. Half the runs set each served
+answer beside its twins (the real gateway against the replays), the other half set the last
+replay (seed K) in the served answer's place. Every null suspect is scored on every run, with
+and without the teacher as baseline; those p-values must be uniform (Kolmogorov-Smirnov).
 
 With `--api`, each suspect is read only through an API: it is served by a real `stillroom
 serve` gateway (in a thread, throwaway database) and its log-probs of each chat prompt and
@@ -49,10 +51,10 @@ from stillroom.teachers.local import LocalTeacher
 from stillroom.trace.served import (
     answer_logprobs,
     check_key,
-    paired_test,
     read_served,
     replays,
     trigram_overlap,
+    twin_test,
 )
 from stillroom.trace.suspects import LocalSuspect
 from stillroom.watermark.key import load_key
@@ -67,11 +69,12 @@ def rival_accounts(story: Path) -> list[str]:
     )
 
 
-def tested(d: np.ndarray) -> dict[str, Any]:
-    tail = paired_test(d)
+def tested(v: np.ndarray) -> dict[str, Any]:
+    """The served-answer test on scores `v`: the served answer in column 0, its twins after."""
+    tail = twin_test(v)
     return {
-        "pairs": len(d),
-        "wins": int((d > 0).sum()),
+        "pairs": len(v),
+        "wins": int((v[:, 0] > v[:, 1:].max(axis=1)).sum()),
         "z": round(tail.z, 3),
         "p_value": tail.p_value,
         "p_bound": tail.p_bound,
@@ -84,6 +87,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="50,100,200,500", help="served answers tested")
     ap.add_argument("--null-runs", type=int, default=100)
     ap.add_argument("--null-size", type=int, default=10)
+    ap.add_argument("--twins", type=int, default=3, help="replays each served answer is set beside")
     ap.add_argument("--no-answers", action="store_true", help="skip the black-box scoring")
     ap.add_argument("--api", action="store_true", help="read the suspects through a served API")
     ap.add_argument("--suspects", help="comma-separated names (default: all found)")
@@ -102,15 +106,13 @@ def main() -> None:
     def teacher() -> LocalTeacher:  # as the demo's gateway ran it
         return LocalTeacher.load("gemma-3-270m", dtype="bfloat16", batch_size=64, watermark=key)
 
-    half = args.null_runs // 2
-    need = half * args.null_size  # questions in the replay-vs-replay runs
-    if need > n or half * args.null_size > n:
-        sys.exit(f"{args.null_runs} runs of {args.null_size} need {need} served answers; {n} here")
+    half, twins = args.null_runs // 2, args.twins
+    if 2 * half * args.null_size > n:
+        sys.exit(f"{args.null_runs} runs of {args.null_size} need more than the {n} served answers")
     texts: dict[str, list[str]] = {"served": [s.text for s in served]}
-    for seed in (0, 1, 2):
-        rows = served if seed == 0 else served[:need]
+    for seed in range(twins + 1):  # the last: the served answer's stand-in in half the nulls
         cache = story / f"served-replays-{seed}.jsonl"
-        texts[f"replay{seed}"] = replays(rows, teacher, seed=seed, cache=cache)
+        texts[f"replay{seed}"] = replays(served, teacher, seed=seed, cache=cache)
     generated_s = time.perf_counter() - start
     messages = [s.messages for s in served]
 
@@ -152,20 +154,24 @@ def main() -> None:
         found: dict[str, Any] = {}
         for label, base in (("likelihood", None), ("likelihood_teacher_baseline", ref)):
 
-            def d(a: str, b: str, lp: dict[str, np.ndarray] = lp, base: Any = base) -> np.ndarray:
-                m = min(len(lp[a]), len(lp[b]))
-                diff = lp[a][:m] - lp[b][:m]
-                return diff - (base[a][:m] - base[b][:m]) if base is not None else diff
+            def v(
+                first: str, k: int, lp: dict[str, np.ndarray] = lp, base: Any = base
+            ) -> np.ndarray:
+                """Scores of `first` and of the first k replays, net of the baseline."""
+                names = [first] + [f"replay{j}" for j in range(k)]
+                m = np.column_stack([lp[x] for x in names])
+                return m - np.column_stack([base[x] for x in names]) if base is not None else m
 
-            main_d = d("served", "replay0")
-            found[label] = {str(k): tested(main_d[:k]) for k in sizes}
-            if name in nulls:
-                runs = [main_d[i * args.null_size : (i + 1) * args.null_size] for i in range(half)]
-                other = d("replay1", "replay2")
-                runs += [other[i * args.null_size : (i + 1) * args.null_size] for i in range(half)]
-                p = [paired_test(r).p_value for r in runs]
-                pooled += p
-                found[label]["null_runs"] = calibration(p)
+            for tag, k in ((label, twins), (f"{label}_one_twin", 1)):
+                found[tag] = {str(size): tested(v("served", k)[:size]) for size in sizes}
+                if name not in nulls:
+                    continue
+                size, real, stand_in = args.null_size, v("served", k), v(f"replay{twins}", k)
+                runs = [real[i * size : (i + 1) * size] for i in range(half)]
+                runs += [stand_in[(half + i) * size : (half + i + 1) * size] for i in range(half)]
+                p = [twin_test(r).p_value for r in runs]
+                pooled += p if k == twins else []
+                found[tag]["null_runs"] = calibration(p)
         if not args.no_answers:
             said = LocalSuspect(str(folder), batch_size=32).answer(
                 [s.messages[0][1] for s in served],
@@ -173,23 +179,24 @@ def main() -> None:
                 temperature=0.0,
                 seed=0,
             )
+            ans_sets = [texts["served"]] + [texts[f"replay{j}"] for j in range(twins)]
             ov = np.array(
-                [
-                    trigram_overlap(tok, a, s) - trigram_overlap(tok, a, f)
-                    for a, s, f in zip(said, texts["served"], texts["replay0"], strict=True)
-                ]
+                [[trigram_overlap(tok, a, t[i]) for t in ans_sets] for i, a in enumerate(said)]
             )
             found["answers"] = {str(k): tested(ov[:k]) | {"queries": k} for k in sizes}
         out[name] = found
         print(json.dumps({name: found}), file=sys.stderr, flush=True)
     if pooled:  # none when no null suspect was read
         out["pooled_nulls"] = calibration(pooled)
-    # The headline: the 10% student, teacher baseline, every served answer (beside the
-    # rival's, when it was read).
+    # The headline: the 10% student, teacher baseline, every served answer, with the twins
+    # asked for and with one (beside the rival's, when it was read).
+    out["twins"] = twins
     for name in ("mixed10", "rival"):
         if isinstance(out.get(name), dict):
             best = out[name]["likelihood_teacher_baseline"][str(sizes[-1])]
-            out[f"{name}_p"], out[f"{name}_texts_read"] = best["p_value"], 2 * sizes[-1]
+            one = out[name]["likelihood_teacher_baseline_one_twin"][str(sizes[-1])]
+            out[f"{name}_p"], out[f"{name}_texts_read"] = best["p_value"], (twins + 1) * sizes[-1]
+            out[f"{name}_p_one_twin"] = one["p_value"]
     out["seconds"] = round(time.perf_counter() - start, 1)
     print(json.dumps(out, indent=2))
 

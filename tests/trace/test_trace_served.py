@@ -34,8 +34,11 @@ from stillroom.trace.served import (
     replay,
     replays,
     trigram_overlap,
+    twin_replays,
+    twin_test,
 )
 from stillroom.trace.suspects import LocalSuspect
+from stillroom.trace.tail import choice_tail, upper_tail
 from tests.helpers.serve import running
 from tests.helpers.tiny_models import SENTENCES, fit_on_answers, make_wordy_tiny_lm
 
@@ -151,6 +154,54 @@ def test_replay_cache_keeps_answers_holding_unicode_line_breaks(
     assert replays(items, no_teacher, seed=3, cache=cache) == texts
 
 
+def test_twin_replays_keep_every_seed_in_one_cache(world: dict[str, Any], tmp_path: Path) -> None:
+    items = read_served(world["db"], ["harvester"])[:12]
+    made = []
+
+    def make() -> LocalTeacher:
+        made.append(1)
+        return world["teacher"]
+
+    cache = tmp_path / "replays.jsonl"
+    one = replays(items, make, seed=5, cache=cache)
+    three = twin_replays(items, make, twins=3, seed=5, cache=cache)
+    assert three[0] == one and len(made) == 2  # seed 5 read back; 6 and 7 from one load
+    assert sum(a != b for a, b in zip(three[1], three[2], strict=True)) >= 10
+    assert len(cache.read_text().splitlines()) == 36
+
+    def no_teacher() -> LocalTeacher:
+        raise AssertionError("every twin is in the cache")
+
+    assert twin_replays(items, no_teacher, twins=3, seed=5, cache=cache) == three
+    with pytest.raises(ValueError, match="one list of replays per twin"):
+        likelihood_test("x", items, one, accounts=["harvester"])  # a flat list: not twins
+
+
+def test_choice_tail_matches_full_enumeration() -> None:
+    """Three entries per row, each equally likely to be the served one: every one of the
+    3^9 assignments counted."""
+    rng = np.random.default_rng(1)
+    for shift in (0.0, 0.8, 1.6):
+        v = rng.normal(0.0, 1.0, size=(9, 3))
+        v[:, 0] += shift
+        c = v - v.mean(axis=1, keepdims=True)
+        s = float(c[:, 0].sum())
+        sums = np.array(
+            [c[np.arange(9), list(js)].sum() for js in itertools.product(range(3), repeat=9)]
+        )
+        exact = float(np.mean(sums >= s - 1e-12))
+        tail = twin_test(v)
+        assert tail.p_bound >= exact
+        assert tail.p_value == pytest.approx(exact, rel=0.35, abs=2e-3), (shift, exact, tail)
+    # Two entries per row is the paired test's coin flip.
+    d = rng.normal(0.5, 1.0, size=40)
+    a, b = (
+        upper_tail(np.abs(d), d.sum() / 2, 0.5),
+        choice_tail(np.column_stack([d, 0 * d]), d.sum() / 2),
+    )
+    assert b.p_value == pytest.approx(a.p_value, rel=1e-9) and b.z == pytest.approx(a.z)
+
+
 def test_paired_test_matches_full_enumeration() -> None:
     rng = np.random.default_rng(0)
     for shift in (0.0, 0.6, 1.2):
@@ -166,26 +217,40 @@ def test_paired_test_matches_full_enumeration() -> None:
 def test_a_student_of_the_served_answers_is_caught(world: dict[str, Any]) -> None:
     root, items = world["root"], read_served(world["db"], ["harvester"])
     fresh = replay(items, world["teacher"], seed=0)
-    caught = likelihood_test(str(root / "student"), items, fresh, accounts=["harvester"])
+    caught = likelihood_test(str(root / "student"), items, [fresh], accounts=["harvester"])
     assert caught.pairs == PROMPTS and caught.wins >= 80 and caught.p_value < 1e-6, caught
     assert caught.p_bound >= caught.p_value
     netted = likelihood_test(
-        str(root / "student"), items, fresh, accounts=["harvester"], baseline=str(root / "teacher")
+        str(root / "student"),
+        items,
+        [fresh],
+        accounts=["harvester"],
+        baseline=str(root / "teacher"),
     )
     assert netted.p_value < 1e-6, netted
+    # Three twins each: caught, and the control not.
+    more = [fresh, replay(items, world["teacher"], seed=1), replay(items, world["teacher"], seed=2)]
+    for name, caught_it in (("student", True), ("control", False)):
+        r = likelihood_test(
+            str(root / name), items, more, accounts=["h"], baseline=str(root / "teacher")
+        )
+        assert r.twins == 3 and r.queries == 4 * PROMPTS
+        assert (r.p_value < 1e-6) if caught_it else (r.p_value > 0.001), (name, r)
     # The control learned the same questions from other draws of the same teacher. (One
     # instance of the null; the uniformity test below is the calibration.)
     for baseline in (None, str(root / "teacher")):
-        r = likelihood_test(str(root / "control"), items, fresh, accounts=["h"], baseline=baseline)
+        r = likelihood_test(
+            str(root / "control"), items, [fresh], accounts=["h"], baseline=baseline
+        )
         assert r.p_value > 0.001, r
     # Black box: one greedy answer per served question.
     said = answers_test(
-        LocalSuspect(str(root / "student")), items, fresh, world["teacher"].tokenizer,
+        LocalSuspect(str(root / "student")), items, [fresh], world["teacher"].tokenizer,
         accounts=["harvester"],
     )  # fmt: skip
     assert said.queries == PROMPTS and said.p_value < 1e-4, said
     plain = answers_test(
-        LocalSuspect(str(root / "control")), items, fresh, world["teacher"].tokenizer,
+        LocalSuspect(str(root / "control")), items, [fresh], world["teacher"].tokenizer,
         accounts=["harvester"],
     )  # fmt: skip
     assert plain.p_value > 0.001, plain
@@ -219,6 +284,14 @@ def test_null_p_values_over_many_runs_are_uniform(world: dict[str, Any]) -> None
     p = np.array(by_likelihood)
     assert stats.kstest(p, "uniform").pvalue > 0.001, np.sort(p)[:10]
     assert np.mean(p <= 0.01) <= 0.05
+    # Three twins: 60 runs of 4 draws per question, the first taken as the served one.
+    by_twins = [
+        twin_test(scores[4 * run * k : 4 * (run + 1) * k].reshape(4, k).T).p_value
+        for run in range(runs // 2)
+    ]
+    q3 = np.array(by_twins)
+    assert stats.kstest(q3, "uniform").pvalue > 0.001, np.sort(q3)[:10]
+    assert np.mean(q3 <= 0.01) <= 0.05
     # Overlaps tie often (both zero), so these p-values are discrete: check the tail only.
     q = np.array(by_answers)
     assert np.mean(q <= 0.01) <= 0.05 and np.mean(q <= 0.05) <= 0.12, np.sort(q)[:10]
@@ -238,8 +311,9 @@ def test_the_cli_gives_the_verdict_and_report(world: dict[str, Any], tmp_path: P
     assert set(verdict) == {"suspect", "served"}
     got = verdict["served"]
     assert got["pairs"] == PROMPTS and got["p_value"] < 1e-6 and got["scoring"] == "likelihood"
+    assert got["twins"] == 3 and got["queries"] == 4 * PROMPTS
     assert "learned from what these accounts received" in got["statement"]
-    assert len(cache.read_text().splitlines()) == PROMPTS
+    assert len(cache.read_text().splitlines()) == 3 * PROMPTS  # one row per answer and twin
     page = html.read_text()
     assert "did it train on what we served?" in page and "harvester" in page
     # Without the gateway's key the replays would not be exchangeable with what was served.
@@ -281,7 +355,7 @@ def test_the_likelihood_test_runs_through_an_api_with_prompt_logprobs(
         with running(create_app(engine, backend)) as url:
             api = LogprobsApi(url, backend.model_id, key, tok)
             results[name] = likelihood_test(
-                name, items, fresh, accounts=["harvester"], api=api, tokenizer=tok,
+                name, items, [fresh], accounts=["harvester"], api=api, tokenizer=tok,
                 baseline=str(root / "teacher"),
             )  # fmt: skip
         engine.dispose()

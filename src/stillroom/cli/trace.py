@@ -103,6 +103,15 @@ def trace(  # long: typer reads the options from this signature
             help="--served: keep the twins in this JSONL file and reuse them.",
         ),
     ] = None,
+    twins: Annotated[
+        int,
+        typer.Option(
+            rich_help_panel="Served answers (--served)",
+            help="--served: fresh twins drawn for each served answer (1-16). More twins "
+            "make the test stronger, up to 1.41x its z at one twin; each costs a replay and "
+            "a suspect read per answer.",
+        ),
+    ] = 3,
     served_limit: Annotated[
         int,
         typer.Option(
@@ -270,7 +279,7 @@ def trace(  # long: typer reads the options from this signature
         suspect=suspect, key_file=key_file, radioactivity=radioactivity, mode=mode,
         texts=texts, text_field=text_field, baseline=baseline, served=served,
         accounts=account or [], replay=replay, replay_dtype=replay_dtype, replays=replays,
-        served_limit=served_limit, served_by=served_by,
+        twins=twins, served_limit=served_limit, served_by=served_by,
         candidates=parse_named(candidate or [], "--candidate"),
         references=parse_named(reference or [], "--reference"), prompts=prompts,
         prompt_field=field, model=model, api_key=os.environ.get(api_key_env),

@@ -48,6 +48,7 @@ class TraceOptions(VerbOptions):
     replay: str = DEFAULT_TEACHER  # the gateway's model, to draw twins of served answers
     replay_dtype: str = "float32"
     replays: Path | None = None  # keep the twins here and reuse them
+    twins: int = Field(3, ge=1, le=16)  # fresh draws each served answer is compared with
     served_limit: int = 0  # 0: every served answer
     served_by: ServedBy | None = None  # default: likelihood for a folder, answers for an API
     candidates: dict[str, str] = Field(

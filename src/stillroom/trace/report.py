@@ -88,6 +88,11 @@ def _radio_mass(r: dict[str, Any]) -> dict[str, Any]:
     return {"rows": rows, "statement": r.get("statement", ""), "plot": plot}
 
 
+def _twins(r: dict[str, Any]) -> str:
+    k = int(r.get("twins", 1))
+    return "a fresh twin" if k == 1 else f"{k} fresh twins"
+
+
 def _served(r: dict[str, Any] | None) -> dict[str, Any] | None:
     if not r:
         return None
@@ -99,12 +104,15 @@ def _served(r: dict[str, Any] | None) -> dict[str, Any] | None:
     )
     rows = [
         ("accounts", ", ".join(r["accounts"])),
-        ("answers served, each with a fresh twin", f"{r['pairs']:,}"),
+        (f"answers served, each with {_twins(r)}", f"{r['pairs']:,}"),
         ("scored by", scoring),
-        ("served answer preferred", f"{r['wins']:,} of {r['pairs']:,} ({r['ties']} ties)"),
+        (
+            "served answer preferred to every twin",
+            f"{r['wins']:,} of {r['pairs']:,} ({r['ties']} ties)",
+        ),
         ("mean preference", f"{r['mean_diff']:.4g}"),
         ("z-score", f"{r['z']:.2f}"),
-        ("p-value (paired randomization, saddlepoint)", _p(r["p_value"])),
+        ("p-value (randomization over which was served, saddlepoint)", _p(r["p_value"])),
         ("p-value bound (Chernoff, exact)", _p(r["p_bound"])),
         ("queries" if r["scoring"] == "answers" else "texts read", f"{r['queries']:,}"),
         ("served but never received (left out)", f"{r.get('undelivered_skipped', 0):,}"),

@@ -1,16 +1,21 @@
 """Served-answer test: did the suspect train on the very answers we served to an account?
 
 The gateway logs every answer it served. For each one, S, the teacher is asked the same
-request again with a new seed, which gives F: another draw from the same distribution, which
-nobody has seen. Whatever the suspect is, if it never trained on S, then S and F are
-exchangeable from its point of view. Its preference between them, D = g(S) - g(F), is then
-symmetric about 0, and the signs of the D's are independent fair coins given their sizes.
+request again K times with new seeds, which gives twins F_1..F_K: other draws from the same
+distribution, which nobody has seen. Whatever the suspect is, if it never trained on S, then
+S, F_1, ..., F_K are exchangeable from its point of view: given the K + 1 texts, which of them
+was served is uniform. With g the suspect's score of a text, the statistic is
+T = sum over answers of g(S) - mean(g(S), g(F_1), ..., g(F_K)), and its null comes from that
+uniform choice, independently per answer, through the exact cumulant generating function
+(`stillroom.trace.tail.choice_tail`). With K = 1 this is Fisher's paired randomization test:
+the signs of D = g(S) - g(F) are fair coins given their sizes.
 
-That is Fisher's paired randomization test. It holds exactly, whatever the suspect learned
-from the teacher, the prompts or other outputs, and whatever g is, as long as g is fixed
-before the signs are seen. The statistic is sum(D) = sum |D| (2B - 1), with B = 1[D > 0];
-its null tail comes from the exact cumulant generating function (`stillroom.trace.tail`,
-gamma = 1/2).
+It holds exactly, whatever the suspect learned from the teacher, the prompts or other
+outputs, and whatever g is, as long as g is fixed before the served one is pointed out. More
+twins make it stronger: a suspect's score of one text carries noise of its own (variance
+v, say), and comparing S with the mean of K twins leaves v (1 + 1/K) of it rather than 2v,
+so a shift of g(S) stands out by a factor sqrt(2K / (K + 1)): 1.22 at K = 3, 1.41 at most.
+Each twin costs a teacher call per answer (ours) and a suspect read per answer.
 
 Two choices of g:
 
@@ -22,7 +27,7 @@ Two choices of g:
 - answers (black box): the suspect answers the prompt greedily, and g(x) is the share of
   its answer's token trigrams found in x. A model that learned S repeats some of it.
 
-What it needs is what makes it exact: F must come from the same model, sampling parameters
+What it needs is what makes it exact: the twins must come from the same model, sampling parameters
 and watermark key that served S. The log records the parameters and the key's id; the test
 refuses a key that does not match. And S must have reached the account: an answer whose
 client was gone before it was sent, or left its stream before the end, is left out (and
@@ -49,7 +54,7 @@ import numpy as np
 from stillroom.errors import InputError
 from stillroom.jsonl_texts import jsonl_lines
 from stillroom.reportkit.files import write_atomic
-from stillroom.trace.tail import Tail, upper_tail
+from stillroom.trace.tail import Tail, choice_tail
 
 Messages = tuple[tuple[str, str], ...]
 
@@ -74,16 +79,17 @@ class Served:
 class ServedResult:
     scoring: str  # "likelihood" or "answers"
     accounts: tuple[str, ...]
-    pairs: int  # answers served, each paired with its replay
+    pairs: int  # answers served, each set beside its twins
     queries: int  # suspect answers asked (answers) or texts read (likelihood)
-    wins: int  # pairs where the suspect prefers what we served
-    ties: int
-    mean_diff: float
+    wins: int  # answers the suspect prefers to every one of their twins
+    ties: int  # answers the suspect scores as high as their best twin, no higher
+    mean_diff: float  # mean of g(served) - mean of g(twins)
     z: float
     p_value: float
     p_bound: float
     baseline: str | None = None
     undelivered_skipped: int = 0  # answers the clients never received, left out
+    twins: int = 1  # fresh draws each served answer is compared with
 
 
 class ServedAnswers(list[Served]):
@@ -260,27 +266,46 @@ def replays(
     seed: int,
     cache: Path | None = None,
 ) -> list[str]:
-    """`replay`, kept in `cache` (JSONL, one row per served answer) when given: replaying
-    costs a teacher call per answer, and one set serves every suspect tested against it."""
-    done: dict[str, str] = {}
+    """`replay`, kept in `cache` (JSONL, one row per served answer and seed) when given:
+    replaying costs a teacher call per answer, and one set serves every suspect tested
+    against it. Rows of other seeds in the file are kept."""
+    done: dict[tuple[int, str], str] = {}
     if cache is not None and cache.is_file():
         for n, line in jsonl_lines(cache.read_text(encoding="utf-8")):
             try:
                 row = json.loads(line)
-                if row.get("seed") == seed:
-                    done[row["ref"]] = row["text"]
+                done[(int(row["seed"]), str(row["ref"]))] = str(row["text"])
             except (ValueError, KeyError, TypeError) as e:
                 raise InputError(
                     f"{cache}:{n}: not a replay row ({e}); delete the file to replay again"
                 ) from e
-    missing = [s for s in served if s.ref not in done]
+    missing = [s for s in served if (seed, s.ref) not in done]
     if missing:
         drawn = replay(missing, make_teacher(), seed=seed)
-        done.update(zip((s.ref for s in missing), drawn, strict=True))
+        done.update(zip(((seed, s.ref) for s in missing), drawn, strict=True))
         if cache is not None:
-            rows = [{"ref": ref, "seed": seed, "text": text} for ref, text in done.items()]
+            rows = [{"ref": ref, "seed": k, "text": text} for (k, ref), text in done.items()]
             write_atomic(cache, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return [done[s.ref] for s in served]
+    return [done[(seed, s.ref)] for s in served]
+
+
+def twin_replays(
+    served: Sequence[Served],
+    make_teacher: Callable[[], Any],
+    *,
+    twins: int,
+    seed: int = 0,
+    cache: Path | None = None,
+) -> list[list[str]]:
+    """`twins` sets of replays (seeds seed, seed + 1, ...), the teacher loaded at most once."""
+    loaded: list[Any] = []
+
+    def teacher() -> Any:
+        if not loaded:
+            loaded.append(make_teacher())
+        return loaded[0]
+
+    return [replays(served, teacher, seed=seed + k, cache=cache) for k in range(twins)]
 
 
 def answer_logprobs(model: Any, messages: Sequence[Messages], answers: Sequence[str]) -> np.ndarray:
@@ -332,17 +357,24 @@ def trigram_overlap(tokenizer: Any, answer: str, text: str) -> float:
     return len(mine & grams(text)) / len(mine) if mine else 0.0
 
 
-def paired_test(d: np.ndarray) -> Tail:
-    """P(sum D >= observed) when each D's sign is a fair coin given |D|."""
-    d = np.asarray(d, dtype=np.float64)
-    d = d[np.isfinite(d) & (d != 0)]
-    if d.size == 0:
+def twin_test(v: np.ndarray) -> Tail:
+    """P(T >= observed) for T = sum_i (v_i0 - mean_j v_ij), where row i holds the scores of a
+    served answer (column 0) and of its twins, when which of them was served is uniform."""
+    v = np.asarray(v, dtype=np.float64)
+    v = v[np.isfinite(v).all(axis=1)]
+    if v.size == 0:
         return Tail(0.0, 1.0, 1.0)
-    return upper_tail(np.abs(d), float(d.sum()) / 2, 0.5)
+    return choice_tail(v, float((v[:, 0] - v.mean(axis=1)).sum()))
+
+
+def paired_test(d: np.ndarray) -> Tail:
+    """P(sum D >= observed) when each D's sign is a fair coin given |D|: one twin each."""
+    d = np.asarray(d, dtype=np.float64)
+    return twin_test(np.column_stack([d, np.zeros_like(d)]))
 
 
 def summarize(
-    d: np.ndarray,
+    v: np.ndarray,
     *,
     scoring: str,
     accounts: Sequence[str],
@@ -350,64 +382,76 @@ def summarize(
     baseline: str | None,
     undelivered_skipped: int = 0,
 ) -> ServedResult:
-    tail = paired_test(d)
-    finite = d[np.isfinite(d)]
+    """The result of `twin_test` on scores `v`: the served answer in column 0, its twins
+    after; or, 1-D, the differences D = g(S) - g(F) of one twin each."""
+    v = np.asarray(v, dtype=np.float64)
+    if v.ndim == 1:
+        v = np.column_stack([v, np.zeros_like(v)])
+    tail = twin_test(v)
+    pairs, v = len(v), v[np.isfinite(v).all(axis=1)]
+    best_twin = v[:, 1:].max(axis=1)
     return ServedResult(
         scoring=scoring,
         accounts=tuple(accounts),
-        pairs=len(d),
+        pairs=pairs,
         queries=queries,
-        wins=int((finite > 0).sum()),
-        ties=int((finite == 0).sum()),
-        mean_diff=float(finite.mean()) if finite.size else 0.0,
+        wins=int((v[:, 0] > best_twin).sum()),
+        ties=int((v[:, 0] == best_twin).sum()),
+        mean_diff=float((v[:, 0] - v[:, 1:].mean(axis=1)).mean()) if len(v) else 0.0,
         z=tail.z,
         p_value=tail.p_value,
         p_bound=tail.p_bound,
         baseline=baseline,
         undelivered_skipped=undelivered_skipped,
+        twins=v.shape[1] - 1,
     )
+
+
+def _twin_sets(twins: Sequence[Sequence[str]], served: Sequence[Served]) -> list[list[str]]:
+    sets = [list(t) for t in twins]
+    if not sets or any(isinstance(t, str) or len(t) != len(served) for t in twins):
+        raise ValueError("twins: one list of replays per twin, each as long as `served`")
+    return sets
 
 
 def likelihood_test(
     suspect: str,
     served: Sequence[Served],
-    fresh: Sequence[str],
+    twins: Sequence[Sequence[str]],
     *,
     accounts: Sequence[str],
     baseline: str | None = None,
     api: Any = None,
     tokenizer: Any = None,
 ) -> ServedResult:
-    """Does the suspect find the served answers likelier than their twins? With open
-    weights (`suspect` a folder), or through `api` (a `LogprobsApi` that echoes prompt
-    log-probs; `tokenizer` renders the chat prompts)."""
+    """Does the suspect find the served answers likelier than their twins (`twins`: one list
+    of replays per twin)? With open weights (`suspect` a folder), or through `api` (a
+    `LogprobsApi` that echoes prompt log-probs; `tokenizer` renders the chat prompts)."""
     from stillroom.teachers.local import LocalTeacher
 
+    sets = [[s.text for s in served], *_twin_sets(twins, served)]
     messages = [s.messages for s in served]
 
-    def preference(model: str) -> np.ndarray:
+    def scores(model: str) -> np.ndarray:
         lm = LocalTeacher.load(model)
         try:
-            return answer_logprobs(lm, messages, [s.text for s in served]) - answer_logprobs(
-                lm, messages, list(fresh)
-            )
+            return np.column_stack([answer_logprobs(lm, messages, texts) for texts in sets])
         finally:
             del lm
 
     if api is not None:
         from stillroom.trace.api_likelihood import api_answer_logprobs
 
-        d = api_answer_logprobs(api, tokenizer, messages, [s.text for s in served])
-        d = d - api_answer_logprobs(api, tokenizer, messages, list(fresh))
+        v = np.column_stack([api_answer_logprobs(api, tokenizer, messages, t) for t in sets])
     else:
-        d = preference(suspect)
+        v = scores(suspect)
     if baseline is not None:
-        d = d - preference(baseline)
+        v = v - scores(baseline)
     return summarize(
-        d,
+        v,
         scoring="likelihood",
         accounts=accounts,
-        queries=2 * len(served),
+        queries=len(sets) * len(served),
         baseline=baseline,
         undelivered_skipped=skipped_count(served),
     )
@@ -416,7 +460,7 @@ def likelihood_test(
 def answers_test(
     suspect: Any,
     served: Sequence[Served],
-    fresh: Sequence[str],
+    twins: Sequence[Sequence[str]],
     tokenizer: Any,
     *,
     accounts: Sequence[str],
@@ -424,6 +468,7 @@ def answers_test(
 ) -> ServedResult:
     """Black box: are the suspect's greedy answers closer to what we served than to the
     twins? One query per served answer; only single-message requests can be asked."""
+    sets = _twin_sets(twins, served)
     usable = [i for i, s in enumerate(served) if [r for r, _ in s.messages] == ["user"]]
     if not usable:
         raise InputError(
@@ -433,14 +478,14 @@ def answers_test(
     max_tokens = max(int(served[i].params.get("max_tokens") or 128) for i in usable)
     asked = [served[i].messages[0][1] for i in usable]
     said = suspect.answer(asked, max_tokens=max_tokens, temperature=0.0, seed=seed)
-    d = np.array(
+    v = np.array(
         [
-            trigram_overlap(tokenizer, a, served[i].text) - trigram_overlap(tokenizer, a, fresh[i])
+            [trigram_overlap(tokenizer, a, t) for t in [served[i].text, *(f[i] for f in sets)]]
             for a, i in zip(said, usable, strict=True)
         ]
     )
     return summarize(
-        d,
+        v,
         scoring="answers",
         accounts=accounts,
         queries=len(usable),

@@ -62,9 +62,11 @@ def served_statement(r: ServedResult) -> str:
         if r.scoring == "likelihood"
         else "answered closer to it"
     )
+    twins = "a fresh answer" if r.twins == 1 else f"{r.twins} fresh answers"
+    than = "its twin" if r.twins == 1 else f"all {r.twins} of its twins"
     where = (
-        f"Of {r.pairs} answers served to {', '.join(r.accounts)}, each paired with a fresh "
-        f"answer to the same request, the suspect {how} than its twin in {r.wins} "
+        f"Of {r.pairs} answers served to {', '.join(r.accounts)}, each set beside {twins} "
+        f"to the same request, the suspect {how} than {than} in {r.wins} "
         f"(z = {r.z:.2f}, p = {r.p_value:.2g}, at most {r.p_bound:.2g} with no approximation)"
     )
     # Answers a suspect could not have trained on: said, so the count above is understood.

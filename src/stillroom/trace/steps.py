@@ -49,10 +49,11 @@ def served_answers(
     from stillroom.trace import served as st
     from stillroom.trace.statements import served_statement
 
-    say(f"served answers: {len(items)}; replaying each with {o.replay}")
-    fresh = st.replays(
+    say(f"served answers: {len(items)}; replaying each {o.twins}x with {o.replay}")
+    fresh = st.twin_replays(
         items,
         lambda: LocalTeacher.load(o.replay, dtype=o.replay_dtype, batch_size=32, watermark=key),
+        twins=o.twins,
         seed=o.seed,
         cache=o.replays,
     )

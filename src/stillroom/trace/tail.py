@@ -10,6 +10,10 @@ exact cumulant generating function K(l) = sum_i [log(1 - gamma + gamma e^(l c_i)
   error far into the tail for sums of many independent terms: the reported p-value;
 - the Chernoff bound exp(min_l K(l) - l s), never below the true tail: a guarantee that
   holds with no approximation at all, only looser (it ignores a factor about 1/(z sqrt(2 pi))).
+
+`choice_tail` gives the same two figures for a sum of independent uniform choices, each among
+its own row of values: the null of the served-answer test (`stillroom.trace.served`) when each
+served answer has several twins.
 """
 
 from __future__ import annotations
@@ -88,3 +92,53 @@ def _saddlepoint(c: np.ndarray, s: float, gamma: float, start: float) -> float:
         if hi > 1e12:  # s is S's largest value: the root is at infinity
             return hi
     return float(brentq(lambda lam: _cgf(c, lam, gamma)[1] - s, lo, hi, xtol=1e-14 * hi))
+
+
+def choice_tail(values: np.ndarray, s: float) -> Tail:
+    """P(S >= s) for S = sum_i X_i, each X_i drawn uniformly from row i of `values` (n x m),
+    independently: the null of a randomization test in which any of a row's m entries could
+    have been the real one. Rows are centred here, so S has mean 0 and `s` is measured from
+    it. For m = 2 this is `upper_tail` with gamma = 1/2 (rows +-c/2)."""
+    s = float(s)
+    c = np.asarray(values, dtype=np.float64)
+    c = c - c.mean(axis=1, keepdims=True)
+    c = c[np.abs(c).max(axis=1) > 0]
+    var = float((c * c).mean(axis=1).sum())
+    if var == 0:
+        return Tail(0.0, 1.0 if s <= 0 else 0.0, 1.0 if s <= 0 else 0.0)
+    z = s / math.sqrt(var)
+    if z <= 0:
+        return Tail(z, float(norm.sf(z)), 1.0)
+    top = float(c.max(axis=1).sum())  # S's largest value: every row at its maximum
+    if s > top:
+        return Tail(z, 0.0, 0.0)
+    shifted = c - c.max(axis=1, keepdims=True)  # <= 0, so the exponentials never overflow
+    log_m = math.log(c.shape[1])
+
+    def moments(lam: float) -> tuple[float, float, float]:
+        """K(lam) - lam top, K'(lam), K''(lam)."""
+        w = np.exp(lam * shifted)
+        total = w.sum(axis=1)
+        pi = w / total[:, None]  # each row's tilted law
+        mean = (pi * c).sum(axis=1)
+        second = (pi * c * c).sum(axis=1)
+        k0 = float((np.log(total) - log_m).sum())
+        return k0, float(mean.sum()), float((second - mean**2).sum())
+
+    lo, hi = 0.0, 1.0 / math.sqrt(var)
+    while moments(hi)[1] < s and hi < 1e12:
+        lo, hi = hi, hi * 2
+    if hi < 1e12:
+        hi = float(brentq(lambda x: moments(x)[1] - s, lo, hi, xtol=1e-14 * hi))
+    lam = hi
+    k0, _, k2 = moments(lam)
+    exponent = min(k0 + lam * (top - s), 0.0)  # K(lam) - lam s, computed without cancelling
+    # At S's largest value the bound is the exact tail; a hair above it, so that rounding in
+    # the sums never puts it below.
+    bound = min(math.exp(exponent) * (1 + 1e-9), 1.0)
+    w = math.sqrt(-2.0 * exponent)
+    u = lam * math.sqrt(max(k2, 0.0))
+    if w < 1e-3 or u < 1e-3:  # as in `upper_tail`: the centre, or S's largest value
+        return Tail(z, min(float(norm.sf(z)), bound), bound)
+    p = float(norm.sf(w) + norm.pdf(w) * (1 / u - 1 / w))
+    return Tail(z, min(max(p, 0.0), bound), bound)
