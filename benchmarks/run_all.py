@@ -340,6 +340,40 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
         ],
     ),
+    # Through an API on a story made after the twins were chosen: 3 twins beside 1, same run.
+    "trace_served_twins": (
+        [
+            "benchmarks/trace_served.py",
+            "--api",
+            "--story",
+            "runs/story2",
+            "--suspects",
+            "mixed10,control",
+            "--no-answers",
+            "--twins",
+            "3",
+        ],
+        [
+            (
+                "trace through an API, served answers, new story: 10% student p, 3 twins vs 1",
+                "mixed10_p",
+                "mixed10_p_one_twin",
+                "p",
+            ),
+            (
+                "trace null through an API, 3 twins: control x 2 scorings x 100 runs, KS p",
+                "pooled_nulls.ks_p",
+                None,
+                "p",
+            ),
+            (
+                "trace null through an API, 3 twins: share of the 200 with p <= 0.01",
+                "pooled_nulls.share_p_at_most_1pct",
+                None,
+                "fraction",
+            ),
+        ],
+    ),
     # The open-weights form on the same story as trace_served_api, for a side-by-side reading.
     "trace_served_open": (
         ["benchmarks/trace_served.py", "--suspects", "rival,mixed10,control", "--no-answers"],
