@@ -361,14 +361,14 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
                 "p",
             ),
             (
-                "trace null through an API, 3 twins: control x 2 scorings x 100 runs, KS p",
-                "pooled_nulls.ks_p",
+                "trace null through an API, 3 twins, teacher baseline: control x 100 runs, KS p",
+                "headline_null.ks_p",
                 None,
                 "p",
             ),
             (
-                "trace null through an API, 3 twins: share of the 200 with p <= 0.01",
-                "pooled_nulls.share_p_at_most_1pct",
+                "trace null through an API, 3 twins, teacher baseline: share with p <= 0.01",
+                "headline_null.share_p_at_most_1pct",
                 None,
                 "fraction",
             ),

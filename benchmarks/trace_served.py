@@ -81,6 +81,41 @@ def tested(v: np.ndarray) -> dict[str, Any]:
     }
 
 
+def likelihood_results(
+    lp: dict[str, np.ndarray],
+    ref: dict[str, np.ndarray],
+    twins: int,
+    sizes: list[int],
+    *,
+    null: bool,
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """One suspect's likelihood tests, with and without the teacher's baseline, with `twins`
+    twins and (when more) with one; for a null suspect, also its null runs' p-values."""
+    found: dict[str, Any] = {}
+    nulls: dict[str, list[float]] = {}
+    half, size = args.null_runs // 2, args.null_size
+    for label, base in (("likelihood", None), ("likelihood_teacher_baseline", ref)):
+
+        def v(first: str, k: int, base: Any = base) -> np.ndarray:
+            """Scores of `first` and of the first k replays, net of the baseline."""
+            names = [first] + [f"replay{j}" for j in range(k)]
+            m = np.column_stack([lp[x] for x in names])
+            return m - np.column_stack([base[x] for x in names]) if base is not None else m
+
+        for tag, k in [(label, twins)] + ([(f"{label}_one_twin", 1)] if twins > 1 else []):
+            found[tag] = {str(n): tested(v("served", k)[:n]) for n in sizes}
+            if null:
+                real, stand_in = v("served", k), v(f"replay{twins}", k)
+                runs = [real[i * size : (i + 1) * size] for i in range(half)]
+                runs += [stand_in[(half + i) * size : (half + i + 1) * size] for i in range(half)]
+                p = [twin_test(r).p_value for r in runs]
+                found[tag]["null_runs"] = calibration(p)
+                if k == twins:
+                    nulls[tag] = p
+    return found, nulls
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--story", type=Path, default=Path("runs/story"))
@@ -146,32 +181,16 @@ def main() -> None:
         candidates = {n: candidates[n] for n in args.suspects.split(",")}
     nulls = ("control", "mixed10-fresh3000", "dict-indep")
     pooled: list[float] = []
+    headline_null: list[float] = []  # the headline scoring's null runs only
     for name, folder in candidates.items():
         if not folder.is_dir():
             out[name] = "missing: run benchmarks/trace_mixed.py (or trace_match_demo.py) first"
             continue
         lp = logprobs(str(folder), api=args.api)
-        found: dict[str, Any] = {}
-        for label, base in (("likelihood", None), ("likelihood_teacher_baseline", ref)):
-
-            def v(
-                first: str, k: int, lp: dict[str, np.ndarray] = lp, base: Any = base
-            ) -> np.ndarray:
-                """Scores of `first` and of the first k replays, net of the baseline."""
-                names = [first] + [f"replay{j}" for j in range(k)]
-                m = np.column_stack([lp[x] for x in names])
-                return m - np.column_stack([base[x] for x in names]) if base is not None else m
-
-            for tag, k in ((label, twins), (f"{label}_one_twin", 1)):
-                found[tag] = {str(size): tested(v("served", k)[:size]) for size in sizes}
-                if name not in nulls:
-                    continue
-                size, real, stand_in = args.null_size, v("served", k), v(f"replay{twins}", k)
-                runs = [real[i * size : (i + 1) * size] for i in range(half)]
-                runs += [stand_in[(half + i) * size : (half + i + 1) * size] for i in range(half)]
-                p = [twin_test(r).p_value for r in runs]
-                pooled += p if k == twins else []
-                found[tag]["null_runs"] = calibration(p)
+        found, nulls_seen = likelihood_results(lp, ref, twins, sizes, null=name in nulls, args=args)
+        for tag, p in nulls_seen.items():
+            pooled += p
+            headline_null += p if tag == "likelihood_teacher_baseline" else []
         if not args.no_answers:
             said = LocalSuspect(str(folder), batch_size=32).answer(
                 [s.messages[0][1] for s in served],
@@ -187,14 +206,19 @@ def main() -> None:
         out[name] = found
         print(json.dumps({name: found}), file=sys.stderr, flush=True)
     if pooled:  # none when no null suspect was read
+        # The scorings share their runs, so their p-values are not independent: the pooled
+        # figure is a summary; each scoring's own is in its `null_runs`.
         out["pooled_nulls"] = calibration(pooled)
+        out["headline_null"] = calibration(headline_null)
     # The headline: the 10% student, teacher baseline, every served answer, with the twins
     # asked for and with one (beside the rival's, when it was read).
     out["twins"] = twins
     for name in ("mixed10", "rival"):
         if isinstance(out.get(name), dict):
             best = out[name]["likelihood_teacher_baseline"][str(sizes[-1])]
-            one = out[name]["likelihood_teacher_baseline_one_twin"][str(sizes[-1])]
+            one = out[name].get(
+                "likelihood_teacher_baseline_one_twin", out[name]["likelihood_teacher_baseline"]
+            )[str(sizes[-1])]
             out[f"{name}_p"], out[f"{name}_texts_read"] = best["p_value"], (twins + 1) * sizes[-1]
             out[f"{name}_p_one_twin"] = one["p_value"]
     out["seconds"] = round(time.perf_counter() - start, 1)

@@ -177,28 +177,43 @@ def test_twin_replays_keep_every_seed_in_one_cache(world: dict[str, Any], tmp_pa
         likelihood_test("x", items, one, accounts=["harvester"])  # a flat list: not twins
 
 
+def _enumerated(v: np.ndarray) -> float:
+    """P(S >= observed) over every assignment of which entry per row was the real one."""
+    c = v - v.mean(axis=1, keepdims=True)
+    sums = np.zeros(1)
+    for row in c:
+        sums = np.add.outer(sums, row).ravel()
+    return float(np.mean(sums >= c[:, 0].sum() - 1e-9))
+
+
 def test_choice_tail_matches_full_enumeration() -> None:
-    """Three entries per row, each equally likely to be the served one: every one of the
-    3^9 assignments counted."""
+    """Three or four entries per row, each equally likely to be the served one: every
+    assignment counted, for continuous and lattice scores, and at S's largest value."""
     rng = np.random.default_rng(1)
     for shift in (0.0, 0.8, 1.6):
-        v = rng.normal(0.0, 1.0, size=(9, 3))
-        v[:, 0] += shift
-        c = v - v.mean(axis=1, keepdims=True)
-        s = float(c[:, 0].sum())
-        sums = np.array(
-            [c[np.arange(9), list(js)].sum() for js in itertools.product(range(3), repeat=9)]
-        )
-        exact = float(np.mean(sums >= s - 1e-12))
-        tail = twin_test(v)
-        assert tail.p_bound >= exact
-        assert tail.p_value == pytest.approx(exact, rel=0.35, abs=2e-3), (shift, exact, tail)
+        for m in (3, 4):
+            n = 11 if m == 3 else 9  # 177,147 and 262,144 assignments: the saddlepoint's work
+            v = rng.normal(0.0, 1.0, size=(n, m))
+            v[:, 0] += shift
+            exact, tail = _enumerated(v), twin_test(v)
+            assert tail.p_bound >= exact
+            assert tail.p_value == pytest.approx(exact, rel=0.35, abs=2e-3), (m, shift, exact, tail)
+    # Few rows are counted exactly; ties with the observed sum count as reached.
+    lattice = rng.integers(0, 3, size=(6, 3)).astype(float)
+    assert twin_test(lattice).p_value == pytest.approx(_enumerated(lattice))
+    assert twin_test(np.array([[1.0, 0.0, 0.0]])).p_value == pytest.approx(1 / 3)
+    # The served answer the best of every row: the exact tail, however many rows.
+    best = np.column_stack([np.ones(40), rng.uniform(0, 0.9, size=(40, 2))])
+    best[:5, 1] = 1.0  # five rows where a twin ties it
+    tail = twin_test(best)
+    assert tail.p_value == tail.p_bound == pytest.approx((1 / 3) ** 35 * (2 / 3) ** 5)
+    # Rows that cannot tell the texts apart (identical twins) carry no evidence.
+    assert twin_test(np.full((200, 3), 0.7)).p_value == 1.0
+    flat = np.vstack([np.full((200, 4), 0.7), rng.normal(0.0, 1.0, size=(30, 4))])
+    assert twin_test(flat).p_value == pytest.approx(twin_test(flat[200:]).p_value)
     # Two entries per row is the paired test's coin flip.
     d = rng.normal(0.5, 1.0, size=40)
-    a, b = (
-        upper_tail(np.abs(d), d.sum() / 2, 0.5),
-        choice_tail(np.column_stack([d, 0 * d]), d.sum() / 2),
-    )
+    a, b = upper_tail(np.abs(d), d.sum() / 2, 0.5), choice_tail(np.column_stack([d, 0 * d]))
     assert b.p_value == pytest.approx(a.p_value, rel=1e-9) and b.z == pytest.approx(a.z)
 
 

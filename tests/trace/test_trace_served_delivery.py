@@ -115,7 +115,7 @@ def test_a_log_from_before_delivery_was_recorded(db: str) -> None:
 
 def test_the_statement_says_what_was_left_out() -> None:
     def said(skipped: int) -> str:
-        d = np.array([0.2, -0.1, 0.3])
+        d = np.array([[0.2, 0.0], [-0.1, 0.0], [0.3, 0.0]])
         result = summarize(
             d, scoring="answers", accounts=["acme"], queries=3, baseline=None,
             undelivered_skipped=skipped,

@@ -234,9 +234,10 @@ def check_key(served: Sequence[Served], key: Any) -> None:
         )
 
 
-def replay(served: Sequence[Served], teacher: Any, *, seed: int) -> list[str]:
-    """A fresh answer to each served request, from `teacher` (the gateway's own model and
-    key) with the logged sampling parameters and a new seed."""
+def replay_requests(served: Sequence[Served], *, seed: int) -> list[Any]:
+    """The teacher request that replays each served answer: the logged sampling parameters,
+    a new seed. The same request served twice (or n > 1 choices) gets twins of its own, so
+    the count runs over the whole of `served`, cached or not."""
     from stillroom.teachers.base import GenerationParams, TeacherRequest
 
     asked = []
@@ -252,11 +253,16 @@ def replay(served: Sequence[Served], teacher: Any, *, seed: int) -> list[str]:
             seed=mine,
             stop=tuple([p["stop"]] if isinstance(p.get("stop"), str) else p.get("stop") or ()),
         )
-        # The same request served twice (or n > 1 choices) gets twins of its own.
         seen = repeats.get((item.messages, params), 0)
         repeats[(item.messages, params)] = seen + 1
         asked.append(TeacherRequest(messages=item.messages, params=params, sample_index=seen))
-    return [c.choices[0].text for c in teacher.generate(asked)]
+    return asked
+
+
+def replay(served: Sequence[Served], teacher: Any, *, seed: int) -> list[str]:
+    """A fresh answer to each served request, from `teacher` (the gateway's own model and
+    key) with the logged sampling parameters and a new seed."""
+    return [c.choices[0].text for c in teacher.generate(replay_requests(served, seed=seed))]
 
 
 def replays(
@@ -279,10 +285,13 @@ def replays(
                 raise InputError(
                     f"{cache}:{n}: not a replay row ({e}); delete the file to replay again"
                 ) from e
-    missing = [s for s in served if (seed, s.ref) not in done]
+    missing = [i for i, s in enumerate(served) if (seed, s.ref) not in done]
     if missing:
-        drawn = replay(missing, make_teacher(), seed=seed)
-        done.update(zip(((seed, s.ref) for s in missing), drawn, strict=True))
+        asked = replay_requests(served, seed=seed)
+        drawn = make_teacher().generate([asked[i] for i in missing])
+        done.update(
+            ((seed, served[i].ref), c.choices[0].text) for i, c in zip(missing, drawn, strict=True)
+        )
         if cache is not None:
             rows = [{"ref": ref, "seed": k, "text": text} for (k, ref), text in done.items()]
             write_atomic(cache, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
@@ -361,10 +370,7 @@ def twin_test(v: np.ndarray) -> Tail:
     """P(T >= observed) for T = sum_i (v_i0 - mean_j v_ij), where row i holds the scores of a
     served answer (column 0) and of its twins, when which of them was served is uniform."""
     v = np.asarray(v, dtype=np.float64)
-    v = v[np.isfinite(v).all(axis=1)]
-    if v.size == 0:
-        return Tail(0.0, 1.0, 1.0)
-    return choice_tail(v, float((v[:, 0] - v.mean(axis=1)).sum()))
+    return choice_tail(v[np.isfinite(v).all(axis=1)])
 
 
 def paired_test(d: np.ndarray) -> Tail:
@@ -383,10 +389,7 @@ def summarize(
     undelivered_skipped: int = 0,
 ) -> ServedResult:
     """The result of `twin_test` on scores `v`: the served answer in column 0, its twins
-    after; or, 1-D, the differences D = g(S) - g(F) of one twin each."""
-    v = np.asarray(v, dtype=np.float64)
-    if v.ndim == 1:
-        v = np.column_stack([v, np.zeros_like(v)])
+    after."""
     tail = twin_test(v)
     pairs, v = len(v), v[np.isfinite(v).all(axis=1)]
     best_twin = v[:, 1:].max(axis=1)

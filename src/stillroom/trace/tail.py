@@ -94,24 +94,40 @@ def _saddlepoint(c: np.ndarray, s: float, gamma: float, start: float) -> float:
     return float(brentq(lambda lam: _cgf(c, lam, gamma)[1] - s, lo, hi, xtol=1e-14 * hi))
 
 
-def choice_tail(values: np.ndarray, s: float) -> Tail:
-    """P(S >= s) for S = sum_i X_i, each X_i drawn uniformly from row i of `values` (n x m),
-    independently: the null of a randomization test in which any of a row's m entries could
-    have been the real one. Rows are centred here, so S has mean 0 and `s` is measured from
-    it. For m = 2 this is `upper_tail` with gamma = 1/2 (rows +-c/2)."""
-    s = float(s)
-    c = np.asarray(values, dtype=np.float64)
-    c = c - c.mean(axis=1, keepdims=True)
-    c = c[np.abs(c).max(axis=1) > 0]
-    var = float((c * c).mean(axis=1).sum())
-    if var == 0:
-        return Tail(0.0, 1.0 if s <= 0 else 0.0, 1.0 if s <= 0 else 0.0)
-    z = s / math.sqrt(var)
-    if z <= 0:
-        return Tail(z, float(norm.sf(z)), 1.0)
-    top = float(c.max(axis=1).sum())  # S's largest value: every row at its maximum
-    if s > top:
-        return Tail(z, 0.0, 0.0)
+EXACT_UP_TO = 1 << 16  # choice_tail enumerates every assignment up to this many
+
+
+def choice_tail(values: np.ndarray) -> Tail:
+    """P(S >= observed) for S = sum_i X_i, each X_i drawn uniformly and independently from
+    row i of `values` (n x m), the observed draw being each row's first entry: the null of a
+    randomization test in which any of a row's m entries could have been the real one. For
+    m = 2 it is `upper_tail` with gamma = 1/2 on the rows' differences. Rows whose entries
+    are all equal carry no evidence and are left out. With at most `EXACT_UP_TO`
+    assignments, the tail is counted exactly (p-value and bound alike)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.ptp(v, axis=1) > 0]
+    if v.size == 0:
+        return Tail(0.0, 1.0, 1.0)
+    n, m = v.shape
+    c = v - v.mean(axis=1, keepdims=True)
+    s, top = float(c[:, 0].sum()), float(c.max(axis=1).sum())
+    z = s / math.sqrt(float((c * c).mean(axis=1).sum()))
+    at_top = c[:, 0] >= c.max(axis=1)
+    if at_top.all():  # the observed draw is every row's largest: S's largest value
+        exact = float(np.prod((c == c.max(axis=1, keepdims=True)).sum(axis=1) / m))
+        return Tail(z, exact, exact)
+    if m**n <= EXACT_UP_TO:
+        sums = np.zeros(1)
+        for row in c:
+            sums = (sums[:, None] + row[None, :]).ravel()
+        # The observed sum, computed as each assignment's: ties count as reached.
+        exact = float(np.mean(sums >= s - 1e-12 * (np.abs(c).sum() + 1)))
+        return Tail(z, exact, exact)
+    return _choice_saddlepoint(c, s, top, z)
+
+
+def _choice_saddlepoint(c: np.ndarray, s: float, top: float, z: float) -> Tail:
+    """Saddlepoint p-value and Chernoff bound of `choice_tail`, on centred rows `c`."""
     shifted = c - c.max(axis=1, keepdims=True)  # <= 0, so the exponentials never overflow
     log_m = math.log(c.shape[1])
 
@@ -125,19 +141,20 @@ def choice_tail(values: np.ndarray, s: float) -> Tail:
         k0 = float((np.log(total) - log_m).sum())
         return k0, float(mean.sum()), float((second - mean**2).sum())
 
-    lo, hi = 0.0, 1.0 / math.sqrt(var)
-    while moments(hi)[1] < s and hi < 1e12:
+    if z <= 0 or moments(0.0)[1] >= s:  # no evidence (K'(0) is 0 up to rounding)
+        return Tail(z, float(norm.sf(z)), 1.0)
+    start = z / s  # 1 / sd(S)
+    lo, hi = 0.0, start
+    while moments(hi)[1] < s and hi < 1e12 * start:
         lo, hi = hi, hi * 2
-    if hi < 1e12:
+    if moments(hi)[1] >= s:
         hi = float(brentq(lambda x: moments(x)[1] - s, lo, hi, xtol=1e-14 * hi))
-    lam = hi
-    k0, _, k2 = moments(lam)
-    exponent = min(k0 + lam * (top - s), 0.0)  # K(lam) - lam s, computed without cancelling
-    # At S's largest value the bound is the exact tail; a hair above it, so that rounding in
-    # the sums never puts it below.
+    k0, _, k2 = moments(hi)
+    exponent = min(k0 + hi * (top - s), 0.0)  # K(lam) - lam s, computed without cancelling
+    # A hair above exp(exponent), so that rounding in the sums never puts it below the tail.
     bound = min(math.exp(exponent) * (1 + 1e-9), 1.0)
     w = math.sqrt(-2.0 * exponent)
-    u = lam * math.sqrt(max(k2, 0.0))
+    u = hi * math.sqrt(max(k2, 0.0))
     if w < 1e-3 or u < 1e-3:  # as in `upper_tail`: the centre, or S's largest value
         return Tail(z, min(float(norm.sf(z)), bound), bound)
     p = float(norm.sf(w) + norm.pdf(w) * (1 / u - 1 / w))
