@@ -177,6 +177,23 @@ def test_twin_replays_keep_every_seed_in_one_cache(world: dict[str, Any], tmp_pa
         likelihood_test("x", items, one, accounts=["harvester"])  # a flat list: not twins
 
 
+def test_a_request_served_twice_gets_twins_of_its_own_when_part_is_cached(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """Repeats are numbered over the whole log: a repeat replayed after its first copy was
+    cached must not be drawn as that copy's twin again."""
+    from dataclasses import replace
+
+    first = read_served(world["db"], ["harvester"])[:4]
+    again = [replace(s, request_id=s.request_id + "-again") for s in first]
+    cache = tmp_path / "replays.jsonl"
+    early = replays(first, lambda: world["teacher"], seed=2, cache=cache)
+    both = replays(first + again, lambda: world["teacher"], seed=2, cache=cache)
+    assert both[:4] == early
+    assert sum(a != b for a, b in zip(both[4:], early, strict=True)) >= 3, both
+    assert both == replay(first + again, world["teacher"], seed=2)  # as if drawn at once
+
+
 def _enumerated(v: np.ndarray) -> float:
     """P(S >= observed) over every assignment of which entry per row was the real one."""
     c = v - v.mean(axis=1, keepdims=True)
