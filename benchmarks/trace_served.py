@@ -121,7 +121,12 @@ def main() -> None:
     ap.add_argument("--story", type=Path, default=Path("runs/story"))
     ap.add_argument("--sizes", default="50,100,200,500", help="served answers tested")
     ap.add_argument("--null-runs", type=int, default=100)
-    ap.add_argument("--null-size", type=int, default=10)
+    ap.add_argument(
+        "--null-size",
+        type=int,
+        default=10,
+        help="questions per null run; 2 x runs x size <= served",
+    )
     ap.add_argument("--twins", type=int, default=3, help="replays each served answer is set beside")
     ap.add_argument("--no-answers", action="store_true", help="skip the black-box scoring")
     ap.add_argument("--api", action="store_true", help="read the suspects through a served API")
