@@ -352,8 +352,6 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             "--no-answers",
             "--twins",
             "3",
-            "--null-size",
-            "5",
         ],
         [
             (

@@ -29,7 +29,7 @@ serve` gateway (in a thread, throwaway database) and its log-probs of each chat 
 answer come from `completions` with `echo` and `logprobs`, as `stillroom trace --served-by
 likelihood` reads a URL. The teacher's baseline is still read with open weights: it is ours.
 
-    python benchmarks/trace_served.py [--story runs/story] [--null-runs 100] [--null-size 10]
+    python benchmarks/trace_served.py [--story runs/story] [--null-runs 100] [--null-size 5]
     python benchmarks/trace_served.py --api --suspects mixed10,control --no-answers
 """
 
