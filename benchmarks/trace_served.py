@@ -124,7 +124,7 @@ def main() -> None:
     ap.add_argument(
         "--null-size",
         type=int,
-        default=10,
+        default=5,
         help="questions per null run; 2 x runs x size <= served",
     )
     ap.add_argument("--twins", type=int, default=3, help="replays each served answer is set beside")
