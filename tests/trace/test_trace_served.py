@@ -118,14 +118,24 @@ def test_the_replay_must_carry_the_served_key(world: dict[str, Any]) -> None:
         check_key(items, WatermarkKey(b"x" * 32, context_width=1))
 
 
-def test_replays_are_fresh_draws_and_cached(world: dict[str, Any], tmp_path: Path) -> None:
-    items = read_served(world["db"], ["harvester"])[:12]
-    made = []
+def counted(teacher: LocalTeacher) -> tuple[Any, list[int]]:
+    """A teacher factory that counts its calls: (factory, calls)."""
+    made: list[int] = []
 
     def make() -> LocalTeacher:
         made.append(1)
-        return world["teacher"]
+        return teacher
 
+    return make, made
+
+
+def no_teacher() -> LocalTeacher:
+    raise AssertionError("every replay is in the cache")
+
+
+def test_replays_are_fresh_draws_and_cached(world: dict[str, Any], tmp_path: Path) -> None:
+    items = read_served(world["db"], ["harvester"])[:12]
+    make, made = counted(world["teacher"])
     cache = tmp_path / "replays.jsonl"
     first = replays(items, make, seed=3, cache=cache)
     # A new seed: not the served answer again (the account sent seed 0 every time).
@@ -147,31 +157,18 @@ def test_replay_cache_keeps_answers_holding_unicode_line_breaks(
     cache = tmp_path / "replays.jsonl"
     rows = [{"ref": s.ref, "seed": 3, "text": t} for s, t in zip(items, texts, strict=True)]
     cache.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-    def no_teacher() -> LocalTeacher:
-        raise AssertionError("every replay is in the cache")
-
     assert replays(items, no_teacher, seed=3, cache=cache) == texts
 
 
 def test_twin_replays_keep_every_seed_in_one_cache(world: dict[str, Any], tmp_path: Path) -> None:
     items = read_served(world["db"], ["harvester"])[:12]
-    made = []
-
-    def make() -> LocalTeacher:
-        made.append(1)
-        return world["teacher"]
-
+    make, made = counted(world["teacher"])
     cache = tmp_path / "replays.jsonl"
     one = replays(items, make, seed=5, cache=cache)
     three = twin_replays(items, make, twins=3, seed=5, cache=cache)
     assert three[0] == one and len(made) == 2  # seed 5 read back; 6 and 7 from one load
     assert sum(a != b for a, b in zip(three[1], three[2], strict=True)) >= 10
     assert len(cache.read_text().splitlines()) == 36
-
-    def no_teacher() -> LocalTeacher:
-        raise AssertionError("every twin is in the cache")
-
     assert twin_replays(items, no_teacher, twins=3, seed=5, cache=cache) == three
     with pytest.raises(ValueError, match="one list of replays per twin"):
         likelihood_test("x", items, one, accounts=["harvester"])  # a flat list: not twins
