@@ -374,6 +374,32 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
         ],
     ),
+    # The same, on the story of the trace_served_api rows (its one-twin figure was seen first).
+    "trace_served_twins_story1": (
+        [
+            "benchmarks/trace_served.py",
+            "--api",
+            "--suspects",
+            "mixed10,control",
+            "--no-answers",
+            "--twins",
+            "3",
+        ],
+        [
+            (
+                "trace through an API, served answers, API rows' story: 10% student p, 3 twins v 1",
+                "mixed10_p",
+                "mixed10_p_one_twin",
+                "p",
+            ),
+            (
+                "trace null through an API, 3 twins, teacher baseline, API rows' story: KS p",
+                "headline_null.ks_p",
+                None,
+                "p",
+            ),
+        ],
+    ),
     # The open-weights form on the same story as trace_served_api, for a side-by-side reading.
     "trace_served_open": (
         ["benchmarks/trace_served.py", "--suspects", "rival,mixed10,control", "--no-answers"],
