@@ -374,6 +374,34 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
         ],
     ),
+    # Another new story, made after the two twin runs above were read.
+    "trace_served_twins_story3": (
+        [
+            "benchmarks/trace_served.py",
+            "--api",
+            "--story",
+            "runs/story3",
+            "--suspects",
+            "mixed10,control",
+            "--no-answers",
+            "--twins",
+            "3",
+        ],
+        [
+            (
+                "trace through an API, served answers, story3: 10% student p, 3 twins vs 1",
+                "mixed10_p",
+                "mixed10_p_one_twin",
+                "p",
+            ),
+            (
+                "trace null through an API, 3 twins, teacher baseline, story3: KS p",
+                "headline_null.ks_p",
+                None,
+                "p",
+            ),
+        ],
+    ),
     # The same, on the story of the trace_served_api rows (its one-twin figure was seen first).
     "trace_served_twins_story1": (
         [
