@@ -19,6 +19,7 @@ served answer has several twins.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,12 +60,16 @@ def upper_tail(c: np.ndarray, s: float, gamma: float) -> Tail:
     top = float(c[c > 0].sum() * (1 - gamma) - c[c < 0].sum() * gamma)  # S's largest value
     if s > top:
         return Tail(z, 0.0, 0.0)
-    lam = _saddlepoint(c, s, gamma, 1.0 / math.sqrt(var))
-    k2 = _cgf(c, lam, gamma)[2]
+    lam = _saddlepoint(lambda x: _cgf(c, x, gamma)[1], s, 1.0 / math.sqrt(var), cap=1e12)
     exponent = _log_chernoff(c, lam, gamma, top - s)  # <= 0
-    bound = math.exp(min(exponent, 0.0))
+    return _lugannani_rice(z, exponent, lam, _cgf(c, lam, gamma)[2], math.exp(min(exponent, 0.0)))
+
+
+def _lugannani_rice(z: float, exponent: float, lam: float, k2: float, bound: float) -> Tail:
+    """The saddlepoint p-value from K(lam) - lam s (`exponent`, <= 0) and K''(lam), kept at
+    or below the Chernoff `bound`."""
     w = math.sqrt(max(-2.0 * exponent, 0.0))
-    u = lam * math.sqrt(k2)
+    u = lam * math.sqrt(max(k2, 0.0))
     if w < 1e-3 or u < 1e-3:
         # Near the centre Lugannani-Rice divides 0 by 0: use the normal. At S's largest
         # value (every sign agreeing) the tilted law is a point mass, the bound is exact and
@@ -83,15 +88,16 @@ def _log_chernoff(c: np.ndarray, lam: float, gamma: float, slack: float) -> floa
     return lam * slack + float(np.log1p((1 - q) * np.expm1(-lam * np.abs(c))).sum())
 
 
-def _saddlepoint(c: np.ndarray, s: float, gamma: float, start: float) -> float:
+def _saddlepoint(k_prime: Callable[[float], float], s: float, start: float, *, cap: float) -> float:
     """The lam where K'(lam) = s. K' rises from 0 (at lam = 0) towards S's largest value:
-    double `start` until it brackets the root, then solve by Brent's method."""
+    double `start` until it brackets the root, then solve by Brent's method. Past `cap`, s
+    is S's largest value and the root is at infinity: `cap` stands in for it."""
     lo, hi = 0.0, start
-    while _cgf(c, hi, gamma)[1] < s:
+    while k_prime(hi) < s:
         lo, hi = hi, hi * 2
-        if hi > 1e12:  # s is S's largest value: the root is at infinity
+        if hi > cap:
             return hi
-    return float(brentq(lambda lam: _cgf(c, lam, gamma)[1] - s, lo, hi, xtol=1e-14 * hi))
+    return float(brentq(lambda lam: k_prime(lam) - s, lo, hi, xtol=1e-14 * hi))
 
 
 EXACT_UP_TO = 1 << 16  # choice_tail enumerates every assignment up to this many
@@ -144,18 +150,8 @@ def _choice_saddlepoint(c: np.ndarray, s: float, top: float, z: float) -> Tail:
     if z <= 0 or moments(0.0)[1] >= s:  # no evidence (K'(0) is 0 up to rounding)
         return Tail(z, float(norm.sf(z)), 1.0)
     start = z / s  # 1 / sd(S)
-    lo, hi = 0.0, start
-    while moments(hi)[1] < s and hi < 1e12 * start:
-        lo, hi = hi, hi * 2
-    if moments(hi)[1] >= s:
-        hi = float(brentq(lambda x: moments(x)[1] - s, lo, hi, xtol=1e-14 * hi))
-    k0, _, k2 = moments(hi)
-    exponent = min(k0 + hi * (top - s), 0.0)  # K(lam) - lam s, computed without cancelling
+    lam = _saddlepoint(lambda x: moments(x)[1], s, start, cap=1e12 * start)
+    k0, _, k2 = moments(lam)
+    exponent = min(k0 + lam * (top - s), 0.0)  # K(lam) - lam s, computed without cancelling
     # A hair above exp(exponent), so that rounding in the sums never puts it below the tail.
-    bound = min(math.exp(exponent) * (1 + 1e-9), 1.0)
-    w = math.sqrt(-2.0 * exponent)
-    u = hi * math.sqrt(max(k2, 0.0))
-    if w < 1e-3 or u < 1e-3:  # as in `upper_tail`: the centre, or S's largest value
-        return Tail(z, min(float(norm.sf(z)), bound), bound)
-    p = float(norm.sf(w) + norm.pdf(w) * (1 / u - 1 / w))
-    return Tail(z, min(max(p, 0.0), bound), bound)
+    return _lugannani_rice(z, exponent, lam, k2, min(math.exp(exponent) * (1 + 1e-9), 1.0))
