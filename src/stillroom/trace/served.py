@@ -27,9 +27,9 @@ Two choices of g:
 - answers (black box): the suspect answers the prompt greedily, and g(x) is the share of
   its answer's token trigrams found in x. A model that learned S repeats some of it.
 
-What it needs is what makes it exact: the twins must come from the same model, sampling parameters
-and watermark key that served S. The log records the parameters and the key's id; the test
-refuses a key that does not match. And S must have reached the account: an answer whose
+What it needs is what makes it exact: the twins must come from the same model, sampling
+parameters and watermark key that served S. The log records the parameters and the key's
+id; the test refuses a key that does not match. And S must have reached the account: an answer whose
 client was gone before it was sent, or left its stream before the end, is left out (and
 counted), since nobody could have trained on it. Rows logged before the gateway recorded
 delivery say nothing about it; they are taken as received.
@@ -42,6 +42,7 @@ the teacher's style.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -307,13 +308,7 @@ def twin_replays(
     cache: Path | None = None,
 ) -> list[list[str]]:
     """`twins` sets of replays (seeds seed, seed + 1, ...), the teacher loaded at most once."""
-    loaded: list[Any] = []
-
-    def teacher() -> Any:
-        if not loaded:
-            loaded.append(make_teacher())
-        return loaded[0]
-
+    teacher = functools.cache(make_teacher)
     return [replays(served, teacher, seed=seed + k, cache=cache) for k in range(twins)]
 
 
