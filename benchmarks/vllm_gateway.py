@@ -12,7 +12,9 @@ benchmark starts, each in its own process:
          95% interval; floor: p99 difference <= 5 ms. Also given: per request, the
          gateway's latency minus its own upstream call (Server-Timing "backend"): what it
          adds, free of the engine's batching noise that dominates both tails;
-      c. streaming (no floor): the gateway passes vLLM's stream through as it comes (its
+      c. one at a time (no floor): sequential pairs, gateway and bare back to back on the
+         same one-token request: the gateway's own cost free of queues and batching;
+      d. streaming (no floor): the gateway passes vLLM's stream through as it comes (its
          log row committed before the first byte, the answer recorded after the last): time
          to first byte and to the end, both ways, on answers of --stream-tokens;
   - `stillroom serve --model <Gemma 3 270M> --dtype bfloat16` (our backend, micro-batched),
@@ -253,6 +255,29 @@ def half_load(
     }
 
 
+async def one_at_a_time(gw: Target, bare: Target, pairs: int) -> dict[str, Any]:
+    """One request in flight at a time, the gateway and bare back to back on the same
+    one-token request (order alternating): the gateway's own cost with no queue and no
+    batching, paired so that the engine's variation falls on both of a pair alike."""
+    out: dict[str, list[float]] = {"gateway": [], "bare": []}
+    async with client(1) as http:
+        for i in range(pairs + 10):  # the first 10 pairs warm the connections up
+            body = short_bodies(1, 50_000 + i, 1)[0]
+            for target in (gw, bare) if i % 2 == 0 else (bare, gw):
+                t = time.perf_counter()
+                reply = await target.post(http, body)
+                reply.raise_for_status()
+                if i >= 10:
+                    out[target.name].append((time.perf_counter() - t) * 1e3)
+    paired = np.subtract(out["gateway"], out["bare"]).tolist()
+    return {
+        "pairs": pairs,
+        "gateway_latency_ms": pct(out["gateway"]),
+        "baseline_vllm_bare_latency_ms": pct(out["bare"]),
+        "paired_difference_ms": pct(paired),
+    }
+
+
 async def streamed(target: Target, bodies: list[dict[str, Any]], clients: int) -> dict[str, Any]:
     """Closed loop of streams: per request, time to its first byte of body and to its end."""
     out: dict[str, Any] = {"first": [], "whole": [], "failed": 0}
@@ -422,6 +447,7 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=4, help="saturation rounds, each way")
     ap.add_argument("--per-round", type=int, default=64, help="saturation requests per round")
     ap.add_argument("--paced-each", type=int, default=200, help="half load: requests each")
+    ap.add_argument("--one-at-a-time", type=int, default=200, help="sequential pairs")
     ap.add_argument("--stream-rounds", type=int, default=2)
     ap.add_argument("--stream-per-round", type=int, default=32)
     ap.add_argument("--stream-tokens", type=int, default=96, help="streamed answers' length")
@@ -462,9 +488,10 @@ def gateway_phases(args: argparse.Namespace, bare: Target, tmp: str) -> dict[str
             gw, bare, sat["baseline_vllm_bare_req_per_s"], args.paced_each, args.max_tokens
         )
         stream = streaming_phase(args, gw, bare)
+        alone = asyncio.run(one_at_a_time(gw, bare, args.one_at_a_time))
     finally:
         stop(proc)
-    return {"saturation": sat, "half_load": half, "streaming": stream}
+    return {"saturation": sat, "half_load": half, "one_at_a_time": alone, "streaming": stream}
 
 
 def streaming_phase(args: argparse.Namespace, gw: Target, bare: Target) -> dict[str, Any]:
