@@ -542,6 +542,18 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
                 "ms",
             ),
             (
+                "gateway vs bare, one request at a time, vLLM upstream: p99 latency",
+                "gateway_vs_vllm_bare.one_at_a_time.gateway_latency_ms.p99",
+                "gateway_vs_vllm_bare.one_at_a_time.baseline_vllm_bare_latency_ms.p99",
+                "ms",
+            ),
+            (
+                "gateway vs bare, one request at a time, model-less fake upstream: p99 latency",
+                "gateway_vs_vllm_bare.one_at_a_time_light_upstream.gateway_latency_ms.p99",
+                "gateway_vs_vllm_bare.one_at_a_time_light_upstream.baseline_vllm_bare_latency_ms.p99",
+                "ms",
+            ),
+            (
                 "our backend (stillroom serve --model) vs vLLM bare, Gemma 3 270M, concurrency 1",
                 "our_backend_vs_vllm_bare.concurrency_1.stillroom_tokens_per_s",
                 "our_backend_vs_vllm_bare.concurrency_1.baseline_vllm_bare_tokens_per_s",

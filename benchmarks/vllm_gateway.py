@@ -13,7 +13,8 @@ benchmark starts, each in its own process:
          gateway's latency minus its own upstream call (Server-Timing "backend"): what it
          adds, free of the engine's batching noise that dominates both tails;
       c. one at a time (no floor): sequential pairs, gateway and bare back to back on the
-         same one-token request: the gateway's own cost free of queues and batching;
+         same one-token request: the gateway's own cost free of queues and batching; and
+         the same with a model-less fake upstream, where no engine shares the machine;
       d. streaming (no floor): the gateway passes vLLM's stream through as it comes (its
          log row committed before the first byte, the answer recorded after the last): time
          to first byte and to the end, both ways, on answers of --stream-tokens;
@@ -255,12 +256,14 @@ def half_load(
     }
 
 
-async def one_at_a_time(gw: Target, bare: Target, pairs: int) -> dict[str, Any]:
+async def one_at_a_time(gw: Target, bare: Target, pairs: int, pid: int) -> dict[str, Any]:
     """One request in flight at a time, the gateway and bare back to back on the same
     one-token request (order alternating): the gateway's own cost with no queue and no
-    batching, paired so that the engine's variation falls on both of a pair alike."""
+    batching, paired so that the upstream's variation falls on both of a pair alike.
+    `pid` is the gateway's process, for its CPU a request."""
     out: dict[str, list[float]] = {"gateway": [], "bare": []}
-    async with client(1) as http:
+    cpu = 0.0
+    async with client(2) as http:  # a connection kept open to each
         for i in range(pairs + 10):  # the first 10 pairs warm the connections up
             body = short_bodies(1, 50_000 + i, 1)[0]
             for target in (gw, bare) if i % 2 == 0 else (bare, gw):
@@ -269,9 +272,12 @@ async def one_at_a_time(gw: Target, bare: Target, pairs: int) -> dict[str, Any]:
                 reply.raise_for_status()
                 if i >= 10:
                     out[target.name].append((time.perf_counter() - t) * 1e3)
+            if i == 9:
+                cpu = cpu_seconds(pid)
     paired = np.subtract(out["gateway"], out["bare"]).tolist()
     return {
         "pairs": pairs,
+        "gateway_process_cpu_ms_per_request": round((cpu_seconds(pid) - cpu) / pairs * 1e3, 2),
         "gateway_latency_ms": pct(out["gateway"]),
         "baseline_vllm_bare_latency_ms": pct(out["bare"]),
         "paired_difference_ms": pct(paired),
@@ -429,7 +435,7 @@ def serve(args: list[str], db: str) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://127.0.0.1:{port}/v1"
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[Any]) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=60)
@@ -488,10 +494,37 @@ def gateway_phases(args: argparse.Namespace, bare: Target, tmp: str) -> dict[str
             gw, bare, sat["baseline_vllm_bare_req_per_s"], args.paced_each, args.max_tokens
         )
         stream = streaming_phase(args, gw, bare)
-        alone = asyncio.run(one_at_a_time(gw, bare, args.one_at_a_time))
+        alone = asyncio.run(one_at_a_time(gw, bare, args.one_at_a_time, proc.pid))
     finally:
         stop(proc)
-    return {"saturation": sat, "half_load": half, "one_at_a_time": alone, "streaming": stream}
+    alone_light = light_upstream(args.one_at_a_time, tmp)
+    return {
+        "saturation": sat,
+        "half_load": half,
+        "one_at_a_time": alone,
+        "one_at_a_time_light_upstream": alone_light,
+        "streaming": stream,
+    }
+
+
+def light_upstream(pairs: int, tmp: str) -> dict[str, Any]:
+    """The one-at-a-time pairs again with the fake OpenAI server (no model, its own process)
+    as the upstream: the same gateway's cost where no engine shares the machine's cores,
+    caches and memory bandwidth with it."""
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "stillroom.testing.fake_openai"], stdout=subprocess.PIPE, text=True
+    )
+    assert fake.stdout is not None
+    url = fake.stdout.readline().strip()
+    db = str(Path(tmp) / "light.sqlite")
+    key = gateway_key(db)
+    proc, base = serve(["--upstream", url], db)
+    try:
+        gw, bare = Target("gateway", base, key, "fake-tiny"), Target("bare", url, None, "fake-tiny")
+        return asyncio.run(one_at_a_time(gw, bare, pairs, proc.pid))
+    finally:
+        stop(proc)
+        stop(fake)
 
 
 def streaming_phase(args: argparse.Namespace, gw: Target, bare: Target) -> dict[str, Any]:
