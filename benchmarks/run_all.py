@@ -544,13 +544,13 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             (
                 "gateway vs bare, one request at a time, vLLM upstream: p99 latency",
                 "gateway_vs_vllm_bare.one_at_a_time.gateway_latency_ms.p99",
-                "gateway_vs_vllm_bare.one_at_a_time.baseline_vllm_bare_latency_ms.p99",
+                "gateway_vs_vllm_bare.one_at_a_time.baseline_bare_latency_ms.p99",
                 "ms",
             ),
             (
                 "gateway vs bare, one request at a time, model-less fake upstream: p99 latency",
                 "gateway_vs_vllm_bare.one_at_a_time_light_upstream.gateway_latency_ms.p99",
-                "gateway_vs_vllm_bare.one_at_a_time_light_upstream.baseline_vllm_bare_latency_ms.p99",
+                "gateway_vs_vllm_bare.one_at_a_time_light_upstream.baseline_bare_latency_ms.p99",
                 "ms",
             ),
             (

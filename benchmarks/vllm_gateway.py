@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.serve_load import difference_ci, free_port, start  # noqa: E402
+from tests.helpers.replicas import fake_upstream  # noqa: E402
 
 MODEL = "gemma-3-270m"  # vLLM's served name (scripts/start-vllm)
 THROUGHPUT_FLOOR = 0.95  # gateway over bare, at saturation
@@ -262,25 +263,28 @@ async def one_at_a_time(gw: Target, bare: Target, pairs: int, pid: int) -> dict[
     batching, paired so that the upstream's variation falls on both of a pair alike.
     `pid` is the gateway's process, for its CPU a request."""
     out: dict[str, list[float]] = {"gateway": [], "bare": []}
-    cpu = 0.0
     async with client(2) as http:  # a connection kept open to each
-        for i in range(pairs + 10):  # the first 10 pairs warm the connections up
+
+        async def pair(i: int) -> None:
             body = short_bodies(1, 50_000 + i, 1)[0]
             for target in (gw, bare) if i % 2 == 0 else (bare, gw):
                 t = time.perf_counter()
-                reply = await target.post(http, body)
-                reply.raise_for_status()
-                if i >= 10:
-                    out[target.name].append((time.perf_counter() - t) * 1e3)
-            if i == 9:
-                cpu = cpu_seconds(pid)
-    paired = np.subtract(out["gateway"], out["bare"]).tolist()
+                (await target.post(http, body)).raise_for_status()
+                out[target.name].append((time.perf_counter() - t) * 1e3)
+
+        for i in range(10):  # warm the connections up; not counted
+            await pair(-1 - i)
+        for latencies in out.values():
+            latencies.clear()
+        cpu = cpu_seconds(pid)
+        for i in range(pairs):
+            await pair(i)
     return {
         "pairs": pairs,
         "gateway_process_cpu_ms_per_request": round((cpu_seconds(pid) - cpu) / pairs * 1e3, 2),
         "gateway_latency_ms": pct(out["gateway"]),
-        "baseline_vllm_bare_latency_ms": pct(out["bare"]),
-        "paired_difference_ms": pct(paired),
+        "baseline_bare_latency_ms": pct(out["bare"]),
+        "paired_difference_ms": pct(np.subtract(out["gateway"], out["bare"]).tolist()),
     }
 
 
@@ -435,7 +439,7 @@ def serve(args: list[str], db: str) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://127.0.0.1:{port}/v1"
 
 
-def stop(proc: subprocess.Popen[Any]) -> None:
+def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=60)
@@ -511,20 +515,17 @@ def light_upstream(pairs: int, tmp: str) -> dict[str, Any]:
     """The one-at-a-time pairs again with the fake OpenAI server (no model, its own process)
     as the upstream: the same gateway's cost where no engine shares the machine's cores,
     caches and memory bandwidth with it."""
-    fake = subprocess.Popen(
-        [sys.executable, "-m", "stillroom.testing.fake_openai"], stdout=subprocess.PIPE, text=True
-    )
-    assert fake.stdout is not None
-    url = fake.stdout.readline().strip()
     db = str(Path(tmp) / "light.sqlite")
     key = gateway_key(db)
-    proc, base = serve(["--upstream", url], db)
-    try:
-        gw, bare = Target("gateway", base, key, "fake-tiny"), Target("bare", url, None, "fake-tiny")
-        return asyncio.run(one_at_a_time(gw, bare, pairs, proc.pid))
-    finally:
-        stop(proc)
-        stop(fake)
+    with fake_upstream() as url:
+        proc, base = serve(["--upstream", url], db)
+        try:
+            gw = Target("gateway", base, key, "fake-tiny")
+            return asyncio.run(
+                one_at_a_time(gw, Target("bare", url, None, "fake-tiny"), pairs, proc.pid)
+            )
+        finally:
+            stop(proc)
 
 
 def streaming_phase(args: argparse.Namespace, gw: Target, bare: Target) -> dict[str, Any]:
