@@ -143,7 +143,8 @@ def serve(  # long: typer reads the options from this signature
     sys.stderr.write(f"serving {backend.model_id} on http://{host}:{port}/v1 (log: {db})\n")
     # What startup built (modules, the app, the model) lives as long as the server: frozen,
     # it is left out of every later full collection. Unfrozen, each one walked it all and
-    # stalled every request in flight (31 ms idle, 50 to 115 ms beside a busy engine).
+    # stalled every request in flight (31 ms for the modules alone; 53 and 116 ms in two
+    # benchmark runs beside a busy engine).
     gc.collect()
     gc.freeze()
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -29,10 +29,10 @@ Two choices of g:
 
 What it needs is what makes it exact: the twins must come from the same model, sampling
 parameters and watermark key that served S. The log records the parameters and the key's
-id; the test refuses a key that does not match. And S must have reached the account: an answer whose
-client was gone before it was sent, or left its stream before the end, is left out (and
-counted), since nobody could have trained on it. Rows logged before the gateway recorded
-delivery say nothing about it; they are taken as received.
+id; the test refuses a key that does not match. And S must have reached the account: an
+answer whose client was gone before it was sent, or left its stream before the end, is left
+out (and counted), since nobody could have trained on it. Rows logged before the gateway
+recorded delivery say nothing about it; they are taken as received.
 
 What it proves is narrower than radioactivity in one way and stronger in another. It needs
 the served texts, and says nothing about a model that learned only from other accounts. But
