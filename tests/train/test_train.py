@@ -213,3 +213,54 @@ def test_another_run_scores_a_trained_student_as_its_own_validation_did(
     scored = trainer.evaluate_student(load_student(Path(result.student_dir)))
     assert scored["val_kl"] == pytest.approx(result.best_val["val_kl"], rel=1e-4)
     assert scored["val_kl"] < untrained
+
+
+def _shrunk(harvested: dict[str, Any], name: str, **student: Any) -> HarvestConfig:
+    """A run whose student is the tiny teacher cut to its first layer, vocabulary trimmed."""
+    shrink = {"init": "shrink", "keep_layers": [0], "trim_vocab": True, **student}
+    return config(harvested, name, max_steps=6, eval_every=0, student=shrink)
+
+
+def test_frozen_embeddings_stay_the_teachers_while_the_layers_learn(
+    harvested: dict[str, Any],
+) -> None:
+    from stillroom.train.students import load_student
+
+    teacher = AutoModelForCausalLM.from_pretrained(harvested["raw"]["teacher"]["model"])
+    rows = teacher.get_input_embeddings().weight.detach()
+
+    def trained(name: str, **student: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        result = train(_shrunk(harvested, name, **student), quiet=True)
+        s = load_student(Path(result.student_dir))
+        ids = torch.as_tensor(s.teacher_to_student())
+        kept = (ids >= 0).nonzero().squeeze(1)
+        emb = s.model.get_input_embeddings().weight.detach()
+        layer = s.model.model.layers[0].mlp.down_proj.weight.detach()
+        return emb[ids[kept]] - rows[kept], layer
+
+    frozen, frozen_layer = trained("frozen", freeze_embeddings=True)
+    free, _ = trained("free")
+    assert frozen.abs().max() == 0  # every kept row is the teacher's own
+    assert free.abs().max() > 1e-4  # left free, the same run moves them
+    first = teacher.model.layers[0].mlp.down_proj.weight.detach()
+    assert (frozen_layer - first).abs().max() > 1e-4  # the layers still learn
+
+
+def test_vocab_top_k_keeps_fewer_candidates_and_still_trains(harvested: dict[str, Any]) -> None:
+    whole = train(_shrunk(harvested, "topk-all"), quiet=True)
+    first = train(_shrunk(harvested, "topk-1", vocab_top_k=1), quiet=True)
+    none = train(_shrunk(harvested, "topk-0", vocab_top_k=0), quiet=True)
+    sizes = [r.student["vocab_student"] for r in (whole, first, none)]
+    assert sizes[0] > sizes[1] > sizes[2]  # each candidate rank adds tokens on this harvest
+    # Candidates the student lacks go to the loss's rest bucket: the loss stays finite.
+    assert torch.isfinite(torch.tensor(none.final_train_loss))
+    assert none.steps == 6
+
+
+def test_student_options_name_the_inits_they_apply_to() -> None:
+    from stillroom.student_config import StudentConfig
+
+    with pytest.raises(ValueError, match=r"freeze_embeddings does not apply to init: config"):
+        StudentConfig(init="config", layers=1, hidden_size=8, heads=2, freeze_embeddings=True)
+    with pytest.raises(ValueError, match=r"vocab_top_k does not apply to init: pretrained"):
+        StudentConfig(init="pretrained", path=Path("x"), vocab_top_k=3)

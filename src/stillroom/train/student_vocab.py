@@ -40,15 +40,16 @@ def teacher_folder(cfg: HarvestConfig) -> Path:
     return Path(cfg.teacher.model)
 
 
-def harvest_token_ids(store: RunStore) -> set[int]:
-    """Every teacher id the harvest uses: prompts, completions and top-k candidates."""
+def harvest_token_ids(store: RunStore, top_k: int | None = None) -> set[int]:
+    """Every teacher id the harvest uses: prompts, completions and top-k candidates (the
+    `top_k` likeliest at each position when given, else all the harvest kept)."""
     ids: set[int] = set()
     for rec in store.iter_records():
         for blob in (rec["prompt_ids"], rec["token_ids"]):
             if blob is not None:
                 ids.update(np.frombuffer(blob, "<i4").tolist())
         if rec["topk"] is not None and rec["token_table"] is None:
-            top = decode_topk(rec["topk"]).ids
+            top = decode_topk(rec["topk"]).ids[:, :top_k]
             ids.update(np.unique(top[top >= 0]).tolist())
     return ids
 

@@ -131,6 +131,9 @@ class Trainer:
         )
         model = self.student.model
         model.train()
+        if self.tc.student.freeze_embeddings:
+            # tied models share this tensor with the output layer, so both stay fixed
+            model.get_input_embeddings().weight.requires_grad_(False)
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             params, lr=self.tc.lr, weight_decay=self.tc.weight_decay, betas=(0.9, 0.95)
@@ -158,7 +161,8 @@ class Trainer:
         teacher_dir = teacher_folder(self.cfg)
         keep = None
         if self.tc.student.trim_vocab:
-            keep = harvest_token_ids(self.store) | task_token_ids(self.cfg, teacher_dir, self.store)
+            keep = harvest_token_ids(self.store, self.tc.student.vocab_top_k)
+            keep |= task_token_ids(self.cfg, teacher_dir, self.store)
             if not self.cfg.teacher.is_local:  # API records carry text, not our ids
                 keep |= harvest_text_ids(self.store, teacher_dir)
         student = build_student(self.tc.student, teacher_dir, keep)
