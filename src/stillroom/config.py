@@ -177,6 +177,9 @@ class TrainSection(_Strict):
     beta: float = Field(0.5, ge=0, le=1)  # generalized JSD's mixing weight
     temperature: float = Field(1.0, gt=0)
     alpha: float = Field(0.9, ge=0, le=1)  # weight of the KD term against hard-token CE
+    # teacher: learn the teacher's answers. gold: learn task.gold_field's text instead
+    # (objective: sequence), the no-teacher baseline `distill` trains beside a generator.
+    targets: Literal["teacher", "gold"] = "teacher"
     student: StudentConfig = Field(default_factory=StudentConfig)
     max_steps: int = Field(200, ge=1)
     epochs: int | None = Field(None, ge=1)
@@ -234,6 +237,14 @@ class HarvestConfig(_Strict):
         if classify != (self.train.objective == "labels"):
             raise ValueError(
                 "train.objective: labels goes with task.kind: classify (and only with it)"
+            )
+        if self.train.targets == "gold" and (
+            classify or not self.task.gold_field or self.train.objective != "sequence"
+        ):
+            raise ValueError(
+                "train.targets: gold trains a generator on task.gold_field's text; it needs "
+                "task.kind: generate, task.gold_field and train.objective: sequence "
+                "(a classifier's gold-only baseline is objective: labels with alpha: 0)"
             )
         if classify or self.task.student_template is not None:
             # the store must keep what the student reads, and the gold label

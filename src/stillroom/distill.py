@@ -38,11 +38,9 @@ def distill(
     stage("train the student")
     scope = {"first_prompts": limit}  # a student of the first N prompts is not the full one's
     _train_once(cfg, cfg.run_dir, scope)
-    if cfg.task.kind == "classify" and cfg.task.gold_field:
-        stage("train the baseline (same student, gold labels only)")
-        baseline = cfg.model_copy(deep=True)
-        baseline.train.alpha = 0.0
-        _train_once(baseline, cfg.run_dir / "baseline", scope)
+    if cfg.task.gold_field:
+        stage("train the baseline (same student, gold answers only)")
+        _train_once(gold_baseline(cfg), cfg.run_dir / "baseline", scope)
     stage("evaluate teacher, student and baseline")
     result = evaluate(cfg)
     result["harvest"] = {"calls": h.planned, "spent_usd": h.run_total_usd}
@@ -50,6 +48,18 @@ def distill(
     paths = write_report(cfg.run_dir, result)
     stage.done()
     return {"headline": result["headline"], "report": str(paths["html"]), "eval": result}
+
+
+def gold_baseline(cfg: HarvestConfig) -> HarvestConfig:
+    """The same student trained on the gold answers alone, no teacher: what distilling must
+    beat. A classifier learns the gold label (alpha 0); a generator the gold text."""
+    baseline = cfg.model_copy(deep=True)
+    if cfg.task.kind == "classify":
+        baseline.train.alpha = 0.0
+    else:
+        baseline.train.objective = "sequence"
+        baseline.train.targets = "gold"
+    return baseline
 
 
 class _Stages:

@@ -262,9 +262,45 @@ def test_distill_runs_a_generation_task_to_its_report(harvested: dict[str, Any])
     assert {k for k, m in out["eval"]["models"].items() if m["role"] != "trivial"} == {
         "teacher",
         "student",
+        "baseline",  # the same student trained on the gold answers alone
     }
+    assert "student_over_baseline" in out["eval"]["verdict"]
     assert out["headline"] == out["eval"]["headline"]
     assert "the student keeps" in out["headline"]
     saved = json.loads((cfg.run_dir / "eval.json").read_text())
     assert saved["models"]["student"]["quality"] == out["eval"]["models"]["student"]["quality"]
     assert Path(out["report"]).is_file() and not (cfg.run_dir / "plots/confusion.png").exists()
+
+
+def test_the_gold_baseline_learns_each_gold_answer_and_its_end(harvested: dict[str, Any]) -> None:
+    from stillroom.distill import gold_baseline
+    from stillroom.train.trainer import Trainer
+
+    cfg = gold_baseline(config(harvested, "gold-baseline"))
+    assert (cfg.train.objective, cfg.train.targets) == ("sequence", "gold")
+    trainer = Trainer(cfg, quiet=True)
+    tok = trainer.student.tokenizer
+    store = RunStore.open_run(cfg.run_dir)
+    try:
+        recs = list(store.iter_records("train"))
+    finally:
+        store.close()
+    examples = list(trainer._examples("train"))
+    assert len(examples) == len(recs) >= 20
+    for ex, rec in zip(examples, recs, strict=True):  # both in key order
+        answer = ex.input_ids[ex.start :]
+        assert int(answer[-1]) == tok.eos_token_id  # no stop string: it learns to end on EOS
+        assert tok.decode(answer[:-1]).strip() == json.loads(rec["fields"])["answer"]
+        assert tok.decode(answer[:-1]) != rec["text"]  # not the teacher's answer
+
+
+def test_gold_targets_need_a_gold_field_and_sequence_training(harvested: dict[str, Any]) -> None:
+    raw = json.loads(json.dumps(harvested["raw"]))
+    raw["train"]["targets"] = "gold"
+    with pytest.raises(ConfigError, match=r"train.targets: gold .* train.objective: sequence"):
+        validate_config(raw, "test")
+    raw["train"]["objective"] = "sequence"
+    validate_config(raw, "test")
+    raw["task"]["gold_field"] = None
+    with pytest.raises(ConfigError, match=r"needs task.kind: generate, task.gold_field"):
+        validate_config(raw, "test")

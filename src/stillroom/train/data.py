@@ -126,6 +126,8 @@ B = TypeVar("B")
 Encoder = Callable[[dict[str, Any], str, str | None], tuple[list[int], list[int]]]
 # A row's kept fields -> the student's prompt ids (task.student_template), or None.
 StudentPrompt = Callable[[dict[str, Any], str], list[int]]
+# A row's kept fields, the teacher's answer text -> the gold answer's ids (train.targets: gold).
+GoldAnswer = Callable[[dict[str, Any], str, str], list[int]]
 
 
 def iter_examples(
@@ -139,6 +141,7 @@ def iter_examples(
     counts: ExampleCounts | None = None,
     student_prompt: StudentPrompt | None = None,
     end: AnswerEnd | None = None,
+    gold_answer: GoldAnswer | None = None,
 ) -> Iterator[Example]:
     """One example per stored completion of `split`; empty answers are skipped (and counted
     in `counts`).
@@ -147,12 +150,14 @@ def iter_examples(
     exactly the teacher's tokens; otherwise `encode(request, text, finish_reason)` tokenizes
     prompt and completion with the student's tokenizer (sequence KD from API harvests).
     With `student_prompt` the student reads its own prompt before the teacher's answer;
-    with `end`, answers cut at the stop string get it back (stored ids only).
+    with `end`, answers cut at the stop string get it back (stored ids only). With
+    `gold_answer` the student learns the row's gold answer instead of the teacher's, and
+    rows the teacher left empty count too.
     """
     for rec in store.iter_records(split):
         where = f"{store.path} call {rec['key']}"
         request = json.loads(rec["request"])
-        if is_empty_answer(rec):
+        if is_empty_answer(rec) and gold_answer is None:
             if counts is not None:
                 counts.empty += 1
             continue
@@ -174,11 +179,13 @@ def iter_examples(
                 )
             p, c = encode(request, rec["text"], rec["finish_reason"])
             prompt, completion = np.asarray(p, np.int64), np.asarray(c, np.int64)
+        fields = json.loads(rec["fields"]) if rec["fields"] else {}
+        if gold_answer is not None:
+            completion, forced = np.asarray(gold_answer(fields, rec["text"], where), np.int64), 0
         if len(completion) == 0:
             continue
         teacher_prompt = None
         if student_prompt is not None:
-            fields = json.loads(rec["fields"]) if rec["fields"] else {}
             teacher_prompt, prompt = prompt, np.asarray(student_prompt(fields, where), np.int64)
         ids = np.concatenate([prompt, completion])
         if len(ids) > max_len:  # keep the completion's start: cut its tail

@@ -100,7 +100,8 @@ def student_prompt_ids(tok: Any, template: str, fields: dict[str, Any], where: s
 
 def task_token_ids(cfg: HarvestConfig, teacher_dir: Path, store: RunStore) -> set[int]:
     """Teacher ids a student needs beyond the harvest: a classifier's labels and the literal
-    text of its template; a generator's own prompts (task.student_template) as read."""
+    text of its template; a generator's own prompts (task.student_template) as read, and its
+    train split's gold answers."""
     template = cfg.task.student_input
     if template is None:
         return set()
@@ -112,7 +113,22 @@ def task_token_ids(cfg: HarvestConfig, teacher_dir: Path, store: RunStore) -> se
     for c in cfg.task.candidates:
         ids.update(tok(c, add_special_tokens=False)["input_ids"])
     if cfg.task.kind == "generate":
+        gold = cfg.task.gold_field
         for rec in store.iter_records():
             fields = json.loads(rec["fields"]) if rec["fields"] else {}
             ids.update(student_prompt_ids(tok, template, fields, f"{store.path} {rec['key']}"))
+            # The train split's gold answers, so a gold-only baseline is the same student
+            # (train.targets: gold); held-out answers stay out of the vocabulary.
+            answer = gold_answer_text(fields, gold, rec["text"]) if gold else None
+            if answer is not None and rec["split"] == "train":
+                ids.update(tok(answer, add_special_tokens=False)["input_ids"])
     return ids
+
+
+def gold_answer_text(fields: dict[str, Any], gold_field: str, teacher_text: str) -> str | None:
+    """A row's gold text written as the teacher's answer starts (its leading space), or None
+    when the row has none."""
+    gold = fields.get(gold_field)
+    if not isinstance(gold, str) or not gold.strip():
+        return None
+    return teacher_text[: len(teacher_text) - len(teacher_text.lstrip())] + gold.strip()

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from stillroom.config import HarvestConfig, TrainSection, dump_config
-from stillroom.errors import StoreError
+from stillroom.errors import StoreError, VocabMismatch
 from stillroom.harvest.store import RunStore
 from stillroom.reportkit.files import atomic_file, write_atomic
 from stillroom.train.data import (
@@ -51,6 +51,7 @@ from stillroom.train.losses import forward_kl, logit_kd_loss, sequence_kd_loss, 
 from stillroom.train.on_policy import build_on_policy
 from stillroom.train.student_vocab import (
     encode_record,
+    gold_answer_text,
     harvest_text_ids,
     harvest_token_ids,
     student_prompt_ids,
@@ -195,7 +196,25 @@ class Trainer:
             need_signals=need if split == "train" else self._has_signals,
             student_prompt=self._student_prompt if self.cfg.task.student_template else None,
             end=self._answer_end,
+            gold_answer=self._gold_answer if self.tc.targets == "gold" else None,
         )
+
+    def _gold_answer(self, fields: dict[str, Any], teacher_text: str, where: str) -> list[int]:
+        """The gold text as an answer: spaced as the teacher's answer starts, then the end
+        the teacher writes (the stop string, else EOS), so the student learns to stop."""
+        name = self.cfg.task.gold_field or ""
+        answer = gold_answer_text(fields, name, teacher_text)
+        if answer is None:
+            raise VocabMismatch(
+                f"{where}: train.targets: gold, but task.gold_field {name!r} is missing or "
+                "empty in this row; fill it in the prompts file and harvest again, or use "
+                "train.targets: teacher"
+            )
+        tok = self.student.tokenizer
+        ids = list(tok(answer, add_special_tokens=False)["input_ids"])
+        if self._answer_end is not None:
+            return ids + list(self._answer_end.stop_ids)
+        return ids + ([tok.eos_token_id] if tok.eos_token_id is not None else [])
 
     @functools.cached_property
     def _answer_end(self) -> AnswerEnd | None:
