@@ -49,7 +49,7 @@ demo-generate: setup $(DERIVED_FILE)
 	$(VENV)/bin/stillroom distill examples/wordnet-derived.yaml
 
 $(DERIVED_FILE): src/stillroom/tasks/derived.py | setup
-	$(VENV)/bin/stillroom task wordnet-derived --out examples/data --items 1600
+	$(VENV)/bin/stillroom task wordnet-derived --out examples/data
 
 test: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -182,7 +182,10 @@ def task(
     ],
     out: Annotated[Path, typer.Option(help="Folder for the task's JSONL.")] = Path("examples/data"),
     per_class: Annotated[int, typer.Option(help="wordnet: items per class.")] = 300,
-    items: Annotated[int, typer.Option(help="wordnet-derived: items in all.")] = 1600,
+    items: Annotated[
+        int | None,
+        typer.Option(help="wordnet-derived: items in all (default: every usable one, 4,982)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Which items are drawn.")] = 0,
 ) -> None:
     """Build a built-in task's data from an installed package (WordNet: Debian wordnet-base).

@@ -214,9 +214,10 @@ def most_common_answer(references: list[str]) -> str:
 
 
 def build_derived_task(
-    out_dir: Path, *, items: int, seed: int = 0, source: Path | None = None
+    out_dir: Path, *, items: int | None = None, seed: int = 0, source: Path | None = None
 ) -> Path:
-    """Write `items` rows to out_dir/wordnet-derived.jsonl; return its path.
+    """Write `items` rows (default: every eligible item, 4,982 in WordNet 3.0) to
+    out_dir/wordnet-derived.jsonl; return its path.
 
     Rows: {"id": "r00437381", "prompt": the teacher's few-shot prompt, "text": "in a
     magical manner (adverb)", "word": the reference, "part", "base", "definition"}, drawn at
@@ -224,7 +225,7 @@ def build_derived_task(
     file byte for byte. `source` is a WordNet folder (default: the one `find_wordnet()`
     finds). Written to a temporary name and renamed.
     """
-    if items < 1:
+    if items is not None and items < 1:
         raise InputError(f"items is {items}; ask for 1 or more")
     folder = source or find_wordnet().parent
     missing = [
@@ -237,6 +238,7 @@ def build_derived_task(
             "wordnet-base`, or set WNSEARCHDIR to a folder holding it"
         )
     pool = eligible_items(folder)
+    items = len(pool) if items is None else items
     if len(pool) < items:
         raise InputError(
             f"{folder}: only {len(pool)} usable items for items={items}; ask for fewer"
