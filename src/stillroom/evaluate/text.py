@@ -77,9 +77,11 @@ def check_text_config(cfg: HarvestConfig) -> None:
         raise ConfigError("config", problems)
 
 
-def load_text_items(cfg: HarvestConfig) -> TextItems:
+def load_text_items(cfg: HarvestConfig, split: str = "test") -> TextItems:
+    """One split's items (eval's: test), with the teacher's stored answers."""
     params = GenerationParams(max_tokens=cfg.generation.max_tokens, stop=tuple(cfg.generation.stop))
-    first = _first_answers(iter(test_records(cfg)))
+    records = test_records(cfg) if split == "test" else split_records(cfg, split)
+    first = _first_answers(iter(records))
     requests, teacher, gold, inputs, missing = [], [], [], [], 0
     students: list[TeacherRequest] = []
     field = cfg.task.gold_field
