@@ -264,7 +264,9 @@ def test_distill_runs_a_generation_task_to_its_report(harvested: dict[str, Any])
         "student",
         "baseline",  # the same student trained on the gold answers alone
     }
-    assert "student_over_baseline" in out["eval"]["verdict"]
+    assert {"student_over_baseline", "student_over_baseline_exact_match"} <= set(
+        out["eval"]["verdict"]
+    )
     assert out["headline"] == out["eval"]["headline"]
     assert "the student keeps" in out["headline"]
     saved = json.loads((cfg.run_dir / "eval.json").read_text())
@@ -304,3 +306,28 @@ def test_gold_targets_need_a_gold_field_and_sequence_training(harvested: dict[st
     raw["task"]["gold_field"] = None
     with pytest.raises(ConfigError, match=r"needs task.kind: generate, task.gold_field"):
         validate_config(raw, "test")
+
+
+def test_a_baseline_with_more_exact_answers_leads_the_headline() -> None:
+    from stillroom.evaluate.text import text_headline
+
+    models = {
+        "teacher": {"name": "teacher", "quality": {"chrf": 57.2, "exact_match": 0.09}},
+        "student": {"name": "student", "quality": {"chrf": 50.9, "exact_match": 0.047}},
+        "baseline": {"name": "baseline", "quality": {"chrf": 32.8, "exact_match": 0.107}},
+        "copy_input": {"name": "copying the input", "quality": {"chrf": 30.2}},
+    }
+    verdict = {
+        "metric": "chrf", "floor": "copy_input", "teacher_clear_of_floor": True,
+        "student_clear_of_floor": True, "distillation_paid": True,
+        "student_over_baseline": {"diff": 17.3, "low": 15.0, "high": 19.5},
+        "student_over_baseline_exact_match": {"diff": -0.06, "low": -0.08, "high": -0.04},
+    }  # fmt: skip
+    headline = text_headline(models, verdict, "gold")
+    assert headline.startswith(
+        "the gold-only baseline gets more answers exactly right than the student "
+        "(10.7% vs 4.7%, ahead by 6.0%, 95% interval 4.0% to 8.0%); the student keeps"
+    )
+    assert "beats the gold-only baseline's 32.8 by 17.3 chrF points" in headline
+    verdict["student_over_baseline_exact_match"] = {"diff": -0.01, "low": -0.03, "high": 0.01}
+    assert text_headline(models, verdict, "gold").startswith("the student keeps")

@@ -36,7 +36,7 @@ from stillroom.evaluate.metrics import chrf, corpus_chrf, exact_match, normalise
 from stillroom.evaluate.result import EvalResult
 from stillroom.evaluate.rounds import TIMING_NOTE, serve_and_time
 from stillroom.evaluate.served import TextStudent, TextTeacher
-from stillroom.evaluate.verdict import judge, verdict_headline
+from stillroom.evaluate.verdict import judge, paired_gap, verdict_headline
 from stillroom.evaluate.workers import ModelSpec
 from stillroom.teacher_config import LocalTeacherConfig
 from stillroom.teachers.base import GenerationParams, TeacherRequest
@@ -206,6 +206,12 @@ def evaluate_text(
         {key: m["quality"][METRIC] for key, m in models.items()},
         METRIC,
     )
+    if "student" in answers and "baseline" in answers:
+        # chrF gives partial credit; a baseline that gets more answers exactly right still
+        # wins something, and the headline must not hide it.
+        exact = {r: _item_exact(answers[r], refs) for r in ("student", "baseline")}
+        gap = paired_gap(exact["student"], exact["baseline"])
+        verdict["student_over_baseline_exact_match"] = gap.as_dict()
     for t in trivial.values():
         del t["answers"]
     task = {"kind": "generate", "n_test": len(items.requests), "metric": METRIC,
@@ -274,6 +280,10 @@ def _sentence_chrf(hyps: list[str], refs: list[str]) -> np.ndarray:
     return np.array([chrf(h, r) for h, r in zip(hyps, refs, strict=True)])  # (N,)
 
 
+def _item_exact(hyps: list[str], refs: list[str]) -> np.ndarray:
+    return np.array([exact_match([h], [r]) for h, r in zip(hyps, refs, strict=True)])  # (N,)
+
+
 def _student_entry(
     name: str,
     role: str,
@@ -324,8 +334,17 @@ def _notes(cfg: HarvestConfig, items: TextItems) -> list[str]:
 
 def text_headline(models: dict[str, Any], verdict: dict[str, Any], against: str) -> str:
     what = "chrF against gold" if against == "gold" else "chrF against the teacher's answers"
-    return verdict_headline(verdict, models, what, lambda v: f"{v:.1f}",
-                            lambda v: f"{v:.1f}", "chrF points")  # fmt: skip
+    headline = verdict_headline(verdict, models, what, lambda v: f"{v:.1f}",
+                                lambda v: f"{v:.1f}", "chrF points")  # fmt: skip
+    gap = verdict.get("student_over_baseline_exact_match")
+    if gap is None or gap["high"] >= 0:
+        return headline
+    s, b = (models[r]["quality"]["exact_match"] for r in ("student", "baseline"))
+    return (
+        f"the gold-only baseline gets more answers exactly right than the student ({b:.1%} vs "
+        f"{s:.1%}, ahead by {-gap['diff']:.1%}, 95% interval {-gap['high']:.1%} to "
+        f"{-gap['low']:.1%}); {headline}"
+    )
 
 
 def _text(request: TeacherRequest) -> str:
