@@ -16,8 +16,9 @@ student answering greedily; the teacher's own chrF on the same items (its harves
 answers) is printed beside, with the task's trivial answers (copying the input, the most
 common gold answer).
 
-    python benchmarks/distill_curves.py --config examples/definitions.yaml \
-        [--sizes 250 500 1000 2000] [--steps 300] [--points 6] [--work runs/curves]
+    python benchmarks/distill_curves.py --config examples/wordnet-derived.yaml \
+        [--sizes 250 500 1000 2000] [--steps 300] [--points 6] [--work runs/curves] \
+        [--warm-start 1000] [--reuse]
 
 Prints JSON; the summary says whether on-policy reached the best off-policy student's
 quality with at most half its teacher tokens, or where it did not.
@@ -37,6 +38,7 @@ from typing import Any
 from stillroom.config import HarvestConfig, load_config
 from stillroom.evaluate.text import TextItems, load_text_items, most_common_answer, text_scores
 from stillroom.harvest.runner import harvest
+from stillroom.student_config import StudentConfig
 from stillroom.train.trainer import train
 
 
@@ -50,6 +52,17 @@ def main() -> None:
     ap.add_argument("--batch-tokens", type=int, default=512)
     ap.add_argument("--test-items", type=int, default=200)
     ap.add_argument("--divergence", default="reverse_kl")
+    ap.add_argument(
+        "--warm-start",
+        type=int,
+        default=None,
+        metavar="N",
+        help="on-policy starts from the logit-KD student of N answers (one of "
+        "--sizes) and answers its N prompts; its teacher tokens count from that "
+        "student's harvest",
+    )
+    ap.add_argument("--reuse", action="store_true",
+                    help="score off-policy students already trained in --work")  # fmt: skip
     ap.add_argument("--work", type=Path, default=Path("runs/curves"))
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,10 +77,13 @@ def main() -> None:
     for size in args.sizes:
         for objective in ("sequence", "logits"):
             cfg = subset_run(base, f"{objective}-{size}", size, objective=objective)
-            train(cfg, quiet=True)
+            if not (args.reuse and (cfg.run_dir / "student" / "config.json").is_file()):
+                train(cfg, quiet=True)
             point = {"train_answers": size, "teacher_tokens": harvest_tokens(cfg)}
             curves[objective].append(point | quality(cfg, cfg.run_dir / "student", n_test, gold))
             print(json.dumps({objective: curves[objective][-1]}), flush=True)
+    if args.warm_start is not None and args.warm_start not in args.sizes:
+        raise SystemExit(f"--warm-start {args.warm_start}: not one of --sizes {args.sizes}")
     curves["on_policy"] = on_policy_curve(base, args, n_test, gold)
     teacher = text_scores(items.teacher[:n_test], gold)
     result = {
@@ -131,14 +147,28 @@ def on_policy_curve(
     base: HarvestConfig, args: argparse.Namespace, n_test: int, gold: list[str]
 ) -> list[dict[str, Any]]:
     every = max(1, args.on_policy_steps // args.points)
-    cfg = subset_run(base, "on-policy", max(args.sizes), objective="on_policy",
+    name, warm_tokens = "on-policy", 0
+    if args.warm_start is not None:
+        name = f"on-policy-from-{args.warm_start}"
+        start = subset_run(base, f"logits-{args.warm_start}", args.warm_start)
+        warm_tokens = harvest_tokens(start)
+    # Warm, it writes answers to the prompts its start trained on: its trimmed vocabulary
+    # holds those prompts' tokens, not every item's.
+    prompts = max(args.sizes) if args.warm_start is None else args.warm_start
+    cfg = subset_run(base, name, prompts, objective="on_policy",
                      divergence=args.divergence, checkpoint_every=every,
                      keep_checkpoints=args.points + 1,
                      max_steps=args.on_policy_steps)  # fmt: skip
     cfg.train.on_policy.lmbda = 1.0
+    if args.warm_start is not None:
+        # The trained student, its vocabulary and teacher map as saved.
+        frozen = base.train.student.freeze_embeddings
+        cfg.train.student = StudentConfig(
+            init="pretrained", path=start.run_dir / "student", freeze_embeddings=frozen
+        )
     train(cfg, quiet=True)
     paid = {
-        row["step"]: row["scoring_tokens_paid"]
+        row["step"]: warm_tokens + row["scoring_tokens_paid"]
         for row in map(json.loads, (cfg.run_dir / "train_log.jsonl").read_text().splitlines())
         if "scoring_tokens_paid" in row
     }

@@ -589,6 +589,44 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
     ),
     # Needs a vLLM started with the watermark plugin (scripts/start-vllm with
     # STILLROOM_WATERMARK_KEYS set, STILLROOM_WATERMARK_DEFAULT=none) and its URL exported.
+    "student_variants": (
+        ["benchmarks/student_variants.py", "--config", "examples/wordnet-derived.yaml"],
+        [
+            (
+                "Derived-word student (4 layers, frozen embeddings, 600 steps): chrF vs teacher, "
+                "validation split (held out from the choice)",
+                "variants.four-layers-600-steps.validation.student.chrf",
+                "variants.four-layers-600-steps.validation.teacher.chrf",
+                "chrF",
+            ),
+            (
+                "Derived-word student: 2 layers with trainable embeddings, test split",
+                "variants.two-layers.test.student.chrf",
+                "variants.two-layers.test.teacher.chrf",
+                "chrF",
+            ),
+        ],
+    ),
+    "distill_curves": (
+        [
+            "benchmarks/distill_curves.py",
+            "--config",
+            "examples/wordnet-derived.yaml",
+            "--sizes",
+            "250",
+            "1000",
+            "3700",
+        ],
+        [
+            (
+                "Derived-word learning curve: on-policy's best chrF (40 steps from a fresh "
+                "student) vs the best off-policy student's (3,700 answers)",
+                "summary.on_policy_best_chrf",
+                "summary.best_off_policy.chrf",
+                "chrF",
+            ),
+        ],
+    ),
     "vllm_watermark": (
         ["benchmarks/vllm_watermark.py"],
         [
