@@ -627,6 +627,29 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             ),
         ],
     ),
+    "distill_curves_warm": (
+        [
+            "benchmarks/distill_curves.py",
+            "--config",
+            "examples/wordnet-derived.yaml",
+            "--sizes",
+            "250",
+            "1000",
+            "3700",
+            "--warm-start",
+            "1000",
+            "--reuse",
+        ],
+        [
+            (
+                "Derived-word learning curve: on-policy's best chrF (40 steps from the "
+                "1,000-answer logit-KD student) vs the best off-policy student's",
+                "summary.on_policy_best_chrf",
+                "summary.best_off_policy.chrf",
+                "chrF",
+            ),
+        ],
+    ),
     "vllm_watermark": (
         ["benchmarks/vllm_watermark.py"],
         [
