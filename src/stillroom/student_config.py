@@ -68,7 +68,7 @@ class StudentConfig(BaseModel):
     trim_vocab: bool = True
     # How many of the teacher's top-k candidates at each answer token join the trimmed
     # vocabulary (default: all the harvest kept). Rare alternatives make up most of it: on
-    # the derived-word task, top 20 gives 30.7k tokens and top 3 about 12k. Candidates left
+    # the derived-word task, top 20 gives 30.7k tokens and top 3 16.5k. Candidates left
     # out count in the loss's rest-of-vocabulary bucket, so the teacher's mass is kept.
     vocab_top_k: int | None = Field(None, ge=0)
     # shrink, pretrained: keep the (tied) token embeddings as the teacher learned them. A
