@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--points", type=int, default=8)
     ap.add_argument("--on-policy-steps", type=int, default=40)
+    ap.add_argument("--on-policy-lr", type=float, default=None,
+                    help="on-policy's learning rate (default: the config's)")  # fmt: skip
     ap.add_argument("--batch-tokens", type=int, default=512)
     ap.add_argument("--test-items", type=int, default=200)
     ap.add_argument("--divergence", default="reverse_kl")
@@ -152,6 +154,8 @@ def on_policy_curve(
         name = f"on-policy-from-{args.warm_start}"
         start = subset_run(base, f"logits-{args.warm_start}", args.warm_start)
         warm_tokens = harvest_tokens(start)
+    if args.on_policy_lr is not None:
+        name += f"-lr{args.on_policy_lr:g}"  # a folder of its own: no scores read back
     # Warm, it writes answers to the prompts its start trained on: its trimmed vocabulary
     # holds those prompts' tokens, not every item's.
     prompts = max(args.sizes) if args.warm_start is None else args.warm_start
@@ -160,6 +164,8 @@ def on_policy_curve(
                      keep_checkpoints=args.points + 1,
                      max_steps=args.on_policy_steps)  # fmt: skip
     cfg.train.on_policy.lmbda = 1.0
+    if args.on_policy_lr is not None:
+        cfg.train.lr = args.on_policy_lr
     if args.warm_start is not None:
         # The trained student, its vocabulary and teacher map as saved.
         frozen = base.train.student.freeze_embeddings
