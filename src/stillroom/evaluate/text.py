@@ -200,18 +200,7 @@ def evaluate_text(
     models, answers = _entries(cfg, items, refs, predicted, efficiency, notes)
     cores = price_models(models, cpu_hour_usd)
     models |= (trivial := _trivial(cfg, items, refs))
-    verdict = judge(
-        {role: _sentence_chrf(texts, refs) for role, texts in answers.items()},
-        {key: _sentence_chrf(t["answers"], refs) for key, t in trivial.items()},
-        {key: m["quality"][METRIC] for key, m in models.items()},
-        METRIC,
-    )
-    if "student" in answers and "baseline" in answers:
-        # chrF gives partial credit; a baseline that gets more answers exactly right still
-        # wins something, and the headline must not hide it.
-        exact = {r: _item_exact(answers[r], refs) for r in ("student", "baseline")}
-        gap = paired_gap(exact["student"], exact["baseline"])
-        verdict["student_over_baseline_exact_match"] = gap.as_dict()
+    verdict = _verdict(answers, trivial, models, refs)
     for t in trivial.values():
         del t["answers"]
     task = {"kind": "generate", "n_test": len(items.requests), "metric": METRIC,
@@ -274,6 +263,28 @@ def _trivial(cfg: HarvestConfig, items: TextItems, refs: list[str]) -> dict[str,
         out[key] = {"name": name, "role": "trivial", "fidelity": None, "answers": texts,
                     "quality": text_scores(texts, refs)}  # fmt: skip
     return out
+
+
+def _verdict(
+    answers: dict[str, list[str]],
+    trivial: dict[str, Any],
+    models: dict[str, Any],
+    refs: list[str],
+) -> dict[str, Any]:
+    """judge's verdict on per-item chrF, and the student against the baseline on exact
+    match: chrF gives partial credit, and a baseline that gets more answers exactly right
+    still wins something the headline must not hide."""
+    verdict = judge(
+        {role: _sentence_chrf(texts, refs) for role, texts in answers.items()},
+        {key: _sentence_chrf(t["answers"], refs) for key, t in trivial.items()},
+        {key: m["quality"][METRIC] for key, m in models.items()},
+        METRIC,
+    )
+    if "student" in answers and "baseline" in answers:
+        exact = {r: _item_exact(answers[r], refs) for r in ("student", "baseline")}
+        gap = paired_gap(exact["student"], exact["baseline"])
+        verdict["student_over_baseline_exact_match"] = gap.as_dict()
+    return verdict
 
 
 def _sentence_chrf(hyps: list[str], refs: list[str]) -> np.ndarray:

@@ -170,15 +170,7 @@ def iter_examples(
                 (completion, 0) if end is None else end.complete(completion, rec["finish_reason"])
             )
         else:
-            forced = 0
-            if need_signals:
-                raise VocabMismatch(
-                    f"{where}: top-k logit KD needs the teacher's token ids, but this harvest "
-                    "has only token strings (an API teacher); use objective: sequence, or "
-                    "harvest a local teacher that shares the student's vocabulary"
-                )
-            p, c = encode(request, rec["text"], rec["finish_reason"])
-            prompt, completion = np.asarray(p, np.int64), np.asarray(c, np.int64)
+            (prompt, completion), forced = _encoded(rec, request, encode, need_signals, where), 0
         fields = json.loads(rec["fields"]) if rec["fields"] else {}
         if gold_answer is not None:
             completion, forced = np.asarray(gold_answer(fields, rec["text"], where), np.int64), 0
@@ -194,6 +186,20 @@ def iter_examples(
             continue  # the prompt alone fills max_len: nothing to learn from
         topk = rec["topk"] if need_signals else None
         yield Example(ids, len(prompt), topk, teacher_prompt, forced)
+
+
+def _encoded(
+    rec: dict[str, Any], request: dict[str, Any], encode: Encoder, need_signals: bool, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt and completion as `encode` tokenizes them: a harvest without teacher ids."""
+    if need_signals:
+        raise VocabMismatch(
+            f"{where}: top-k logit KD needs the teacher's token ids, but this harvest "
+            "has only token strings (an API teacher); use objective: sequence, or "
+            "harvest a local teacher that shares the student's vocabulary"
+        )
+    p, c = encode(request, rec["text"], rec["finish_reason"])
+    return np.asarray(p, np.int64), np.asarray(c, np.int64)
 
 
 def _no_signals(where: str, request: dict[str, Any]) -> str:

@@ -131,14 +131,10 @@ class Trainer:
             else torch.zeros(0, dtype=torch.long)
         )
         model = self.student.model
-        model.train()
-        if self.tc.student.freeze_embeddings:
-            # tied models share this tensor with the output layer, so both stay fixed
-            model.get_input_embeddings().weight.requires_grad_(False)
-        params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            params, lr=self.tc.lr, weight_decay=self.tc.weight_decay, betas=(0.9, 0.95)
-        )
+            self._trainable(model), lr=self.tc.lr, weight_decay=self.tc.weight_decay,
+            betas=(0.9, 0.95),
+        )  # fmt: skip
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.model, self.optimizer = self.accel.prepare(model, self.optimizer)
         if latest:
@@ -157,6 +153,14 @@ class Trainer:
             self.log_path.unlink(missing_ok=True)
 
     # --- setup --------------------------------------------------------------------------
+
+    def _trainable(self, model: Any) -> list[torch.nn.Parameter]:
+        """Training mode, and the parameters the optimizer moves."""
+        model.train()
+        if self.tc.student.freeze_embeddings:
+            # tied models share this tensor with the output layer, so both stay fixed
+            model.get_input_embeddings().weight.requires_grad_(False)
+        return [p for p in model.parameters() if p.requires_grad]
 
     def _new_student(self) -> Student:
         teacher_dir = teacher_folder(self.cfg)
