@@ -20,6 +20,18 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results.json"
 README = ROOT / "README.md"
 
+_CURVES = ["benchmarks/distill_curves.py", "--config", "examples/wordnet-derived.yaml"]
+
+
+def _curve_row(start: str) -> tuple[str, str, str | None, str]:
+    """The learning curve's row: on-policy's best chrF beside the best off-policy one's."""
+    label = (
+        f"Derived-word learning curve: on-policy's best chrF ({start}) vs the best "
+        "off-policy student's (3,700 answers)"
+    )
+    return (label, "summary.on_policy_best_chrf", "summary.best_off_policy.chrf", "chrF")
+
+
 # name -> (command, rows: (label, key of the figure, key of its baseline or None, unit))
 BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] = {
     "harvest_throughput": (
@@ -608,47 +620,12 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
         ],
     ),
     "distill_curves": (
-        [
-            "benchmarks/distill_curves.py",
-            "--config",
-            "examples/wordnet-derived.yaml",
-            "--sizes",
-            "250",
-            "1000",
-            "3700",
-        ],
-        [
-            (
-                "Derived-word learning curve: on-policy's best chrF (40 steps from a fresh "
-                "student) vs the best off-policy student's (3,700 answers)",
-                "summary.on_policy_best_chrf",
-                "summary.best_off_policy.chrf",
-                "chrF",
-            ),
-        ],
+        [*_CURVES, "--sizes", "250", "1000", "3700"],
+        [_curve_row("40 steps from a fresh student")],
     ),
     "distill_curves_warm": (
-        [
-            "benchmarks/distill_curves.py",
-            "--config",
-            "examples/wordnet-derived.yaml",
-            "--sizes",
-            "250",
-            "1000",
-            "3700",
-            "--warm-start",
-            "1000",
-            "--reuse",
-        ],
-        [
-            (
-                "Derived-word learning curve: on-policy's best chrF (40 steps from the "
-                "1,000-answer logit-KD student) vs the best off-policy student's",
-                "summary.on_policy_best_chrf",
-                "summary.best_off_policy.chrf",
-                "chrF",
-            ),
-        ],
+        [*_CURVES, "--sizes", "250", "1000", "3700", "--warm-start", "1000", "--reuse"],
+        [_curve_row("40 steps from the 1,000-answer logit-KD student")],
     ),
     "vllm_watermark": (
         ["benchmarks/vllm_watermark.py"],
