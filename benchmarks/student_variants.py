@@ -29,11 +29,16 @@ from stillroom.config import HarvestConfig, load_config
 from stillroom.evaluate.text import load_text_items, text_scores
 from stillroom.train.trainer import train
 
-# The config's own keys are overridden per variant.
-_FOUR = {"train.student.keep_layers": [0, 6, 12, 17], "train.student.vocab_top_k": 3,
-         "train.student.freeze_embeddings": True}  # fmt: skip
-_TWO = {"train.student.keep_layers": [0, 17], "train.student.vocab_top_k": None,
-        "train.max_steps": 300}  # fmt: skip
+# The config's own keys are overridden per variant. Without a transfer set
+# (prompts.transfer_path: None) a variant learns from the labelled items' answers alone.
+_LABELLED = {"prompts.transfer_path": None}
+_FOUR = _LABELLED | {
+    "train.student.keep_layers": [0, 6, 12, 17],
+    "train.student.vocab_top_k": 3,
+    "train.student.freeze_embeddings": True,
+}
+_TWO = _LABELLED | {"train.student.keep_layers": [0, 17], "train.student.vocab_top_k": None,
+                    "train.max_steps": 300}  # fmt: skip
 VARIANTS: dict[str, dict[str, Any]] = {
     "two-layers": _TWO | {"train.student.freeze_embeddings": False},
     "two-layers-frozen": _TWO | {"train.student.freeze_embeddings": True},
@@ -42,6 +47,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "four-layers-lr-1e-3": _FOUR | {"train.max_steps": 600, "train.lr": 1e-3},
     "four-layers-0-1-16-17": _FOUR
     | {"train.student.keep_layers": [0, 1, 16, 17], "train.max_steps": 300},
+    "four-layers-600-steps-transfer": _FOUR
+    | {"train.max_steps": 600, "prompts.transfer_path": "config"},
     "gold-only-two-layers": _TWO
     | {
         "train.student.freeze_embeddings": True,
@@ -87,13 +94,33 @@ def variant_config(base: HarvestConfig, name: str, work: Path) -> HarvestConfig:
         section: Any = cfg
         for part in path:
             section = getattr(section, part)
-        setattr(section, last, value)
+        if value != "config":  # "config": the config's own value, which the variant needs
+            setattr(section, last, value)
+    if VARIANTS[name].get("prompts.transfer_path") == "config" and not cfg.prompts.transfer_path:
+        raise SystemExit(f"{name} needs a transfer set: set prompts.transfer_path in the config")
     cfg.name, cfg.runs_dir = name, work
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     store = cfg.run_dir / "harvest.sqlite"
     if not store.exists():
         shutil.copyfile(base.run_dir / "harvest.sqlite", store)
+        if cfg.prompts.transfer_path is None:
+            set_aside_transfer(cfg)
     return cfg
+
+
+def set_aside_transfer(cfg: HarvestConfig) -> None:
+    """Move the copied harvest's answers to prompts outside the config's prompts file (the
+    transfer set's) to a split no step reads; they stay stored."""
+    from stillroom.harvest.prompts import load_prompts
+    from stillroom.harvest.store import RunStore
+
+    labelled = {item.id for item in load_prompts(cfg.prompts, cfg.split)[0]}
+    store = RunStore.open_run(cfg.run_dir)
+    try:
+        store.resplit({r["key"]: "set-aside" for r in store.iter_records()
+                       if r["prompt_id"] not in labelled})  # fmt: skip
+    finally:
+        store.close()
 
 
 def student_size(cfg: HarvestConfig) -> dict[str, Any]:

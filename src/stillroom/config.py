@@ -40,6 +40,11 @@ class PromptSource(_Strict):
     id_field: str | None = None
     # Row fields copied into the store beside each record (gold labels, metadata).
     keep_fields: list[str] = Field(default_factory=list)
+    # A transfer set: more rows of the same form (same format, field/template, id_field)
+    # that the teacher answers for training only. They join the train split whatever
+    # `split` says, need no gold (a kept field a row lacks is stored empty), and are never
+    # validated or scored: the prompts a distiller has without references.
+    transfer_path: Path | None = None
 
     @model_validator(mode="after")
     def _one_prompt_form(self) -> PromptSource:
@@ -280,6 +285,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Harvest
     cfg = validate_config(raw, str(path), _key_lines(text))
     base = path.parent
     cfg.prompts.path = _resolve(cfg.prompts.path, base)
+    if cfg.prompts.transfer_path is not None:
+        cfg.prompts.transfer_path = _resolve(cfg.prompts.transfer_path, base)
     return cfg
 
 

@@ -296,6 +296,61 @@ def test_the_gold_baseline_learns_each_gold_answer_and_its_end(harvested: dict[s
         assert tok.decode(answer[:-1]) != rec["text"]  # not the teacher's answer
 
 
+def test_a_transfer_set_teaches_the_student_but_not_the_baseline(
+    harvested: dict[str, Any], tmp_path: Path
+) -> None:
+    """Prompts without gold (prompts.transfer_path) are answered by the teacher and join
+    the train split: the distilled student learns from them, the gold-only baseline cannot,
+    and nothing scores them."""
+    from stillroom.distill import gold_baseline
+    from stillroom.train.trainer import Trainer
+
+    extra = tmp_path / "transfer.jsonl"
+    extra.write_text("".join(
+        json.dumps({"id": f"x{i}", "text": " ".join([*WORDS[i % 7 : i % 7 + 3], f"x{i}"])}) + "\n"
+        for i in range(12)
+    ))  # fmt: skip
+    raw = json.loads(json.dumps(harvested["raw"]))
+    raw["name"] = "with-transfer"
+    raw["prompts"]["transfer_path"] = str(extra)
+    cfg = validate_config(raw, "test")
+    assert harvest(cfg, show_progress=False).ok == 52
+    labelled = config(harvested, "without-transfer")
+    train_rows = {cfg.run_dir: 0, labelled.run_dir: 0}
+    for run in train_rows:
+        store = RunStore.open_run(run)
+        try:
+            train_rows[run] = len(list(store.iter_records("train")))
+            if run == cfg.run_dir:
+                test_ids = {r["prompt_id"] for r in store.iter_records("test")}
+                assert not any(i.startswith("x") for i in test_ids)
+        finally:
+            store.close()
+    assert train_rows[cfg.run_dir] == train_rows[labelled.run_dir] + 12
+    student = list(Trainer(cfg, quiet=True)._examples("train"))
+    baseline = list(Trainer(gold_baseline(cfg), quiet=True)._examples("train"))
+    assert len(student) == train_rows[cfg.run_dir]
+    assert len(baseline) == train_rows[labelled.run_dir]  # transfer rows have no gold
+    from stillroom.evaluate.inputs import training_set_note
+
+    note = training_set_note(cfg)
+    assert note is not None and f"{train_rows[cfg.run_dir]:,} train-split prompts, 12 of" in note
+    assert training_set_note(labelled) is None  # every prompt has gold: nothing to say
+    gold_only = gold_baseline(cfg)
+    gold_only.prompts.transfer_path = None
+    gold_only.name = "no-gold-at-all"
+    gold_only.prompts.keep_fields = []
+    gold_only.run_dir.mkdir(parents=True)
+    shutil.copyfile(cfg.run_dir / "harvest.sqlite", gold_only.run_dir / "harvest.sqlite")
+    store = RunStore.open_run(gold_only.run_dir)
+    try:
+        store.db.execute("UPDATE calls SET fields = '{}'")  # every row's gold gone
+    finally:
+        store.close()
+    with pytest.raises(StoreError, match=r"no training examples.*task.gold_field is filled"):
+        train(gold_only, quiet=True)
+
+
 def test_gold_targets_need_a_gold_field_and_sequence_training(harvested: dict[str, Any]) -> None:
     raw = json.loads(json.dumps(harvested["raw"]))
     raw["train"]["targets"] = "gold"

@@ -131,3 +131,36 @@ def test_first_keeps_only_the_first_usable_rows(tmp_path: Path) -> None:
     items, report = load_prompts(PromptSource(path=path, field="t"), SPLIT, skip_bad=True, first=2)
     assert [i.prompt for i in items] == ["a", "c"]
     assert report.rows == 3
+
+
+def test_transfer_rows_join_train_and_need_no_gold(tmp_path: Path) -> None:
+    main = jsonl(tmp_path, [json.dumps({"id": f"m{i}", "q": f"q{i}", "y": "a"}) for i in range(40)])
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text("".join(json.dumps({"id": f"t{i}", "q": f"t{i}"}) + "\n" for i in range(30)))
+    src = PromptSource(path=main, field="q", id_field="id", keep_fields=["y"],
+                       transfer_path=extra)  # fmt: skip
+    items, report = load_prompts(src, SplitConfig(train=0.5, validation=0.25, test=0.25))
+    transfer = [i for i in items if i.id.startswith("t")]
+    assert len(items) == 70 and report.transfer == 30 and report.rows == 70
+    assert {i.split for i in transfer} == {"train"} and all(i.fields == {} for i in transfer)
+    # the main file's rows keep their seeded split, some of them held out
+    held = {i.split for i in items if i.id.startswith("m")}
+    assert held == {"train", "validation", "test"}
+    # a main row missing a kept field is still an error; an id in both files is too
+    main.write_text(json.dumps({"id": "t0", "q": "q", "y": "a"}) + "\n")
+    with pytest.raises(InputError, match=r"extra.jsonl:1: duplicate prompt id 't0'.*transfer"):
+        load_prompts(src, SPLIT)
+    main.write_text(json.dumps({"id": "m0", "q": "q"}) + "\n")
+    with pytest.raises(InputError, match=r"p.jsonl:1: no field 'y'"):
+        load_prompts(src, SPLIT)
+
+
+def test_transfer_path_resolves_against_the_config(tmp_path: Path) -> None:
+    from stillroom.config import load_config
+
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(
+        "name: t\nprompts: {path: data/p.jsonl, field: q, transfer_path: data/x.jsonl}\n"
+    )
+    cfg = load_config(cfg_path)
+    assert cfg.prompts.transfer_path == tmp_path / "data" / "x.jsonl"

@@ -9,6 +9,7 @@ from stillroom.tasks.derived import (
     FEW_SHOT,
     FEW_SHOT_PREFIX,
     TASK_FILE,
+    TRANSFER_FILE,
     build_derived_task,
     copy_answers,
     eligible_items,
@@ -16,6 +17,7 @@ from stillroom.tasks.derived import (
     prompt_for,
     read_synsets,
     reference_definition,
+    transfer_items,
 )
 
 LICENSE = "  1 This software and database is being provided to you, the LICENSEE, by  \n"
@@ -173,6 +175,28 @@ def test_build_names_the_problem(wordnet_dir: Path, tmp_path: Path) -> None:
         build_derived_task(tmp_path, items=1, source=wordnet_dir)
 
 
+def test_transfer_prompts_are_other_derived_senses(wordnet_dir: Path, tmp_path: Path) -> None:
+    """The transfer set: senses like the items first, then other linked words' first senses;
+    never an item's word or definition, a prompt example, or a definition twice."""
+    alike, linked = transfer_items(wordnet_dir, eligible_items(wordnet_dir))
+    # magicality shares magicalness's definition; strangeness's second sense is like an
+    # item; neatly's definition lacks tidy's stem, so it is only linked
+    assert [(i.word, i.definition) for i in alike] == [
+        ("magicalness", "the quality of being magical"),
+        ("strangeness", "the quality of being strange"),
+    ]
+    assert [(i.word, i.base) for i in linked] == [("neatly", "tidy")]
+    build_derived_task(tmp_path, items=2, source=wordnet_dir, transfer=2)
+    rows = rows_of(tmp_path / TRANSFER_FILE)
+    assert sorted(r["text"] for r in rows) == sorted(i.text for i in alike)
+    assert all(set(r) == {"id", "prompt", "text", "part"} for r in rows)  # no reference
+    assert rows[0]["prompt"] == prompt_for(rows[0]["text"])
+    build_derived_task(tmp_path, items=2, source=wordnet_dir, transfer=3)
+    assert len(rows_of(tmp_path / TRANSFER_FILE)) == 3
+    with pytest.raises(InputError, match="only 3 transfer prompts for transfer=4"):
+        build_derived_task(tmp_path, items=2, source=wordnet_dir, transfer=4)
+
+
 def test_trivial_answers() -> None:
     rows = [{"text": "in a magical manner (adverb)"}, {"text": "the state of being tidy (noun)"}]
     assert copy_answers(rows) == [r["text"] for r in rows]
@@ -205,7 +229,8 @@ def test_the_task_command_builds_it(
     monkeypatch.setenv("WNSEARCHDIR", str(wordnet_dir))
     out = tmp_path / "data"
     with pytest.raises(SystemExit) as done:
-        main(["task", "wordnet-derived", "--out", str(out), "--items", "2", "--seed", "3"])
+        main(["task", "wordnet-derived", "--out", str(out), "--items", "2", "--seed", "3",
+              "--transfer", "0"])  # fmt: skip
     assert done.value.code in (0, None)
     assert json.loads(capsys.readouterr().out) == {"path": str(out / TASK_FILE), "items": 2}
     assert (out / TASK_FILE).read_bytes() == (

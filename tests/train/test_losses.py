@@ -494,6 +494,21 @@ def test_soft_label_kd_properties(
     assert torch.equal(kd.total, temperature**2 * kd.kd)
 
 
+def test_soft_label_ce_counts_only_rows_with_gold() -> None:
+    """A transfer-set row has no gold (-1): it teaches through KD alone."""
+    g = torch.Generator().manual_seed(3)
+    student = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    teacher = -torch.rand(4, 5, generator=g, dtype=torch.float64) * 3
+    gold = torch.tensor([2, -1, 0, -1])
+    parts = soft_label_loss(student, teacher, gold=gold, alpha=0.3)
+    known = gold >= 0
+    assert parts.ce is not None
+    assert torch.allclose(parts.ce, F.cross_entropy(student[known], gold[known]))
+    assert torch.allclose(parts.total, 0.3 * parts.kd + 0.7 * parts.ce)
+    full = soft_label_loss(student, teacher)
+    assert torch.allclose(parts.kd, full.kd)  # KD still over every row
+
+
 def test_soft_label_gradients_and_errors() -> None:
     g = torch.Generator().manual_seed(8)
     student = torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True)

@@ -199,6 +199,43 @@ def test_soft_label_kd_for_classification(harvested: dict[str, Any]) -> None:
     assert result.steps == 30
 
 
+def test_a_classification_transfer_set_teaches_by_kd_alone(harvested: dict[str, Any]) -> None:
+    """Transfer rows (no gold) join train with gold -1: KD learns from them, cross-entropy
+    and the gold-only baseline (alpha 0) pass them over."""
+    from stillroom.train.trainer import Trainer
+
+    root = harvested["root"]
+    raw = json.loads(json.dumps(harvested["raw"]))
+    items, extra = root / "labelled.jsonl", root / "transfer.jsonl"
+    for path, n, gold in ((items, 30, True), (extra, 20, False)):
+        with path.open("w") as f:
+            for i in range(n):
+                text = " ".join(WORDS[(i * j + 5 * j) % len(WORDS)] for j in range(1, 4))
+                row = {"id": f"{path.stem}{i}", "item": f"{text} {path.stem} {i}"}
+                f.write(json.dumps(row | ({"gold": ["cat", "dog"][i % 2]} if gold else {})))
+                f.write("\n")
+    raw |= {
+        "name": "classify-transfer",
+        "prompts": {"path": str(items), "template": "the {item} is a", "id_field": "id",
+                    "keep_fields": ["item", "gold"], "transfer_path": str(extra)},
+        "task": {"kind": "classify", "labels": ["cat", "dog"], "gold_field": "gold",
+                 "student_template": "the {item} is a"},
+    }  # fmt: skip
+    raw["train"] |= {"objective": "labels", "max_steps": 4, "eval_every": 0, "alpha": 0.5}
+    cfg = validate_config(raw, "test")
+    teacher = LocalTeacher.load(raw["teacher"]["model"], batch_size=16)
+    assert harvest(cfg, teacher=teacher, show_progress=False).ok == 50
+    examples = list(Trainer(cfg, quiet=True)._label_examples("train"))
+    no_gold = [ex for ex in examples if ex.gold == -1]
+    assert len(no_gold) == 20 and len(examples) > 20
+    result = train(cfg, quiet=True)  # batches mix rows with and without gold
+    assert result.steps == 4 and torch.isfinite(torch.tensor(result.final_train_loss))
+    baseline = cfg.model_copy(deep=True)
+    baseline.train.alpha = 0.0
+    gold_only = list(Trainer(baseline, quiet=True)._label_examples("train"))
+    assert len(gold_only) == len(examples) - 20 and all(ex.gold >= 0 for ex in gold_only)
+
+
 def test_another_run_scores_a_trained_student_as_its_own_validation_did(
     harvested: dict[str, Any],
 ) -> None:

@@ -187,6 +187,13 @@ def task(
         typer.Option(help="wordnet-derived: items in all (default: every usable one, 4,982)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Which items are drawn.")] = 0,
+    transfer: Annotated[
+        int,
+        typer.Option(
+            help="wordnet-derived: prompts without references for the transfer set "
+            "(wordnet-derived-transfer.jsonl; 0: none)."
+        ),
+    ] = 6906,
 ) -> None:
     """Build a built-in task's data from an installed package (WordNet: Debian wordnet-base).
 
@@ -202,7 +209,7 @@ def task(
     if name == "wordnet":
         path = build_wordnet_task(out, per_class=per_class, seed=seed, with_prompts=True)
     elif name == "wordnet-derived":
-        path = build_derived_task(out, items=items, seed=seed)
+        path = build_derived_task(out, items=items, seed=seed, transfer=transfer)
     else:
         raise InputError(
             f"no built-in task {name!r}; the built-in tasks are: wordnet, wordnet-derived"

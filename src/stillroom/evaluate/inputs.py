@@ -4,6 +4,7 @@ students trained so far, their training logs, and the teacher it times."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,28 @@ def test_records(cfg: HarvestConfig) -> list[dict[str, Any]]:
     if not records:
         raise StoreError(f"{cfg.run_dir}: no test items in the harvest; check split.test")
     return records
+
+
+def training_set_note(cfg: HarvestConfig) -> str | None:
+    """How many train-split answers the student had, and how many of them the gold-only
+    baseline could use: a transfer set's prompts (prompts.transfer_path) have no gold."""
+    field = cfg.task.gold_field
+    if field is None:
+        return None
+    prompts: dict[str, bool] = {}
+    for rec in split_records(cfg, "train"):
+        value = json.loads(rec["fields"] or "{}").get(field)
+        prompts[rec["prompt_id"]] = value is not None and str(value).strip() != ""
+    with_gold = sum(prompts.values())
+    if with_gold == len(prompts):
+        return None
+    return (
+        f"The student learned from the teacher's answers to {len(prompts):,} train-split "
+        f"prompts, {len(prompts) - with_gold:,} of them without gold ({field}; a transfer set "
+        f"such as prompts.transfer_path); the gold-only baseline learned from the "
+        f"{with_gold:,} with gold. Answering prompts nobody labelled is what distilling "
+        "adds over training on the labels."
+    )
 
 
 def trained_students(run_dir: Path) -> list[tuple[str, Path]]:

@@ -24,6 +24,7 @@ from stillroom.evaluate.inputs import (
     timed_teacher,
     trained_students,
     training_logs,
+    training_set_note,
 )
 from stillroom.evaluate.metrics import accuracy, confusion, label_kl, macro_f1
 from stillroom.evaluate.result import EvalResult
@@ -90,7 +91,7 @@ def evaluate(
         "models": models,
         "confusion": {"labels": labels}
         | {role: confusion(pred, gold, len(labels)).tolist() for role, pred in preds.items()},
-        "notes": list(NOTES),
+        "notes": [*NOTES, *filter(None, [training_set_note(cfg)])],
         "training_logs": training_logs(cfg.run_dir),
         "settings": {
             "cpu_hour_usd": cpu_hour_usd,

@@ -31,6 +31,7 @@ from stillroom.evaluate.inputs import (
     timed_teacher,
     trained_students,
     training_logs,
+    training_set_note,
 )
 from stillroom.evaluate.metrics import chrf, corpus_chrf, exact_match, normalise_whitespace
 from stillroom.evaluate.result import EvalResult
@@ -334,6 +335,8 @@ def _notes(cfg: HarvestConfig, items: TextItems) -> list[str]:
         "with a 95% bootstrap interval.",
         TIMING_NOTE,
     ]
+    if (trained_on := training_set_note(cfg)) is not None:
+        notes.append(trained_on)
     if items.gold is None:
         notes.append(
             "No gold text (task.gold_field is not set): quality is fidelity to the teacher, "

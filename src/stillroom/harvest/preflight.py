@@ -159,7 +159,9 @@ def gold_problems(task: TaskConfig, items: list[PromptItem]) -> tuple[list[str],
     wrong: dict[str, list[PromptItem]] = defaultdict(list)
     seen: Counter[str] = Counter()
     for item in items:
-        value = str(item.fields.get(task.gold_field))
+        if task.gold_field not in item.fields:
+            continue  # a transfer-set row without gold (prompts.transfer_path)
+        value = str(item.fields[task.gold_field])
         if value in task.labels:
             seen[value] += 1
         else:

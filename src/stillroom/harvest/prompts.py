@@ -2,7 +2,8 @@
 
 Each row becomes a `PromptItem` with a stable id and a split: drawn from a seeded hash of the
 prompt id, so the same prompt lands in the same split on every run and every machine, or read
-from the row's own `split.field` column (a data set's published split).
+from the row's own `split.field` column (a data set's published split). Rows of the transfer
+set (`prompts.transfer_path`) are training prompts only: always the train split.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class PromptItem:
 class LoadReport:
     rows: int = 0
     skipped: list[str] = field(default_factory=list)  # "file:line: problem"
+    transfer: int = 0  # usable rows of the transfer set (prompts.transfer_path)
 
 
 def load_prompts(
@@ -50,26 +52,35 @@ def load_prompts(
     skip_bad: bool = False,
     first: int | None = None,
 ) -> tuple[list[PromptItem], LoadReport]:
-    """Read every row (or only up to the `first` N usable ones); a bad row raises InputError
-    naming file:line, or with `skip_bad` is counted in the report and left out."""
+    """Read every row (or only up to the `first` N usable ones), then the transfer set's
+    (`src.transfer_path`: train split, gold optional); a bad row raises InputError naming
+    file:line, or with `skip_bad` is counted in the report and left out."""
     report = LoadReport()
     items: list[PromptItem] = []
     seen: set[str] = set()
-    for where, row in _rows(src):
-        if first is not None and len(items) >= first:
-            break
-        report.rows += 1
-        try:
-            item = _to_item(src, split, row, where)
-            if item.id in seen:
-                raise InputError(f"{where}: duplicate prompt id {item.id!r}; ids must be unique")
-        except InputError as e:
-            if not skip_bad:
-                raise
-            report.skipped.append(str(e))
-            continue
-        seen.add(item.id)
-        items.append(item)
+    sources = [(src, False)]
+    if src.transfer_path is not None:
+        sources.append((src.model_copy(update={"path": src.transfer_path}), True))
+    for source, transfer in sources:
+        for where, row in _rows(source):
+            if first is not None and len(items) >= first:
+                break
+            report.rows += 1
+            try:
+                item = _to_item(source, split, row, where, transfer=transfer)
+                if item.id in seen:
+                    raise InputError(
+                        f"{where}: duplicate prompt id {item.id!r}; ids must be unique"
+                        + (" across prompts.path and prompts.transfer_path" if transfer else "")
+                    )
+            except InputError as e:
+                if not skip_bad:
+                    raise
+                report.skipped.append(str(e))
+                continue
+            seen.add(item.id)
+            items.append(item)
+            report.transfer += transfer
     if not items:
         raise InputError(
             f"{src.path}: no usable prompts ({report.rows} rows, {len(report.skipped)} bad)"
@@ -183,7 +194,9 @@ def _arrow_rows(path: Path, table: Any) -> Iterator[tuple[str, Any]]:
         yield f"{path}:row {i}", row
 
 
-def _to_item(src: PromptSource, split: SplitConfig, row: Any, where: str) -> PromptItem:
+def _to_item(
+    src: PromptSource, split: SplitConfig, row: Any, where: str, *, transfer: bool = False
+) -> PromptItem:
     if isinstance(row, InputError):
         raise row
     if not isinstance(row, dict):
@@ -197,10 +210,13 @@ def _to_item(src: PromptSource, split: SplitConfig, row: Any, where: str) -> Pro
     else:
         pid = hashlib.sha256(str(text).encode()).hexdigest()[:16]
     missing = [k for k in src.keep_fields if k not in row]
-    if missing:
+    if missing and not transfer:  # a transfer row may lack gold and other kept fields
         raise InputError(f"{where}: no field {missing[0]!r} (listed in prompts.keep_fields)")
-    kept = {k: row[k] for k in src.keep_fields}
-    part = _split_column(split, row, where) if split.field else split_of(pid, split)
+    kept = {k: row[k] for k in src.keep_fields if k in row}
+    if transfer:
+        part = "train"
+    else:
+        part = _split_column(split, row, where) if split.field else split_of(pid, split)
     return PromptItem(pid, prompt, messages, part, kept, where)
 
 

@@ -45,6 +45,7 @@ from stillroom.reportkit.files import write_atomic
 from stillroom.tasks.wordnet import clean_gloss, find_wordnet
 
 TASK_FILE = "wordnet-derived.jsonl"
+TRANSFER_FILE = "wordnet-derived-transfer.jsonl"  # prompts without references (--transfer)
 MIN_WORDS, MAX_WORDS = 3, 20
 # WordNet's file suffixes and the part-of-speech names the prompt uses.
 PARTS = {"noun": "noun", "verb": "verb", "adj": "adjective", "adv": "adverb"}
@@ -111,23 +112,31 @@ def read_synsets(path: Path) -> dict[str, _Synset]:
     return synsets
 
 
-def first_senses(index: Path) -> Iterator[tuple[str, str]]:
-    """(lemma, offset of its most frequent sense) for each lemma of an index.* file."""
+def senses(index: Path) -> Iterator[tuple[str, list[str]]]:
+    """(lemma, offsets of its senses, most frequent first) for each lemma of an index.*
+    file."""
     with index.open(encoding="utf-8", errors="replace") as f:
         for line in f:
             if line.startswith("  ") or not line.strip():
                 continue
             fields = line.split()
-            yield fields[0], fields[-int(fields[2])]  # synset_cnt offsets end the line
+            yield fields[0], fields[-int(fields[2]) :]  # synset_cnt offsets end the line
 
 
-def base_word(
-    lemma: str, synset: _Synset, data: dict[str, dict[str, _Synset]], definition: str
-) -> str | None:
-    """The shorter word `lemma` is derived from, if the definition uses its stem."""
+def first_senses(index: Path) -> Iterator[tuple[str, str]]:
+    """(lemma, offset of its most frequent sense) for each lemma of an index.* file."""
+    for lemma, offsets in senses(index):
+        yield lemma, offsets[0]
+
+
+def bases(
+    lemma: str, synset: _Synset, data: dict[str, dict[str, _Synset]], *, shorter: bool = True
+) -> Iterator[str]:
+    """The words a derivation or pertainym pointer from `lemma` names: those it is built
+    from (shorter than it), or with `shorter=False` every linked word."""
     lowered = [w.lower() for w in synset.words]
     if lemma not in lowered:
-        return None
+        return
     source = lowered.index(lemma) + 1
     for symbol, offset, pos, source_target in synset.pointers:
         if symbol not in _DERIVED_FROM or int(source_target[:2], 16) != source:
@@ -136,8 +145,17 @@ def base_word(
         if target == 0:  # a pointer between whole synsets names no word
             continue
         base = data[_POINTER_POS[pos]][offset].words[target - 1].lower()
+        if len(base) < len(lemma) or not shorter:
+            yield base
+
+
+def base_word(
+    lemma: str, synset: _Synset, data: dict[str, dict[str, _Synset]], definition: str
+) -> str | None:
+    """The shorter word `lemma` is derived from, if the definition uses its stem."""
+    for base in bases(lemma, synset, data):
         stem = base[: max(4, len(base) - 2)]
-        if len(base) < len(lemma) and re.search(r"\b" + re.escape(stem), definition):
+        if re.search(r"\b" + re.escape(stem), definition):
             return base
     return None
 
@@ -163,6 +181,43 @@ def eligible_items(folder: Path) -> list[Item]:
                 items.append(Item(item_id, lemma, part, base, definition))
     seen = Counter(i.definition for i in items)
     return [i for i in items if seen[i.definition] == 1]
+
+
+def transfer_items(folder: Path, items: list[Item]) -> tuple[list[Item], list[Item]]:
+    """Prompts for a transfer set: derived words' senses that are not items, in the task's
+    form, for the teacher to answer and the student to learn from (prompts.transfer_path).
+
+    Any sense of a lemma whose definition uses the stem of a shorter word it is built from
+    (as items do: "the act of abdicating (noun)"), and the first sense of any other lemma
+    with a derivation or pertainym pointer ("the act of giving something up (noun)",
+    "give up, such as power (verb)"). None has an item's
+    word or definition, or a prompt example's, so nothing scored is taught; each definition
+    appears once. Their `word` stays out of the transfer file: a transfer set has no gold.
+    Returns (the senses like items, the other linked words' senses), in index order.
+    """
+    data = {pos: read_synsets(folder / f"data.{pos}") for pos in PARTS}
+    taken_words = {i.word for i in items} | {word for _, word, _, _ in FEW_SHOT}
+    taken = {i.definition for i in items} | {definition for *_, definition in FEW_SHOT}
+    alike: list[Item] = []
+    linked: list[Item] = []
+    for pos, part in PARTS.items():
+        for lemma, offsets in senses(folder / f"index.{pos}"):
+            if not _PLAIN_WORD.match(lemma) or lemma in taken_words:
+                continue
+            for rank, offset in enumerate(offsets):
+                synset = data[pos][offset]
+                definition = reference_definition(synset.gloss)
+                if definition in taken or not MIN_WORDS <= len(definition.split()) <= MAX_WORDS:
+                    continue
+                base = base_word(lemma, synset, data, definition)
+                kind = alike
+                if base is None and rank == 0:
+                    base, kind = next(bases(lemma, synset, data, shorter=False), None), linked
+                if base is not None:
+                    taken.add(definition)
+                    item_id = f"t{pos[0] if pos != 'adv' else 'r'}{offset}-{lemma}"
+                    kind.append(Item(item_id, lemma, part, base, definition))
+    return alike, linked
 
 
 # ---- the teacher's prompt ----------------------------------------------------------------
@@ -214,19 +269,29 @@ def most_common_answer(references: list[str]) -> str:
 
 
 def build_derived_task(
-    out_dir: Path, *, items: int | None = None, seed: int = 0, source: Path | None = None
+    out_dir: Path,
+    *,
+    items: int | None = None,
+    seed: int = 0,
+    source: Path | None = None,
+    transfer: int = 0,
 ) -> Path:
     """Write `items` rows (default: every eligible item, 4,982 in WordNet 3.0) to
-    out_dir/wordnet-derived.jsonl; return its path.
+    out_dir/wordnet-derived.jsonl; return its path. With `transfer` > 0, also write that
+    many transfer prompts (`transfer_items`: those like items first; no reference) to
+    out_dir/wordnet-derived-transfer.jsonl.
 
     Rows: {"id": "r00437381", "prompt": the teacher's few-shot prompt, "text": "in a
     magical manner (adverb)", "word": the reference, "part", "base", "definition"}, drawn at
-    random (seeded) from every eligible item. The same source, items and seed give the same
-    file byte for byte. `source` is a WordNet folder (default: the one `find_wordnet()`
-    finds). Written to a temporary name and renamed.
+    random (seeded) from every eligible item; transfer rows have id, prompt, text and part.
+    The same source, items and seed give the same files byte for byte. `source` is a
+    WordNet folder (default: the one `find_wordnet()` finds). Written to a temporary name
+    and renamed.
     """
     if items is not None and items < 1:
         raise InputError(f"items is {items}; ask for 1 or more")
+    if transfer < 0:
+        raise InputError(f"transfer is {transfer}; ask for 0 (none) or more")
     folder = source or find_wordnet().parent
     missing = [
         name for pos in PARTS for name in (f"data.{pos}", f"index.{pos}")
@@ -243,19 +308,37 @@ def build_derived_task(
         raise InputError(
             f"{folder}: only {len(pool)} usable items for items={items}; ask for fewer"
         )
-    rows = [
-        {
-            "id": i.id,
-            "prompt": prompt_for(i.text),
-            "text": i.text,
-            "word": i.word,
-            "part": i.part,
-            "base": i.base,
-            "definition": i.definition,
-        }
-        for i in random.Random(seed).sample(pool, items)
-    ]
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / TASK_FILE
+    rows = [
+        {"id": i.id, "prompt": prompt_for(i.text), "text": i.text, "word": i.word,
+         "part": i.part, "base": i.base, "definition": i.definition}
+        for i in random.Random(seed).sample(pool, items)
+    ]  # fmt: skip
+    target = _write_rows(out_dir / TASK_FILE, rows)
+    if transfer:
+        _write_transfer(out_dir / TRANSFER_FILE, transfer_items(folder, pool), transfer, seed)
+    return target
+
+
+def _write_transfer(
+    target: Path, kinds: tuple[list[Item], list[Item]], transfer: int, seed: int
+) -> None:
+    """`transfer` prompts: those like the items first, then other linked words', at random."""
+    alike, linked = kinds
+    if len(alike) + len(linked) < transfer:
+        raise InputError(
+            f"this WordNet has only {len(alike) + len(linked)} transfer prompts for "
+            f"transfer={transfer}; ask for fewer"
+        )
+    draw = random.Random(seed)
+    picked = draw.sample(alike, min(transfer, len(alike)))
+    picked += draw.sample(linked, transfer - len(picked))
+    _write_rows(target, [
+        {"id": i.id, "prompt": prompt_for(i.text), "text": i.text, "part": i.part}
+        for i in picked
+    ])  # fmt: skip
+
+
+def _write_rows(target: Path, rows: list[dict[str, str]]) -> Path:
     write_atomic(target, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return target

@@ -104,6 +104,7 @@ class ExampleCounts:
     """What `iter_examples` passed over, for the caller to report."""
 
     empty: int = 0  # teacher answers of zero tokens
+    no_gold: int = 0  # rows without gold text, passed over by train.targets: gold
 
 
 def is_empty_answer(rec: dict[str, Any]) -> bool:
@@ -126,8 +127,9 @@ B = TypeVar("B")
 Encoder = Callable[[dict[str, Any], str, str | None], tuple[list[int], list[int]]]
 # A row's kept fields -> the student's prompt ids (task.student_template), or None.
 StudentPrompt = Callable[[dict[str, Any], str], list[int]]
-# A row's kept fields, the teacher's answer text -> the gold answer's ids (train.targets: gold).
-GoldAnswer = Callable[[dict[str, Any], str, str], list[int]]
+# A row's kept fields, the teacher's answer text -> the gold answer's ids (train.targets: gold),
+# or None for a row without gold (a transfer-set prompt), which is passed over.
+GoldAnswer = Callable[[dict[str, Any], str, str], list[int] | None]
 
 
 def iter_examples(
@@ -151,15 +153,15 @@ def iter_examples(
     prompt and completion with the student's tokenizer (sequence KD from API harvests).
     With `student_prompt` the student reads its own prompt before the teacher's answer;
     with `end`, answers cut at the stop string get it back (stored ids only). With
-    `gold_answer` the student learns the row's gold answer instead of the teacher's, and
-    rows the teacher left empty count too.
+    `gold_answer` the student learns the row's gold answer instead of the teacher's: rows
+    the teacher left empty count too, rows without gold do not.
     """
+    counts = ExampleCounts() if counts is None else counts
     for rec in store.iter_records(split):
         where = f"{store.path} call {rec['key']}"
         request = json.loads(rec["request"])
         if is_empty_answer(rec) and gold_answer is None:
-            if counts is not None:
-                counts.empty += 1
+            counts.empty += 1
             continue
         if need_signals and rec["topk"] is None:
             raise VocabMismatch(_no_signals(where, request))
@@ -173,7 +175,11 @@ def iter_examples(
             (prompt, completion), forced = _encoded(rec, request, encode, need_signals, where), 0
         fields = json.loads(rec["fields"]) if rec["fields"] else {}
         if gold_answer is not None:
-            completion, forced = np.asarray(gold_answer(fields, rec["text"], where), np.int64), 0
+            gold = gold_answer(fields, rec["text"], where)
+            if gold is None:
+                counts.no_gold += 1
+                continue
+            completion, forced = np.asarray(gold, np.int64), 0
         if len(completion) == 0:
             continue
         teacher_prompt = None
@@ -355,9 +361,11 @@ def iter_label_examples(
     labels: list[str],
     gold_field: str | None,
     max_len: int,
+    gold_only: bool = False,
 ) -> Iterator[LabelExample]:
     """One example per stored classification call: the student's view of the item, the
-    teacher's label log-probs, and the gold label when the config names one."""
+    teacher's label log-probs, and the gold label when the config names one and the row has
+    it (a transfer-set row may not: gold -1). `gold_only` passes over rows without gold."""
     for rec in store.iter_records(split):
         where = f"{store.path} call {rec['key']}"
         if rec["label_logprobs"] is None:
@@ -374,8 +382,10 @@ def iter_label_examples(
             ) from None
         ids = np.asarray(encode(text), np.int64)[-max_len:]  # keep the end: the label follows
         gold = -1
-        if gold_field is not None:
-            value = str(fields.get(gold_field))
+        if gold_only and (gold_field is None or gold_field not in fields):
+            continue
+        if gold_field is not None and gold_field in fields:
+            value = str(fields[gold_field])
             if value not in labels:
                 raise VocabMismatch(
                     f"{where}: gold label {value!r} is not one of task.labels {labels}"

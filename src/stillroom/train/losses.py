@@ -300,9 +300,9 @@ def soft_label_loss(
 
     student_label_logits (B, C); teacher_label_logprobs (B, C), e.g. the teacher's logprob of
     each verbalizer (need not sum to 1: it is renormalised over the C labels after
-    temperature); gold (B,) class indices or None. kd = mean KL(teacher_T || student_T);
-    total = alpha * T^2 * kd + (1 - alpha) * ce, ce the mean CE to gold at T = 1. Without
-    gold, alpha must be 1 and ce is None.
+    temperature); gold (B,) class indices, -1 where a row has none, or None. kd = mean
+    KL(teacher_T || student_T); total = alpha * T^2 * kd + (1 - alpha) * ce, ce the mean CE
+    to gold at T = 1 over the rows that have it. Without gold, alpha must be 1 and ce is None.
     """
     _check_unit("alpha", alpha)
     _check_temperature(temperature)
@@ -323,7 +323,8 @@ def soft_label_loss(
     kd = _mean(forward_kl(s, t))
     if gold is None:
         return LossParts(temperature**2 * kd, kd, None)
-    ce = _mean(_token_ce(student_label_logits, gold))
+    known = gold >= 0
+    ce = _mean(_token_ce(student_label_logits[known], gold[known]))
     return LossParts(_mix(alpha, temperature**2 * kd, ce), kd, ce)
 
 

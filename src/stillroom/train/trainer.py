@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from stillroom.config import HarvestConfig, TrainSection, dump_config
-from stillroom.errors import StoreError, VocabMismatch
+from stillroom.errors import StoreError
 from stillroom.harvest.store import RunStore
 from stillroom.reportkit.files import atomic_file, write_atomic
 from stillroom.train.data import (
@@ -203,17 +203,16 @@ class Trainer:
             gold_answer=self._gold_answer if self.tc.targets == "gold" else None,
         )
 
-    def _gold_answer(self, fields: dict[str, Any], teacher_text: str, where: str) -> list[int]:
+    def _gold_answer(
+        self, fields: dict[str, Any], teacher_text: str, where: str
+    ) -> list[int] | None:
         """The gold text as an answer: spaced as the teacher's answer starts, then the end
-        the teacher writes (the stop string, else EOS), so the student learns to stop."""
-        name = self.cfg.task.gold_field or ""
-        answer = gold_answer_text(fields, name, teacher_text)
+        the teacher writes (the stop string, else EOS), so the student learns to stop. None
+        for a row without gold (a transfer-set prompt): the baseline learns only labelled
+        rows."""
+        answer = gold_answer_text(fields, self.cfg.task.gold_field or "", teacher_text)
         if answer is None:
-            raise VocabMismatch(
-                f"{where}: train.targets: gold, but task.gold_field {name!r} is missing or "
-                "empty in this row; fill it in the prompts file and harvest again, or use "
-                "train.targets: teacher"
-            )
+            return None
         tok = self.student.tokenizer
         ids = list(tok(answer, add_special_tokens=False)["input_ids"])
         if self._answer_end is not None:
@@ -280,6 +279,7 @@ class Trainer:
             labels=task.labels,
             gold_field=task.gold_field,
             max_len=self.tc.max_len,
+            gold_only=self.tc.alpha == 0.0,  # the gold-only baseline: transfer rows teach nothing
         )
 
     # --- the loop -----------------------------------------------------------------------
@@ -345,7 +345,9 @@ class Trainer:
             raise StoreError(
                 f"{self.store.path}: no training examples in the train split; harvest more "
                 "prompts, or check split.train"
-            )
+                + ("; train.targets: gold learns only rows whose task.gold_field is filled"
+                   if self.tc.targets == "gold" else "")
+            )  # fmt: skip
         return "epoch_done"
 
     def _micro_step(self, batch: Batch, own: bool = False) -> bool:
