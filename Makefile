@@ -43,8 +43,8 @@ $(TASK_FILE): src/stillroom/tasks/wordnet.py | setup
 	$(VENV)/bin/stillroom task wordnet --out examples/data --per-class 200
 
 # The generative task end to end: a WordNet definition -> the derived word it defines.
-# Longer than the demo: ~21 minutes on an idle 2-core machine (a 4,982-item harvest,
-# ~7 minutes; the student, ~9; the gold-only baseline, ~4; eval).
+# Longer than the demo: ~37 minutes on an idle 2-core machine (the 4,982 items' and 7,000
+# transfer prompts' harvest, ~19 minutes; the student, ~12; the gold-only baseline, ~5; eval).
 DERIVED_FILE = examples/data/wordnet-derived.jsonl
 demo-generate: setup $(DERIVED_FILE)
 	$(VENV)/bin/stillroom distill examples/wordnet-derived.yaml

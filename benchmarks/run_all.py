@@ -605,8 +605,21 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
         ["benchmarks/student_variants.py", "--config", "examples/wordnet-derived.yaml"],
         [
             (
-                "Derived-word student (4 layers, frozen embeddings, 600 steps): chrF vs teacher, "
-                "validation split (held out from the choice)",
+                "Derived-word student, 7,000-prompt transfer set: chrF vs teacher, test split",
+                "variants.transfer-set.test.student.chrf",
+                "variants.transfer-set.test.teacher.chrf",
+                "chrF",
+            ),
+            (
+                "Derived-word student, 7,000-prompt transfer set: chrF vs teacher, validation "
+                "split (held out from the choice)",
+                "variants.transfer-set.validation.student.chrf",
+                "variants.transfer-set.validation.teacher.chrf",
+                "chrF",
+            ),
+            (
+                "Derived-word student, labelled prompts only (4 layers, 600 steps), validation "
+                "split",
                 "variants.four-layers-600-steps.validation.student.chrf",
                 "variants.four-layers-600-steps.validation.teacher.chrf",
                 "chrF",
@@ -626,6 +639,21 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
     "distill_curves_warm": (
         [*_CURVES, "--sizes", "250", "1000", "3700", "--warm-start", "1000", "--reuse"],
         [_curve_row("40 steps from the 1,000-answer logit-KD student")],
+    ),
+    "distill_curves_warm_lr": (
+        [
+            *_CURVES,
+            "--sizes",
+            "250",
+            "1000",
+            "3700",
+            "--warm-start",
+            "1000",
+            "--reuse",
+            "--on-policy-lr",
+            "5e-5",
+        ],
+        [_curve_row("40 steps at learning rate 5e-5 from the 1,000-answer student")],
     ),
     "vllm_watermark": (
         ["benchmarks/vllm_watermark.py"],

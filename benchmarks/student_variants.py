@@ -34,10 +34,12 @@ from stillroom.train.trainer import train
 _LABELLED = {"prompts.transfer_path": None}
 _FOUR = _LABELLED | {
     "train.student.keep_layers": [0, 6, 12, 17],
+    "train.student.intermediate_size": 1024,
     "train.student.vocab_top_k": 3,
     "train.student.freeze_embeddings": True,
 }
 _TWO = _LABELLED | {"train.student.keep_layers": [0, 17], "train.student.vocab_top_k": None,
+                    "train.student.intermediate_size": 1024,
                     "train.max_steps": 300}  # fmt: skip
 VARIANTS: dict[str, dict[str, Any]] = {
     "two-layers": _TWO | {"train.student.freeze_embeddings": False},
@@ -47,8 +49,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "four-layers-lr-1e-3": _FOUR | {"train.max_steps": 600, "train.lr": 1e-3},
     "four-layers-0-1-16-17": _FOUR
     | {"train.student.keep_layers": [0, 1, 16, 17], "train.max_steps": 300},
-    "four-layers-600-steps-transfer": _FOUR
-    | {"train.max_steps": 600, "prompts.transfer_path": "config"},
+    # The example config as it stands: its transfer set, top 1 in the vocabulary, 896 neurons.
+    "transfer-set": {"prompts.transfer_path": "config"},
     "gold-only-two-layers": _TWO
     | {
         "train.student.freeze_embeddings": True,

@@ -236,6 +236,13 @@ def test_the_task_command_builds_it(
     assert (out / TASK_FILE).read_bytes() == (
         build_derived_task(tmp_path / "lib", items=2, seed=3, source=wordnet_dir).read_bytes()
     )
+    main_args = ["task", "wordnet-derived", "--out", str(out), "--items", "2"]
+    with pytest.raises(SystemExit):
+        main([*main_args, "--transfer", "3"])
+    assert json.loads(capsys.readouterr().out)["transfer"] == {
+        "path": str(out / TRANSFER_FILE),
+        "prompts": 3,
+    }
     with pytest.raises(SystemExit) as done:
         main(["task", "wordnet-defs", "--out", str(out)])
     assert done.value.code == 2

@@ -193,17 +193,18 @@ def task(
             help="wordnet-derived: prompts without references for the transfer set "
             "(wordnet-derived-transfer.jsonl; 0: none)."
         ),
-    ] = 6906,
+    ] = 7000,
 ) -> None:
     """Build a built-in task's data from an installed package (WordNet: Debian wordnet-base).
 
     wordnet: noun definitions -> 8 categories. wordnet-derived: a definition -> the derived
-    word it defines ("in a magical manner (adverb)" -> "magically"). Each row carries
-    `prompt`, the teacher's few-shot prompt for the item.
+    word it defines ("in a magical manner (adverb)" -> "magically"), plus a transfer set
+    of other derived senses' definitions without references (prompts.transfer_path).
+    Each row carries `prompt`, the teacher's few-shot prompt for the item.
     Example: stillroom task wordnet-derived --out examples/data
     """
     from stillroom.errors import InputError
-    from stillroom.tasks.derived import build_derived_task
+    from stillroom.tasks.derived import TRANSFER_FILE, build_derived_task
     from stillroom.tasks.wordnet import build_wordnet_task
 
     if name == "wordnet":
@@ -214,8 +215,16 @@ def task(
         raise InputError(
             f"no built-in task {name!r}; the built-in tasks are: wordnet, wordnet-derived"
         )
+    out_json: dict[str, object] = {"path": str(path), "items": _lines(path)}
+    if name == "wordnet-derived" and transfer:
+        extra = path.with_name(TRANSFER_FILE)
+        out_json["transfer"] = {"path": str(extra), "prompts": _lines(extra)}
+    emit(out_json)
+
+
+def _lines(path: Path) -> int:
     with path.open(encoding="utf-8") as f:
-        emit({"path": str(path), "items": sum(1 for _ in f)})
+        return sum(1 for _ in f)
 
 
 def export(
