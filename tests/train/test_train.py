@@ -170,6 +170,23 @@ def test_logit_kd_on_an_api_harvest_names_the_fixes(tmp_path: Path) -> None:
     assert torch.isfinite(torch.tensor(result.final_train_loss))
 
 
+def _classify_harvest(
+    raw: dict[str, Any], name: str, prompts: dict[str, Any], calls: int, **train_keys: Any
+) -> HarvestConfig:
+    """A cat/dog classification run over `prompts`, harvested from the tiny teacher."""
+    raw |= {
+        "name": name,
+        "prompts": {"template": "the {item} is a", "id_field": "id"} | prompts,
+        "task": {"kind": "classify", "labels": ["cat", "dog"], "gold_field": "gold",
+                 "student_template": "the {item} is a"},
+    }  # fmt: skip
+    raw["train"] |= {"objective": "labels"} | train_keys
+    cfg = validate_config(raw, "test")
+    teacher = LocalTeacher.load(raw["teacher"]["model"], batch_size=16)
+    assert harvest(cfg, teacher=teacher, show_progress=False).ok == calls
+    return cfg
+
+
 def test_soft_label_kd_for_classification(harvested: dict[str, Any]) -> None:
     """A classification harvest (teacher label log-probs) trains a student that agrees with
     the teacher better than chance, reading items without the teacher's prompt."""
@@ -181,16 +198,8 @@ def test_soft_label_kd_for_classification(harvested: dict[str, Any]) -> None:
             text = " ".join(WORDS[(i * j + 3 * j) % len(WORDS)] for j in range(1, 5)) + f" {i}"
             f.write(json.dumps({"id": f"c{i}", "item": text, "gold": ["cat", "dog"][i % 2]}))
             f.write("\n")
-    raw |= {
-        "name": "classify",
-        "prompts": {"path": str(items), "template": "the {item} is a", "id_field": "id"},
-        "task": {"kind": "classify", "labels": ["cat", "dog"], "gold_field": "gold",
-                 "student_template": "the {item} is a"},
-    }  # fmt: skip
-    raw["train"] |= {"objective": "labels", "max_steps": 30, "eval_every": 10, "alpha": 1.0}
-    cfg = validate_config(raw, "test")
-    teacher = LocalTeacher.load(raw["teacher"]["model"], batch_size=16)
-    assert harvest(cfg, teacher=teacher, show_progress=False).ok == 80
+    cfg = _classify_harvest(raw, "classify", {"path": str(items)}, calls=80,
+                            max_steps=30, eval_every=10, alpha=1.0)  # fmt: skip
     result = train(cfg, quiet=True)
     rows = [r for r in log_rows(cfg) if "val_kl" in r]
     assert rows[-1]["val_kl"] < rows[0]["val_kl"]
@@ -214,17 +223,9 @@ def test_a_classification_transfer_set_teaches_by_kd_alone(harvested: dict[str, 
                 row = {"id": f"{path.stem}{i}", "item": f"{text} {path.stem} {i}"}
                 f.write(json.dumps(row | ({"gold": ["cat", "dog"][i % 2]} if gold else {})))
                 f.write("\n")
-    raw |= {
-        "name": "classify-transfer",
-        "prompts": {"path": str(items), "template": "the {item} is a", "id_field": "id",
-                    "keep_fields": ["item", "gold"], "transfer_path": str(extra)},
-        "task": {"kind": "classify", "labels": ["cat", "dog"], "gold_field": "gold",
-                 "student_template": "the {item} is a"},
-    }  # fmt: skip
-    raw["train"] |= {"objective": "labels", "max_steps": 4, "eval_every": 0, "alpha": 0.5}
-    cfg = validate_config(raw, "test")
-    teacher = LocalTeacher.load(raw["teacher"]["model"], batch_size=16)
-    assert harvest(cfg, teacher=teacher, show_progress=False).ok == 50
+    prompts = {"path": str(items), "keep_fields": ["item", "gold"], "transfer_path": str(extra)}
+    cfg = _classify_harvest(raw, "classify-transfer", prompts, calls=50,
+                            max_steps=4, eval_every=0, alpha=0.5)  # fmt: skip
     examples = list(Trainer(cfg, quiet=True)._label_examples("train"))
     no_gold = [ex for ex in examples if ex.gold == -1]
     assert len(no_gold) == 20 and len(examples) > 20
