@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -111,18 +112,18 @@ def variant_config(base: HarvestConfig, name: str, work: Path) -> HarvestConfig:
 
 
 def set_aside_transfer(cfg: HarvestConfig) -> None:
-    """Move the copied harvest's answers to prompts outside the config's prompts file (the
-    transfer set's) to a split no step reads; they stay stored."""
+    """Delete, from the variant's copy of the harvest, the answers to prompts outside the
+    config's prompts file (the transfer set's): training and the trimmed vocabulary both
+    read every stored answer. The config's own store keeps them."""
     from stillroom.harvest.prompts import load_prompts
-    from stillroom.harvest.store import RunStore
 
-    labelled = {item.id for item in load_prompts(cfg.prompts, cfg.split)[0]}
-    store = RunStore.open_run(cfg.run_dir)
-    try:
-        store.resplit({r["key"]: "set-aside" for r in store.iter_records()
-                       if r["prompt_id"] not in labelled})  # fmt: skip
-    finally:
-        store.close()
+    labelled = [item.id for item in load_prompts(cfg.prompts, cfg.split)[0]]
+    with sqlite3.connect(cfg.run_dir / "harvest.sqlite") as db:
+        db.execute("CREATE TEMP TABLE labelled (id TEXT PRIMARY KEY)")
+        db.executemany("INSERT INTO labelled VALUES (?)", [(i,) for i in labelled])
+        db.execute("DELETE FROM completions WHERE call_key IN (SELECT key FROM calls"
+                   " WHERE prompt_id NOT IN (SELECT id FROM labelled))")  # fmt: skip
+        db.execute("DELETE FROM calls WHERE prompt_id NOT IN (SELECT id FROM labelled)")
 
 
 def student_size(cfg: HarvestConfig) -> dict[str, Any]:
