@@ -18,7 +18,7 @@ common gold answer).
 
     python benchmarks/distill_curves.py --config examples/wordnet-derived.yaml \
         [--sizes 250 500 1000 2000] [--steps 300] [--points 6] [--work runs/curves] \
-        [--warm-start 1000] [--reuse]
+        [--warm-start 1000] [--reuse] [--on-policy-lr 5e-5] [--scoring-url URL]
 
 Prints JSON; the summary says whether on-policy reached the best off-policy student's
 quality with at most half its teacher tokens, or where it did not.
@@ -39,6 +39,7 @@ from stillroom.config import HarvestConfig, load_config
 from stillroom.evaluate.text import TextItems, load_text_items, most_common_answer, text_scores
 from stillroom.harvest.runner import harvest
 from stillroom.student_config import StudentConfig
+from stillroom.teacher_config import ApiTeacherConfig
 from stillroom.train.trainer import train
 
 
@@ -65,6 +66,10 @@ def main() -> None:
     )
     ap.add_argument("--reuse", action="store_true",
                     help="score off-policy students already trained in --work")  # fmt: skip
+    ap.add_argument("--scoring-url", default=None, metavar="URL",
+                    help="on-policy's teacher scores through this OpenAI-compatible API (e.g. "
+                         "`stillroom serve --model gemma-3-270m`, key in "
+                         "STILLROOM_SCORING_KEY) instead of the local teacher")  # fmt: skip
     ap.add_argument("--work", type=Path, default=Path("runs/curves"))
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -163,6 +168,8 @@ def on_policy_curve(
         warm_tokens = harvest_tokens(start)
     if args.on_policy_lr is not None:
         name += f"-lr{args.on_policy_lr:g}"  # a folder of its own: no scores read back
+    if args.scoring_url is not None:
+        name += "-served"
     # Warm, it writes answers to the prompts its start trained on: its trimmed vocabulary
     # holds those prompts' tokens, not every item's.
     prompts = max(args.sizes) if args.warm_start is None else args.warm_start
@@ -173,6 +180,9 @@ def on_policy_curve(
     cfg.train.on_policy.lmbda = 1.0
     if args.on_policy_lr is not None:
         cfg.train.lr = args.on_policy_lr
+    if args.scoring_url is not None:
+        cfg.teacher = ApiTeacherConfig(model=base.teacher.model, base_url=args.scoring_url,
+                                       api_key_env="STILLROOM_SCORING_KEY")  # fmt: skip
     if args.warm_start is not None:
         # The trained student, its vocabulary and teacher map as saved.
         frozen = base.train.student.freeze_embeddings
