@@ -72,6 +72,10 @@ def main() -> None:
                          "STILLROOM_SCORING_KEY) instead of the local teacher")  # fmt: skip
     ap.add_argument("--work", type=Path, default=Path("runs/curves"))
     args = ap.parse_args()
+    if args.scoring_url is not None and args.warm_start is not None:
+        # The trainer maps a saved student's ids against its teacher's tokenizer, which an
+        # API teacher does not give it: a trimmed student would read the wrong ids.
+        ap.error("--scoring-url runs from a fresh student only; drop --warm-start")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
     base = base_config(args.config, args.work, args.steps)
@@ -183,6 +187,11 @@ def on_policy_curve(
     if args.scoring_url is not None:
         cfg.teacher = ApiTeacherConfig(model=base.teacher.model, base_url=args.scoring_url,
                                        api_key_env="STILLROOM_SCORING_KEY")  # fmt: skip
+        # An API teacher has no folder: the fresh student is cut from the same weights the
+        # local run cuts it from (the served model's local copy).
+        from stillroom.runtime.gemma import default_teacher_dir
+
+        cfg.train.student.path = str(default_teacher_dir())
     if args.warm_start is not None:
         # The trained student, its vocabulary and teacher map as saved.
         frozen = base.train.student.freeze_embeddings
