@@ -50,6 +50,26 @@ async def test_answers_equal_the_in_process_teacher(tiny_dir: Path) -> None:
     assert not remote._process.is_alive()
 
 
+def test_prompt_log_probs_equal_the_in_process_teachers(tiny_dir: Path) -> None:
+    """What `echo` with `logprobs` and on-policy scoring read: prompt log-probs of text and
+    of token ids, through the pipe, as the in-process teacher gives them."""
+    local = LocalTeacher.load(str(tiny_dir), batch_size=4)
+    remote = ProcessTeacher(str(tiny_dir), batch_size=4)
+    try:
+        assert remote.vocab_size == local.vocab_size > 0
+        pairs = [(remote.prompt_logprobs(PROMPTS, 3), local.prompt_logprobs(PROMPTS, 3))]
+        ids = [local.tokenizer(p)["input_ids"] for p in PROMPTS[:2]]
+        pairs.append((remote.sequence_logprobs(ids, 2), local.sequence_logprobs(ids, 2)))
+        for got, expected in pairs:
+            assert len(got) == len(expected)
+            for a, b in zip(got, expected, strict=True):
+                assert list(a.ids) == list(b.ids)
+                assert (a.top_ids == b.top_ids).all()
+                assert list(a.chosen) == pytest.approx(list(b.chosen), abs=1e-5)
+    finally:
+        remote.close()
+
+
 async def test_bad_request_fails_its_caller_and_the_model_goes_on(tiny_dir: Path) -> None:
     remote = ProcessTeacher(str(tiny_dir), batch_size=4)
     try:

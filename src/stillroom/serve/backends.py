@@ -134,7 +134,7 @@ class LocalBackend:
                 status=400,
                 code="invalid_request",
             )
-        vocab = self.teacher.runtime.vocab_size
+        vocab = self.teacher.vocab_size
         if any(i >= vocab for seq in sequences for i in seq):
             raise BackendError(
                 f"prompt: token ids must be below the model's vocabulary size {vocab}",

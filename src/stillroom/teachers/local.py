@@ -288,6 +288,11 @@ class LocalTeacher(QueuedTeacher):
         )
         return scores
 
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the model's output layer: token ids run below it."""
+        return int(self.runtime.vocab_size)
+
     def prompt_logprobs(self, prompts: list[str], k: int) -> list[TextLogprobs]:
         """Each prompt's tokens (as a completion would read it, <bos> first), the log-prob of
         each given the ones before, and the top-k there: what `echo` with `logprobs`

@@ -19,6 +19,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from stillroom.errors import TeacherFatalError
+from stillroom.runtime.prompt_logprobs import TextLogprobs
 from stillroom.teachers.base import Completion, TeacherRequest
 from stillroom.teachers.batching import QueuedTeacher
 from stillroom.watermark.key import WatermarkKey
@@ -69,20 +70,32 @@ class ProcessTeacher(QueuedTeacher):
             max_positions=payload["max_positions"],
         )
         self.watermark = watermark
+        self.vocab_size: int = payload["vocab_size"]
         self._pipe_lock = threading.Lock()  # one batch in flight: the model runs one at a time
 
     def answer(self, requests: list[TeacherRequest]) -> list[Completion]:
+        return list(self._call("answer", requests))
+
+    def prompt_logprobs(self, prompts: list[str], k: int) -> list[TextLogprobs]:
+        """LocalTeacher.prompt_logprobs in the child: what `echo` with `logprobs` returns."""
+        return list(self._call("prompt_logprobs", (prompts, k)))
+
+    def sequence_logprobs(self, sequences: list[list[int]], k: int) -> list[TextLogprobs]:
+        """LocalTeacher.sequence_logprobs in the child: token-id prompts scored as given."""
+        return list(self._call("sequence_logprobs", (sequences, k)))
+
+    def _call(self, op: str, payload: Any) -> Any:
         with self._pipe_lock:
             if not self._process.is_alive():
                 raise TeacherFatalError(
                     f"the model process has exited (code {self._process.exitcode}); "
                     "restart the server"
                 )
-            self._conn.send(("answer", requests))
-            kind, payload = _receive(self._conn, self._process)
+            self._conn.send((op, payload))
+            kind, result = _receive(self._conn, self._process)
         if kind == "error":
-            raise payload
-        return list(payload)
+            raise result
+        return result
 
     def close(self) -> None:
         """Stop the model process (idempotent)."""
@@ -158,6 +171,7 @@ def _serve(
                 "tokenizer_dir": str(source),
                 "eos_token_ids": sorted(teacher.eos_token_ids),
                 "max_positions": teacher.max_positions,
+                "vocab_size": teacher.vocab_size,
             },
         )
     )
@@ -168,7 +182,10 @@ def _serve(
             return
         if kind == "stop":
             return
+        ops = {"answer": lambda p: teacher.answer(p),
+               "prompt_logprobs": lambda p: teacher.prompt_logprobs(*p),
+               "sequence_logprobs": lambda p: teacher.sequence_logprobs(*p)}  # fmt: skip
         try:
-            conn.send(("ok", teacher.answer(payload)))
+            conn.send(("ok", ops[kind](payload)))
         except Exception as e:  # the batch's callers get the error; the model goes on
             conn.send(("error", _portable(e)))
