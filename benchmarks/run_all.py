@@ -655,6 +655,25 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
         ],
         [_curve_row("40 steps at learning rate 5e-5 from the 1,000-answer student")],
     ),
+    # Needs `stillroom serve --model gemma-3-270m --port 8123` and a key of it in
+    # STILLROOM_SCORING_KEY; compare with distill_curves' first two on-policy points.
+    "distill_curves_served": (
+        [
+            *_CURVES,
+            "--sizes",
+            "250",
+            "1000",
+            "3700",
+            "--reuse",
+            "--on-policy-steps",
+            "10",
+            "--points",
+            "2",
+            "--scoring-url",
+            "http://127.0.0.1:8123/v1",
+        ],
+        [_curve_row("10 steps from a fresh student, scored through stillroom serve")],
+    ),
     "vllm_watermark": (
         ["benchmarks/vllm_watermark.py"],
         [
