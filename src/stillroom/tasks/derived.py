@@ -112,6 +112,9 @@ def read_synsets(path: Path) -> dict[str, _Synset]:
     return synsets
 
 
+Synsets = dict[str, dict[str, _Synset]]  # part-of-speech file suffix -> offset -> synset
+
+
 def senses(index: Path) -> Iterator[tuple[str, list[str]]]:
     """(lemma, offsets of its senses, most frequent first) for each lemma of an index.*
     file."""
@@ -129,9 +132,7 @@ def first_senses(index: Path) -> Iterator[tuple[str, str]]:
         yield lemma, offsets[0]
 
 
-def bases(
-    lemma: str, synset: _Synset, data: dict[str, dict[str, _Synset]], *, shorter: bool = True
-) -> Iterator[str]:
+def bases(lemma: str, synset: _Synset, data: Synsets, *, shorter: bool = True) -> Iterator[str]:
     """The words a derivation or pertainym pointer from `lemma` names: those it is built
     from (shorter than it), or with `shorter=False` every linked word."""
     lowered = [w.lower() for w in synset.words]
@@ -149,9 +150,7 @@ def bases(
             yield base
 
 
-def base_word(
-    lemma: str, synset: _Synset, data: dict[str, dict[str, _Synset]], definition: str
-) -> str | None:
+def base_word(lemma: str, synset: _Synset, data: Synsets, definition: str) -> str | None:
     """The shorter word `lemma` is derived from, if the definition uses its stem."""
     for base in bases(lemma, synset, data):
         stem = base[: max(4, len(base) - 2)]
@@ -160,9 +159,15 @@ def base_word(
     return None
 
 
-def eligible_items(folder: Path) -> list[Item]:
-    """Every usable item, part of speech by part of speech in index order (module doc)."""
-    data = {pos: read_synsets(folder / f"data.{pos}") for pos in PARTS}
+def read_data(folder: Path) -> Synsets:
+    """Every data.* file of a WordNet folder, read once for all the task's passes."""
+    return {pos: read_synsets(folder / f"data.{pos}") for pos in PARTS}
+
+
+def eligible_items(folder: Path, data: Synsets | None = None) -> list[Item]:
+    """Every usable item, part of speech by part of speech in index order (module doc);
+    `data` is `read_data(folder)` when the caller has it already."""
+    data = data or read_data(folder)
     shot_ids = {item_id for item_id, _, _, _ in FEW_SHOT}
     shot_words = {word for _, word, _, _ in FEW_SHOT}
     shot_texts = {definition for _, _, _, definition in FEW_SHOT}
@@ -183,7 +188,9 @@ def eligible_items(folder: Path) -> list[Item]:
     return [i for i in items if seen[i.definition] == 1]
 
 
-def transfer_items(folder: Path, items: list[Item]) -> tuple[list[Item], list[Item]]:
+def transfer_items(
+    folder: Path, items: list[Item], data: Synsets | None = None
+) -> tuple[list[Item], list[Item]]:
     """Prompts for a transfer set: derived words' senses that are not items, in the task's
     form, for the teacher to answer and the student to learn from (prompts.transfer_path).
 
@@ -195,7 +202,7 @@ def transfer_items(folder: Path, items: list[Item]) -> tuple[list[Item], list[It
     appears once. Their `word` stays out of the transfer file: a transfer set has no gold.
     Returns (the senses like items, the other linked words' senses), in index order.
     """
-    data = {pos: read_synsets(folder / f"data.{pos}") for pos in PARTS}
+    data = data or read_data(folder)
     taken_words = {i.word for i in items} | {word for _, word, _, _ in FEW_SHOT}
     taken = {i.definition for i in items} | {definition for *_, definition in FEW_SHOT}
     alike: list[Item] = []
@@ -302,7 +309,8 @@ def build_derived_task(
             f"{folder} lacks {', '.join(missing)}; install WordNet 3.0 with `apt-get install "
             "wordnet-base`, or set WNSEARCHDIR to a folder holding it"
         )
-    pool = eligible_items(folder)
+    data = read_data(folder)
+    pool = eligible_items(folder, data)
     items = len(pool) if items is None else items
     if len(pool) < items:
         raise InputError(
@@ -316,7 +324,7 @@ def build_derived_task(
     ]  # fmt: skip
     target = _write_rows(out_dir / TASK_FILE, rows)
     if transfer:
-        _write_transfer(out_dir / TRANSFER_FILE, transfer_items(folder, pool), transfer, seed)
+        _write_transfer(out_dir / TRANSFER_FILE, transfer_items(folder, pool, data), transfer, seed)
     return target
 
 
