@@ -188,10 +188,10 @@ def on_policy_curve(
         cfg.teacher = ApiTeacherConfig(model=base.teacher.model, base_url=args.scoring_url,
                                        api_key_env="STILLROOM_SCORING_KEY")  # fmt: skip
         # An API teacher has no folder: the fresh student is cut from the same weights the
-        # local run cuts it from (the served model's local copy).
-        from stillroom.runtime.gemma import default_teacher_dir
+        # local run cuts it from (the config's local teacher, which the server serves).
+        from stillroom.train.student_vocab import teacher_folder
 
-        cfg.train.student.path = str(default_teacher_dir())
+        cfg.train.student.path = str(teacher_folder(base))
     if args.warm_start is not None:
         # The trained student, its vocabulary and teacher map as saved.
         frozen = base.train.student.freeze_embeddings
