@@ -19,6 +19,11 @@ common gold answer).
     python benchmarks/distill_curves.py --config examples/wordnet-derived.yaml \
         [--sizes 250 500 1000 2000] [--steps 300] [--points 6] [--work runs/curves] \
         [--warm-start 1000] [--reuse] [--on-policy-lr 5e-5] [--scoring-url URL]
+        [--kill-after STEP] [--gateway-db gateway.sqlite]
+
+With --kill-after, on-policy trains in a child process that is killed (SIGKILL) past that
+checkpoint and resumed; `scoring_calls` then counts what was stored, paid and read back, and
+with --gateway-db the requests the serving gateway logged in the same time.
 
 Prints JSON; the summary says whether on-policy reached the best off-policy student's
 quality with at most half its teacher tokens, or where it did not.
@@ -70,12 +75,15 @@ def main() -> None:
                     help="on-policy's teacher scores through this OpenAI-compatible API (e.g. "
                          "`stillroom serve --model gemma-3-270m`, key in "
                          "STILLROOM_SCORING_KEY) instead of the local teacher")  # fmt: skip
+    ap.add_argument("--kill-after", type=int, default=None, metavar="STEP",
+                    help="on-policy trains in a child process, killed (SIGKILL) once its "
+                         "checkpoint STEP is on disk and a scoring call past it is stored, "
+                         "then resumed here")  # fmt: skip
+    ap.add_argument("--gateway-db", type=Path, default=None,
+                    help="with --scoring-url: the serving gateway's database, whose request "
+                         "log is counted against the scores the run stored")  # fmt: skip
     ap.add_argument("--work", type=Path, default=Path("runs/curves"))
     args = ap.parse_args()
-    if args.scoring_url is not None and args.warm_start is not None:
-        # The trainer maps a saved student's ids against its teacher's tokenizer, which an
-        # API teacher does not give it: a trimmed student would read the wrong ids.
-        ap.error("--scoring-url runs from a fresh student only; drop --warm-start")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
     base = base_config(args.config, args.work, args.steps)
@@ -185,20 +193,32 @@ def on_policy_curve(
     if args.on_policy_lr is not None:
         cfg.train.lr = args.on_policy_lr
     if args.scoring_url is not None:
-        cfg.teacher = ApiTeacherConfig(model=base.teacher.model, base_url=args.scoring_url,
-                                       api_key_env="STILLROOM_SCORING_KEY")  # fmt: skip
-        # An API teacher has no folder: the fresh student is cut from the same weights the
-        # local run cuts it from (the config's local teacher, which the server serves).
+        # The served model's local copy (the config's local teacher, which the server
+        # serves): the fresh student is cut from it, a warm one's ids map to it.
         from stillroom.train.student_vocab import teacher_folder
 
-        cfg.train.student.path = str(teacher_folder(base))
+        folder = str(teacher_folder(base))
+        cfg.teacher = ApiTeacherConfig(model=base.teacher.model, base_url=args.scoring_url,
+                                       api_key_env="STILLROOM_SCORING_KEY",
+                                       folder=folder)  # fmt: skip
     if args.warm_start is not None:
         # The trained student, its vocabulary and teacher map as saved.
         frozen = base.train.student.freeze_embeddings
         cfg.train.student = StudentConfig(
             init="pretrained", path=start.run_dir / "student", freeze_embeddings=frozen
         )
-    train(cfg, quiet=True)
+    logged = gateway_requests(args.gateway_db)
+    kill = killed_and_resumed(cfg, args.kill_after) if args.kill_after is not None else None
+    result = train(cfg, resume=kill is not None, quiet=True)
+    if args.gateway_db is not None or kill is not None:
+        calls = {
+            "stored_scores": stored_scores(cfg),
+            "paid_by_the_last_run": (result.on_policy or {}).get("scoring_calls_paid"),
+            "read_back_by_the_last_run": (result.on_policy or {}).get("scoring_calls_reused"),
+        }
+        if args.gateway_db is not None:
+            calls["gateway_requests"] = gateway_requests(args.gateway_db) - logged
+        print(json.dumps({"scoring_calls": calls | (kill or {})}), flush=True)
     paid = {
         row["step"]: warm_tokens + row["scoring_tokens_paid"]
         for row in map(json.loads, (cfg.run_dir / "train_log.jsonl").read_text().splitlines())
@@ -236,6 +256,40 @@ def trivial_answers(base: HarvestConfig, items: TextItems, n_test: int) -> dict[
         "copy_input": text_scores(items.inputs[:n_test], gold),
         "most_common_gold": text_scores([common] * len(gold), gold),
     }
+
+
+def stored_scores(cfg: HarvestConfig) -> int:
+    with sqlite3.connect(cfg.run_dir / "harvest.sqlite") as db:
+        return int(db.execute("SELECT COUNT(*) FROM teacher_scores").fetchone()[0])
+
+
+def gateway_requests(db: Path | None) -> int:
+    """Requests in a gateway's log (0 without one): counted before and after a run."""
+    if db is None:
+        return 0
+    with sqlite3.connect(db) as con:
+        return int(con.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
+
+
+def killed_and_resumed(cfg: HarvestConfig, step: int) -> dict[str, Any]:
+    """Train in a child process and kill -9 it past checkpoint `step`, as an outage would;
+    the caller resumes. Returns what the killed run had stored."""
+    import signal
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from tests.helpers.kills import train_until_checkpoint
+
+    proc = train_until_checkpoint(cfg, step, timeout_s=3600)
+    at_checkpoint = stored_scores(cfg)
+    deadline = time.monotonic() + 600
+    while stored_scores(cfg) == at_checkpoint:  # let it pay for a batch past the checkpoint
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("the child run ended or stalled before it was killed")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return {"killed_after_step": step, "stored_by_the_killed_run": stored_scores(cfg)}
 
 
 def summary(curves: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

@@ -239,6 +239,20 @@ class HarvestConfig(_Strict):
         classify = self.task.kind == "classify"
         if classify and self.train.objective == "on_policy":
             raise ValueError("train.objective: on_policy needs task.kind: generate")
+        st = self.train.student
+        if (
+            self.train.objective == "on_policy"
+            and not self.teacher.is_local
+            and getattr(self.teacher, "folder", None) is None
+            and st.init == "pretrained"
+        ):
+            # The API scores the student's tokens by id; a saved student's ids (a trimmed
+            # vocabulary) mean the served model's only through the served model's tokenizer.
+            raise ValueError(
+                "train.objective: on_policy with an API teacher and student.init: pretrained "
+                "needs teacher.folder: a local copy of the served model (config.json and "
+                "tokenizer), so the student's token ids map to the served model's"
+            )
         if classify != (self.train.objective == "labels"):
             raise ValueError(
                 "train.objective: labels goes with task.kind: classify (and only with it)"

@@ -39,6 +39,10 @@ class ApiTeacherConfig(_TeacherBase):
     # serve answers both): the store then keeps ids as for a local teacher, so a student
     # sharing the served model's tokenizer trains with objective: logits.
     token_ids: bool = False
+    # The served model's folder on this machine (config.json and tokenizer; weights only to
+    # shrink a student from it): the reference a student's token ids are mapped to, so a
+    # trimmed or pretrained student can be scored on-policy by the API by token id.
+    folder: str | None = None
     concurrency: int = Field(32, ge=1, le=4096)
     requests_per_minute: float | None = Field(None, gt=0)
     tokens_per_minute: float | None = Field(None, gt=0)

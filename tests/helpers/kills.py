@@ -120,7 +120,9 @@ def finished(proc: subprocess.Popen[bytes]) -> int:
     return proc.returncode
 
 
-def train_until_checkpoint(cfg: HarvestConfig, step: int) -> subprocess.Popen[bytes]:
+def train_until_checkpoint(
+    cfg: HarvestConfig, step: int, timeout_s: float = 120
+) -> subprocess.Popen[bytes]:
     """`stillroom train` on `cfg` in a child process, returned once its checkpoint of `step`
     is whole on disk (the child keeps training)."""
     path = cfg.run_dir / "cfg.yaml"
@@ -131,9 +133,9 @@ def train_until_checkpoint(cfg: HarvestConfig, step: int) -> subprocess.Popen[by
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     state = cfg.run_dir / "checkpoints" / f"step-{step:06d}" / "trainer_state.pt"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout_s
     while not state.exists():
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        assert time.monotonic() < deadline, f"no checkpoint at step {step} within 120 s"
+        assert time.monotonic() < deadline, f"no checkpoint at step {step} within {timeout_s} s"
         time.sleep(0.01)
     return proc

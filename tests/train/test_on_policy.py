@@ -199,6 +199,41 @@ def test_on_policy_through_a_served_teacher_trains_as_with_the_local_one(
     assert b == pytest.approx(a, abs=1e-3)
 
 
+def test_a_trained_trimmed_student_goes_on_policy_through_a_served_teacher(
+    harvested: dict[str, Any], served_teacher: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, key = served_teacher
+    monkeypatch.setenv("STILLROOM_TEST_KEY", key)
+    folder = str(harvested["root"] / "teacher")
+    start = config(harvested, "op-warm-start", max_steps=4, eval_every=4)
+    trimmed = train(start, quiet=True).student
+    assert trimmed["vocab_student"] < trimmed["vocab_teacher"]  # its ids are not the teacher's
+    local = config(harvested, "op-warm-local", max_steps=6, eval_every=6, **ON_POLICY)
+    served = config(harvested, "op-warm-served", max_steps=6, eval_every=6, **ON_POLICY)
+    served.teacher = ApiTeacherConfig(
+        model=folder, base_url=url, api_key_env="STILLROOM_TEST_KEY", folder=folder
+    )
+    for cfg in (local, served):
+        cfg.train.student = StudentConfig(init="pretrained", path=str(start.run_dir / "student"))
+    train(local, quiet=True)
+    result = train(served, quiet=True)
+    assert result.on_policy is not None and result.on_policy["scoring_calls_paid"] > 0
+    # Its ids map to the served model's through teacher.folder: the same losses as local.
+    a = [r["loss"] for r in log_rows(local) if "loss" in r]
+    b = [r["loss"] for r in log_rows(served) if "loss" in r]
+    assert len(b) == 6 and b == pytest.approx(a, abs=1e-3)
+    # Without the folder the student's ids have no reference: refused before any call.
+    raw = json.loads(json.dumps(harvested["raw"]))
+    raw["teacher"] = {"kind": "api", "model": folder, "base_url": url}
+    raw["train"] |= ON_POLICY | {"student": {"init": "pretrained", "path": folder}}
+    with pytest.raises(ConfigError, match="needs teacher.folder"):
+        validate_config(raw, "test")
+    raw["teacher"]["folder"] = str(harvested["root"])  # no config.json there
+    bad = validate_config(raw, "test")
+    with pytest.raises(ConfigError, match="teacher.folder: .* has no config.json"):
+        train(bad, quiet=True)
+
+
 def test_logit_kd_from_a_harvest_of_a_served_teacher_with_token_ids(
     harvested: dict[str, Any], served_teacher: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,25 +14,38 @@ from stillroom.config import HarvestConfig
 from stillroom.errors import ConfigError, VocabMismatch
 from stillroom.harvest.signals import decode_topk
 from stillroom.harvest.store import RunStore
+from stillroom.teacher_config import ApiTeacherConfig
 
 
 def teacher_folder(cfg: HarvestConfig) -> Path:
-    """The folder the student starts from: the local teacher's, or for init: shrink the
-    open model at student.path; the student shares its tokenizer."""
+    """The folder the student starts from and whose tokenizer its ids map to: the local
+    teacher's; for an API teacher, its `folder` (a local copy of the served model); for
+    init: shrink, the open model at student.path."""
     st = cfg.train.student
     if st.init == "shrink" and st.path is not None:
         return Path(st.path)
     if not cfg.teacher.is_local:
-        if st.init == "shrink" or (st.init == "config" and st.tokenizer == "teacher"):
+        local = cfg.teacher.folder if isinstance(cfg.teacher, ApiTeacherConfig) else None
+        if local is not None and not (Path(local) / "config.json").is_file():
+            raise ConfigError(
+                "config",
+                [
+                    f"teacher.folder: {local} has no config.json; point it at a local copy of "
+                    "the served model's folder (its config.json and tokenizer files)"
+                ],
+            )
+        needs = st.init == "shrink" or (st.init == "config" and st.tokenizer == "teacher")
+        if local is None and needs:
             raise ConfigError(
                 "config",
                 [
                     "train.student: an API teacher has no weights or tokenizer to start from; "
-                    "use student.init: shrink with path: an open model folder to cut down, "
+                    "set teacher.folder to a local copy of the served model, use "
+                    "student.init: shrink with path: an open model folder to cut down, "
                     "init: pretrained, or init: config with tokenizer: PATH"
                 ],
             )
-        return Path(st.path or ".")
+        return Path(local or st.path or ".")
     from stillroom.runtime.gemma import DEFAULT_TEACHER_ALIASES, default_teacher_dir
 
     if cfg.teacher.model in DEFAULT_TEACHER_ALIASES:
