@@ -54,6 +54,7 @@ def test_two_copies_timed_in_rounds_and_their_memory(student: Path, small: Path)
     np.testing.assert_allclose(logps["a"], logps["b"], atol=1e-4)
     for e in eff.values():
         assert e["passes"] >= 5 and e["items_timed"] == len(TEXTS)
+        assert len(e["turn_rates"]) == e["rounds"]  # paired with the others' by round
         assert 0 < e["throughput_min"] <= e["throughput_items_per_s"] <= e["throughput_max"]
         assert (
             e["latency_ms_min"] <= e["latency_ms_p50"] <= e["latency_ms_p95"] <= e["latency_ms_max"]
@@ -82,6 +83,7 @@ def test_models_take_turns_until_each_has_its_passes(student: Path, small: Path)
         assert len(t.passes) >= 2 and t.timed_s >= 0.5 and all(r > 0 for r in t.passes)
         assert len(t.latencies) == 7  # one a round while any is left
         assert len(t.passes) == t.position // 3
+        assert len(t.turns) == t.rounds and all(r > 0 for r in t.turns)  # a rate per turn
     # turns last about as long for both: the small model's hold more batches
     assert small_.position > big.position
 

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from stillroom.evaluate.run import headline
-from stillroom.evaluate.verdict import conservative_speedup, judge, paired_gap
+from stillroom.evaluate.verdict import (
+    conservative_speedup,
+    judge,
+    paired_gap,
+    speed_verdict,
+    speedup,
+)
 
 N = 300
 
@@ -142,6 +148,23 @@ def test_the_speedup_is_the_conservative_end() -> None:
     s = {
         "efficiency": {"throughput_items_per_s": 450, "throughput_min": 300, "throughput_max": 500}
     }
-    assert conservative_speedup(t, s) == pytest.approx(300 / 60)
+    assert conservative_speedup(t, s) == pytest.approx(300 / 60)  # no paired rounds
     old = {"efficiency": {"throughput_items_per_s": 100}}  # an eval.json from before rounds
     assert conservative_speedup(t, old) == pytest.approx(100 / 60)
+
+
+def test_paired_rounds_give_the_speedup_an_interval() -> None:
+    rng = np.random.default_rng(3)
+    load = rng.uniform(0.5, 1.0, 20)  # each round's load slows both models alike
+    t = {"efficiency": {"turn_rates": list(60 * load), "throughput_min": 30, "throughput_max": 60}}
+    s = {"efficiency": {"turn_rates": list(600 * load * rng.uniform(0.9, 1.1, 20)),
+                        "throughput_min": 300, "throughput_max": 660}}  # fmt: skip
+    sp = speedup(t, s)
+    assert sp is not None and "20 paired timing rounds" in sp.how
+    # The load cancels within a round: the interval sits tightly around 10x, where the
+    # slowest-against-fastest pairing (300 / 60) would say 5x.
+    assert 9.3 < sp.low < sp.ratio < sp.high < 10.7
+    assert conservative_speedup(t, s) == sp.low
+    assert speed_verdict({"teacher": t, "student": s})["speedup"]["low"] == round(sp.low, 3)
+    few = {"efficiency": {**s["efficiency"], "turn_rates": s["efficiency"]["turn_rates"][:4]}}
+    assert conservative_speedup(t, few) == pytest.approx(300 / 60)  # too few rounds to pair

@@ -43,9 +43,17 @@ class Efficiency:
     passes: int = 1  # whole passes over the timed items
     weights_mb: float | None = None  # parameters and buffers as held in memory
     held_rss_mb: float | None = None  # resident after serving, above the same level as peak
+    # items/s of each round's turn, in round order: turn i of every model was taken in the
+    # same round, so their ratio compares models under the same load (verdict.speedup)
+    turn_rates: list[float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        def rounded(v: Any) -> Any:
+            if isinstance(v, list):
+                return [rounded(x) for x in v]
+            return round(v, 3) if isinstance(v, float) else v
+
+        return {k: rounded(v) for k, v in asdict(self).items()}
 
 
 def folder_mb(path: Path) -> float:

@@ -58,8 +58,12 @@ class Timed:
     passes_items: int = 0  # items and seconds of the whole passes together
     passes_s: float = 0.0
     latencies: list[float] = field(default_factory=list)  # ms
+    turns: list[float] = field(default_factory=list)  # items/s of each round's turn
 
     def record(self, spent: list[float], latency_ms: float) -> None:
+        done = sum(self.sizes[(self.position + i) % len(self.sizes)] for i in range(len(spent)))
+        if spent and sum(spent) > 0:
+            self.turns.append(done / sum(spent))
         for seconds in spent:
             self.pass_items += self.sizes[self.position % len(self.sizes)]
             self.pass_s += seconds
@@ -99,6 +103,7 @@ class Timed:
             latency_ms_max=max(lat),
             rounds=self.rounds,
             passes=len(self.passes),
+            turn_rates=list(self.turns),
             weights_mb=float(info["weights_mb"]),
         )
 

@@ -31,7 +31,7 @@ from stillroom.evaluate.result import EvalResult
 from stillroom.evaluate.rounds import TIMING_NOTE, serve_and_time
 from stillroom.evaluate.served import LabelStudent, LabelTeacher
 from stillroom.evaluate.text import evaluate_text
-from stillroom.evaluate.verdict import judge, verdict_headline
+from stillroom.evaluate.verdict import judge, speed_verdict, verdict_headline
 from stillroom.evaluate.workers import ModelSpec
 
 CPU_HOUR_USD = 0.05  # a 2-core cloud VM is ~$0.10/hour: $0.05 per core-hour
@@ -82,7 +82,7 @@ def evaluate(
         {"most_common": (gold == majority).astype(float)},
         {k: m["quality"]["accuracy"] for k, m in models.items()},
         "accuracy",
-    )
+    ) | speed_verdict(models)
     return {
         "run": cfg.name,
         "task": {"kind": "classify", "labels": labels, "n_test": len(gold), "metric": "accuracy"},

@@ -37,7 +37,7 @@ from stillroom.evaluate.metrics import chrf, corpus_chrf, exact_match, normalise
 from stillroom.evaluate.result import EvalResult
 from stillroom.evaluate.rounds import TIMING_NOTE, serve_and_time
 from stillroom.evaluate.served import TextStudent, TextTeacher
-from stillroom.evaluate.verdict import judge, paired_gap, verdict_headline
+from stillroom.evaluate.verdict import judge, paired_gap, speed_verdict, verdict_headline
 from stillroom.evaluate.workers import ModelSpec
 from stillroom.teacher_config import LocalTeacherConfig
 from stillroom.teachers.base import GenerationParams, TeacherRequest
@@ -285,7 +285,7 @@ def _verdict(
         exact = {r: _item_exact(answers[r], refs) for r in ("student", "baseline")}
         gap = paired_gap(exact["student"], exact["baseline"])
         verdict["student_over_baseline_exact_match"] = gap.as_dict()
-    return verdict
+    return verdict | speed_verdict(models)
 
 
 def _sentence_chrf(hyps: list[str], refs: list[str]) -> np.ndarray:

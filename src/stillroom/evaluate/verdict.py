@@ -8,8 +8,11 @@ the verdict compares, item by item on the same test set, the student with the ba
 the teacher with the best trivial answer, each difference with a 95% paired bootstrap
 interval, and the headline leads with whichever of these failed. The share of the teacher
 kept is only ever shown beside the teacher's margin over the trivial answer and the
-baseline's score. The speed it quotes is the conservative end of the timed passes: the
-student's slowest against the teacher's fastest.
+baseline's score. The speed it quotes is the low end of a 95% interval of the speed ratio
+over the timing rounds: each round gives every model a turn under the same load, so the
+ratio of their turns' rates is paired, and the rounds are resampled (an eval.json from
+before rounds were paired falls back to the student's slowest pass over the teacher's
+fastest).
 """
 
 from __future__ import annotations
@@ -86,12 +89,52 @@ def judge(
     return out
 
 
-def conservative_speedup(teacher: Mapping[str, Any], student: Mapping[str, Any]) -> float | None:
-    """The student's slowest pass's throughput over the teacher's fastest pass's."""
+MIN_PAIRED_ROUNDS = 5  # fewer paired turns give no interval worth quoting
+
+
+@dataclass
+class Speedup:
+    ratio: float  # the student's speed over the teacher's
+    low: float  # the conservative end the headline quotes
+    high: float
+    how: str  # in words, for the headline
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def speedup(teacher: Mapping[str, Any], student: Mapping[str, Any]) -> Speedup | None:
+    """The student's speed over the teacher's with a 95% interval: the geometric mean of
+    the per-round ratios of their turns' rates, rounds resampled (percentile bootstrap)."""
     t, s = teacher.get("efficiency") or {}, student.get("efficiency") or {}
+    tr, sr = t.get("turn_rates") or [], s.get("turn_rates") or []
+    n = min(len(tr), len(sr))
+    if n >= MIN_PAIRED_ROUNDS:
+        logs = np.log(np.asarray(sr[:n], dtype=float) / np.asarray(tr[:n], dtype=float))
+        rng = np.random.default_rng(SEED)
+        means = logs[rng.integers(0, n, size=(DRAWS, n))].mean(axis=1)
+        lo, hi = np.exp(np.percentile(means, [2.5, 97.5]))
+        how = f"95% interval over {n} paired timing rounds"
+        return Speedup(float(np.exp(logs.mean())), float(lo), float(hi), how)
     fast = t.get("throughput_max") or t.get("throughput_items_per_s")
     slow = s.get("throughput_min") or s.get("throughput_items_per_s")
-    return slow / fast if fast and slow else None
+    if not (fast and slow):
+        return None
+    ratio = (s.get("throughput_items_per_s") or slow) / (t.get("throughput_items_per_s") or fast)
+    how = "its slowest timed pass against the teacher's fastest"
+    return Speedup(ratio, slow / fast, slow / fast, how)
+
+
+def speed_verdict(models: Mapping[str, Any]) -> dict[str, Any]:
+    """{"speedup": ...} for the verdict when a teacher and a student were both timed."""
+    sp = speedup(models.get("teacher") or {}, models.get("student") or {})
+    return {} if sp is None else {"speedup": sp.as_dict()}
+
+
+def conservative_speedup(teacher: Mapping[str, Any], student: Mapping[str, Any]) -> float | None:
+    """The low end of `speedup`: what the headline quotes."""
+    sp = speedup(teacher, student)
+    return None if sp is None else sp.low
 
 
 def times(ratio: float) -> str:
@@ -149,12 +192,12 @@ def verdict_headline(
             f"; it beats the gold-only baseline's {fmt(b['quality'][metric])} by "
             f"{points(g['diff'])} {unit} (95% interval {points(g['low'])} to {points(g['high'])})"
         )
-    speed = conservative_speedup(t, s)
+    speed = speedup(t, s)
     if speed is not None:
-        kept += (
-            f"; it runs at {times(speed)} the teacher's speed or more (its slowest timed pass "
-            "against the teacher's fastest)"
-        )
+        kept += f"; it runs at {times(speed.low)} the teacher's speed or more ({speed.how}"
+        if speed.high > speed.low:
+            kept += f": {times(speed.low)} to {times(speed.high)}"
+        kept += ")"
     return "; ".join([*lead, kept])
 
 
