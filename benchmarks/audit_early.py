@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--step-hours", type=float, default=12.0)
     ap.add_argument("--fpr", type=float, default=0.003)
     ap.add_argument("--accounts", type=int, default=1000)
+    ap.add_argument("--reference-accounts", type=int, default=3000)  # as audit_detection's
     ap.add_argument("--data", type=Path, default=Path("/tmp/stillroom-audit-detect"))
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -57,7 +58,7 @@ def main() -> None:
     end = lo + m["days"] * 86400.0
     cal = None
     if not args.self_calibrate:
-        ref, _ = reference(args.data, args.reference_seed, args.accounts, Embedder())
+        ref, _ = reference(args.data, args.reference_seed, args.reference_accounts, Embedder())
         cal = fit(list(ref.units.values()))
     lab = labels(m)
     flagged_at: dict[str, float] = {}
@@ -100,7 +101,9 @@ def main() -> None:
     out: dict[str, Any] = {
         "benchmark": "audit_early",
         "seed": args.seed,
-        "calibration": "self" if args.self_calibrate else f"reference seed {args.reference_seed}",
+        "calibration": "self"
+        if args.self_calibrate
+        else f"reference seed {args.reference_seed}, {args.reference_accounts} accounts",
         "fpr": args.fpr,
         "step_hours": args.step_hours,
         "time_to_detect_hours": {

@@ -219,11 +219,7 @@ def on_policy_curve(
         if args.gateway_db is not None:
             calls["gateway_requests"] = gateway_requests(args.gateway_db) - logged
         print(json.dumps({"scoring_calls": calls | (kill or {})}), flush=True)
-    paid = {
-        row["step"]: warm_tokens + row["scoring_tokens_paid"]
-        for row in map(json.loads, (cfg.run_dir / "train_log.jsonl").read_text().splitlines())
-        if "scoring_tokens_paid" in row
-    }
+    paid = paid_by_step(cfg.run_dir / "train_log.jsonl", warm_tokens, kill)
     points = []
     for ckpt in sorted((cfg.run_dir / "checkpoints").glob("step-*")):
         step = int(ckpt.name.removeprefix("step-"))
@@ -258,6 +254,23 @@ def trivial_answers(base: HarvestConfig, items: TextItems, n_test: int) -> dict[
     }
 
 
+def paid_by_step(log: Path, start: int, kill: dict[str, Any] | None) -> dict[int, int]:
+    """Teacher tokens paid by each logged step: `start` (the warm start's harvest), plus the
+    run's own scoring tokens. A run resumed from the checkpoint of `killed_after_step` logs
+    its own count from 0 and logs every later step again (its rows come last and win): past
+    that step, what the killed run stored is added."""
+    after, killed = (
+        (kill or {}).get("killed_after_step"),
+        (kill or {}).get("tokens_stored_by_the_killed_run", 0),
+    )
+    paid: dict[int, int] = {}
+    for row in map(json.loads, log.read_text().splitlines()):
+        if "scoring_tokens_paid" in row:
+            resumed = after is not None and row["step"] > after
+            paid[row["step"]] = start + (killed if resumed else 0) + row["scoring_tokens_paid"]
+    return paid
+
+
 def stored_scores(cfg: HarvestConfig) -> int:
     with sqlite3.connect(cfg.run_dir / "harvest.sqlite") as db:
         return int(db.execute("SELECT COUNT(*) FROM teacher_scores").fetchone()[0])
@@ -289,7 +302,13 @@ def killed_and_resumed(cfg: HarvestConfig, step: int) -> dict[str, Any]:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    return {"killed_after_step": step, "stored_by_the_killed_run": stored_scores(cfg)}
+    with sqlite3.connect(cfg.run_dir / "harvest.sqlite") as db:
+        (tokens,) = db.execute("SELECT COALESCE(SUM(tokens), 0) FROM teacher_scores").fetchone()
+    return {
+        "killed_after_step": step,
+        "stored_by_the_killed_run": stored_scores(cfg),
+        "tokens_stored_by_the_killed_run": int(tokens),
+    }
 
 
 def summary(curves: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

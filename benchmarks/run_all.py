@@ -674,6 +674,34 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
         ],
         [_curve_row("10 steps from a fresh student, scored through stillroom serve")],
     ),
+    # As distill_curves_served, from the 1,000-answer student at the learning rate of
+    # distill_curves_warm_lr (compare point by point); killed (SIGKILL) past step 15 and
+    # resumed; --gateway-db is the serving gateway's database.
+    "distill_curves_warm_served": (
+        [
+            *_CURVES,
+            "--sizes",
+            "250",
+            "1000",
+            "3700",
+            "--warm-start",
+            "1000",
+            "--reuse",
+            "--on-policy-lr",
+            "5e-5",
+            "--scoring-url",
+            "http://127.0.0.1:8123/v1",
+            "--kill-after",
+            "15",
+            "--gateway-db",
+            "gateway.sqlite",
+        ],
+        [
+            _curve_row(
+                "40 steps at 5e-5 from the 1,000-answer student, through stillroom serve, killed and resumed"
+            )
+        ],
+    ),
     "vllm_watermark": (
         ["benchmarks/vllm_watermark.py"],
         [
