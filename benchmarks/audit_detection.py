@@ -88,7 +88,7 @@ def linkage(units: dict[str, str], lab: dict[str, dict[str, str]]) -> Counter[st
     members: dict[str, list[str]] = defaultdict(list)
     for a, u in units.items():
         members[u].append(a)
-    out: Counter[str] = Counter()
+    out: Counter[str] = Counter(mixed_units=0, benign_in_distiller_units=0)  # shown when 0
     hydra: dict[str, list[str]] = defaultdict(list)
     for a, r in lab.items():
         if r["kind"].startswith("hydra"):

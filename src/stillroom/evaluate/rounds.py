@@ -3,13 +3,16 @@
 Timing one model after another lets the machine's load decide their ratio: on a shared
 machine a model timed while another job runs looks slow beside one timed a minute later in
 quiet (an eval once put two copies of the same architecture 2.3x apart). Here the models
-take turns: each round gives every model one turn of batches lasting about `slice_s` (one
-batch at least), the first model rotating from round to round, so a burst of load that
-lasts longer than a round lands on all of them; a warm-up pass comes first. Batches are
+take turns: each round gives every model one turn of batches lasting about as long as the
+slowest model's batch (at least `slice_s`), the first model rotating from round to round,
+so a burst of load that lasts longer than a round lands on all of them, and turn i of each
+model ran under about the same load: their rates' ratio is a paired sample of the speed
+ratio (verdict.speedup); a warm-up pass comes first and sets the turns' length. Batches are
 cut from the items sorted by length, as a server's batcher would (padding a short item to
 a long one's length is work no model needs), and each model works through them in order,
 wrapping around; a whole pass's rate is one sample of its throughput. Rounds go on until
-every model has made `min_passes` passes and been timed `min_timed_s`; the rate over all
+every model has made `min_passes` passes and been timed `min_timed_s`, and `min_rounds`
+rounds are done; the rate over all
 whole passes is reported (every turn counts, so a burst of load weighs by how long it
 lasted), with the slowest and fastest pass beside it. Each round also times one item alone
 (batch 1) per model, until `latency_items` have been.
@@ -29,6 +32,7 @@ from stillroom.evaluate.workers import ModelSpec, workers
 
 SLICE_S = 0.1
 MIN_PASSES = 5
+MIN_ROUNDS = 12  # paired turns for the speed ratio's interval
 TIMING_NOTE = (
     "Every model is loaded in a process of its own and timed in interleaved rounds: each "
     "round gives each model a short turn of batches, so a busy machine slows them alike. "
@@ -118,25 +122,30 @@ def time_in_rounds(
     slice_s: float = SLICE_S,
     min_passes: int = MIN_PASSES,
     min_timed_s: float = MIN_TIMED_S,
+    min_rounds: int = MIN_ROUNDS,
 ) -> dict[str, Timed]:
     """Every model's throughput on its `items` and batch-1 latency on the first
     `latency_items` of them, in interleaved rounds. `items[role]` are the same test items
     for every model, each in its own form (a teacher's few-shot prompt, a student's text)."""
     singles = min(latency_items, *(len(items[role]) for role in timers))
     state = {}
+    turn_s = slice_s
     for role, timer in timers.items():  # the batches each model works through; a warm-up
         ordered = sorted(items[role], key=length)
         batches = [ordered[i : i + batch] for i in range(0, len(ordered), batch)]
-        timer.call("calibrate", batches, list(items[role][:singles]))
+        warm = timer.call("calibrate", batches, list(items[role][:singles]))
+        turn_s = max(turn_s, float(np.median(warm)))  # every turn as long as the slowest's
         state[role] = Timed([len(b) for b in batches])
     roles = list(timers)
     r = 0
-    while not all(t.done(min_passes, min_timed_s, singles) for t in state.values()):
+    while r < min_rounds or not all(
+        t.done(min_passes, min_timed_s, singles) for t in state.values()
+    ):
         first = r % len(roles)
         for role in roles[first:] + roles[:first]:
             t = state[role]
             single = len(t.latencies) if len(t.latencies) < singles else None
-            t.record(*timers[role].call("slice", t.position, slice_s, single))
+            t.record(*timers[role].call("slice", t.position, turn_s, single))
         r += 1
     return state
 

@@ -154,12 +154,16 @@ class _Child:
     def predict(self) -> Any:
         return self.served.predict()
 
-    def calibrate(self, batches: list[Sequence[Any]], singles: Sequence[Any]) -> None:
+    def calibrate(self, batches: list[Sequence[Any]], singles: Sequence[Any]) -> list[float]:
         """Keep the batches to time and the items to time alone; warm up on each batch
-        once (first calls at a new shape are not the steady state)."""
+        once (first calls at a new shape are not the steady state): seconds each."""
         self.batches, self.singles = batches, singles
+        spent = []
         for chunk in batches:
+            start = time.perf_counter()
             self.served.run(chunk)
+            spent.append(time.perf_counter() - start)
+        return spent
 
     def slice(self, first: int, seconds: float, single: int | None) -> tuple[list[float], float]:
         """Batches first, first + 1, ... (wrapping around) until `seconds` are spent, one
