@@ -120,7 +120,13 @@ def main() -> None:
         "runs": runs,
         "wall_s": round(time.perf_counter() - t_start, 1),
         "command": f"python benchmarks/audit_early.py --seed {args.seed} "
-        f"--step-hours {args.step_hours:g} --fpr {args.fpr:g}",
+        f"--step-hours {args.step_hours:g} --fpr {args.fpr:g}"
+        + (
+            " --self-calibrate"
+            if args.self_calibrate
+            else f" --reference-seed {args.reference_seed}"
+            f" --reference-accounts {args.reference_accounts}"
+        ),
     }
     print(json.dumps(out, indent=2))
 

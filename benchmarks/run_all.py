@@ -698,7 +698,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
         ],
         [
             _curve_row(
-                "40 steps at 5e-5 from the 1,000-answer student, through stillroom serve, killed and resumed"
+                "40 steps at 5e-5 from the 1,000-answer student, through stillroom serve,"
+                " killed and resumed"
             )
         ],
     ),
