@@ -36,8 +36,9 @@ MIN_ROUNDS = 12  # paired turns for the speed ratio's interval
 TIMING_NOTE = (
     "Every model is loaded in a process of its own and timed in interleaved rounds: each "
     "round gives each model a short turn of batches, so a busy machine slows them alike. "
-    "Throughput is over every whole pass of the timed items; the headline's speed ratio "
-    "divides the student's slowest pass by the teacher's fastest. Peak memory is the most "
+    "Throughput is over every whole pass of the timed items. Turns last as long for every "
+    "model, so the headline's speed ratio pairs them round by round; it quotes the low end "
+    "of the ratio's 95% interval over the rounds. Peak memory is the most "
     "the model's process held while serving (weights, activations, tokenizer, runtime "
     "buffers) above its level with torch and the model's code imported and no model loaded."
 )
