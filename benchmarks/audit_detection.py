@@ -142,7 +142,7 @@ def lowo(
     return out
 
 
-def main() -> None:
+def main() -> None:  # long: arguments, then each seed audited every way, then one JSON
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[41, 42, 43])
     ap.add_argument("--reference-seed", type=int, default=99)

@@ -35,7 +35,7 @@ def first_requests(log: str) -> dict[str, float]:
     return {str(a): float(t) for a, t in rows}
 
 
-def main() -> None:
+def main() -> None:  # long: the replay in order: arguments, reference, steps, the counts
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=41)
     ap.add_argument("--reference-seed", type=int, default=99)

@@ -48,7 +48,7 @@ from stillroom.teacher_config import ApiTeacherConfig
 from stillroom.train.trainer import train
 
 
-def main() -> None:
+def main() -> None:  # long: arguments and their checks, the off-policy curves, then one JSON
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--sizes", type=int, nargs="+", default=[250, 500, 1000, 2000])
@@ -84,6 +84,12 @@ def main() -> None:
                          "log is counted against the scores the run stored")  # fmt: skip
     ap.add_argument("--work", type=Path, default=Path("runs/curves"))
     args = ap.parse_args()
+    every = max(1, args.on_policy_steps // args.points)
+    if args.kill_after is not None and (
+        args.kill_after % every or not 0 < args.kill_after < args.on_policy_steps
+    ):
+        ap.error(f"--kill-after {args.kill_after}: give a checkpoint step before the last, a "
+                 f"multiple of {every} (--on-policy-steps / --points)")  # fmt: skip
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
     base = base_config(args.config, args.work, args.steps)
@@ -207,6 +213,8 @@ def on_policy_curve(
         cfg.train.student = StudentConfig(
             init="pretrained", path=start.run_dir / "student", freeze_embeddings=frozen
         )
+    if args.kill_after is not None and (cfg.run_dir / "checkpoints").exists():
+        raise SystemExit(f"--kill-after needs a fresh run: remove {cfg.run_dir} first")
     logged = gateway_requests(args.gateway_db)
     kill = killed_and_resumed(cfg, args.kill_after) if args.kill_after is not None else None
     result = train(cfg, resume=kill is not None, quiet=True)
@@ -302,10 +310,14 @@ def killed_and_resumed(cfg: HarvestConfig, step: int) -> dict[str, Any]:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    from stillroom.train.trainer import latest_checkpoint
+
+    latest = latest_checkpoint(cfg.run_dir / "checkpoints")
     with sqlite3.connect(cfg.run_dir / "harvest.sqlite") as db:
         (tokens,) = db.execute("SELECT COALESCE(SUM(tokens), 0) FROM teacher_scores").fetchone()
     return {
         "killed_after_step": step,
+        "resumed_from_step": int(latest.name.removeprefix("step-")) if latest else 0,
         "stored_by_the_killed_run": stored_scores(cfg),
         "tokens_stored_by_the_killed_run": int(tokens),
     }

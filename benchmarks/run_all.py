@@ -703,6 +703,80 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
             )
         ],
     ),
+    # Logs made once per seed in --data (about 2.5 minutes per 1,000 accounts), then audited.
+    "audit_detection": (
+        [
+            "benchmarks/audit_detection.py",
+            "--seeds",
+            "61",
+            "62",
+            "63",
+            "--reference-seed",
+            "97",
+            "--reference-accounts",
+            "3000",
+        ],
+        [
+            (
+                "Audit, held-out seeds, 3,000-account benign reference, --fpr 0.003: actors caught",
+                "reference.0.003.recall_actors",
+                None,
+                "fraction",
+            ),
+            (
+                "Audit, same run, --fpr 0.003: measured benign FPR (volume baseline beside it)",
+                "reference.0.003.measured_fpr",
+                "volume_baseline.0.003.measured_fpr",
+                "fraction",
+            ),
+            (
+                "Audit, same run: hydra accounts in one unit with their siblings",
+                "linkage.hydra_share",
+                None,
+                "fraction",
+            ),
+        ],
+    ),
+    "audit_detection_small_reference": (
+        [
+            "benchmarks/audit_detection.py",
+            "--seeds",
+            "61",
+            "62",
+            "63",
+            "--reference-seed",
+            "96",
+            "--reference-accounts",
+            "1000",
+        ],
+        [
+            (
+                "Audit, held-out seeds, 1,000-account benign reference, --fpr 0.003: actors caught",
+                "reference.0.003.recall_actors",
+                None,
+                "fraction",
+            )
+        ],
+    ),
+    "audit_early": (
+        [
+            "benchmarks/audit_early.py",
+            "--seed",
+            "61",
+            "--reference-seed",
+            "97",
+            "--reference-accounts",
+            "3000",
+        ],
+        [
+            (
+                "Audit --state replay in 12-hour steps: low-and-slow's worst hours to detect",
+                "time_to_detect_hours.low_and_slow.worst",
+                None,
+                "hours",
+            )
+        ],
+    ),
     "vllm_watermark": (
         ["benchmarks/vllm_watermark.py"],
         [
@@ -730,10 +804,19 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
 
 
 def dig(data: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(data, dict) or part not in data:
+    """data[a][b]... for "a.b...": a key that holds dots itself ("0.003", a rate) is found
+    by joining parts until one matches."""
+    parts = dotted.split(".")
+    while parts:
+        if not isinstance(data, dict):
             return None
-        data = data[part]
+        for n in range(1, len(parts) + 1):
+            key = ".".join(parts[:n])
+            if key in data:
+                data, parts = data[key], parts[n:]
+                break
+        else:
+            return None
     return data
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from stillroom.errors import StoreError
-from stillroom.evaluate.rounds import serve_and_time, time_in_rounds
+from stillroom.evaluate.rounds import Timed, serve_and_time, time_in_rounds
 from stillroom.evaluate.served import LabelStudent
 from stillroom.evaluate.workers import ModelSpec, workers
 from stillroom.student_config import StudentConfig
@@ -102,3 +102,12 @@ def _file_mb(folder: Path) -> float:
 
     with safe_open(str(folder / "model.safetensors"), "np") as f:
         return sum(4 * int(np.prod(f.get_slice(k).get_shape())) for k in f.keys()) / 1e6  # noqa: SIM118
+
+
+def test_a_turns_rate_counts_the_batches_it_ran_wrapping_around() -> None:
+    t = Timed([16, 16, 4], position=2)
+    t.record([0.5, 1.0], float("nan"))  # batch 2 (4 items), then batch 0 (16): wraps
+    assert t.turns == [20 / 1.5] and t.position == 4
+    assert t.passes == [4 / 0.5]  # the pass that ended with batch 2
+    t.record([2.0], 12.0)  # batch 1 alone
+    assert t.turns[-1] == 16 / 2.0 and t.latencies == [12.0] and t.rounds == 2

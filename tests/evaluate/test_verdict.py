@@ -14,6 +14,7 @@ from stillroom.evaluate.verdict import (
     paired_gap,
     speed_verdict,
     speedup,
+    times,
 )
 
 N = 300
@@ -140,7 +141,7 @@ def test_the_normal_headline_shows_the_teachers_margin_and_the_baseline() -> Non
     assert "points above always 'animal'" in text
     assert "; it beats the gold-only baseline's" in text
     # the speed is the student's slowest round over the teacher's fastest: 400 / 60
-    assert "; it runs at 6.7x the teacher's speed or more" in text
+    assert "; it runs at 6.6x the teacher's speed or more" in text  # 6.67, rounded down
 
 
 def test_the_speedup_is_the_conservative_end() -> None:
@@ -160,11 +161,16 @@ def test_paired_rounds_give_the_speedup_an_interval() -> None:
     s = {"efficiency": {"turn_rates": list(600 * load * rng.uniform(0.9, 1.1, 20)),
                         "throughput_min": 300, "throughput_max": 660}}  # fmt: skip
     sp = speedup(t, s)
-    assert sp is not None and "20 paired timing rounds" in sp.how
+    assert sp is not None and sp.paired and "20 paired timing rounds" in sp.how
     # The load cancels within a round: the interval sits tightly around 10x, where the
     # slowest-against-fastest pairing (300 / 60) would say 5x.
     assert 9.3 < sp.low < sp.ratio < sp.high < 10.7
     assert conservative_speedup(t, s) == sp.low
     assert speed_verdict({"teacher": t, "student": s})["speedup"]["low"] == round(sp.low, 3)
-    few = {"efficiency": {**s["efficiency"], "turn_rates": s["efficiency"]["turn_rates"][:4]}}
+    few = {"efficiency": {**s["efficiency"], "turn_rates": s["efficiency"]["turn_rates"][:11]}}
     assert conservative_speedup(t, few) == pytest.approx(300 / 60)  # too few rounds to pair
+
+
+def test_speed_ratios_are_written_rounded_down_and_interval_tops_up() -> None:
+    assert (times(13.61), times(14.83, up=True)) == ("13x", "15x")
+    assert (times(9.96), times(6.7), times(0.3)) == ("9.9x", "6.7x", "0.3x")

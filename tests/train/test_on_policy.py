@@ -230,8 +230,10 @@ def test_a_trained_trimmed_student_goes_on_policy_through_a_served_teacher(
         validate_config(raw, "test")
     raw["teacher"]["folder"] = str(harvested["root"])  # no config.json there
     bad = validate_config(raw, "test")
+    before = len(scores(bad))
     with pytest.raises(ConfigError, match="teacher.folder: .* has no config.json"):
         train(bad, quiet=True)
+    assert len(scores(bad)) == before  # refused before any scoring call
 
 
 def test_logit_kd_from_a_harvest_of_a_served_teacher_with_token_ids(

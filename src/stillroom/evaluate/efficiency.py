@@ -44,7 +44,7 @@ class Efficiency:
     weights_mb: float | None = None  # parameters and buffers as held in memory
     held_rss_mb: float | None = None  # resident after serving, above the same level as peak
     # items/s of each round's turn, in round order: turn i of every model was taken in the
-    # same round, so their ratio compares models under the same load (verdict.speedup)
+    # same round, one right after another, so their ratio is paired (verdict.speedup)
     turn_rates: list[float] | None = None
 
     def as_dict(self) -> dict[str, Any]:

@@ -5,16 +5,17 @@ machine a model timed while another job runs looks slow beside one timed a minut
 quiet (an eval once put two copies of the same architecture 2.3x apart). Here the models
 take turns: each round gives every model one turn of batches lasting about as long as the
 slowest model's batch (at least `slice_s`), the first model rotating from round to round,
-so a burst of load that lasts longer than a round lands on all of them, and turn i of each
-model ran under about the same load: their rates' ratio is a paired sample of the speed
-ratio (verdict.speedup); a warm-up pass comes first and sets the turns' length. Batches are
+so a burst of load that lasts longer than a round lands on all of them; turn i of each model
+ran right after the others', so their rates' ratio is a paired sample of the speed ratio
+(verdict.speedup); a warm-up pass comes first and sets the turns' length. Batches are
 cut from the items sorted by length, as a server's batcher would (padding a short item to
 a long one's length is work no model needs), and each model works through them in order,
 wrapping around; a whole pass's rate is one sample of its throughput. Rounds go on until
 every model has made `min_passes` passes and been timed `min_timed_s`, and `min_rounds`
-rounds are done; the rate over all
-whole passes is reported (every turn counts, so a burst of load weighs by how long it
-lasted), with the slowest and fastest pass beside it. Each round also times one item alone
+rounds are done; the rate over all whole passes is reported (every turn counts, so a burst
+of load weighs by how long it lasted), with the slowest and fastest pass beside it. With
+many batches, a turn's rate also depends on which batches it ran (they differ in length):
+noise in the paired ratio, which the interval includes. Each round also times one item alone
 (batch 1) per model, until `latency_items` have been.
 """
 
@@ -66,9 +67,9 @@ class Timed:
     turns: list[float] = field(default_factory=list)  # items/s of each round's turn
 
     def record(self, spent: list[float], latency_ms: float) -> None:
-        done = sum(self.sizes[(self.position + i) % len(self.sizes)] for i in range(len(spent)))
+        items = sum(self.sizes[(self.position + i) % len(self.sizes)] for i in range(len(spent)))
         if spent and sum(spent) > 0:
-            self.turns.append(done / sum(spent))
+            self.turns.append(items / sum(spent))
         for seconds in spent:
             self.pass_items += self.sizes[self.position % len(self.sizes)]
             self.pass_s += seconds

@@ -8,15 +8,15 @@ the verdict compares, item by item on the same test set, the student with the ba
 the teacher with the best trivial answer, each difference with a 95% paired bootstrap
 interval, and the headline leads with whichever of these failed. The share of the teacher
 kept is only ever shown beside the teacher's margin over the trivial answer and the
-baseline's score. The speed it quotes is the low end of a 95% interval of the speed ratio
-over the timing rounds: each round gives every model a turn under the same load, so the
-ratio of their turns' rates is paired, and the rounds are resampled (an eval.json from
-before rounds were paired falls back to the student's slowest pass over the teacher's
-fastest).
+baseline's score. The speed it quotes is the low end (rounded down) of a 95% interval of
+the speed ratio over this eval's timing rounds: each round gives every model a turn, one
+right after another, so the ratio of their turns' rates is paired (an eval.json from before
+rounds were paired falls back to the student's slowest pass over the teacher's fastest).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -89,7 +89,7 @@ def judge(
     return out
 
 
-MIN_PAIRED_ROUNDS = 5  # fewer paired turns give no interval worth quoting
+MIN_PAIRED_ROUNDS = 12  # as many as eval times (rounds.MIN_ROUNDS); fewer give no interval
 
 
 @dataclass
@@ -98,31 +98,36 @@ class Speedup:
     low: float  # the conservative end the headline quotes
     high: float
     how: str  # in words, for the headline
+    paired: bool  # an interval over paired rounds; else the slowest-over-fastest pairing
 
     def as_dict(self) -> dict[str, Any]:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
 def speedup(teacher: Mapping[str, Any], student: Mapping[str, Any]) -> Speedup | None:
-    """The student's speed over the teacher's with a 95% interval: the geometric mean of
-    the per-round ratios of their turns' rates, rounds resampled (percentile bootstrap)."""
+    """The student's speed over the teacher's in this eval, with a 95% interval: the
+    geometric mean of the per-round ratios of their turns' rates (turns adjacent in time, so
+    a load that lasts longer than a round slows both), and Student's t on the log ratios.
+    The interval is this eval's timing noise, not the spread between evals on a machine
+    whose load changes: another eval, under another load, can land outside it."""
     t, s = teacher.get("efficiency") or {}, student.get("efficiency") or {}
     tr, sr = t.get("turn_rates") or [], s.get("turn_rates") or []
     n = min(len(tr), len(sr))
     if n >= MIN_PAIRED_ROUNDS:
+        from scipy.stats import t as student_t
+
         logs = np.log(np.asarray(sr[:n], dtype=float) / np.asarray(tr[:n], dtype=float))
-        rng = np.random.default_rng(SEED)
-        means = logs[rng.integers(0, n, size=(DRAWS, n))].mean(axis=1)
-        lo, hi = np.exp(np.percentile(means, [2.5, 97.5]))
-        how = f"95% interval over {n} paired timing rounds"
-        return Speedup(float(np.exp(logs.mean())), float(lo), float(hi), how)
+        half = float(student_t.ppf(0.975, n - 1) * logs.std(ddof=1) / np.sqrt(n))
+        mean = float(logs.mean())
+        how = f"95% interval over {n} paired timing rounds of this eval"
+        return Speedup(math.exp(mean), math.exp(mean - half), math.exp(mean + half), how, True)
     fast = t.get("throughput_max") or t.get("throughput_items_per_s")
     slow = s.get("throughput_min") or s.get("throughput_items_per_s")
     if not (fast and slow):
         return None
     ratio = (s.get("throughput_items_per_s") or slow) / (t.get("throughput_items_per_s") or fast)
     how = "its slowest timed pass against the teacher's fastest"
-    return Speedup(ratio, slow / fast, slow / fast, how)
+    return Speedup(ratio, slow / fast, max(ratio, slow / fast), how, False)
 
 
 def speed_verdict(models: Mapping[str, Any]) -> dict[str, Any]:
@@ -137,8 +142,13 @@ def conservative_speedup(teacher: Mapping[str, Any], student: Mapping[str, Any])
     return None if sp is None else sp.low
 
 
-def times(ratio: float) -> str:
-    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
+def times(ratio: float, up: bool = False) -> str:
+    """A speed ratio as written: rounded down (a floor is never written above itself),
+    or up for an interval's high end."""
+    step = 1.0 if ratio >= 10 else 0.1
+    # the nudge keeps a ratio written exactly (0.3 / 0.1 = 2.999...) on its own step
+    value = (math.ceil(ratio / step - 1e-9) if up else math.floor(ratio / step + 1e-9)) * step
+    return f"{value:.0f}x" if ratio >= 10 else f"{value:.1f}x"
 
 
 def verdict_headline(
@@ -195,8 +205,8 @@ def verdict_headline(
     speed = speedup(t, s)
     if speed is not None:
         kept += f"; it runs at {times(speed.low)} the teacher's speed or more ({speed.how}"
-        if speed.high > speed.low:
-            kept += f": {times(speed.low)} to {times(speed.high)}"
+        if speed.paired:
+            kept += f": {times(speed.low)} to {times(speed.high, up=True)}"
         kept += ")"
     return "; ".join([*lead, kept])
 
