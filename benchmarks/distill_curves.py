@@ -264,13 +264,12 @@ def trivial_answers(base: HarvestConfig, items: TextItems, n_test: int) -> dict[
 
 def paid_by_step(log: Path, start: int, kill: dict[str, Any] | None) -> dict[int, int]:
     """Teacher tokens paid by each logged step: `start` (the warm start's harvest), plus the
-    run's own scoring tokens. A run resumed from the checkpoint of `killed_after_step` logs
-    its own count from 0 and logs every later step again (its rows come last and win): past
-    that step, what the killed run stored is added."""
-    after, killed = (
-        (kill or {}).get("killed_after_step"),
-        (kill or {}).get("tokens_stored_by_the_killed_run", 0),
-    )
+    run's own scoring tokens. A run resumed from the checkpoint of `resumed_from_step` logs
+    its own count from 0 and logs every later step again (its rows come last and win: early
+    stopping is off here): past that step, what the killed run stored is added."""
+    kill = kill or {}
+    after = kill.get("resumed_from_step", kill.get("killed_after_step"))
+    killed = kill.get("tokens_stored_by_the_killed_run", 0)
     paid: dict[int, int] = {}
     for row in map(json.loads, log.read_text().splitlines()):
         if "scoring_tokens_paid" in row:
