@@ -21,6 +21,21 @@ RESULTS = ROOT / "benchmarks" / "results.json"
 README = ROOT / "README.md"
 
 _CURVES = ["benchmarks/distill_curves.py", "--config", "examples/wordnet-derived.yaml"]
+# held-out seeds, audited against one known-benign reference log or another
+_AUDIT_SEEDS = ["benchmarks/audit_detection.py", "--seeds", "61", "62", "63"]
+# on-policy from the 1,000-answer logit-KD student at a tenth of the learning rate
+_WARM_LR = [
+    *_CURVES,
+    "--sizes",
+    "250",
+    "1000",
+    "3700",
+    "--warm-start",
+    "1000",
+    "--reuse",
+    "--on-policy-lr",
+    "5e-5",
+]
 
 
 def _curve_row(start: str) -> tuple[str, str, str | None, str]:
@@ -641,18 +656,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
         [_curve_row("40 steps from the 1,000-answer logit-KD student")],
     ),
     "distill_curves_warm_lr": (
-        [
-            *_CURVES,
-            "--sizes",
-            "250",
-            "1000",
-            "3700",
-            "--warm-start",
-            "1000",
-            "--reuse",
-            "--on-policy-lr",
-            "5e-5",
-        ],
+        [*_WARM_LR],
         [_curve_row("40 steps at learning rate 5e-5 from the 1,000-answer student")],
     ),
     # Needs `stillroom serve --model gemma-3-270m --port 8123` and a key of it in
@@ -679,16 +683,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
     # resumed; --gateway-db is the serving gateway's database.
     "distill_curves_warm_served": (
         [
-            *_CURVES,
-            "--sizes",
-            "250",
-            "1000",
-            "3700",
-            "--warm-start",
-            "1000",
-            "--reuse",
-            "--on-policy-lr",
-            "5e-5",
+            *_WARM_LR,
             "--scoring-url",
             "http://127.0.0.1:8123/v1",
             "--kill-after",
@@ -705,17 +700,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
     ),
     # Logs made once per seed in --data (about 2.5 minutes per 1,000 accounts), then audited.
     "audit_detection": (
-        [
-            "benchmarks/audit_detection.py",
-            "--seeds",
-            "61",
-            "62",
-            "63",
-            "--reference-seed",
-            "97",
-            "--reference-accounts",
-            "3000",
-        ],
+        [*_AUDIT_SEEDS, "--reference-seed", "97", "--reference-accounts", "3000"],
         [
             (
                 "Audit, held-out seeds, 3,000-account benign reference, --fpr 0.003: actors caught",
@@ -738,17 +723,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[tuple[str, str, str | None, str]]]] 
         ],
     ),
     "audit_detection_small_reference": (
-        [
-            "benchmarks/audit_detection.py",
-            "--seeds",
-            "61",
-            "62",
-            "63",
-            "--reference-seed",
-            "96",
-            "--reference-accounts",
-            "1000",
-        ],
+        [*_AUDIT_SEEDS, "--reference-seed", "96", "--reference-accounts", "1000"],
         [
             (
                 "Audit, held-out seeds, 1,000-account benign reference, --fpr 0.003: actors caught",
