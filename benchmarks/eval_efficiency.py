@@ -163,9 +163,14 @@ def run(folder: Path, repeats: int, load: int) -> dict[str, Any]:
 
 
 def summarise(runs: dict[str, Any], folder: Path, texts: list[str]) -> dict[str, Any]:
+    from stillroom.evaluate.verdict import speedup
+
     def ratios(method: str) -> list[float]:
         return [r["a"]["throughput_items_per_s"] / r["b"]["throughput_items_per_s"]
                 for r in runs[method]]  # fmt: skip
+
+    # what eval's headline uses: a over b, round by round (verdict.speedup)
+    paired = [speedup({"efficiency": r["b"]}, {"efficiency": r["a"]}) for r in runs["new"]]
 
     weights = runs["new"][-1]["a"]["weights_mb"]
     tok, act = tokenizer_mb(folder), activations_mb(folder, texts)
@@ -177,6 +182,8 @@ def summarise(runs: dict[str, Any], folder: Path, texts: list[str]) -> dict[str,
         "throughput_ratio_identical_models": {
             "new_interleaved_rounds": ratio_summary(ratios("new")),
             "baseline_old_sequential_measure": ratio_summary(ratios("old")),
+            "new_paired_rounds": ratio_summary([p.ratio for p in paired if p is not None])
+            | {"intervals_95": [[round(p.low, 3), round(p.high, 3)] for p in paired if p]},
             "floor_new_worst_off_by": RATIO_FLOOR,
         },
         "peak_memory_mb": {
