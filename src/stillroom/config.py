@@ -18,6 +18,7 @@ from stillroom.student_config import StudentConfig
 from stillroom.teacher_config import (
     DEFAULT_KIND,
     TEACHER_KINDS,
+    ApiTeacherConfig,
     LocalTeacherConfig,
     TeacherConfig,
     kinds_with_key,
@@ -239,12 +240,11 @@ class HarvestConfig(_Strict):
         classify = self.task.kind == "classify"
         if classify and self.train.objective == "on_policy":
             raise ValueError("train.objective: on_policy needs task.kind: generate")
-        st = self.train.student
         if (
             self.train.objective == "on_policy"
-            and not self.teacher.is_local
-            and getattr(self.teacher, "folder", None) is None
-            and st.init == "pretrained"
+            and isinstance(self.teacher, ApiTeacherConfig)
+            and self.teacher.folder is None
+            and self.train.student.init == "pretrained"
         ):
             # The API scores the student's tokens by id; a saved student's ids (a trimmed
             # vocabulary) mean the served model's only through the served model's tokenizer.

@@ -11,6 +11,7 @@ builder registered in `stillroom.teachers.BUILDERS`. It sits below `stillroom.co
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
@@ -64,6 +65,15 @@ class ApiTeacherConfig(_TeacherBase):
                 "e.g. http://127.0.0.1:8000/v1"
             )
         return url
+
+    def folder_problems(self) -> list[str]:
+        """What is wrong with `folder`, known before any call: it must hold config.json."""
+        if self.folder is None or (Path(self.folder) / "config.json").is_file():
+            return []
+        return [
+            f"teacher.folder: {self.folder} has no config.json; point it at a local copy of "
+            "the served model's folder (its config.json and tokenizer files)"
+        ]
 
 
 class LocalTeacherConfig(_TeacherBase):

@@ -171,3 +171,25 @@ def test_an_api_teachers_model_with_a_tokenizer_here_has_its_labels_checked(
         dry_run(cfg)
     assert any("'sea shells' is 2 tokens for the teacher's" in p for p in caught.value.problems)
     assert "not checked" not in str(caught.value)
+
+
+def test_an_api_teachers_folder_is_checked_before_any_call(
+    tmp_path: Path, teacher_dir: Path
+) -> None:
+    raw: dict[str, Any] = {
+        "name": "folder",
+        "runs_dir": str(tmp_path / "runs"),
+        "prompts": {"path": str(write_items(tmp_path / "items.jsonl")), "id_field": "id",
+                    "template": "{text}:"},
+        "teacher": {"kind": "api", "model": "m", "base_url": "http://127.0.0.1:9/v1",
+                    "folder": str(tmp_path)},  # no config.json there
+    }  # fmt: skip
+    cfg = validate_config(raw, "test")
+    items = load_prompts(cfg.prompts, cfg.split)[0]
+    with pytest.raises(TaskProblems, match="teacher.folder: .* has no config.json"):
+        check_task(cfg, items)
+    with pytest.raises(TaskProblems, match="teacher.folder"):
+        harvest(cfg, show_progress=False)  # the unreachable teacher is never called
+    assert not (tmp_path / "runs").exists()
+    raw["teacher"]["folder"] = str(teacher_dir)  # a model folder: nothing to say
+    assert check_task(validate_config(raw, "test"), items) == []

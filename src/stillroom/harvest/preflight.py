@@ -21,6 +21,7 @@ from typing import Any
 from stillroom.config import HarvestConfig, TaskConfig
 from stillroom.errors import ConfigError, InputError
 from stillroom.harvest.prompts import PromptItem
+from stillroom.teacher_config import ApiTeacherConfig
 
 SOURCE = "checks before the first teacher call"
 _SHOWN = 3  # rows named per problem
@@ -40,12 +41,16 @@ def check_task(
     cfg: HarvestConfig, items: list[PromptItem], *, teacher_tokenizer: Any | None = None
 ) -> list[str]:
     """Raise TaskProblems (a ConfigError) listing every problem found; return notes (what
-    could not be checked, and warnings that do not stop a run). A generation task has
-    nothing to check."""
+    could not be checked, and warnings that do not stop a run). For a generation task only
+    the API teacher's `folder` is checked."""
     task = cfg.task
+    # an API teacher's local folder, which training maps the student's ids through
+    served = cfg.teacher.folder_problems() if isinstance(cfg.teacher, ApiTeacherConfig) else []
     if task.kind != "classify":
+        if served:
+            raise TaskProblems(served, [])
         return []
-    problems = [*label_problems(task), *setup_problems(cfg)]
+    problems = [*served, *label_problems(task), *setup_problems(cfg)]
     tokenizers, unchecked = _tokenizers(cfg, teacher_tokenizer)
     for role, tokenizer in tokenizers:
         problems += token_problems(task, tokenizer, role)

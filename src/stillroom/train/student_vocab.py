@@ -26,14 +26,8 @@ def teacher_folder(cfg: HarvestConfig) -> Path:
         return Path(st.path)
     if not cfg.teacher.is_local:
         local = cfg.teacher.folder if isinstance(cfg.teacher, ApiTeacherConfig) else None
-        if local is not None and not (Path(local) / "config.json").is_file():
-            raise ConfigError(
-                "config",
-                [
-                    f"teacher.folder: {local} has no config.json; point it at a local copy of "
-                    "the served model's folder (its config.json and tokenizer files)"
-                ],
-            )
+        if isinstance(cfg.teacher, ApiTeacherConfig) and (bad := cfg.teacher.folder_problems()):
+            raise ConfigError("config", bad)
         needs = st.init == "shrink" or (st.init == "config" and st.tokenizer == "teacher")
         if local is None and needs:
             raise ConfigError(
