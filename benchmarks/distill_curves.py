@@ -43,6 +43,7 @@ from typing import Any
 from stillroom.config import HarvestConfig, load_config
 from stillroom.evaluate.text import TextItems, load_text_items, most_common_answer, text_scores
 from stillroom.harvest.runner import harvest
+from stillroom.harvest.store import RunStore
 from stillroom.student_config import StudentConfig
 from stillroom.teacher_config import ApiTeacherConfig
 from stillroom.train.trainer import train
@@ -220,7 +221,7 @@ def on_policy_curve(
     result = train(cfg, resume=kill is not None, quiet=True)
     if args.gateway_db is not None or kill is not None:
         calls = {
-            "stored_scores": stored_scores(cfg),
+            "stored_scores": score_totals(cfg)[0],
             "paid_by_the_last_run": (result.on_policy or {}).get("scoring_calls_paid"),
             "read_back_by_the_last_run": (result.on_policy or {}).get("scoring_calls_reused"),
         }
@@ -278,9 +279,14 @@ def paid_by_step(log: Path, start: int, kill: dict[str, Any] | None) -> dict[int
     return paid
 
 
-def stored_scores(cfg: HarvestConfig) -> int:
-    with sqlite3.connect(cfg.run_dir / "harvest.sqlite") as db:
-        return int(db.execute("SELECT COUNT(*) FROM teacher_scores").fetchone()[0])
+def score_totals(cfg: HarvestConfig) -> tuple[int, int]:
+    """(scoring calls, their tokens) in the run's store, as the store counts them."""
+    store = RunStore.open_run(cfg.run_dir)
+    try:
+        calls, tokens, _ = store.score_totals()
+    finally:
+        store.close()
+    return calls, tokens
 
 
 def gateway_requests(db: Path | None) -> int:
@@ -301,9 +307,9 @@ def killed_and_resumed(cfg: HarvestConfig, step: int) -> dict[str, Any]:
     from tests.helpers.kills import train_until_checkpoint
 
     proc = train_until_checkpoint(cfg, step, timeout_s=3600)
-    at_checkpoint = stored_scores(cfg)
+    at_checkpoint = score_totals(cfg)[0]
     deadline = time.monotonic() + 600
-    while stored_scores(cfg) == at_checkpoint:  # let it pay for a batch past the checkpoint
+    while score_totals(cfg)[0] == at_checkpoint:  # let it pay for a batch past the checkpoint
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit("the child run ended or stalled before it was killed")
         time.sleep(0.05)
@@ -312,13 +318,12 @@ def killed_and_resumed(cfg: HarvestConfig, step: int) -> dict[str, Any]:
     from stillroom.train.trainer import latest_checkpoint
 
     latest = latest_checkpoint(cfg.run_dir / "checkpoints")
-    with sqlite3.connect(cfg.run_dir / "harvest.sqlite") as db:
-        (tokens,) = db.execute("SELECT COALESCE(SUM(tokens), 0) FROM teacher_scores").fetchone()
+    calls, tokens = score_totals(cfg)
     return {
         "killed_after_step": step,
         "resumed_from_step": int(latest.name.removeprefix("step-")) if latest else 0,
-        "stored_by_the_killed_run": stored_scores(cfg),
-        "tokens_stored_by_the_killed_run": int(tokens),
+        "stored_by_the_killed_run": calls,
+        "tokens_stored_by_the_killed_run": tokens,
     }
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 MIN_TIMED_S = 2.0  # repeat fast models' throughput passes until this much time is measured
+MIN_ROUNDS = 12  # timing rounds at least: paired turns for the speed ratio's interval
 
 
 @dataclass

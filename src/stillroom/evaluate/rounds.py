@@ -28,12 +28,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from stillroom.evaluate.efficiency import MIN_TIMED_S, Efficiency
+from stillroom.evaluate.efficiency import MIN_ROUNDS, MIN_TIMED_S, Efficiency
 from stillroom.evaluate.workers import ModelSpec, workers
 
 SLICE_S = 0.1
 MIN_PASSES = 5
-MIN_ROUNDS = 12  # paired turns for the speed ratio's interval
 TIMING_NOTE = (
     "Every model is loaded in a process of its own and timed in interleaved rounds: each "
     "round gives each model a short turn of batches, so a busy machine slows them alike. "
@@ -67,11 +66,11 @@ class Timed:
     turns: list[float] = field(default_factory=list)  # items/s of each round's turn
 
     def record(self, spent: list[float], latency_ms: float) -> None:
-        items = sum(self.sizes[(self.position + i) % len(self.sizes)] for i in range(len(spent)))
-        if spent and sum(spent) > 0:
-            self.turns.append(items / sum(spent))
+        turn_items = 0
         for seconds in spent:
-            self.pass_items += self.sizes[self.position % len(self.sizes)]
+            size = self.sizes[self.position % len(self.sizes)]
+            turn_items += size
+            self.pass_items += size
             self.pass_s += seconds
             self.timed_s += seconds
             self.position += 1
@@ -80,6 +79,8 @@ class Timed:
                 self.passes_items += self.pass_items
                 self.passes_s += self.pass_s
                 self.pass_items, self.pass_s = 0, 0.0
+        if sum(spent) > 0:
+            self.turns.append(turn_items / sum(spent))
         if not math.isnan(latency_ms):
             self.latencies.append(latency_ms)
         self.rounds += 1

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from stillroom.evaluate.efficiency import MIN_ROUNDS
+
 DRAWS = 2000  # bootstrap resamples of the test items
 SEED = 0  # the same items give the same interval on every eval
 # A teacher (or student) is clearly above a trivial answer when the interval of its margin
@@ -89,9 +91,6 @@ def judge(
     return out
 
 
-MIN_PAIRED_ROUNDS = 12  # as many as eval times (rounds.MIN_ROUNDS); fewer give no interval
-
-
 @dataclass
 class Speedup:
     ratio: float  # the student's speed over the teacher's
@@ -113,7 +112,7 @@ def speedup(teacher: Mapping[str, Any], student: Mapping[str, Any]) -> Speedup |
     t, s = teacher.get("efficiency") or {}, student.get("efficiency") or {}
     tr, sr = t.get("turn_rates") or [], s.get("turn_rates") or []
     n = min(len(tr), len(sr))
-    if n >= MIN_PAIRED_ROUNDS:
+    if n >= MIN_ROUNDS:  # fewer than eval times give no interval worth quoting
         from scipy.stats import t as student_t
 
         logs = np.log(np.asarray(sr[:n], dtype=float) / np.asarray(tr[:n], dtype=float))
